@@ -1,0 +1,141 @@
+/* `ploop`: the command-line tool over libploop. Parses arguments, calls the library, prints;
+ * every failure is one line on stderr and an upstream SYSEXIT_* exit code. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+const char *prog_cmd = "";
+static int verbosity;
+
+static const struct command commands[] = {
+	{ "init", cmd_init, "init -s SIZE [-b BLOCKSIZE] [-v 1|2] [-f ploop1|expanded|preallocated|raw] [--sparse] -t none DELTA" },
+	{ "info", cmd_info, "info -s DiskDescriptor.xml" },
+	{ "snapshot", cmd_snapshot, "snapshot [-u UUID] DiskDescriptor.xml" },
+	{ "snapshot-list", cmd_snapshot_list, "snapshot-list [-H] [-s] [-o uuid,parent_uuid,current,fname] [-u UUID] DiskDescriptor.xml" },
+	{ "snapshot-merge", cmd_snapshot_merge, "snapshot-merge [-u UUID | -A] DiskDescriptor.xml" },
+	{ "snapshot-delete", cmd_snapshot_delete, "snapshot-delete -u UUID DiskDescriptor.xml" },
+	{ "snapshot-switch", cmd_snapshot_switch, "snapshot-switch -u UUID [-D] DiskDescriptor.xml" },
+	{ "grow", cmd_grow, "grow -s SIZE {DiskDescriptor.xml | [-f raw] DELTA}" },
+	{ "convert", cmd_convert, "convert {-f preallocated|raw | -v 1|2} DiskDescriptor.xml" },
+	{ "check", cmd_check, "check [-f] [-F] [-c] [-r] [-s] [-d] [-R -b BLOCKSIZE] [-u UUID] {DELTA | DiskDescriptor.xml}" },
+	{ "restore-descriptor", cmd_restore_descriptor, "restore-descriptor [-f raw|ploop1] [-b BLOCKSIZE] DIR DELTA" },
+	{ "merge", cmd_merge, "merge [-f raw] TOP [MIDDLE...] BASE" },
+	{ "map", cmd_map, "map [-j] [-u UUID] {DiskDescriptor.xml | DELTA}" },
+	{ "export", cmd_export, "export [-u UUID] {DiskDescriptor.xml | DELTA} {OUTPUT | -}" },
+	{ "import", cmd_import, "import [-s SIZE] [-b BLOCKSIZE] [-v 1|2] {INPUT | -} DELTA" },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: ploop [-v] COMMAND [OPTIONS] ARGS\n\nCommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %s\n", commands[i].usage);
+	fprintf(f, "\nSIZE is N[KMGT] (binary units) or a number of 512-byte sectors; BLOCKSIZE is in sectors or\n"
+		   "N[KM]. Exit codes are upstream ploop's (README.md lists them).\n");
+}
+
+int report_error(const struct ploop_error *err)
+{
+	fprintf(stderr, "ploop %s: %s\n", prog_cmd, err->msg[0] ? err->msg : "failed");
+	return err->status ? err->status : 1;
+}
+
+int fail(int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "ploop %s: ", prog_cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return status;
+}
+
+int usage_error(const char *msg)
+{
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(commands[i].name, prog_cmd))
+			return fail(PLOOP_ERR_PARAM, "%s (usage: ploop %s)", msg, commands[i].usage);
+	return fail(PLOOP_ERR_PARAM, "%s", msg);
+}
+
+int parse_size_arg(const char *s, uint64_t *sectors)
+{
+	if (ploop_parse_size(s, sectors) || !*sectors)
+		return usage_error("invalid size");
+	return 0;
+}
+
+/* Cluster sizes are given in sectors (upstream -b) or with a unit (e.g. 1M). */
+int parse_cluster_arg(const char *s, uint32_t *sectors)
+{
+	uint64_t v;
+
+	if (ploop_parse_size(s, &v) || v > UINT32_MAX || !ploop_cluster_size_valid((uint32_t)v))
+		return fail(PLOOP_ERR_PARAM, "invalid block size '%s': a power of two from 64 to 131072 sectors "
+					     "(32K to 64M)",
+			    s);
+	*sectors = (uint32_t)v;
+	return 0;
+}
+
+int want_args(int argc, int n)
+{
+	if (argc - optind < n)
+		return usage_error("missing argument");
+	if (argc - optind > n)
+		return usage_error("too many arguments");
+	return 0;
+}
+
+static void log_message(int level, const char *msg, void *ctx)
+{
+	(void)ctx;
+	if (level <= verbosity)
+		printf("%s\n", msg);
+}
+
+int main(int argc, char **argv)
+{
+	int i = 1;
+
+	signal(SIGPIPE, SIG_IGN);
+	while (i < argc && argv[i][0] == '-' && argv[i][1]) {
+		if (!strcmp(argv[i], "-v"))
+			verbosity++;
+		else if (!strncmp(argv[i], "-v", 2) && argv[i][2] >= '0' && argv[i][2] <= '9')
+			verbosity = atoi(argv[i] + 2);
+		else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			usage(stdout);
+			return 0;
+		} else {
+			usage(stderr);
+			return PLOOP_ERR_PARAM;
+		}
+		i++;
+	}
+	if (i >= argc) {
+		usage(stderr);
+		return PLOOP_ERR_PARAM;
+	}
+	if (!strcmp(argv[i], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	ploop_set_log(log_message, NULL);
+	for (size_t c = 0; c < sizeof(commands) / sizeof(commands[0]); c++) {
+		if (strcmp(commands[c].name, argv[i]))
+			continue;
+		prog_cmd = commands[c].name;
+		optind = 1;
+		return commands[c].run(argc - i, argv + i);
+	}
+	fprintf(stderr, "ploop: unknown command '%s'\n", argv[i]);
+	usage(stderr);
+	return PLOOP_ERR_PARAM;
+}

@@ -1,0 +1,690 @@
+/* Whole-image operations on a descriptor: init, snapshot, merge, delete, switch, grow,
+ * restore-descriptor and file-list merge, with recovery of operations a crash interrupted.
+ * Every change is ordered so that the descriptor on disk always names a consistent chain. */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+void ploop_set_release(struct image_set *s)
+{
+	ploop_descriptor_free(s->dd);
+	ploop_unlock_descriptor(s->lock_fd);
+	s->dd = NULL;
+	s->lock_fd = -1;
+}
+
+static int reload(struct image_set *s, const char *dd_path, struct ploop_error *err)
+{
+	ploop_descriptor_free(s->dd);
+	s->dd = NULL;
+	return ploop_descriptor_read(dd_path, &s->dd, err);
+}
+
+/* Locks, recovers interrupted operations, reads; the old top-GUID form becomes upstream's fixed one. */
+int ploop_set_open(struct image_set *s, const char *dd_path, struct ploop_error *err)
+{
+	s->dd = NULL;
+	if (ploop_lock_descriptor(dd_path, true, &s->lock_fd, err))
+		return err->status;
+	if (ploop_recover_locked(dd_path, err) || reload(s, dd_path, err)) {
+		ploop_set_release(s);
+		return err->status;
+	}
+	if (strcmp(s->dd->top_guid, PLOOP_TOP_GUID) && ploop_descriptor_find_snapshot(s->dd, PLOOP_TOP_GUID) < 0)
+		ploop_descriptor_rename_guid(s->dd, s->dd->top_guid, PLOOP_TOP_GUID);
+	return 0;
+}
+
+int ploop_unlink_file(const char *path, struct ploop_error *err)
+{
+	int r = pio_unlink(path);
+
+	if (r && r != -ENOENT)
+		return ploop_fail(err, PLOOP_ERR_UNLINK, -r, "%s: cannot remove", path);
+	r = pio_sync_parent(path);
+	if (r)
+		return ploop_fail(err, PLOOP_ERR_FSYNC, -r, "%s: cannot sync the directory", path);
+	return 0;
+}
+
+/* ---- merging deltas --------------------------------------------------------------------------------- */
+
+/*
+ * Copies every cluster held by @src (top first: the first source holding a cluster wins) into @dst,
+ * in place where @dst has the cluster, else into clusters appended in one allocation. Runs of
+ * clusters contiguous on both sides move with one copy. The BAT entries of @dst are written only
+ * after all data is durable.
+ */
+int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src, int n, struct ploop_error *err)
+{
+	uint64_t vmax = 0, cs = dst->cluster_bytes, need = 0, first_new = 0;
+	cleanup_free uint64_t *soff = NULL;
+	cleanup_free uint64_t *doff = NULL;
+	cleanup_free int16_t *slevel = NULL;
+	uint64_t max_size = dst->size_sectors;
+
+	for (int i = 0; i < n; i++) {
+		if (src[i]->cluster_sectors != dst->cluster_sectors)
+			return ploop_fail(err, PLOOP_ERR_FORMAT, 0, "%s: cluster size differs from %s", src[i]->path,
+					  dst->path);
+		if (src[i]->size_sectors > max_size)
+			max_size = src[i]->size_sectors;
+	}
+	if (max_size > dst->size_sectors && ploop_delta_grow(dst, max_size, err))
+		return err->status;
+	vmax = dst->vclusters;
+	soff = calloc(vmax + 1, sizeof(*soff));
+	doff = calloc(vmax + 1, sizeof(*doff));
+	slevel = calloc(vmax + 1, sizeof(*slevel));
+	if (!soff || !doff || !slevel)
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s: merge map", dst->path);
+	for (uint64_t v = 0; v < vmax; v++) {
+		slevel[v] = -1;
+		for (int i = 0; i < n; i++) {
+			if (ploop_delta_lookup(src[i], v, &soff[v])) {
+				slevel[v] = (int16_t)i;
+				break;
+			}
+		}
+		if (slevel[v] < 0)
+			continue;
+		if (dst->raw)
+			doff[v] = v * cs;
+		else if (!ploop_delta_lookup(dst, v, &doff[v]))
+			need++;
+	}
+	if (need && ploop_delta_alloc(dst, need, &first_new, err))
+		return err->status;
+	for (uint64_t v = 0, next = first_new; v < vmax; v++) {
+		if (slevel[v] >= 0 && !dst->raw && !doff[v]) {
+			doff[v] = next * cs;
+			ploop_delta_set_entry(dst, v, (uint32_t)next);
+			next++;
+		}
+	}
+	for (uint64_t v = 0; v < vmax;) {
+		uint64_t run = 1;
+		int r;
+
+		if (slevel[v] < 0) {
+			v++;
+			continue;
+		}
+		while (v + run < vmax && slevel[v + run] == slevel[v] && soff[v + run] == soff[v] + run * cs &&
+		       doff[v + run] == doff[v] + run * cs)
+			run++;
+		r = pio_copy(src[slevel[v]]->file, soff[v], dst->file, doff[v], run * cs);
+		if (r)
+			return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
+					  "%s: cannot merge clusters from %s", dst->path, src[slevel[v]]->path);
+		if (dst->raw && doff[v] + run * cs > dst->file_size)
+			dst->file_size = doff[v] + run * cs;
+		dst->data_unsynced = true;
+		v += run;
+	}
+	return ploop_delta_flush(dst, err);
+}
+
+/* Merges images chain[a+1..b] into chain[a] in files and descriptor. Steps: mark a..b-1 temporary
+ * (a crash now re-runs this merge), merge data, store the merged descriptor, remove the files. */
+static int merge_range(struct image_set *s, const int *chain, int a, int b, struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = s->dd;
+	struct ploop_delta *dst = NULL, *src[PLOOP_MAX_CHAIN] = { NULL };
+	char *remove[PLOOP_MAX_CHAIN] = { NULL };
+	char survivor[PLOOP_GUID_BUF], target[PLOOP_GUID_BUF];
+	int nsrc = 0, nremove = 0, r = 0;
+
+	for (int i = a; i < b; i++) {
+		const char *g = dd->images[chain[i]].guid;
+		int k = ploop_descriptor_children(dd, g, NULL);
+
+		if (k > 1)
+			return ploop_fail(err, PLOOP_ERR_PARAM, 0,
+					  "%s: snapshot %s has %d children; it cannot be merged with one of them", dd->path,
+					  g, k);
+	}
+	for (int i = a; i < b; i++)
+		dd->snapshots[ploop_descriptor_find_snapshot(dd, dd->images[chain[i]].guid)].temporary = PLOOP_TEMP;
+	if (ploop_descriptor_store(dd, err))
+		return err->status;
+
+	PLOG("Merging %d image(s) into %s", b - a, dd->images[chain[a]].path);
+	if (ploop_delta_open(dd->images[chain[a]].path,
+			     PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY | PLOOP_OPEN_ALLOW_DIRTY |
+				     (a == 0 && dd->raw ? PLOOP_OPEN_RAW : 0),
+			     dd->blocksize, 0, &dst, err))
+		return err->status;
+	for (int i = b; i > a; i--) {
+		if (ploop_delta_open(dd->images[chain[i]].path, PLOOP_OPEN_ALLOW_DIRTY, 0, 0, &src[nsrc], err)) {
+			r = err->status;
+			goto out;
+		}
+		nsrc++;
+	}
+	r = ploop_merge_deltas(dst, src, nsrc, err);
+out:
+	for (int i = 0; i < nsrc; i++)
+		ploop_delta_close(src[i], NULL);
+	if (ploop_delta_close(dst, err) && !r)
+		r = err->status;
+	if (r)
+		return r;
+
+	/* The merged image keeps the GUID of the highest one, and the lowest one's file. */
+	strcpy(survivor, dd->images[chain[b]].guid);
+	strcpy(target, dd->images[chain[a]].guid);
+	for (int i = a + 1; i <= b; i++)
+		remove[nremove++] = strdup(dd->images[chain[i]].path);
+	{
+		char guids[PLOOP_MAX_CHAIN][PLOOP_GUID_BUF];
+
+		for (int i = a + 1; i <= b; i++)
+			strcpy(guids[i - a - 1], dd->images[chain[i]].guid);
+		for (int i = 0; i < b - a; i++)
+			ploop_descriptor_remove_image(dd, guids[i]);
+	}
+	ploop_descriptor_rename_guid(dd, target, survivor);
+	dd->snapshots[ploop_descriptor_find_snapshot(dd, survivor)].temporary = PLOOP_TEMP_NONE;
+	if (!ploop_descriptor_store(dd, err)) {
+		for (int i = 0; i < nremove; i++)
+			if (remove[i] && ploop_unlink_file(remove[i], err))
+				break;
+	}
+	for (int i = 0; i < nremove; i++)
+		free(remove[i]);
+	return err->status;
+}
+
+/* ---- recovery ------------------------------------------------------------------------------------------ */
+
+
+int ploop_recover_locked(const char *dd_path, struct ploop_error *err)
+{
+	struct image_set s = { .lock_fd = -1 };
+	bool progress = true;
+	bool conv = false;
+
+	if (reload(&s, dd_path, err))
+		return err->status;
+	if (ploop_recover_conversion(s.dd, &conv, err)) {
+		ploop_descriptor_free(s.dd);
+		return err->status;
+	}
+	while (progress) {
+		progress = false;
+		for (int i = 0; i < s.dd->n_snapshots && !progress; i++) {
+			struct ploop_snapshot_entry *t = &s.dd->snapshots[i];
+			int child = -1, k;
+
+			if (!t->temporary)
+				continue;
+			if (t->temporary != PLOOP_TEMP) {
+				ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0,
+					   "%s: snapshot %s is in an online-merge state of another ploop version; finish "
+					   "it with that version",
+					   dd_path, t->guid);
+				goto out;
+			}
+			k = ploop_descriptor_children(s.dd, t->guid, &child);
+			if (k == 1) {
+				int chain[PLOOP_MAX_CHAIN], n;
+
+				PNOTICE("Completing the merge of snapshot %s into %s", s.dd->snapshots[child].guid,
+					t->guid);
+				if (ploop_descriptor_chain(s.dd, s.dd->snapshots[child].guid, chain, &n, err) ||
+				    merge_range(&s, chain, n - 2, n - 1, err))
+					goto out;
+				progress = true;
+			} else if (k == 0) {
+				cleanup_free char *path = NULL;
+				int im = ploop_descriptor_find_image(s.dd, t->guid);
+
+				PNOTICE("Removing temporary snapshot %s", t->guid);
+				path = strdup(s.dd->images[im].path);
+				ploop_descriptor_remove_image(s.dd, t->guid);
+				if (ploop_descriptor_store(s.dd, err) || ploop_unlink_file(path, err))
+					goto out;
+				progress = true;
+			}
+			if (progress && reload(&s, dd_path, err))
+				goto out;
+		}
+	}
+out:
+	ploop_descriptor_free(s.dd);
+	return err->status;
+}
+
+int ploop_recover(const char *dd_path, struct ploop_error *err)
+{
+	int fd, r;
+
+	if (ploop_lock_descriptor(dd_path, true, &fd, err))
+		return err->status;
+	r = ploop_recover_locked(dd_path, err);
+	ploop_unlock_descriptor(fd);
+	return r;
+}
+
+/* ---- init, snapshot, switch, delete, merge --------------------------------------------------------------- */
+
+int ploop_init_image(const char *delta_path, const struct ploop_create_params *in, struct ploop_error *err)
+{
+	cleanup_free char *dir = ploop_dir_of(delta_path);
+	cleanup_free char *dd_path = NULL;
+	struct ploop_descriptor *dd = NULL;
+	struct ploop_create_params p = *in;
+	const char *base = strrchr(delta_path, '/') ? strrchr(delta_path, '/') + 1 : delta_path;
+	struct stat st;
+	int lock = -1;
+
+	if (!dir || !(dd_path = ploop_join(dir, PLOOP_DESCRIPTOR_NAME)))
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", delta_path);
+	if (!*base || !strcmp(base, PLOOP_DESCRIPTOR_NAME))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: not a valid image file name", delta_path);
+	if (stat(dir, &st) || !S_ISDIR(st.st_mode))
+		return ploop_fail(err, PLOOP_ERR_CREAT, errno ? errno : ENOTDIR, "%s: no such directory", dir);
+	if (ploop_lock_descriptor(dd_path, true, &lock, err))
+		return err->status;
+	if (!stat(dd_path, &st)) {
+		ploop_unlock_descriptor(lock);
+		return ploop_fail(err, PLOOP_ERR_CREAT, EEXIST, "%s", dd_path);
+	}
+	if (!p.cluster_sectors)
+		p.cluster_sectors = PLOOP_DEF_CLUSTER_SECTORS;
+	if (ploop_delta_create(delta_path, &p, err)) {
+		ploop_unlock_descriptor(lock);
+		return err->status;
+	}
+	p.size_sectors = (p.size_sectors + p.cluster_sectors - 1) / p.cluster_sectors * p.cluster_sectors;
+	if (ploop_descriptor_new(dd_path, base, &p, &dd, err) || ploop_descriptor_write(dd, dd_path, err))
+		pio_unlink(delta_path);
+	ploop_descriptor_free(dd);
+	ploop_unlock_descriptor(lock);
+	return err->status;
+}
+
+/* Creates an empty delta like @like (size, cluster, version) at a new name; returns file and path. */
+static int new_delta_like(struct ploop_descriptor *dd, const struct ploop_delta *like, char **file, char **path,
+			  struct ploop_error *err)
+{
+	struct ploop_create_params p = {
+		.size_sectors = like->size_sectors,
+		.cluster_sectors = like->cluster_sectors,
+		.version = like->raw ? 2 : like->version,
+	};
+
+	if (ploop_descriptor_new_delta_name(dd, file, path, err))
+		return err->status;
+	if (ploop_delta_create(*path, &p, err)) {
+		free(*file);
+		free(*path);
+		return err->status;
+	}
+	return 0;
+}
+
+/* Opens the header of the top delta (exclusively: nobody may be writing it). */
+static int open_top_header(struct ploop_descriptor *dd, struct ploop_delta **top, struct ploop_error *err)
+{
+	int im = ploop_descriptor_find_image(dd, dd->top_guid);
+	bool raw = dd->raw && dd->n_images == 1;
+
+	return ploop_delta_open(dd->images[im].path, PLOOP_OPEN_RDWR | PLOOP_OPEN_HEADER_ONLY | (raw ? PLOOP_OPEN_RAW : 0),
+				dd->blocksize, raw ? dd->disk_size : 0, top, err);
+}
+
+int ploop_snapshot(const char *dd_path, const char *guid, char out_guid[PLOOP_GUID_BUF], struct ploop_error *err)
+{
+	struct image_set s;
+	struct ploop_delta *top = NULL;
+	char g[PLOOP_GUID_BUF];
+	cleanup_free char *file = NULL;
+	cleanup_free char *path = NULL;
+
+	if (guid ? ploop_parse_guid(guid, g) : ploop_new_guid(g))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", guid);
+	if (!strcmp(g, PLOOP_TOP_GUID) || !strcmp(g, PLOOP_NONE_GUID))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s is reserved", g);
+	if (ploop_set_open(&s, dd_path, err))
+		return err->status;
+	if (ploop_descriptor_find_snapshot(s.dd, g) >= 0) {
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: snapshot %s already exists", dd_path, g);
+		goto out;
+	}
+	if (s.dd->n_images >= PLOOP_MAX_CHAIN) {
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: too many snapshots (%d images)", dd_path, s.dd->n_images);
+		goto out;
+	}
+	if (open_top_header(s.dd, &top, err) || new_delta_like(s.dd, top, &file, &path, err))
+		goto out;
+	ploop_descriptor_rename_guid(s.dd, PLOOP_TOP_GUID, g);
+	strcpy(s.dd->top_guid, PLOOP_TOP_GUID);
+	if (ploop_descriptor_add_image(s.dd, PLOOP_TOP_GUID, file, g, err) || ploop_descriptor_store(s.dd, err)) {
+		pio_unlink(path);
+		goto out;
+	}
+	if (out_guid)
+		strcpy(out_guid, g);
+out:
+	ploop_delta_close(top, NULL);
+	ploop_set_release(&s);
+	return err->status;
+}
+
+int ploop_snapshot_switch(const char *dd_path, const char *guid, bool keep_top, struct ploop_error *err)
+{
+	struct image_set s;
+	struct ploop_delta *top = NULL;
+	char g[PLOOP_GUID_BUF], old_top_path[4096] = "";
+	cleanup_free char *file = NULL;
+	cleanup_free char *path = NULL;
+	int sn;
+
+	if (!guid || ploop_parse_guid(guid, g))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", guid ? guid : "");
+	if (ploop_set_open(&s, dd_path, err))
+		return err->status;
+	sn = ploop_descriptor_find_snapshot(s.dd, g);
+	if (sn < 0) {
+		ploop_fail(err, PLOOP_ERR_NOSNAP, 0, "%s: no snapshot %s", dd_path, g);
+		goto out;
+	}
+	if (!strcmp(g, s.dd->top_guid) || s.dd->snapshots[sn].temporary) {
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: cannot switch to %s: it is the current top or temporary",
+			   dd_path, g);
+		goto out;
+	}
+	if (open_top_header(s.dd, &top, err) || new_delta_like(s.dd, top, &file, &path, err))
+		goto out;
+	snprintf(old_top_path, sizeof(old_top_path), "%s", top->path);
+	ploop_delta_close(top, NULL);
+	top = NULL;
+	if (keep_top) {
+		char kept[PLOOP_GUID_BUF];
+
+		ploop_new_guid(kept);
+		ploop_descriptor_rename_guid(s.dd, PLOOP_TOP_GUID, kept);
+		old_top_path[0] = '\0';
+	} else {
+		ploop_descriptor_remove_image(s.dd, PLOOP_TOP_GUID);
+	}
+	if (ploop_descriptor_add_image(s.dd, PLOOP_TOP_GUID, file, g, err)) {
+		pio_unlink(path);
+		goto out;
+	}
+	strcpy(s.dd->top_guid, PLOOP_TOP_GUID);
+	if (ploop_descriptor_store(s.dd, err)) {
+		pio_unlink(path);
+		goto out;
+	}
+	if (old_top_path[0])
+		ploop_unlink_file(old_top_path, err);
+out:
+	ploop_delta_close(top, NULL);
+	ploop_set_release(&s);
+	return err->status;
+}
+
+int ploop_snapshot_merge(const char *dd_path, const char *guid, bool all, struct ploop_error *err)
+{
+	struct image_set s;
+	int chain[PLOOP_MAX_CHAIN], n, pos;
+	char g[PLOOP_GUID_BUF];
+
+	if (guid && ploop_parse_guid(guid, g))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", guid);
+	if (ploop_set_open(&s, dd_path, err))
+		return err->status;
+	if (all) {
+		if (ploop_descriptor_chain(s.dd, NULL, chain, &n, err))
+			goto out;
+		if (n > 1)
+			merge_range(&s, chain, 0, n - 1, err);
+		goto out;
+	}
+	if (!guid)
+		strcpy(g, s.dd->top_guid);
+	if (ploop_descriptor_find_snapshot(s.dd, g) < 0) {
+		ploop_fail(err, PLOOP_ERR_NOSNAP, 0, "%s: no snapshot %s", dd_path, g);
+		goto out;
+	}
+	if (ploop_descriptor_chain(s.dd, g, chain, &n, err))
+		goto out;
+	pos = n - 1;
+	if (pos == 0) {
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: %s is the base image; it has no parent to merge into",
+			   dd_path, g);
+		goto out;
+	}
+	merge_range(&s, chain, pos - 1, pos, err);
+out:
+	ploop_set_release(&s);
+	return err->status;
+}
+
+int ploop_snapshot_delete(const char *dd_path, const char *guid, struct ploop_error *err)
+{
+	struct image_set s;
+	char g[PLOOP_GUID_BUF];
+	int chain[PLOOP_MAX_CHAIN], n, sn, child = -1, k;
+
+	if (!guid || ploop_parse_guid(guid, g))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", guid ? guid : "");
+	if (ploop_set_open(&s, dd_path, err))
+		return err->status;
+	sn = ploop_descriptor_find_snapshot(s.dd, g);
+	if (sn < 0) {
+		ploop_fail(err, PLOOP_ERR_NOSNAP, 0, "%s: no snapshot %s", dd_path, g);
+		goto out;
+	}
+	if (!strcmp(s.dd->snapshots[sn].parent, PLOOP_NONE_GUID)) {
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: unable to delete the base image %s", dd_path, g);
+		goto out;
+	}
+	k = ploop_descriptor_children(s.dd, g, &child);
+	if (k == 0) {
+		cleanup_free char *path = strdup(s.dd->images[ploop_descriptor_find_image(s.dd, g)].path);
+		char parent[PLOOP_GUID_BUF];
+
+		strcpy(parent, s.dd->snapshots[sn].parent);
+		if (!strcmp(g, s.dd->top_guid) && ploop_descriptor_children(s.dd, parent, NULL) > 1) {
+			ploop_fail(err, PLOOP_ERR_PARAM, 0,
+				   "%s: the top's parent %s has other children; switch to a snapshot instead", dd_path,
+				   parent);
+			goto out;
+		}
+		ploop_descriptor_remove_image(s.dd, g);
+		if (!strcmp(g, s.dd->top_guid))
+			ploop_descriptor_rename_guid(s.dd, parent, PLOOP_TOP_GUID);
+		if (!ploop_descriptor_store(s.dd, err))
+			ploop_unlink_file(path, err);
+	} else if (k == 1) {
+		if (ploop_descriptor_chain(s.dd, s.dd->snapshots[child].guid, chain, &n, err))
+			goto out;
+		merge_range(&s, chain, n - 2, n - 1, err);
+	} else {
+		/* As upstream: deleted once all but one of its children are gone. */
+		s.dd->snapshots[sn].temporary = PLOOP_TEMP;
+		if (!ploop_descriptor_store(s.dd, err))
+			PNOTICE("Snapshot %s has %d children; it is marked temporary and will be merged when only one "
+				"is left",
+				g, k);
+	}
+out:
+	ploop_set_release(&s);
+	return err->status;
+}
+
+/* ---- grow ---------------------------------------------------------------------------------------------------- */
+
+bool ploop_is_delta_file(const char *path)
+{
+	char sig[PLOOP_SIG_LEN];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	bool r;
+
+	if (fd < 0)
+		return false;
+	r = read(fd, sig, sizeof(sig)) == (ssize_t)sizeof(sig) &&
+	    (!memcmp(sig, PLOOP_SIG_V1, PLOOP_SIG_LEN) || !memcmp(sig, PLOOP_SIG_V2, PLOOP_SIG_LEN));
+	close(fd);
+	return r;
+}
+
+static int grow_file(const char *path, bool raw, uint64_t size, struct ploop_error *err)
+{
+	struct ploop_delta *d;
+
+	if (ploop_delta_open(path, PLOOP_OPEN_RDWR | (raw ? PLOOP_OPEN_RAW : 0), PLOOP_DEF_CLUSTER_SECTORS, 0, &d, err))
+		return err->status;
+	ploop_delta_grow(d, size, err);
+	ploop_delta_close(d, err);
+	return err->status;
+}
+
+int ploop_grow(const char *path, bool raw, uint64_t size, struct ploop_error *err)
+{
+	struct image_set s;
+	struct ploop_delta *top = NULL;
+	int im;
+	uint32_t secs;
+
+	if (raw || ploop_is_delta_file(path))
+		return grow_file(path, raw, size, err);
+	if (ploop_set_open(&s, path, err))
+		return err->status;
+	im = ploop_descriptor_find_image(s.dd, s.dd->top_guid);
+	if (ploop_delta_open(s.dd->images[im].path,
+			     PLOOP_OPEN_RDWR | (s.dd->raw && s.dd->n_images == 1 ? PLOOP_OPEN_RAW : 0), s.dd->blocksize,
+			     s.dd->disk_size, &top, err))
+		goto out;
+	if (size < top->size_sectors) {
+		ploop_fail(err, PLOOP_ERR_PARAM, 0,
+			   "%s: cannot shrink from %" PRIu64 " to %" PRIu64 " sectors offline (ploop resize shrinks a "
+			   "filesystem)",
+			   path, top->size_sectors, size);
+		goto out;
+	}
+	if (ploop_delta_grow(top, size, err))
+		goto out;
+	if (s.dd->preallocated && s.dd->n_images == 1 && !top->raw) {
+		uint64_t missing = 0, first;
+
+		for (uint64_t v = 0; v < top->vclusters; v++)
+			missing += !top->bat[v];
+		if (missing && !ploop_delta_alloc(top, missing, &first, err)) {
+			for (uint64_t v = 0; v < top->vclusters; v++)
+				if (!top->bat[v])
+					ploop_delta_set_entry(top, v, (uint32_t)first++);
+		}
+	}
+	if (ploop_delta_close(top, err))
+		goto out_noclose;
+	top = NULL;
+	s.dd->disk_size = s.dd->end = size = (size + s.dd->blocksize - 1) / s.dd->blocksize * s.dd->blocksize;
+	ploop_chs(size, &s.dd->cylinders, &s.dd->heads, &secs);
+	s.dd->sectors = (uint32_t)(size / ((uint64_t)s.dd->cylinders * s.dd->heads));
+	ploop_descriptor_store(s.dd, err);
+out:
+	ploop_delta_close(top, NULL);
+out_noclose:
+	ploop_set_release(&s);
+	return err->status;
+}
+
+/* ---- restore-descriptor and file-list merge -------------------------------------------------------------------- */
+
+static uint32_t raw_cluster_guess(uint64_t bytes)
+{
+	/* The largest power of two from 32 KiB to 1 MiB dividing the size. */
+	for (uint32_t cs = PLOOP_DEF_CLUSTER_SECTORS; cs >= PLOOP_MIN_CLUSTER_SECTORS; cs /= 2)
+		if (bytes % ((uint64_t)cs * PLOOP_SECTOR_SIZE) == 0)
+			return cs;
+	return 0;
+}
+
+int ploop_restore_descriptor(const char *dir, const char *delta_path, bool raw, uint32_t cs, struct ploop_error *err)
+{
+	cleanup_free char *dd_path = ploop_join(dir, PLOOP_DESCRIPTOR_NAME);
+	cleanup_free char *rdir = realpath(dir, NULL);
+	cleanup_free char *rdelta = realpath(delta_path, NULL);
+	cleanup_free char *ddir = NULL;
+	struct ploop_create_params p = { 0 };
+	struct ploop_descriptor *dd = NULL;
+	struct ploop_delta *d = NULL;
+	struct stat st;
+	int lock = -1;
+
+	if (!dd_path)
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", dir);
+	if (!rdir || !rdelta)
+		return ploop_fail(err, PLOOP_ERR_OPEN, errno, "%s", rdir ? delta_path : dir);
+	ddir = ploop_dir_of(rdelta);
+	if (!ddir || strcmp(ddir, rdir))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: the image must be in %s", delta_path, dir);
+	if (ploop_lock_descriptor(dd_path, true, &lock, err))
+		return err->status;
+	if (!stat(dd_path, &st)) {
+		ploop_unlock_descriptor(lock);
+		return ploop_fail(err, PLOOP_ERR_CREAT, EEXIST, "%s", dd_path);
+	}
+	if (raw) {
+		if (stat(rdelta, &st) || !S_ISREG(st.st_mode)) {
+			ploop_unlock_descriptor(lock);
+			return ploop_fail(err, PLOOP_ERR_OPEN, errno, "%s: not a regular file", delta_path);
+		}
+		p.cluster_sectors = cs ? cs : raw_cluster_guess((uint64_t)st.st_size);
+		p.size_sectors = (uint64_t)st.st_size / PLOOP_SECTOR_SIZE;
+		p.mode = PLOOP_MODE_RAW;
+		if (!ploop_cluster_size_valid(p.cluster_sectors) || !p.size_sectors ||
+		    (uint64_t)st.st_size % PLOOP_SECTOR_SIZE) {
+			ploop_unlock_descriptor(lock);
+			return ploop_fail(err, PLOOP_ERR_PARAM, 0,
+					  "%s: size %lld cannot be described (give a cluster size with -b)", delta_path,
+					  (long long)st.st_size);
+		}
+	} else {
+		if (ploop_delta_open(rdelta, PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY, 0, 0, &d, err)) {
+			ploop_unlock_descriptor(lock);
+			return err->status;
+		}
+		p.size_sectors = d->size_sectors;
+		p.cluster_sectors = d->cluster_sectors;
+		p.version = d->version;
+		ploop_delta_close(d, NULL);
+	}
+	if (!ploop_descriptor_new(dd_path, strrchr(rdelta, '/') + 1, &p, &dd, err))
+		ploop_descriptor_write(dd, dd_path, err);
+	ploop_descriptor_free(dd);
+	ploop_unlock_descriptor(lock);
+	return err->status;
+}
+
+int ploop_merge_files(const char *const *paths, int n, bool raw_base, uint32_t raw_cs, struct ploop_error *err)
+{
+	struct ploop_delta *dst = NULL, *src[PLOOP_MAX_CHAIN] = { NULL };
+	int nsrc = 0;
+
+	if (n < 2 || n > PLOOP_MAX_CHAIN)
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "merge needs 2 to %d images, top first and base last",
+				  PLOOP_MAX_CHAIN);
+	for (int i = 0; i < n - 1; i++) {
+		if (ploop_delta_open(paths[i], 0, 0, 0, &src[nsrc], err))
+			goto out;
+		nsrc++;
+	}
+	if (ploop_delta_open(paths[n - 1], PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY | (raw_base ? PLOOP_OPEN_RAW : 0),
+			     raw_cs ? raw_cs : src[0]->cluster_sectors, 0, &dst, err))
+		goto out;
+	ploop_merge_deltas(dst, src, nsrc, err);
+out:
+	for (int i = 0; i < nsrc; i++)
+		ploop_delta_close(src[i], NULL);
+	ploop_delta_close(dst, err);
+	return err->status;
+}

@@ -1,0 +1,143 @@
+/* Internal definitions shared by the files of libploop: the delta and chain structures, error and
+ * logging helpers, and the cleanup attributes that keep early returns leak-free. */
+#ifndef PLOOP_INTERNAL_H
+#define PLOOP_INTERNAL_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../ploop.h"
+#include "../ploop_format.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define PLOOP_PAGE 4096u
+
+/* ---- errors and logging ---- */
+/* Records an error in @err unless it already holds one (the first, most specific, wins);
+ * returns the status of the error @err holds. */
+__attribute__((format(printf, 4, 5)))
+int ploop_fail(struct ploop_error *err, int status, int errnum, const char *fmt, ...);
+__attribute__((format(printf, 2, 3)))
+void ploop_log(int level, const char *fmt, ...);
+#define PLOG(...) ploop_log(1, __VA_ARGS__)
+#define PNOTICE(...) ploop_log(0, __VA_ARGS__)
+
+/* ---- cleanup helpers ---- */
+static inline void cleanup_freep(void *p)
+{
+	free(*(void **)p);
+}
+#define cleanup_free __attribute__((cleanup(cleanup_freep)))
+
+/* ---- io ---- */
+int pio_open(const char *path, int flags, mode_t mode, struct ploop_file **out);
+void pio_close(struct ploop_file *f);
+int pio_read_full(struct ploop_file *f, void *buf, size_t len, uint64_t off);	/* -EIO on short read */
+int pio_read(struct ploop_file *f, void *buf, size_t len, uint64_t off);	/* zero-fills past EOF */
+int pio_write(struct ploop_file *f, const void *buf, size_t len, uint64_t off);
+int pio_sync(struct ploop_file *f);
+int pio_size(struct ploop_file *f, uint64_t *size);
+int pio_truncate(struct ploop_file *f, uint64_t size);
+int pio_allocate(struct ploop_file *f, uint64_t off, uint64_t len);
+int pio_copy(struct ploop_file *src, uint64_t soff, struct ploop_file *dst, uint64_t doff, uint64_t len);
+int pio_lock(struct ploop_file *f, bool exclusive);
+int pio_rename(const char *from, const char *to);
+int pio_link(const char *from, const char *to);
+int pio_unlink(const char *path);
+int pio_sync_dir(const char *dir);
+int pio_sync_parent(const char *path);
+
+/* ---- deltas ---- */
+struct ploop_delta {
+	char *path;
+	struct ploop_file *file;
+	bool rw;
+	bool raw;
+	bool marked_dirty;		/* this open set m_DiskInUse and clears it on close */
+	int version;			/* 1, 2; 0 for raw */
+	struct ploop_pvd_header hdr;	/* host-endian copy */
+	uint32_t cluster_sectors;
+	uint64_t cluster_bytes;
+	uint64_t size_sectors;		/* virtual size */
+	uint32_t bat_entries;		/* m_Size */
+	uint32_t vclusters;		/* clusters covering size_sectors (<= bat_entries) */
+	uint32_t l1_size;		/* clusters of header + BAT (the first data cluster) */
+	uint64_t file_size;
+	uint32_t *bat;			/* per virtual cluster: file cluster index, 0 = hole */
+	uint64_t alloc_head;		/* next cluster to append */
+	uint8_t *dirty_pages;		/* BAT pages (4 KiB of the file) changed since the last flush */
+	size_t n_pages;
+	bool header_dirty;
+	bool data_unsynced;
+};
+
+/* Codec: the only place that reads or writes raw header bytes. */
+void ploop_header_decode(const void *raw, struct ploop_pvd_header *h);
+void ploop_header_encode(const struct ploop_pvd_header *h, void *raw);
+int ploop_header_version(const struct ploop_pvd_header *h);	/* 1, 2, 0 = not ploop */
+uint64_t ploop_header_size_sectors(const struct ploop_pvd_header *h, int version);
+void ploop_header_init(struct ploop_pvd_header *h, int version, uint64_t size_sectors, uint32_t cluster_sectors);
+void ploop_chs(uint64_t sectors, uint32_t *cyl, uint32_t *heads, uint32_t *secs);
+/* Validates a decoded header against the file size; fills geometry fields of @d. */
+int ploop_header_validate(struct ploop_delta *d, struct ploop_error *err);
+/* Raw on-disk BAT entry for @cluster in @version, or an error if it cannot be represented. */
+int ploop_bat_encode(int version, uint32_t cluster_sectors, uint64_t cluster, uint32_t *entry);
+
+int ploop_delta_write_header(struct ploop_delta *d, struct ploop_error *err);
+int ploop_delta_set_dirty(struct ploop_delta *d, bool dirty, struct ploop_error *err);
+int ploop_delta_load_bat(struct ploop_delta *d, struct ploop_error *err);
+void ploop_delta_set_entry(struct ploop_delta *d, uint64_t v, uint32_t cluster);
+int ploop_delta_flush(struct ploop_delta *d, struct ploop_error *err);
+/* Reserves @n clusters at the end of the file; returns the first index. */
+int ploop_delta_alloc(struct ploop_delta *d, uint64_t n, uint64_t *first, struct ploop_error *err);
+uint64_t ploop_delta_bat_bytes(const struct ploop_delta *d);
+
+/* ---- chains ---- */
+struct ploop_chain {
+	int depth;
+	struct ploop_delta *deltas[PLOOP_MAX_CHAIN];
+	uint64_t size_bytes;
+	uint64_t cluster_bytes;
+	void *cow_buf;			/* one cluster, for copy-up */
+};
+
+/* ---- descriptor helpers ---- */
+char *ploop_dir_of(const char *path);
+char *ploop_join(const char *dir, const char *name);
+int ploop_descriptor_new_delta_name(const struct ploop_descriptor *dd, char **file, char **path,
+				    struct ploop_error *err);
+int ploop_descriptor_add_image(struct ploop_descriptor *dd, const char *guid, const char *file,
+			       const char *parent, struct ploop_error *err);
+void ploop_descriptor_remove_image(struct ploop_descriptor *dd, const char *guid);
+int ploop_descriptor_children(const struct ploop_descriptor *dd, const char *guid, int *first_child);
+void ploop_descriptor_rename_guid(struct ploop_descriptor *dd, const char *from, const char *to);
+int ploop_descriptor_store(const struct ploop_descriptor *dd, struct ploop_error *err);
+int ploop_descriptor_new(const char *dd_path, const char *file, const struct ploop_create_params *p,
+			 struct ploop_descriptor **out, struct ploop_error *err);
+
+/* ---- operations shared by several commands ---- */
+/* Data of deltas src[0..n-1] (top first) merged into @dst (their common parent). */
+int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src_top_first, int n,
+		       struct ploop_error *err);
+int ploop_recover_locked(const char *dd_path, struct ploop_error *err);
+int ploop_recover_conversion(struct ploop_descriptor *dd, bool *done, struct ploop_error *err);
+
+/* The descriptor of an image set, locked and loaded for modification. */
+struct image_set {
+	struct ploop_descriptor *dd;
+	int lock_fd;
+};
+int ploop_set_open(struct image_set *s, const char *dd_path, struct ploop_error *err);
+void ploop_set_release(struct image_set *s);
+/* Removes a file (absent is fine) and syncs its directory. */
+int ploop_unlink_file(const char *path, struct ploop_error *err);
+
+static inline bool is_power_of_2(uint64_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+#endif
