@@ -55,6 +55,10 @@ $(BUILD)/bin/ploop-io: $(BUILD)/tests/tools/ploop-io.o $(BUILD)/libploop.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(XML_LIBS)
 
+$(BUILD)/bin/mkcorrupt: tests/tools/mkcorrupt.c ploop/ploop_format.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $<
+
 $(BUILD)/unit-tests: $(UNIT_SRCS:%.c=$(BUILD)/%.o) $(UNIT_COMMON:%.c=$(BUILD)/%.o) $(BUILD)/libploop.a
 	$(CC) $(CFLAGS) -o $@ $^ $(XML_LIBS)
 
