@@ -21,7 +21,7 @@ LIB_OBJS := $(PLOOP_LIB_SRCS:%.c=$(BUILD)/%.o)
 SAN_LIB_OBJS := $(PLOOP_LIB_SRCS:%.c=$(BUILD)/san/%.o)
 
 .PHONY: all deps test unit-test integration-test fuzz fuzz-build bench demo clean
-all: $(BUILD)/bin/ploop $(BUILD)/san/bin/ploop $(BUILD)/bin/ploop-io $(BUILD)/unit-tests $(BUILD)/san/unit-tests
+all: $(BUILD)/bin/ploop $(BUILD)/san/bin/ploop $(BUILD)/bin/ploop-io $(BUILD)/unit-tests $(BUILD)/san/unit-tests $(if $(wildcard tests/tools/mkcorrupt.c),$(BUILD)/bin/mkcorrupt)
 
 deps:
 	@./scripts/deps.sh
