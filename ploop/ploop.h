@@ -213,11 +213,14 @@ int ploop_descriptor_read(const char *path, struct ploop_descriptor **out, struc
 /* Parses XML text; @dir resolves <File> names. Validates everything (see README: rules). */
 int ploop_descriptor_parse(const char *xml, size_t len, const char *path, struct ploop_descriptor **out,
 			   struct ploop_error *err);
-/* Atomic replace: write @path.tmp, fsync, rename, fsync the directory. */
+/* Atomic replace: write @path.tmp, fsync, rename, fsync the directory. PLOOP_ERR_FSYNC means only
+ * the last step failed: the new descriptor is in place. */
 int ploop_descriptor_write(const struct ploop_descriptor *dd, const char *path, struct ploop_error *err);
 void ploop_descriptor_free(struct ploop_descriptor *dd);
 int ploop_descriptor_find_image(const struct ploop_descriptor *dd, const char *guid);
 int ploop_descriptor_find_snapshot(const struct ploop_descriptor *dd, const char *guid);
+/* Number of snapshots whose parent is @guid; the first one's index in *first_child (may be NULL). */
+int ploop_descriptor_children(const struct ploop_descriptor *dd, const char *guid, int *first_child);
 /* Image indexes of the chain ending at @guid (NULL: the top), base first. */
 int ploop_descriptor_chain(const struct ploop_descriptor *dd, const char *guid, int idx[], int *n,
 			   struct ploop_error *err);

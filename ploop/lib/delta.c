@@ -347,16 +347,16 @@ int ploop_delta_create(const char *path, const struct ploop_create_params *in, s
 	if (r)
 		goto fail;
 	what = "write";
-	if (p.mode == PLOOP_MODE_PREALLOCATED) {
-		r = write_prealloc_bat(f, &h, p.version, l1);
-		if (r)
-			goto fail;
-	}
 	/* Cluster 0 is written whole (upstream's check rejects unwritten extents that do not cover
 	 * whole clusters); the header goes in last: a file without it is not an image. */
 	r = write_zeros(f, sizeof(h), cs_bytes - sizeof(h));
 	if (r)
 		goto fail;
+	if (p.mode == PLOOP_MODE_PREALLOCATED) {
+		r = write_prealloc_bat(f, &h, p.version, l1);
+		if (r)
+			goto fail;
+	}
 	ploop_header_encode(&h, page);
 	r = pio_write(f, page, sizeof(h), 0);
 sync:

@@ -631,8 +631,15 @@ int ploop_descriptor_write(const struct ploop_descriptor *dd, const char *path, 
 	}
 	r = pio_sync_parent(path);
 	if (r)
-		return ploop_fail(err, PLOOP_ERR_FSYNC, -r, "%s: cannot sync the directory", path);
+		return ploop_fail(err, PLOOP_ERR_FSYNC, -r, "%s: replaced, but cannot sync the directory", path);
 	return 0;
+}
+
+/* After a failed write: whether the new descriptor is nevertheless in place (only the directory
+ * sync failed), so the caller must not undo what it describes. */
+bool ploop_descriptor_committed(const struct ploop_error *err)
+{
+	return err->status == PLOOP_ERR_FSYNC;
 }
 
 /* Stores the descriptor where it was read from, with upstream's fixed top GUID. */

@@ -301,7 +301,8 @@ int ploop_init_image(const char *delta_path, const struct ploop_create_params *i
 		return err->status;
 	}
 	p.size_sectors = (p.size_sectors + p.cluster_sectors - 1) / p.cluster_sectors * p.cluster_sectors;
-	if (ploop_descriptor_new(dd_path, base, &p, &dd, err) || ploop_descriptor_write(dd, dd_path, err))
+	if ((ploop_descriptor_new(dd_path, base, &p, &dd, err) || ploop_descriptor_write(dd, dd_path, err)) &&
+	    !ploop_descriptor_committed(err))
 		pio_unlink(delta_path);
 	ploop_descriptor_free(dd);
 	ploop_unlock_descriptor(lock);
@@ -323,6 +324,7 @@ static int new_delta_like(struct ploop_descriptor *dd, const struct ploop_delta 
 	if (ploop_delta_create(*path, &p, err)) {
 		free(*file);
 		free(*path);
+		*file = *path = NULL;
 		return err->status;
 	}
 	return 0;
@@ -365,7 +367,8 @@ int ploop_snapshot(const char *dd_path, const char *guid, char out_guid[PLOOP_GU
 	ploop_descriptor_rename_guid(s.dd, PLOOP_TOP_GUID, g);
 	strcpy(s.dd->top_guid, PLOOP_TOP_GUID);
 	if (ploop_descriptor_add_image(s.dd, PLOOP_TOP_GUID, file, g, err) || ploop_descriptor_store(s.dd, err)) {
-		pio_unlink(path);
+		if (!ploop_descriptor_committed(err))
+			pio_unlink(path);
 		goto out;
 	}
 	if (out_guid)
@@ -419,7 +422,8 @@ int ploop_snapshot_switch(const char *dd_path, const char *guid, bool keep_top, 
 	}
 	strcpy(s.dd->top_guid, PLOOP_TOP_GUID);
 	if (ploop_descriptor_store(s.dd, err)) {
-		pio_unlink(path);
+		if (!ploop_descriptor_committed(err))
+			pio_unlink(path);
 		goto out;
 	}
 	if (old_top_path[0])

@@ -112,9 +112,9 @@ int ploop_descriptor_new_delta_name(const struct ploop_descriptor *dd, char **fi
 int ploop_descriptor_add_image(struct ploop_descriptor *dd, const char *guid, const char *file,
 			       const char *parent, struct ploop_error *err);
 void ploop_descriptor_remove_image(struct ploop_descriptor *dd, const char *guid);
-int ploop_descriptor_children(const struct ploop_descriptor *dd, const char *guid, int *first_child);
 void ploop_descriptor_rename_guid(struct ploop_descriptor *dd, const char *from, const char *to);
 int ploop_descriptor_store(const struct ploop_descriptor *dd, struct ploop_error *err);
+bool ploop_descriptor_committed(const struct ploop_error *err);
 int ploop_descriptor_new(const char *dd_path, const char *file, const struct ploop_create_params *p,
 			 struct ploop_descriptor **out, struct ploop_error *err);
 

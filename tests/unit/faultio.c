@@ -91,6 +91,8 @@ static void log_change(struct ploop_file *f, uint64_t off, size_t len)
 		memset(u->old, 0, len);
 }
 
+static const struct ploop_io_ops faultio_ops;
+
 static int fio_open(const char *path, int flags, mode_t mode, struct ploop_file **out)
 {
 	int r;
@@ -100,6 +102,7 @@ static int fio_open(const char *path, int flags, mode_t mode, struct ploop_file 
 	r = ploop_io_posix()->open(path, flags, mode, out);
 	if (r)
 		return r;
+	(*out)->ops = &faultio_ops;
 	(*out)->priv = (flags & (O_RDWR | O_WRONLY)) ? track((*out)->fd) : NULL;
 	return 0;
 }

@@ -1,0 +1,369 @@
+/* Whole-image operations against an in-memory model of the disk: random writes interleaved with
+ * snapshot, merge, delete, switch, grow and conversions must always read back as the model. */
+#include <stdlib.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define DD "img/DiskDescriptor.xml"
+
+struct model {
+	uint8_t *disk;
+	size_t size;
+	uint64_t seed;
+};
+
+static uint64_t rnd(struct model *m)
+{
+	m->seed ^= m->seed << 13;
+	m->seed ^= m->seed >> 7;
+	m->seed ^= m->seed << 17;
+	return m->seed;
+}
+
+static int open_top(struct ploop_chain **c, struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = NULL;
+	int r = ploop_descriptor_read(DD, &dd, err);
+
+	if (!r)
+		r = ploop_descriptor_open_chain(dd, NULL, PLOOP_OPEN_RDWR, c, err);
+	ploop_descriptor_free(dd);
+	return r;
+}
+
+/* Writes a random range (sometimes cluster-aligned, sometimes a whole cluster run) to image and model. */
+static int random_write(struct model *m, struct ploop_error *err)
+{
+	struct ploop_chain *c;
+	size_t len = 1 + rnd(m) % (3 * 32768), off;
+	uint8_t *buf;
+	int r;
+
+	if (rnd(m) % 3 == 0)
+		len = 32768 * (1 + rnd(m) % 3);
+	off = rnd(m) % (m->size - len);
+	if (rnd(m) % 3 == 0)
+		off &= ~(size_t)32767;
+	buf = malloc(len);
+	fill_pattern(buf, len, rnd(m));
+	if (rnd(m) % 5 == 0)
+		memset(buf, 0, len);	/* zero writes over data must stick */
+	r = open_top(&c, err);
+	if (!r)
+		r = ploop_chain_write(c, buf, len, off, err);
+	if (!r)
+		r = ploop_chain_close(c, err);
+	else
+		ploop_chain_close(c, NULL);
+	if (!r)
+		memcpy(m->disk + off, buf, len);
+	free(buf);
+	return r;
+}
+
+static bool matches(struct model *m)
+{
+	size_t len = 0;
+	uint8_t *disk = descriptor_contents(DD, &len);
+	bool ok = disk && len == m->size && !memcmp(disk, m->disk, len);
+
+	if (disk && !ok) {
+		for (size_t i = 0; i < len && i < m->size; i++) {
+			if (disk[i] != m->disk[i]) {
+				fprintf(stderr, "  first difference at byte %zu (size %zu vs %zu)\n", i, len, m->size);
+				break;
+			}
+		}
+	}
+	free(disk);
+	return ok;
+}
+
+static bool all_deltas_check(void)
+{
+	struct ploop_descriptor *dd = NULL;
+	struct ploop_error err = { 0 };
+	struct ploop_check_params p = { .flags = PLOOP_CHECK_FORCE | PLOOP_CHECK_CLUSTERS | PLOOP_CHECK_RDONLY };
+
+	if (ploop_descriptor_read(DD, &dd, &err)) {
+		fprintf(stderr, "  %s\n", err.msg);
+		return false;
+	}
+	for (int i = 0; i < dd->n_images; i++) {
+		if (dd->raw && !strcmp(dd->snapshots[ploop_descriptor_find_snapshot(dd, dd->images[i].guid)].parent,
+				       PLOOP_NONE_GUID))
+			continue;
+		if (ploop_check_delta(dd->images[i].path, &p, &err)) {
+			fprintf(stderr, "  check: %s\n", err.msg);
+			ploop_descriptor_free(dd);
+			return false;
+		}
+	}
+	ploop_descriptor_free(dd);
+	return true;
+}
+
+/* A GUID of the current chain other than the top (NULL if there is none). */
+static bool pick_snapshot(struct model *m, char out[PLOOP_GUID_BUF], bool allow_base)
+{
+	struct ploop_descriptor *dd = NULL;
+	struct ploop_error err = { 0 };
+	int idx[PLOOP_MAX_CHAIN], n;
+	bool found = false;
+
+	if (ploop_descriptor_read(DD, &dd, &err) || ploop_descriptor_chain(dd, NULL, idx, &n, &err)) {
+		ploop_descriptor_free(dd);
+		return false;
+	}
+	if (n > (allow_base ? 1 : 2)) {
+		int lo = allow_base ? 0 : 1;
+		int k = lo + (int)(rnd(m) % (uint64_t)(n - 1 - lo));
+
+		strcpy(out, dd->images[idx[k]].guid);
+		found = true;
+	}
+	ploop_descriptor_free(dd);
+	return found;
+}
+
+static void run_model(int version, uint32_t cs, int steps, uint64_t seed)
+{
+	struct ploop_create_params p = { .size_sectors = 8192, .cluster_sectors = cs, .version = version };
+	struct model m = { .size = 8192 * 512, .seed = seed };
+	char g[PLOOP_GUID_BUF];
+
+	mkdir("img", 0755);
+	m.disk = calloc(1, m.size);
+	CHECK_OK(ploop_init_image("img/root.hds", &p, err));
+	for (int step = 0; step < steps; step++) {
+		unsigned op = (unsigned)(rnd(&m) % 16);
+
+		if (op < 8) {
+			CHECK_OK(random_write(&m, err));
+		} else if (op < 10) {
+			CHECK_OK(ploop_snapshot(DD, NULL, g, err));
+		} else if (op == 10) {
+			if (pick_snapshot(&m, g, false))
+				CHECK_OK(ploop_snapshot_merge(DD, NULL, false, err));
+		} else if (op == 11) {
+			CHECK_OK(ploop_snapshot_merge(DD, NULL, true, err));
+		} else if (op == 12) {
+			if (pick_snapshot(&m, g, false))
+				CHECK_OK(ploop_snapshot_delete(DD, g, err));
+		} else if (op == 13) {
+			if (pick_snapshot(&m, g, true))
+				CHECK_OK(ploop_snapshot_merge(DD, g, false, err) == PLOOP_ERR_PARAM ? 0 : err->status);
+		} else if (op == 14 && m.size < 64u << 20) {
+			size_t grow = m.size + (rnd(&m) % 4 + 1) * (4u << 20);
+
+			CHECK_OK(ploop_grow(DD, false, grow / 512, err));
+			m.disk = realloc(m.disk, grow);
+			memset(m.disk + m.size, 0, grow - m.size);
+			m.size = grow;
+		} else if (op == 15) {
+			CHECK_OK(ploop_convert_version(DD, version == 1 ? 2 : 1, err));
+			CHECK_OK(ploop_convert_version(DD, version, err));
+		}
+		if (!matches(&m)) {
+			harness_fail(__FILE__, __LINE__, "content differs from the model after step %d (op %u)", step, op);
+			return;
+		}
+		if (op >= 8)
+			CHECK(all_deltas_check());
+	}
+	CHECK(all_deltas_check());
+	free(m.disk);
+}
+
+TEST(model_v2_32k_clusters)
+{
+	run_model(2, 64, 300, 1);
+}
+
+TEST(model_v1_32k_clusters)
+{
+	run_model(1, 64, 200, 2);
+}
+
+TEST(model_v2_128k_clusters)
+{
+	run_model(2, 256, 200, 3);
+}
+
+/* A raw base under ploop deltas: writes go to the top, merges go back into the raw file. */
+TEST(model_raw_base)
+{
+	struct ploop_create_params p = { .size_sectors = 8192, .cluster_sectors = 64, .mode = PLOOP_MODE_RAW };
+	struct model m = { .size = 8192 * 512, .seed = 9 };
+	char g[PLOOP_GUID_BUF];
+
+	mkdir("img", 0755);
+	m.disk = calloc(1, m.size);
+	CHECK_OK(ploop_init_image("img/root.hds", &p, err));
+	for (int i = 0; i < 20; i++)
+		CHECK_OK(random_write(&m, err));
+	CHECK(matches(&m));
+	CHECK_OK(ploop_snapshot(DD, NULL, g, err));
+	for (int i = 0; i < 20; i++)
+		CHECK_OK(random_write(&m, err));
+	CHECK(matches(&m));
+	CHECK_OK(ploop_grow(DD, false, 16384, err));
+	m.disk = realloc(m.disk, 16384 * 512);
+	memset(m.disk + m.size, 0, 16384 * 512 - m.size);
+	m.size = 16384 * 512;
+	for (int i = 0; i < 10; i++)
+		CHECK_OK(random_write(&m, err));
+	CHECK_OK(ploop_snapshot_merge(DD, NULL, true, err));
+	CHECK(matches(&m));
+	{
+		struct stat st;
+
+		CHECK(stat("img/root.hds", &st) == 0 && (size_t)st.st_size >= m.size);
+	}
+	free(m.disk);
+}
+
+TEST(convert_preallocated_and_raw_keep_content)
+{
+	struct ploop_create_params p = { .size_sectors = 8192, .cluster_sectors = 64 };
+	struct model m = { .size = 8192 * 512, .seed = 5 };
+	struct ploop_descriptor *dd;
+	struct ploop_delta_info info;
+	struct ploop_delta *d;
+
+	mkdir("img", 0755);
+	m.disk = calloc(1, m.size);
+	CHECK_OK(ploop_init_image("img/root.hds", &p, err));
+	for (int i = 0; i < 10; i++)
+		CHECK_OK(random_write(&m, err));
+	CHECK_OK(ploop_convert_mode(DD, PLOOP_MODE_PREALLOCATED, err));
+	CHECK(matches(&m));
+	CHECK_OK(ploop_delta_open("img/root.hds", 0, 0, 0, &d, err));
+	ploop_delta_get_info(d, &info);
+	CHECK_EQ(info.allocated_clusters, 8192 / 64);
+	ploop_delta_close(d, NULL);
+	CHECK_OK(ploop_descriptor_read(DD, &dd, err));
+	CHECK(dd->preallocated);
+	ploop_descriptor_free(dd);
+	CHECK_OK(ploop_convert_mode(DD, PLOOP_MODE_RAW, err));
+	CHECK(matches(&m));
+	CHECK_OK(ploop_descriptor_read(DD, &dd, err));
+	CHECK(dd->raw && !strcmp(dd->images[0].file, "root.hds"));
+	ploop_descriptor_free(dd);
+	{
+		size_t len;
+		uint8_t *raw = read_file("img/root.hds", &len);
+
+		CHECK(raw && len == m.size && !memcmp(raw, m.disk, len));
+		free(raw);
+		CHECK(access("img/root.hds.tmp", F_OK) != 0);
+	}
+	free(m.disk);
+}
+
+TEST(snapshot_switch_and_keep)
+{
+	struct ploop_create_params p = { .size_sectors = 4096, .cluster_sectors = 64 };
+	struct model m = { .size = 4096 * 512, .seed = 11 };
+	uint8_t *at_snap;
+	char g[PLOOP_GUID_BUF];
+	struct ploop_descriptor *dd;
+
+	mkdir("img", 0755);
+	m.disk = calloc(1, m.size);
+	CHECK_OK(ploop_init_image("img/root.hds", &p, err));
+	for (int i = 0; i < 5; i++)
+		CHECK_OK(random_write(&m, err));
+	CHECK_OK(ploop_snapshot(DD, NULL, g, err));
+	for (int i = 0; i < 5; i++)
+		CHECK_OK(random_write(&m, err));
+	CHECK_OK(ploop_snapshot(DD, NULL, g, err));
+	at_snap = malloc(m.size);
+	memcpy(at_snap, m.disk, m.size);
+	for (int i = 0; i < 5; i++)
+		CHECK_OK(random_write(&m, err));
+	CHECK_OK(ploop_snapshot_switch(DD, g, true, err));
+	memcpy(m.disk, at_snap, m.size);
+	CHECK(matches(&m));
+	CHECK_OK(ploop_descriptor_read(DD, &dd, err));
+	CHECK_EQ(dd->n_images, 4);	/* base, g, the kept old top, the new top */
+	CHECK_EQ(ploop_descriptor_children(dd, g, NULL), 2);
+	ploop_descriptor_free(dd);
+	/* A snapshot with two children cannot be merged into either; delete defers it. */
+	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot_merge(DD, NULL, true, err));
+	CHECK_OK(ploop_snapshot_delete(DD, g, err));
+	CHECK_OK(ploop_descriptor_read(DD, &dd, err));
+	CHECK(dd->snapshots[ploop_descriptor_find_snapshot(dd, g)].temporary == PLOOP_TEMP);
+	ploop_descriptor_free(dd);
+	CHECK(matches(&m));
+	free(at_snap);
+	free(m.disk);
+}
+
+TEST(refusals)
+{
+	struct ploop_create_params p = { .size_sectors = 4096, .cluster_sectors = 64 };
+	char g[PLOOP_GUID_BUF], base[PLOOP_GUID_BUF];
+	struct ploop_descriptor *dd;
+
+	mkdir("img", 0755);
+	CHECK_OK(ploop_init_image("img/root.hds", &p, err));
+	CHECK_FAILS(PLOOP_ERR_CREAT, ploop_init_image("img/other.hds", &p, err));
+	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot_merge(DD, NULL, false, err));
+	CHECK_OK(ploop_snapshot(DD, "{11111111-2222-3333-4444-555555555555}", g, err));
+	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot(DD, "11111111-2222-3333-4444-555555555555", g, err));
+	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot(DD, "not-a-guid", g, err));
+	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot(DD, PLOOP_TOP_GUID, g, err));
+	CHECK_OK(ploop_descriptor_read(DD, &dd, err));
+	strcpy(base, dd->snapshots[0].guid);
+	ploop_descriptor_free(dd);
+	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot_delete(DD, base, err));
+	CHECK_FAILS(PLOOP_ERR_NOSNAP, ploop_snapshot_delete(DD, "{99999999-2222-3333-4444-555555555555}", err));
+	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot_switch(DD, PLOOP_TOP_GUID, false, err));
+	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_grow(DD, false, 2048, err));
+	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_convert_mode(DD, PLOOP_MODE_RAW, err));	/* two images */
+}
+
+TEST(import_export_roundtrip_and_sparse)
+{
+	struct ploop_create_params p = { .cluster_sectors = 64 };
+	size_t size = 3 * 1048576 + 1000, len;
+	uint8_t *raw = calloc(1, size), *back;
+	struct ploop_delta_info info;
+	struct ploop_delta *d;
+	struct ploop_chain *c;
+	const char *path = "img/root.hds";
+	int fd;
+
+	fill_pattern(raw + 100000, 50000, 1);
+	fill_pattern(raw + size - 500, 500, 2);
+	mkdir("img", 0755);
+	CHECK(write_file("in.raw", raw, size) == 0);
+	fd = open("in.raw", O_RDONLY);
+	CHECK_OK(ploop_import(fd, 0, path, &p, err));
+	close(fd);
+	CHECK_OK(ploop_delta_open(path, 0, 0, 0, &d, err));
+	ploop_delta_get_info(d, &info);
+	/* 100000..150000 touches 2 clusters of 32 KiB; the tail one more. */
+	CHECK_EQ(info.allocated_clusters, 3);
+	CHECK_EQ(info.size_sectors, (size + 32767) / 32768 * 64);
+	ploop_delta_close(d, NULL);
+	CHECK_OK(ploop_chain_open_files(&path, 1, false, 0, 0, &c, err));
+	fd = open("out.raw", O_WRONLY | O_CREAT | O_EXCL, 0600);
+	CHECK_OK(ploop_export(c, fd, err));
+	close(fd);
+	ploop_chain_close(c, NULL);
+	back = read_file("out.raw", &len);
+	CHECK(back && len == (size + 32767) / 32768 * 32768);
+	CHECK(!memcmp(back, raw, size));
+	{
+		struct stat st;
+
+		CHECK(stat("out.raw", &st) == 0 && (uint64_t)st.st_blocks * 512 < 400000);
+	}
+	free(back);
+	free(raw);
+}
