@@ -74,6 +74,8 @@ struct ploop_io_ops {
 	int (*truncate)(struct ploop_file *f, uint64_t size);
 	/* Make [off, off+len) allocated and reading as zeros where it was past EOF. */
 	int (*allocate)(struct ploop_file *f, uint64_t off, uint64_t len);
+	/* Hint: start writing back [off, off+len) now (the later sync has less to do). May be NULL. */
+	int (*writeback)(struct ploop_file *f, uint64_t off, uint64_t len);
 	/* Copy bytes between files; NULL means "use pread/pwrite". */
 	ssize_t (*copy)(struct ploop_file *src, uint64_t soff, struct ploop_file *dst, uint64_t doff,
 			size_t len);

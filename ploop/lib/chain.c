@@ -181,7 +181,7 @@ static int write_in_cluster(struct ploop_chain *c, uint64_t v, uint64_t in, cons
 		in = 0;
 		n = c->cluster_bytes;
 	}
-	if (ploop_delta_alloc(top, 1, &cl, err))
+	if (ploop_delta_alloc(top, 1, false, &cl, err))
 		return err->status;
 	r = pio_write(top->file, p, n, cl * c->cluster_bytes + in);
 	if (r)

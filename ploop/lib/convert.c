@@ -196,7 +196,7 @@ static int to_preallocated(struct image_set *s, struct ploop_error *err)
 		return err->status;
 	for (uint64_t v = 0; v < d->vclusters; v++)
 		missing += !d->bat[v];
-	if (missing && !ploop_delta_alloc(d, missing, &first, err)) {
+	if (missing && !ploop_delta_alloc(d, missing, true, &first, err)) {
 		for (uint64_t v = 0; v < d->vclusters; v++)
 			if (!d->bat[v])
 				ploop_delta_set_entry(d, v, (uint32_t)first++);

@@ -172,7 +172,7 @@ static int import_chunk(struct ploop_delta *d, const uint8_t *buf, uint64_t v0, 
 			i++;
 			continue;
 		}
-		if (ploop_delta_alloc(d, run, &first, err))
+		if (ploop_delta_alloc(d, run, false, &first, err))
 			return err->status;
 		r = pio_write(d->file, buf + i * cs, run * cs, first * cs);
 		if (r)
@@ -210,6 +210,8 @@ static int import_data(int fd, bool stream, uint64_t size, struct ploop_delta *d
 				continue;
 			}
 		}
+		if (!stream)
+			posix_fadvise(fd, (off_t)(off + want), (off_t)chunk, POSIX_FADV_WILLNEED);
 		r = input_read(fd, stream, buf, want, off, &got);
 		if (r)
 			return ploop_fail(err, PLOOP_ERR_READ, -r, "import: cannot read the input at %" PRIu64, off);

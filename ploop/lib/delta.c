@@ -671,10 +671,10 @@ int ploop_delta_flush(struct ploop_delta *d, struct ploop_error *err)
 	return 0;
 }
 
-int ploop_delta_alloc(struct ploop_delta *d, uint64_t n, uint64_t *first, struct ploop_error *err)
+int ploop_delta_alloc(struct ploop_delta *d, uint64_t n, bool fill, uint64_t *first, struct ploop_error *err)
 {
 	uint32_t e;
-	int r;
+	int r = 0;
 
 	if (d->alloc_head < d->l1_size)
 		d->alloc_head = d->l1_size;
@@ -682,7 +682,8 @@ int ploop_delta_alloc(struct ploop_delta *d, uint64_t n, uint64_t *first, struct
 		return ploop_fail(err, PLOOP_ERR_WRITE, EFBIG,
 				  "%s: image file is full (format v%d cannot address more clusters)", d->path,
 				  d->version);
-	r = pio_allocate(d->file, d->alloc_head * d->cluster_bytes, n * d->cluster_bytes);
+	if (fill)
+		r = pio_allocate(d->file, d->alloc_head * d->cluster_bytes, n * d->cluster_bytes);
 	if (r)
 		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
 				  "%s: cannot allocate %" PRIu64 " clusters", d->path, n);
@@ -701,7 +702,7 @@ static int relocate_cluster(struct ploop_delta *d, uint64_t v, uint64_t c, struc
 	uint64_t to;
 	int r;
 
-	if (ploop_delta_alloc(d, 1, &to, err))
+	if (ploop_delta_alloc(d, 1, false, &to, err))
 		return err->status;
 	r = pio_copy(d->file, c * d->cluster_bytes, d->file, to * d->cluster_bytes, d->cluster_bytes);
 	if (r)
@@ -785,7 +786,7 @@ int ploop_delta_grow(struct ploop_delta *d, uint64_t size_sectors, struct ploop_
 		if (d->alloc_head < new_l1) {
 			uint64_t first;
 
-			if (ploop_delta_alloc(d, new_l1 - d->alloc_head, &first, err))
+			if (ploop_delta_alloc(d, new_l1 - d->alloc_head, true, &first, err))
 				return err->status;
 		}
 		owner = calloc(new_l1 - d->l1_size, sizeof(*owner));

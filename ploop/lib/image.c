@@ -96,7 +96,7 @@ int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src, 
 		else if (!ploop_delta_lookup(dst, v, &doff[v]))
 			need++;
 	}
-	if (need && ploop_delta_alloc(dst, need, &first_new, err))
+	if (need && ploop_delta_alloc(dst, need, false, &first_new, err))
 		return err->status;
 	for (uint64_t v = 0, next = first_new; v < vmax; v++) {
 		if (slevel[v] >= 0 && !dst->raw && !doff[v]) {
@@ -581,7 +581,7 @@ int ploop_grow(const char *path, bool raw, uint64_t size, struct ploop_error *er
 
 		for (uint64_t v = 0; v < top->vclusters; v++)
 			missing += !top->bat[v];
-		if (missing && !ploop_delta_alloc(top, missing, &first, err)) {
+		if (missing && !ploop_delta_alloc(top, missing, true, &first, err)) {
 			for (uint64_t v = 0; v < top->vclusters; v++)
 				if (!top->bat[v])
 					ploop_delta_set_entry(top, v, (uint32_t)first++);

@@ -44,6 +44,7 @@ int pio_truncate(struct ploop_file *f, uint64_t size);
 int pio_allocate(struct ploop_file *f, uint64_t off, uint64_t len);
 int pio_copy(struct ploop_file *src, uint64_t soff, struct ploop_file *dst, uint64_t doff, uint64_t len);
 int pio_lock(struct ploop_file *f, bool exclusive);
+void pio_writeback(struct ploop_file *f, uint64_t off, uint64_t len);
 int pio_rename(const char *from, const char *to);
 int pio_link(const char *from, const char *to);
 int pio_unlink(const char *path);
@@ -91,8 +92,9 @@ int ploop_delta_set_dirty(struct ploop_delta *d, bool dirty, struct ploop_error 
 int ploop_delta_load_bat(struct ploop_delta *d, struct ploop_error *err);
 void ploop_delta_set_entry(struct ploop_delta *d, uint64_t v, uint32_t cluster);
 int ploop_delta_flush(struct ploop_delta *d, struct ploop_error *err);
-/* Reserves @n clusters at the end of the file; returns the first index. */
-int ploop_delta_alloc(struct ploop_delta *d, uint64_t n, uint64_t *first, struct ploop_error *err);
+/* Reserves @n clusters at the end of the file and returns the first index. With @fill the space is
+ * allocated now (reads as zeros); without, the caller writes every one of them whole next. */
+int ploop_delta_alloc(struct ploop_delta *d, uint64_t n, bool fill, uint64_t *first, struct ploop_error *err);
 uint64_t ploop_delta_bat_bytes(const struct ploop_delta *d);
 
 /* ---- chains ---- */

@@ -116,6 +116,11 @@ static int posix_allocate(struct ploop_file *f, uint64_t off, uint64_t len)
 	return 0;
 }
 
+static int posix_writeback(struct ploop_file *f, uint64_t off, uint64_t len)
+{
+	return sync_file_range(f->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE) ? -errno : 0;
+}
+
 static ssize_t posix_copy(struct ploop_file *src, uint64_t soff, struct ploop_file *dst, uint64_t doff,
 			  size_t len)
 {
@@ -186,6 +191,7 @@ static const struct ploop_io_ops posix_ops = {
 	.size = posix_size,
 	.truncate = posix_truncate,
 	.allocate = posix_allocate,
+	.writeback = posix_writeback,
 	.copy = posix_copy,
 	.lock = posix_lock,
 	.rename = posix_rename,
@@ -309,6 +315,12 @@ int pio_copy(struct ploop_file *src, uint64_t soff, struct ploop_file *dst, uint
 	}
 	free(buf);
 	return r;
+}
+
+void pio_writeback(struct ploop_file *f, uint64_t off, uint64_t len)
+{
+	if (f->ops->writeback)
+		f->ops->writeback(f, off, len);
 }
 
 int pio_lock(struct ploop_file *f, bool exclusive)
