@@ -178,7 +178,7 @@ int ploop_check_delta(const char *path, const struct ploop_check_params *p, stru
 
 	if (d->file_size % d->cluster_bytes) {
 		report(&c, "Image size %" PRIu64 " is not aligned to cluster %" PRIu64, d->file_size, d->cluster_bytes);
-		if ((p->flags & (PLOOP_CHECK_FORCE | PLOOP_CHECK_HARD)) && soft_fix(&c)) {
+		if ((p->flags & (PLOOP_CHECK_FORCE | PLOOP_CHECK_HARD)) && !c.rdonly) {
 			uint64_t to = (d->file_size / d->cluster_bytes + 1) * d->cluster_bytes;
 
 			r = pio_allocate(d->file, d->file_size, to - d->file_size);
@@ -188,8 +188,10 @@ int ploop_check_delta(const char *path, const struct ploop_check_params *p, stru
 			}
 			report(&c, "  Fixed: extended to %" PRIu64 " bytes", to);
 			d->file_size = to;
-		} else if (!c.rdonly) {
-			ploop_fail(err, PLOOP_ERR_FORMAT, 0, "%s: size is not aligned to the cluster (-f extends it)", path);
+		} else {
+			report(&c, "  Skipped");
+			ploop_fail(err, PLOOP_ERR_FORMAT, 0, "%s: size is not aligned to the cluster (%s)", path,
+				   c.rdonly ? "read-only check" : "-f extends it");
 			goto out;
 		}
 	}

@@ -114,6 +114,7 @@ struct parse_ctx {
 	struct ploop_descriptor *dd;
 	struct ploop_error *err;
 	const char *name;
+	int plain_image;	/* index of the <Type>Plain</Type> image, -1: none */
 };
 
 static xmlNode *child(xmlNode *parent, const char *name)
@@ -216,10 +217,39 @@ static int check_file_name(struct parse_ctx *c, const char *f)
 	return 0;
 }
 
+/* Equality of two relative names after dropping "." components and repeated slashes. */
+static bool same_file_name(const char *a, const char *b)
+{
+	for (;;) {
+		for (;;) {
+			while (*a == '/')
+				a++;
+			while (*b == '/')
+				b++;
+			if (a[0] == '.' && (a[1] == '/' || !a[1]))
+				a++;
+			else if (b[0] == '.' && (b[1] == '/' || !b[1]))
+				b++;
+			else
+				break;
+		}
+		if (!*a || !*b)
+			return !*a && !*b;
+		if (*a != *b)
+			return false;
+		while (*a && *a != '/' && *a == *b) {
+			a++;
+			b++;
+		}
+		if ((*a && *a != '/') || (*b && *b != '/'))
+			return false;
+	}
+}
+
 static int parse_images(struct parse_ctx *c, xmlNode *storage)
 {
 	struct ploop_descriptor *dd = c->dd;
-	int n = count_children(storage, "Image"), plain = 0;
+	int n = count_children(storage, "Image");
 
 	if (!n)
 		return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0, "%s: no <Image> in <Storage>", c->name);
@@ -241,9 +271,11 @@ static int parse_images(struct parse_ctx *c, xmlNode *storage)
 			return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0, "%s: image %s is listed twice", c->name,
 					  im->guid);
 		type = child_text(x, "Type");
-		if (type && !strcmp(type, "Plain"))
-			plain++;
-		else if (type && strcmp(type, "Compressed"))
+		if (type && !strcmp(type, "Plain")) {
+			if (c->plain_image >= 0)
+				return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0, "%s: more than one Plain image", c->name);
+			c->plain_image = dd->n_images - 1;
+		} else if (type && strcmp(type, "Compressed"))
 			return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0, "%s: image %s has unknown <Type> '%.40s'",
 					  c->name, im->guid, type);
 		im->file = child_text(x, "File");
@@ -253,14 +285,14 @@ static int parse_images(struct parse_ctx *c, xmlNode *storage)
 		if (check_file_name(c, im->file))
 			return c->err->status;
 		for (int j = 0; j < dd->n_images - 1; j++)
-			if (!strcmp(dd->images[j].file, im->file))
+			if (same_file_name(dd->images[j].file, im->file))
 				return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0,
 						  "%s: file '%.200s' is used by two images", c->name, im->file);
 		im->path = ploop_join(dd->dir, im->file);
 		if (!im->path)
 			return ploop_fail(c->err, PLOOP_ERR_MALLOC, ENOMEM, "%s", c->name);
 	}
-	dd->raw = plain > 0;
+	dd->raw = c->plain_image >= 0;
 	return 0;
 }
 
@@ -357,15 +389,15 @@ static int check_tree(struct parse_ctx *c)
 		return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0, "%s: the top image %s has child snapshots", c->name,
 				  dd->top_guid);
 	if (dd->raw) {
-		/* Only a base can be a raw (Plain) file, and only one. */
-		for (int i = 0; i < dd->n_snapshots; i++) {
-			bool base = !strcmp(dd->snapshots[i].parent, PLOOP_NONE_GUID);
-			int im = ploop_descriptor_find_image(dd, dd->snapshots[i].guid);
+		/* Only the base can be a raw (Plain) file; it is listed first. */
+		int s = ploop_descriptor_find_snapshot(dd, dd->images[c->plain_image].guid);
 
-			if (base && im != 0)
-				return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0,
-						  "%s: a raw (Plain) set must list its base image first", c->name);
-		}
+		if (strcmp(dd->snapshots[s].parent, PLOOP_NONE_GUID))
+			return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0, "%s: Plain image %s is not the base", c->name,
+					  dd->images[c->plain_image].guid);
+		if (c->plain_image != 0)
+			return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0,
+					  "%s: a raw (Plain) set must list its base image first", c->name);
 		if (dd->preallocated)
 			return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0, "%s: a Plain image cannot be Preallocated",
 					  c->name);
@@ -445,7 +477,7 @@ int ploop_descriptor_parse(const char *xml, size_t len, const char *path, struct
 			   struct ploop_error *err)
 {
 	struct ploop_descriptor *dd = calloc(1, sizeof(*dd));
-	struct parse_ctx c = { .dd = dd, .err = err, .name = path };
+	struct parse_ctx c = { .dd = dd, .err = err, .name = path, .plain_image = -1 };
 	char *dir;
 	xmlDoc *doc;
 	xmlNode *root;

@@ -52,6 +52,36 @@ int ploop_unlink_file(const char *path, struct ploop_error *err)
 
 /* ---- merging deltas --------------------------------------------------------------------------------- */
 
+/* A run of clusters that moves with one copy: consecutive in the disk and in both files. */
+struct merge_run {
+	int level;		/* source, -1 = no run */
+	uint64_t v, n;		/* first virtual cluster, count */
+	uint64_t soff, doff;	/* byte offsets of the first cluster */
+	bool fresh;		/* destination clusters are newly allocated (BAT entries to set) */
+};
+
+static int merge_run_copy(struct ploop_delta *dst, struct ploop_delta *const *src, struct merge_run *run,
+			  struct ploop_error *err)
+{
+	uint64_t cs = dst->cluster_bytes;
+	int r;
+
+	if (run->level < 0)
+		return 0;
+	r = pio_copy(src[run->level]->file, run->soff, dst->file, run->doff, run->n * cs);
+	if (r)
+		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
+				  "%s: cannot merge clusters from %s", dst->path, src[run->level]->path);
+	dst->data_unsynced = true;
+	if (dst->raw && run->doff + run->n * cs > dst->file_size)
+		dst->file_size = run->doff + run->n * cs;
+	/* Entries only for data that is written: a failure must not leave entries to garbage. */
+	for (uint64_t i = 0; run->fresh && i < run->n; i++)
+		ploop_delta_set_entry(dst, run->v + i, (uint32_t)(run->doff / cs + i));
+	run->level = -1;
+	return 0;
+}
+
 /*
  * Copies every cluster held by @src (top first: the first source holding a cluster wins) into @dst,
  * in place where @dst has the cluster, else into clusters appended in one allocation. Runs of
@@ -60,11 +90,9 @@ int ploop_unlink_file(const char *path, struct ploop_error *err)
  */
 int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src, int n, struct ploop_error *err)
 {
-	uint64_t vmax = 0, cs = dst->cluster_bytes, need = 0, first_new = 0;
-	cleanup_free uint64_t *soff = NULL;
-	cleanup_free uint64_t *doff = NULL;
-	cleanup_free int16_t *slevel = NULL;
+	uint64_t cs = dst->cluster_bytes, need = 0, next = 0, off;
 	uint64_t max_size = dst->size_sectors;
+	struct merge_run run = { .level = -1 };
 
 	for (int i = 0; i < n; i++) {
 		if (src[i]->cluster_sectors != dst->cluster_sectors)
@@ -75,56 +103,45 @@ int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src, 
 	}
 	if (max_size > dst->size_sectors && ploop_delta_grow(dst, max_size, err))
 		return err->status;
-	vmax = dst->vclusters;
-	soff = calloc(vmax + 1, sizeof(*soff));
-	doff = calloc(vmax + 1, sizeof(*doff));
-	slevel = calloc(vmax + 1, sizeof(*slevel));
-	if (!soff || !doff || !slevel)
-		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s: merge map", dst->path);
-	for (uint64_t v = 0; v < vmax; v++) {
-		slevel[v] = -1;
-		for (int i = 0; i < n; i++) {
-			if (ploop_delta_lookup(src[i], v, &soff[v])) {
-				slevel[v] = (int16_t)i;
-				break;
-			}
-		}
-		if (slevel[v] < 0)
-			continue;
-		if (dst->raw)
-			doff[v] = v * cs;
-		else if (!ploop_delta_lookup(dst, v, &doff[v]))
-			need++;
-	}
-	if (need && ploop_delta_alloc(dst, need, false, &first_new, err))
-		return err->status;
-	for (uint64_t v = 0, next = first_new; v < vmax; v++) {
-		if (slevel[v] >= 0 && !dst->raw && !doff[v]) {
-			doff[v] = next * cs;
-			ploop_delta_set_entry(dst, v, (uint32_t)next);
-			next++;
-		}
-	}
-	for (uint64_t v = 0; v < vmax;) {
-		uint64_t run = 1;
-		int r;
+	for (uint64_t v = 0; v < dst->vclusters && !dst->raw; v++) {
+		bool held = false;
 
-		if (slevel[v] < 0) {
-			v++;
+		for (int i = 0; i < n && !held; i++)
+			held = ploop_delta_lookup(src[i], v, &off);
+		need += held && !ploop_delta_lookup(dst, v, &off);
+	}
+	if (need && ploop_delta_alloc(dst, need, false, &next, err))
+		return err->status;
+	for (uint64_t v = 0; v < dst->vclusters; v++) {
+		uint64_t soff = 0, doff;
+		int level = -1;
+		bool fresh = false;
+
+		for (int i = 0; i < n && level < 0; i++)
+			if (ploop_delta_lookup(src[i], v, &soff))
+				level = i;
+		if (level < 0) {
+			if (merge_run_copy(dst, src, &run, err))
+				return err->status;
 			continue;
 		}
-		while (v + run < vmax && slevel[v + run] == slevel[v] && soff[v + run] == soff[v] + run * cs &&
-		       doff[v + run] == doff[v] + run * cs)
-			run++;
-		r = pio_copy(src[slevel[v]]->file, soff[v], dst->file, doff[v], run * cs);
-		if (r)
-			return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
-					  "%s: cannot merge clusters from %s", dst->path, src[slevel[v]]->path);
-		if (dst->raw && doff[v] + run * cs > dst->file_size)
-			dst->file_size = doff[v] + run * cs;
-		dst->data_unsynced = true;
-		v += run;
+		if (dst->raw) {
+			doff = v * cs;
+		} else if (!ploop_delta_lookup(dst, v, &doff)) {
+			doff = next++ * cs;
+			fresh = true;
+		}
+		if (run.level == level && run.fresh == fresh && soff == run.soff + run.n * cs &&
+		    doff == run.doff + run.n * cs) {
+			run.n++;
+			continue;
+		}
+		if (merge_run_copy(dst, src, &run, err))
+			return err->status;
+		run = (struct merge_run){ .level = level, .v = v, .n = 1, .soff = soff, .doff = doff, .fresh = fresh };
 	}
+	if (merge_run_copy(dst, src, &run, err))
+		return err->status;
 	return ploop_delta_flush(dst, err);
 }
 
