@@ -261,9 +261,9 @@ static int create_params_check(const char *path, const struct ploop_create_param
 		return 0;
 	l1 = ploop_bat_clusters(entries, (uint64_t)p->cluster_sectors * PLOOP_SECTOR_SIZE);
 	/* Every cluster of a fully written image must be addressable by a BAT entry. */
-	if (p->version == 1 ? (l1 + entries) * p->cluster_sectors >= PLOOP_BAT_INVALID
-			    : l1 + entries >= PLOOP_BAT_INVALID ||
-				      l1 * p->cluster_sectors > UINT32_MAX)
+	if (l1 * p->cluster_sectors > UINT32_MAX ||
+	    (p->version == 1 ? p->size_sectors > UINT32_MAX || (l1 + entries - 1) * p->cluster_sectors >= PLOOP_BAT_INVALID
+			     : l1 + entries - 1 >= PLOOP_BAT_INVALID))
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0,
 				  "%s: %" PRIu64 " sectors is too large for format v%d with %" PRIu32
 				  "-sector clusters",
