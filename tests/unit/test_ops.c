@@ -180,17 +180,17 @@ static void run_model(int version, uint32_t cs, int steps, uint64_t seed)
 
 TEST(model_v2_32k_clusters)
 {
-	run_model(2, 64, 300, 1);
+	run_model(2, 64, 200, 1);
 }
 
 TEST(model_v1_32k_clusters)
 {
-	run_model(1, 64, 200, 2);
+	run_model(1, 64, 120, 2);
 }
 
 TEST(model_v2_128k_clusters)
 {
-	run_model(2, 256, 200, 3);
+	run_model(2, 256, 120, 3);
 }
 
 /* A raw base under ploop deltas: writes go to the top, merges go back into the raw file. */
