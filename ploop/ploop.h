@@ -230,7 +230,8 @@ int ploop_descriptor_chain(const struct ploop_descriptor *dd, const char *guid, 
 int ploop_descriptor_open_chain(const struct ploop_descriptor *dd, const char *guid, unsigned flags,
 				struct ploop_chain **out, struct ploop_error *err);
 
-/* Exclusive (modify) or shared (read) lock of an image set: DiskDescriptor.xml.lck beside it. */
+/* Exclusive (modify) or shared (read) lock of an existing image set: DiskDescriptor.xml.lck beside
+ * it. A reader does not create the lock file. */
 int ploop_lock_descriptor(const char *dd_path, bool exclusive, int *lock_fd, struct ploop_error *err);
 void ploop_unlock_descriptor(int lock_fd);
 
@@ -249,8 +250,9 @@ int ploop_snapshot_switch(const char *dd_path, const char *guid, bool keep_top, 
 /* @path: a DiskDescriptor.xml (grows the top delta and the descriptor) or a single delta file
  * (@raw: a plain raw file). */
 int ploop_grow(const char *path, bool raw, uint64_t size_sectors, struct ploop_error *err);
-/* Whether @path is a ploop delta (by its signature) rather than a descriptor. */
-bool ploop_is_delta_file(const char *path);
+/* Whether @path names a DiskDescriptor.xml (it ends in ".xml", as upstream decides) rather than an
+ * image file. */
+bool ploop_is_descriptor_path(const char *path);
 int ploop_convert_version(const char *dd_path, int version, struct ploop_error *err);
 int ploop_convert_mode(const char *dd_path, enum ploop_image_mode mode, struct ploop_error *err);
 int ploop_restore_descriptor(const char *dir, const char *delta_path, bool raw, uint32_t cluster_sectors,

@@ -16,7 +16,7 @@ static int open_source(const char *path, const char *guid, struct ploop_chain **
 	char g[PLOOP_GUID_BUF];
 
 	*lock = -1;
-	if (ploop_is_delta_file(path)) {
+	if (!ploop_is_descriptor_path(path)) {
 		if (guid)
 			return fail(PLOOP_ERR_PARAM, "-u applies to a DiskDescriptor.xml");
 		if (ploop_chain_open_files(&path, 1, false, 0, PLOOP_OPEN_ALLOW_DIRTY, c, err))

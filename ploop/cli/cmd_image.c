@@ -215,7 +215,7 @@ int cmd_check(int argc, char **argv)
 		return PLOOP_ERR_PARAM;
 	if ((p.flags & PLOOP_CHECK_RAW) && !p.raw_cluster_sectors)
 		return usage_error("-R needs -b BLOCKSIZE");
-	if ((p.flags & PLOOP_CHECK_RAW) || ploop_is_delta_file(argv[optind])) {
+	if ((p.flags & PLOOP_CHECK_RAW) || !ploop_is_descriptor_path(argv[optind])) {
 		if (guid)
 			return usage_error("-u applies to a DiskDescriptor.xml");
 		if (ploop_check_delta(argv[optind], &p, &err))

@@ -97,7 +97,8 @@ int cmd_snapshot_list(int argc, char **argv)
 	}
 	if (only && ploop_descriptor_chain(dd, only_guid, chain, &nchain, &err)) {
 		ploop_descriptor_free(dd);
-		return report_error(&err);
+		report_error(&err);
+		return 1;	/* upstream's exit code for an unknown UUID here */
 	}
 	if (header) {
 		for (int i = 0; i < ncols; i++)
@@ -118,7 +119,7 @@ int cmd_snapshot_list(int argc, char **argv)
 			switch (cols[i]) {
 			case F_UUID: v = sn->guid; break;
 			case F_PARENT: v = sn->parent; break;
-			case F_CURRENT: v = strcmp(sn->guid, current) ? " " : "*"; break;
+			case F_CURRENT: v = strcmp(sn->guid, current) ? "" : "*"; break;
 			case F_FNAME: v = dd->images[im].path; break;
 			}
 			if (i + 1 < ncols)

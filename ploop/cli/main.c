@@ -58,6 +58,13 @@ int fail(int status, const char *fmt, ...)
 
 int usage_error(const char *msg)
 {
+	char opt[64];
+
+	/* getopt reports an unknown option or a missing option argument as '?', with the option in optopt. */
+	if (!strcmp(msg, "invalid option") && optopt) {
+		snprintf(opt, sizeof(opt), "option -%c is unknown or needs an argument", optopt);
+		msg = opt;
+	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (!strcmp(commands[i].name, prog_cmd))
 			return fail(PLOOP_ERR_PARAM, "%s (usage: ploop %s)", msg, commands[i].usage);
@@ -105,6 +112,7 @@ int main(int argc, char **argv)
 	int i = 1;
 
 	signal(SIGPIPE, SIG_IGN);
+	opterr = 0;	/* one line of our own per error, not getopt's as well */
 	while (i < argc && argv[i][0] == '-' && argv[i][1]) {
 		if (!strcmp(argv[i], "-v"))
 			verbosity++;
@@ -114,13 +122,13 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		} else {
-			usage(stderr);
+			fprintf(stderr, "ploop: unknown option '%s' (ploop help lists the commands)\n", argv[i]);
 			return PLOOP_ERR_PARAM;
 		}
 		i++;
 	}
 	if (i >= argc) {
-		usage(stderr);
+		fprintf(stderr, "ploop: no command given (ploop help lists the commands)\n");
 		return PLOOP_ERR_PARAM;
 	}
 	if (!strcmp(argv[i], "help")) {
@@ -135,7 +143,6 @@ int main(int argc, char **argv)
 		optind = 1;
 		return commands[c].run(argc - i, argv + i);
 	}
-	fprintf(stderr, "ploop: unknown command '%s'\n", argv[i]);
-	usage(stderr);
+	fprintf(stderr, "ploop: unknown command '%s' (ploop help lists the commands)\n", argv[i]);
 	return PLOOP_ERR_PARAM;
 }

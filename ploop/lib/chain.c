@@ -161,7 +161,7 @@ static int write_in_cluster(struct ploop_chain *c, uint64_t v, uint64_t in, cons
 					  "%s: write error", top->path);
 		if (top->raw && foff + in + n > top->file_size)
 			top->file_size = foff + in + n;
-		top->data_unsynced = true;
+		ploop_delta_note_data(top);
 		return 0;
 	}
 	lower = lookup_below(c, c->depth - 2, v, &lower_off);

@@ -176,7 +176,7 @@ int ploop_convert_version(const char *dd_path, int version, struct ploop_error *
 out:
 	for (int i = 0; i < n; i++)
 		ploop_delta_close(d[i], NULL);
-	if (err->status && ploop_recover_locked(dd_path, &(struct ploop_error){ 0 }))
+	if (err->status && ploop_recover_locked(dd_path, NULL, &(struct ploop_error){ 0 }))
 		PNOTICE("%s: conversion failed; it will be rolled back by the next operation", dd_path);
 	ploop_set_release(&s);
 	return err->status;

@@ -137,7 +137,7 @@ int ploop_header_validate(struct ploop_delta *d, struct ploop_error *err)
 	d->l1_size = h->m_FirstBlockOffset / h->m_Sectors;
 	if (!d->size_sectors)
 		return ploop_fail(err, PLOOP_ERR_FORMAT, 0, "%s: virtual size is zero", d->path);
-	vclusters = (d->size_sectors + h->m_Sectors - 1) / h->m_Sectors;
+	vclusters = d->size_sectors / h->m_Sectors + (d->size_sectors % h->m_Sectors != 0);
 	if (vclusters > h->m_Size)
 		return ploop_fail(err, PLOOP_ERR_FORMAT, 0,
 				  "%s: size of %" PRIu64 " sectors needs %" PRIu64 " BAT entries, header has %" PRIu32,
@@ -492,7 +492,7 @@ int ploop_delta_open(const char *path, unsigned flags, uint32_t raw_cs, uint64_t
 	ploop_header_decode(raw, &d->hdr);
 	if (ploop_header_validate(d, err))
 		goto fail;
-	if ((d->hdr.m_Flags & PLOOP_FLAG_FMT_CONVERT) && !(flags & PLOOP_OPEN_ALLOW_DIRTY)) {
+	if (d->hdr.m_Flags & PLOOP_FLAG_FMT_CONVERT) {
 		ploop_fail(err, PLOOP_ERR_BUSY, 0,
 			   "%s: a format version conversion was interrupted (run ploop check DiskDescriptor.xml)",
 			   path);
@@ -591,14 +591,21 @@ static void mark_entry_dirty(struct ploop_delta *d, uint64_t v)
 	d->dirty_pages[page / 8] |= (uint8_t)(1u << (page % 8));
 }
 
+void ploop_delta_note_data(struct ploop_delta *d)
+{
+	d->data_unsynced = true;
+	if (!d->raw && (d->hdr.m_Flags & PLOOP_FLAG_EMPTY)) {
+		d->hdr.m_Flags &= ~PLOOP_FLAG_EMPTY;
+		d->header_dirty = true;
+	}
+}
+
 void ploop_delta_set_entry(struct ploop_delta *d, uint64_t v, uint32_t cluster)
 {
 	d->bat[v] = cluster;
 	mark_entry_dirty(d, v);
-	if (cluster && (d->hdr.m_Flags & PLOOP_FLAG_EMPTY)) {
-		d->hdr.m_Flags &= ~PLOOP_FLAG_EMPTY;
-		d->header_dirty = true;
-	}
+	if (cluster)
+		ploop_delta_note_data(d);
 }
 
 static bool page_dirty(const struct ploop_delta *d, size_t p)
@@ -735,7 +742,7 @@ static int grow_raw(struct ploop_delta *d, uint64_t size_sectors, struct ploop_e
  * of the file and its entry repointed (durably) before the area is zeroed, and the header that makes
  * the area a BAT is written last. A crash at any point leaves the old, valid header in charge.
  */
-int ploop_delta_grow(struct ploop_delta *d, uint64_t size_sectors, struct ploop_error *err)
+static int grow_delta(struct ploop_delta *d, uint64_t size_sectors, struct ploop_error *err)
 {
 	uint64_t new_vclusters, new_l1, cs = d->cluster_sectors, old_bat_area;
 	cleanup_free uint64_t *owner = NULL;
@@ -747,6 +754,8 @@ int ploop_delta_grow(struct ploop_delta *d, uint64_t size_sectors, struct ploop_
 
 	if (!d->rw)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: not opened for writing", d->path);
+	if (size_sectors / cs >= UINT32_MAX)
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: %" PRIu64 " sectors is too large", d->path, size_sectors);
 	size_sectors = (size_sectors + cs - 1) / cs * cs;
 	if (size_sectors < d->size_sectors)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: cannot shrink from %" PRIu64 " to %" PRIu64 " sectors",
@@ -843,4 +852,18 @@ int ploop_delta_grow(struct ploop_delta *d, uint64_t size_sectors, struct ploop_
 		return err->status;
 	PLOG("Grew %s to %" PRIu64 " sectors", d->path, size_sectors);
 	return 0;
+}
+
+int ploop_delta_grow(struct ploop_delta *d, uint64_t size_sectors, struct ploop_error *err)
+{
+	bool was_dirty = d->hdr.m_DiskInUse == PLOOP_DISK_IN_USE;
+	int r = grow_delta(d, size_sectors, err);
+
+	/* A failed grow left the old header in charge: the image is as consistent as before. */
+	if (r && !was_dirty && d->hdr.m_DiskInUse == PLOOP_DISK_IN_USE) {
+		struct ploop_error e = { 0 };
+
+		ploop_delta_set_dirty(d, false, &e);
+	}
+	return r;
 }

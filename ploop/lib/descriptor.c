@@ -98,11 +98,13 @@ int ploop_descriptor_open_chain(const struct ploop_descriptor *dd, const char *g
 	if (ploop_chain_open_files(paths, n, dd->raw, dd->blocksize, flags, &c, err))
 		return err->status;
 	if (dd->blocksize && ploop_chain_cluster_bytes(c) != (uint64_t)dd->blocksize * PLOOP_SECTOR_SIZE) {
+		uint32_t cs = ploop_chain_cluster_bytes(c) / PLOOP_SECTOR_SIZE;
+
 		ploop_chain_close(c, NULL);
 		return ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0,
 				  "%s: Blocksize %" PRIu32 " does not match the images' cluster size of %" PRIu32
 				  " sectors",
-				  dd->path, dd->blocksize, ploop_chain_cluster_bytes(c) / PLOOP_SECTOR_SIZE);
+				  dd->path, dd->blocksize, cs);
 	}
 	*out = c;
 	return 0;
@@ -800,24 +802,32 @@ int ploop_descriptor_new(const char *dd_path, const char *file, const struct plo
 
 /* ---- locking ----------------------------------------------------------------------------------------------- */
 
-int ploop_lock_descriptor(const char *dd_path, bool exclusive, int *lock_fd, struct ploop_error *err)
+/*
+ * Writers hold DiskDescriptor.xml.lck exclusively (creating it, as upstream does). Readers take it
+ * shared only if it exists: they never create files, and the shared locks they hold on every delta
+ * keep writers of those deltas away anyway.
+ */
+static int lock_descriptor(const char *dd_path, bool exclusive, bool create, int *lock_fd, struct ploop_error *err)
 {
 	cleanup_free char *lck = NULL;
 	struct flock fl = { .l_type = exclusive ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET };
+	struct stat st;
 	int fd;
 
 	*lock_fd = -1;
+	if (!create && stat(dd_path, &st))
+		return ploop_fail(err, errno == ENOENT ? PLOOP_ERR_DESCRIPTOR : PLOOP_ERR_OPEN, errno, "%s", dd_path);
 	if (asprintf(&lck, "%s.lck", dd_path) < 0)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", dd_path);
-	fd = open(lck, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0 && !exclusive && (errno == EROFS || errno == EACCES)) {
-		/* A reader on a read-only directory: the images' own locks still protect it. */
+	if (exclusive)
+		fd = open(lck, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	else
 		fd = open(lck, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			return 0;
-	}
+	if (fd < 0 && !exclusive)
+		return 0;
 	if (fd < 0)
-		return ploop_fail(err, PLOOP_ERR_LOCK, errno, "%s: cannot open the lock file", lck);
+		return ploop_fail(err, errno == ENOENT ? PLOOP_ERR_CREAT : PLOOP_ERR_LOCK, errno,
+				  "%s: cannot open the lock file", lck);
 	if (fcntl(fd, F_OFD_SETLK, &fl)) {
 		int e = errno;
 
@@ -828,6 +838,16 @@ int ploop_lock_descriptor(const char *dd_path, bool exclusive, int *lock_fd, str
 	}
 	*lock_fd = fd;
 	return 0;
+}
+
+int ploop_lock_descriptor(const char *dd_path, bool exclusive, int *lock_fd, struct ploop_error *err)
+{
+	return lock_descriptor(dd_path, exclusive, false, lock_fd, err);
+}
+
+int ploop_lock_new_descriptor(const char *dd_path, int *lock_fd, struct ploop_error *err)
+{
+	return lock_descriptor(dd_path, true, true, lock_fd, err);
 }
 
 void ploop_unlock_descriptor(int lock_fd)

@@ -23,13 +23,36 @@ static int reload(struct image_set *s, const char *dd_path, struct ploop_error *
 	return ploop_descriptor_read(dd_path, &s->dd, err);
 }
 
+/* Every image of the set is a ploop delta (or the raw base) with the descriptor's cluster size. */
+static int validate_images(const struct ploop_descriptor *dd, struct ploop_error *err)
+{
+	for (int i = 0; i < dd->n_images; i++) {
+		struct ploop_delta *d;
+
+		if (dd->raw && i == 0)
+			continue;
+		if (ploop_delta_open(dd->images[i].path, PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY | PLOOP_OPEN_NOLOCK,
+				     0, 0, &d, err))
+			return err->status;
+		if (dd->blocksize && d->cluster_sectors != dd->blocksize)
+			ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0,
+				   "%s: cluster size %" PRIu32 " differs from Blocksize %" PRIu32 " in %s", d->path,
+				   d->cluster_sectors, dd->blocksize, dd->path);
+		ploop_delta_close(d, NULL);
+		if (err->status)
+			return err->status;
+	}
+	return 0;
+}
+
 /* Locks, recovers interrupted operations, reads; the old top-GUID form becomes upstream's fixed one. */
 int ploop_set_open(struct image_set *s, const char *dd_path, struct ploop_error *err)
 {
 	s->dd = NULL;
 	if (ploop_lock_descriptor(dd_path, true, &s->lock_fd, err))
 		return err->status;
-	if (ploop_recover_locked(dd_path, err) || reload(s, dd_path, err)) {
+	s->rec.n = 0;
+	if (ploop_recover_locked(dd_path, &s->rec, err) || reload(s, dd_path, err) || validate_images(s->dd, err)) {
 		ploop_set_release(s);
 		return err->status;
 	}
@@ -145,14 +168,16 @@ int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src, 
 	return ploop_delta_flush(dst, err);
 }
 
-/* Merges images chain[a+1..b] into chain[a] in files and descriptor. Steps: mark a..b-1 temporary
- * (a crash now re-runs this merge), merge data, store the merged descriptor, remove the files. */
-static int merge_range(struct image_set *s, const int *chain, int a, int b, struct ploop_error *err)
+/* Merges images chain[a+1..b] into chain[a] in files and descriptor. Steps: open and validate every
+ * delta; mark a..b-1 temporary (a crash now re-runs this merge); merge data; store the merged
+ * descriptor; remove the merged files. Returns the surviving GUID in @survivor. */
+static int merge_range(struct image_set *s, const int *chain, int a, int b, char survivor[PLOOP_GUID_BUF],
+		       struct ploop_error *err)
 {
 	struct ploop_descriptor *dd = s->dd;
 	struct ploop_delta *dst = NULL, *src[PLOOP_MAX_CHAIN] = { NULL };
 	char *remove[PLOOP_MAX_CHAIN] = { NULL };
-	char survivor[PLOOP_GUID_BUF], target[PLOOP_GUID_BUF];
+	char target[PLOOP_GUID_BUF];
 	int nsrc = 0, nremove = 0, r = 0;
 
 	for (int i = a; i < b; i++) {
@@ -164,15 +189,10 @@ static int merge_range(struct image_set *s, const int *chain, int a, int b, stru
 					  "%s: snapshot %s has %d children; it cannot be merged with one of them", dd->path,
 					  g, k);
 	}
-	for (int i = a; i < b; i++)
-		dd->snapshots[ploop_descriptor_find_snapshot(dd, dd->images[chain[i]].guid)].temporary = PLOOP_TEMP;
-	if (ploop_descriptor_store(dd, err))
-		return err->status;
-
+	/* Nothing is changed before every delta has opened and passed validation. */
 	PLOG("Merging %d image(s) into %s", b - a, dd->images[chain[a]].path);
 	if (ploop_delta_open(dd->images[chain[a]].path,
-			     PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY | PLOOP_OPEN_ALLOW_DIRTY |
-				     (a == 0 && dd->raw ? PLOOP_OPEN_RAW : 0),
+			     PLOOP_OPEN_RDWR | PLOOP_OPEN_ALLOW_DIRTY | (a == 0 && dd->raw ? PLOOP_OPEN_RAW : 0),
 			     dd->blocksize, 0, &dst, err))
 		return err->status;
 	for (int i = b; i > a; i--) {
@@ -182,7 +202,15 @@ static int merge_range(struct image_set *s, const int *chain, int a, int b, stru
 		}
 		nsrc++;
 	}
-	r = ploop_merge_deltas(dst, src, nsrc, err);
+	for (int i = a; i < b; i++)
+		dd->snapshots[ploop_descriptor_find_snapshot(dd, dd->images[chain[i]].guid)].temporary = PLOOP_TEMP;
+	r = ploop_descriptor_store(dd, err);
+	if (!r && !dst->raw) {
+		r = ploop_delta_set_dirty(dst, true, err);
+		dst->marked_dirty = !r;
+	}
+	if (!r)
+		r = ploop_merge_deltas(dst, src, nsrc, err);
 out:
 	for (int i = 0; i < nsrc; i++)
 		ploop_delta_close(src[i], NULL);
@@ -219,7 +247,7 @@ out:
 /* ---- recovery ------------------------------------------------------------------------------------------ */
 
 
-int ploop_recover_locked(const char *dd_path, struct ploop_error *err)
+int ploop_recover_locked(const char *dd_path, struct ploop_recovery *rec, struct ploop_error *err)
 {
 	struct image_set s = { .lock_fd = -1 };
 	bool progress = true;
@@ -250,11 +278,18 @@ int ploop_recover_locked(const char *dd_path, struct ploop_error *err)
 			if (k == 1) {
 				int chain[PLOOP_MAX_CHAIN], n;
 
+				char gone[PLOOP_GUID_BUF], survivor[PLOOP_GUID_BUF];
+
 				PNOTICE("Completing the merge of snapshot %s into %s", s.dd->snapshots[child].guid,
 					t->guid);
+				strcpy(gone, t->guid);
 				if (ploop_descriptor_chain(s.dd, s.dd->snapshots[child].guid, chain, &n, err) ||
-				    merge_range(&s, chain, n - 2, n - 1, err))
+				    merge_range(&s, chain, n - 2, n - 1, survivor, err))
 					goto out;
+				if (rec && rec->n < PLOOP_MAX_CHAIN) {
+					strcpy(rec->gone[rec->n], gone);
+					strcpy(rec->survivor[rec->n++], survivor);
+				}
 				progress = true;
 			} else if (k == 0) {
 				cleanup_free char *path = NULL;
@@ -282,7 +317,7 @@ int ploop_recover(const char *dd_path, struct ploop_error *err)
 
 	if (ploop_lock_descriptor(dd_path, true, &fd, err))
 		return err->status;
-	r = ploop_recover_locked(dd_path, err);
+	r = ploop_recover_locked(dd_path, NULL, err);
 	ploop_unlock_descriptor(fd);
 	return r;
 }
@@ -305,7 +340,7 @@ int ploop_init_image(const char *delta_path, const struct ploop_create_params *i
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: not a valid image file name", delta_path);
 	if (stat(dir, &st) || !S_ISDIR(st.st_mode))
 		return ploop_fail(err, PLOOP_ERR_CREAT, errno ? errno : ENOTDIR, "%s: no such directory", dir);
-	if (ploop_lock_descriptor(dd_path, true, &lock, err))
+	if (ploop_lock_new_descriptor(dd_path, &lock, err))
 		return err->status;
 	if (!stat(dd_path, &st)) {
 		ploop_unlock_descriptor(lock);
@@ -326,7 +361,21 @@ int ploop_init_image(const char *delta_path, const struct ploop_create_params *i
 	return err->status;
 }
 
-/* Creates an empty delta like @like (size, cluster, version) at a new name; returns file and path. */
+/* Disk_size, End and the geometry of a descriptor for a disk of @size sectors. */
+static void set_disk_size(struct ploop_descriptor *dd, uint64_t size)
+{
+	uint32_t secs;
+
+	dd->disk_size = dd->end = size;
+	ploop_chs(size, &dd->cylinders, &dd->heads, &secs);
+	dd->sectors = (uint32_t)(size / ((uint64_t)dd->cylinders * dd->heads));
+}
+
+/*
+ * Creates an empty delta like @like (size, cluster, version) at a new name; returns file and path.
+ * New deltas hold whole clusters: a disk whose size is not a multiple of the cluster (as QEMU may
+ * make them) grows to the next one, and the descriptor says so.
+ */
 static int new_delta_like(struct ploop_descriptor *dd, const struct ploop_delta *like, char **file, char **path,
 			  struct ploop_error *err)
 {
@@ -344,6 +393,9 @@ static int new_delta_like(struct ploop_descriptor *dd, const struct ploop_delta 
 		*file = *path = NULL;
 		return err->status;
 	}
+	p.size_sectors = (p.size_sectors + p.cluster_sectors - 1) / p.cluster_sectors * p.cluster_sectors;
+	if (p.size_sectors != dd->disk_size)
+		set_disk_size(dd, p.size_sectors);
 	return 0;
 }
 
@@ -411,7 +463,7 @@ int ploop_snapshot_switch(const char *dd_path, const char *guid, bool keep_top, 
 		return err->status;
 	sn = ploop_descriptor_find_snapshot(s.dd, g);
 	if (sn < 0) {
-		ploop_fail(err, PLOOP_ERR_NOSNAP, 0, "%s: no snapshot %s", dd_path, g);
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: no snapshot %s", dd_path, g);
 		goto out;
 	}
 	if (!strcmp(g, s.dd->top_guid) || s.dd->snapshots[sn].temporary) {
@@ -451,83 +503,106 @@ out:
 	return err->status;
 }
 
+/* Whether opening the set already completed the merge the caller asks for: @guid (the survivor of a
+ * merge into its parent) or, with @gone, @guid is the merged-into snapshot that disappeared. */
+static bool recovered(const struct image_set *s, const char *guid, bool gone)
+{
+	for (int i = 0; i < s->rec.n; i++)
+		if (!strcmp(gone ? s->rec.gone[i] : s->rec.survivor[i], guid))
+			return true;
+	return false;
+}
+
 int ploop_snapshot_merge(const char *dd_path, const char *guid, bool all, struct ploop_error *err)
 {
 	struct image_set s;
-	int chain[PLOOP_MAX_CHAIN], n, pos;
-	char g[PLOOP_GUID_BUF];
+	int chain[PLOOP_MAX_CHAIN], n;
+	char g[PLOOP_GUID_BUF], survivor[PLOOP_GUID_BUF];
 
 	if (guid && ploop_parse_guid(guid, g))
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", guid);
 	if (ploop_set_open(&s, dd_path, err))
 		return err->status;
-	if (all) {
-		if (ploop_descriptor_chain(s.dd, NULL, chain, &n, err))
-			goto out;
-		if (n > 1)
-			merge_range(&s, chain, 0, n - 1, err);
-		goto out;
-	}
 	if (!guid)
 		strcpy(g, s.dd->top_guid);
+	if (all) {
+		if (!ploop_descriptor_chain(s.dd, NULL, chain, &n, err) && n > 1)
+			merge_range(&s, chain, 0, n - 1, survivor, err);
+		goto out;
+	}
+	if (recovered(&s, g, false)) {
+		PNOTICE("The interrupted merge of %s into its parent has been completed", g);
+		goto out;
+	}
 	if (ploop_descriptor_find_snapshot(s.dd, g) < 0) {
-		ploop_fail(err, PLOOP_ERR_NOSNAP, 0, "%s: no snapshot %s", dd_path, g);
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: no snapshot %s", dd_path, g);
 		goto out;
 	}
 	if (ploop_descriptor_chain(s.dd, g, chain, &n, err))
 		goto out;
-	pos = n - 1;
-	if (pos == 0) {
+	if (n == 1) {
 		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: %s is the base image; it has no parent to merge into",
 			   dd_path, g);
 		goto out;
 	}
-	merge_range(&s, chain, pos - 1, pos, err);
+	merge_range(&s, chain, n - 2, n - 1, survivor, err);
 out:
 	ploop_set_release(&s);
 	return err->status;
 }
 
+/* Removes a snapshot with no children: its file and entry; a deleted top's parent becomes the top. */
+static int delete_leaf(struct image_set *s, int sn, struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = s->dd;
+	char g[PLOOP_GUID_BUF], parent[PLOOP_GUID_BUF];
+	cleanup_free char *path = NULL;
+
+	strcpy(g, dd->snapshots[sn].guid);
+	strcpy(parent, dd->snapshots[sn].parent);
+	if (!strcmp(parent, PLOOP_NONE_GUID))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: unable to delete the base image %s", dd->path, g);
+	if (!strcmp(g, dd->top_guid) && ploop_descriptor_children(dd, parent, NULL) > 1)
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0,
+				  "%s: the top's parent %s has other children; switch to a snapshot instead", dd->path,
+				  parent);
+	path = strdup(dd->images[ploop_descriptor_find_image(dd, g)].path);
+	if (!path)
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", dd->path);
+	ploop_descriptor_remove_image(dd, g);
+	if (!strcmp(g, dd->top_guid))
+		ploop_descriptor_rename_guid(dd, parent, PLOOP_TOP_GUID);
+	if (ploop_descriptor_store(dd, err))
+		return err->status;
+	return ploop_unlink_file(path, err);
+}
+
 int ploop_snapshot_delete(const char *dd_path, const char *guid, struct ploop_error *err)
 {
 	struct image_set s;
-	char g[PLOOP_GUID_BUF];
+	char g[PLOOP_GUID_BUF], survivor[PLOOP_GUID_BUF];
 	int chain[PLOOP_MAX_CHAIN], n, sn, child = -1, k;
 
 	if (!guid || ploop_parse_guid(guid, g))
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", guid ? guid : "");
 	if (ploop_set_open(&s, dd_path, err))
 		return err->status;
+	if (recovered(&s, g, true)) {
+		PNOTICE("The interrupted deletion of %s has been completed", g);
+		goto out;
+	}
 	sn = ploop_descriptor_find_snapshot(s.dd, g);
 	if (sn < 0) {
 		ploop_fail(err, PLOOP_ERR_NOSNAP, 0, "%s: no snapshot %s", dd_path, g);
 		goto out;
 	}
-	if (!strcmp(s.dd->snapshots[sn].parent, PLOOP_NONE_GUID)) {
-		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: unable to delete the base image %s", dd_path, g);
-		goto out;
-	}
 	k = ploop_descriptor_children(s.dd, g, &child);
 	if (k == 0) {
-		cleanup_free char *path = strdup(s.dd->images[ploop_descriptor_find_image(s.dd, g)].path);
-		char parent[PLOOP_GUID_BUF];
-
-		strcpy(parent, s.dd->snapshots[sn].parent);
-		if (!strcmp(g, s.dd->top_guid) && ploop_descriptor_children(s.dd, parent, NULL) > 1) {
-			ploop_fail(err, PLOOP_ERR_PARAM, 0,
-				   "%s: the top's parent %s has other children; switch to a snapshot instead", dd_path,
-				   parent);
-			goto out;
-		}
-		ploop_descriptor_remove_image(s.dd, g);
-		if (!strcmp(g, s.dd->top_guid))
-			ploop_descriptor_rename_guid(s.dd, parent, PLOOP_TOP_GUID);
-		if (!ploop_descriptor_store(s.dd, err))
-			ploop_unlink_file(path, err);
+		delete_leaf(&s, sn, err);
 	} else if (k == 1) {
-		if (ploop_descriptor_chain(s.dd, s.dd->snapshots[child].guid, chain, &n, err))
-			goto out;
-		merge_range(&s, chain, n - 2, n - 1, err);
+		/* The only child's data goes into this snapshot's file; the child's GUID survives. */
+		if (!ploop_descriptor_chain(s.dd, s.dd->snapshots[child].guid, chain, &n, err))
+			merge_range(&s, chain, n - 2, n - 1, survivor, err);
 	} else {
 		/* As upstream: deleted once all but one of its children are gone. */
 		s.dd->snapshots[sn].temporary = PLOOP_TEMP;
@@ -543,18 +618,12 @@ out:
 
 /* ---- grow ---------------------------------------------------------------------------------------------------- */
 
-bool ploop_is_delta_file(const char *path)
+/* As upstream: a path naming a descriptor ends in ".xml"; anything else is an image file. */
+bool ploop_is_descriptor_path(const char *path)
 {
-	char sig[PLOOP_SIG_LEN];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	bool r;
+	size_t n = strlen(path);
 
-	if (fd < 0)
-		return false;
-	r = read(fd, sig, sizeof(sig)) == (ssize_t)sizeof(sig) &&
-	    (!memcmp(sig, PLOOP_SIG_V1, PLOOP_SIG_LEN) || !memcmp(sig, PLOOP_SIG_V2, PLOOP_SIG_LEN));
-	close(fd);
-	return r;
+	return n >= 4 && !strcmp(path + n - 4, ".xml");
 }
 
 static int grow_file(const char *path, bool raw, uint64_t size, struct ploop_error *err)
@@ -573,9 +642,8 @@ int ploop_grow(const char *path, bool raw, uint64_t size, struct ploop_error *er
 	struct image_set s;
 	struct ploop_delta *top = NULL;
 	int im;
-	uint32_t secs;
 
-	if (raw || ploop_is_delta_file(path))
+	if (raw || !ploop_is_descriptor_path(path))
 		return grow_file(path, raw, size, err);
 	if (ploop_set_open(&s, path, err))
 		return err->status;
@@ -604,12 +672,11 @@ int ploop_grow(const char *path, bool raw, uint64_t size, struct ploop_error *er
 					ploop_delta_set_entry(top, v, (uint32_t)first++);
 		}
 	}
+	size = top->size_sectors;
 	if (ploop_delta_close(top, err))
 		goto out_noclose;
 	top = NULL;
-	s.dd->disk_size = s.dd->end = size = (size + s.dd->blocksize - 1) / s.dd->blocksize * s.dd->blocksize;
-	ploop_chs(size, &s.dd->cylinders, &s.dd->heads, &secs);
-	s.dd->sectors = (uint32_t)(size / ((uint64_t)s.dd->cylinders * s.dd->heads));
+	set_disk_size(s.dd, size);
 	ploop_descriptor_store(s.dd, err);
 out:
 	ploop_delta_close(top, NULL);
@@ -632,8 +699,8 @@ static uint32_t raw_cluster_guess(uint64_t bytes)
 int ploop_restore_descriptor(const char *dir, const char *delta_path, bool raw, uint32_t cs, struct ploop_error *err)
 {
 	cleanup_free char *dd_path = ploop_join(dir, PLOOP_DESCRIPTOR_NAME);
-	cleanup_free char *rdir = realpath(dir, NULL);
-	cleanup_free char *rdelta = realpath(delta_path, NULL);
+	cleanup_free char *rdir = NULL;
+	cleanup_free char *rdelta = NULL;
 	cleanup_free char *ddir = NULL;
 	struct ploop_create_params p = { 0 };
 	struct ploop_descriptor *dd = NULL;
@@ -643,12 +710,14 @@ int ploop_restore_descriptor(const char *dir, const char *delta_path, bool raw, 
 
 	if (!dd_path)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", dir);
-	if (!rdir || !rdelta)
-		return ploop_fail(err, PLOOP_ERR_OPEN, errno, "%s", rdir ? delta_path : dir);
+	if (!(rdir = realpath(dir, NULL)))
+		return ploop_fail(err, PLOOP_ERR_OPEN, errno, "%s", dir);
+	if (!(rdelta = realpath(delta_path, NULL)))
+		return ploop_fail(err, PLOOP_ERR_OPEN, errno, "%s", delta_path);
 	ddir = ploop_dir_of(rdelta);
 	if (!ddir || strcmp(ddir, rdir))
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: the image must be in %s", delta_path, dir);
-	if (ploop_lock_descriptor(dd_path, true, &lock, err))
+	if (ploop_lock_new_descriptor(dd_path, &lock, err))
 		return err->status;
 	if (!stat(dd_path, &st)) {
 		ploop_unlock_descriptor(lock);

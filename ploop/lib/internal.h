@@ -91,6 +91,8 @@ int ploop_delta_write_header(struct ploop_delta *d, struct ploop_error *err);
 int ploop_delta_set_dirty(struct ploop_delta *d, bool dirty, struct ploop_error *err);
 int ploop_delta_load_bat(struct ploop_delta *d, struct ploop_error *err);
 void ploop_delta_set_entry(struct ploop_delta *d, uint64_t v, uint32_t cluster);
+/* Data was written to the delta: it needs a sync, and it is no longer empty (CIF_Empty). */
+void ploop_delta_note_data(struct ploop_delta *d);
 int ploop_delta_flush(struct ploop_delta *d, struct ploop_error *err);
 /* Reserves @n clusters at the end of the file and returns the first index. With @fill the space is
  * allocated now (reads as zeros); without, the caller writes every one of them whole next. */
@@ -117,6 +119,8 @@ void ploop_descriptor_remove_image(struct ploop_descriptor *dd, const char *guid
 void ploop_descriptor_rename_guid(struct ploop_descriptor *dd, const char *from, const char *to);
 int ploop_descriptor_store(const struct ploop_descriptor *dd, struct ploop_error *err);
 bool ploop_descriptor_committed(const struct ploop_error *err);
+/* The exclusive lock for a descriptor about to be created (init, restore-descriptor). */
+int ploop_lock_new_descriptor(const char *dd_path, int *lock_fd, struct ploop_error *err);
 int ploop_descriptor_new(const char *dd_path, const char *file, const struct ploop_create_params *p,
 			 struct ploop_descriptor **out, struct ploop_error *err);
 
@@ -124,13 +128,20 @@ int ploop_descriptor_new(const char *dd_path, const char *file, const struct plo
 /* Data of deltas src[0..n-1] (top first) merged into @dst (their common parent). */
 int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src_top_first, int n,
 		       struct ploop_error *err);
-int ploop_recover_locked(const char *dd_path, struct ploop_error *err);
+/* Merges a crash left half done, as recovery completed them. */
+struct ploop_recovery {
+	int n;
+	char gone[PLOOP_MAX_CHAIN][PLOOP_GUID_BUF];	/* the merged-into snapshot, whose GUID is gone */
+	char survivor[PLOOP_MAX_CHAIN][PLOOP_GUID_BUF];	/* the child whose GUID the merged image keeps */
+};
+int ploop_recover_locked(const char *dd_path, struct ploop_recovery *rec, struct ploop_error *err);
 int ploop_recover_conversion(struct ploop_descriptor *dd, bool *done, struct ploop_error *err);
 
 /* The descriptor of an image set, locked and loaded for modification. */
 struct image_set {
 	struct ploop_descriptor *dd;
 	int lock_fd;
+	struct ploop_recovery rec;	/* what opening it completed */
 };
 int ploop_set_open(struct image_set *s, const char *dd_path, struct ploop_error *err);
 void ploop_set_release(struct image_set *s);

@@ -19,7 +19,7 @@ static int open_image(const char *path, unsigned flags, struct ploop_chain **c, 
 	struct ploop_descriptor *dd = NULL;
 
 	*lock = -1;
-	if (ploop_is_delta_file(path))
+	if (!ploop_is_descriptor_path(path))
 		return ploop_chain_open_files(&path, 1, false, 0, flags, c, err);
 	if (ploop_lock_descriptor(path, flags & PLOOP_OPEN_RDWR, lock, err) || ploop_descriptor_read(path, &dd, err) ||
 	    ploop_descriptor_open_chain(dd, NULL, flags, c, err)) {

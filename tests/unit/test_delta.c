@@ -475,7 +475,8 @@ TEST(delta_open_conversion_in_progress)
 	CHECK(!patch_u32("a.hds", 44, PLOOP_DISK_IN_USE));
 	CHECK(!patch_u32("a.hds", 52, PLOOP_FLAG_FMT_CONVERT | PLOOP_FLAG_EMPTY));
 	CHECK_EQ(open_rc("a.hds", 0), PLOOP_ERR_BUSY);
-	CHECK_EQ(open_rc("a.hds", PLOOP_OPEN_ALLOW_DIRTY), 0);
+	/* Its BAT may mix v1 and v2 entries: not even a reader that accepts dirty images gets it. */
+	CHECK_EQ(open_rc("a.hds", PLOOP_OPEN_ALLOW_DIRTY), PLOOP_ERR_BUSY);
 }
 
 TEST(delta_mark_dirty_while_open)

@@ -320,11 +320,53 @@ TEST(refusals)
 	CHECK_OK(ploop_descriptor_read(DD, &dd, err));
 	strcpy(base, dd->snapshots[0].guid);
 	ploop_descriptor_free(dd);
-	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot_delete(DD, base, err));
 	CHECK_FAILS(PLOOP_ERR_NOSNAP, ploop_snapshot_delete(DD, "{99999999-2222-3333-4444-555555555555}", err));
+	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot_merge(DD, "{99999999-2222-3333-4444-555555555555}", false, err));
 	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot_switch(DD, PLOOP_TOP_GUID, false, err));
 	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_grow(DD, false, 2048, err));
 	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_convert_mode(DD, PLOOP_MODE_RAW, err));	/* two images */
+	/* Deleting a base with one child merges the child into it (as upstream); a lone base stays. */
+	CHECK_OK(ploop_snapshot_delete(DD, base, err));
+	CHECK_OK(ploop_descriptor_read(DD, &dd, err));
+	CHECK_EQ(dd->n_images, 1);
+	CHECK(!strcmp(dd->images[0].guid, PLOOP_TOP_GUID) && !strcmp(dd->images[0].file, "root.hds"));
+	ploop_descriptor_free(dd);
+	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot_delete(DD, PLOOP_TOP_GUID, err));
+}
+
+/* A merge interrupted by a full disk is completed by the next command; asking again for the same
+ * merge reports success instead of merging one level further. */
+TEST(retried_merge_completes_once)
+{
+	struct ploop_create_params p = { .size_sectors = 4096, .cluster_sectors = 64 };
+	struct ploop_descriptor *dd;
+	char g1[PLOOP_GUID_BUF], g2[PLOOP_GUID_BUF];
+	uint8_t buf[32768];
+	struct ploop_chain *c;
+	const char *top;
+	int idx[PLOOP_MAX_CHAIN], n;
+
+	mkdir("img", 0755);
+	CHECK_OK(ploop_init_image("img/root.hds", &p, err));
+	CHECK_OK(ploop_snapshot(DD, NULL, g1, err));
+	CHECK_OK(ploop_snapshot(DD, NULL, g2, err));
+	CHECK_OK(ploop_descriptor_read(DD, &dd, err));
+	CHECK_OK(ploop_descriptor_chain(dd, NULL, idx, &n, err));
+	top = dd->images[idx[n - 1]].path;
+	fill_pattern(buf, sizeof(buf), 3);
+	CHECK_OK(ploop_chain_open_files(&top, 1, false, 0, PLOOP_OPEN_RDWR, &c, err));
+	CHECK_OK(ploop_chain_write(c, buf, sizeof(buf), 0, err));
+	CHECK_OK(ploop_chain_close(c, err));
+	/* As a failed merge of the top into g2 leaves it: g2 marked temporary. */
+	dd->snapshots[ploop_descriptor_find_snapshot(dd, g2)].temporary = PLOOP_TEMP;
+	CHECK_OK(ploop_descriptor_write(dd, DD, err));
+	ploop_descriptor_free(dd);
+	CHECK_OK(ploop_snapshot_merge(DD, NULL, false, err));
+	CHECK_OK(ploop_descriptor_read(DD, &dd, err));
+	CHECK_EQ(dd->n_images, 2);	/* base g1 and the top: merged once, not twice */
+	CHECK(ploop_descriptor_find_snapshot(dd, g1) >= 0);
+	ploop_descriptor_free(dd);
+	CHECK_OK(ploop_snapshot_delete(DD, g2, err) == PLOOP_ERR_NOSNAP ? 0 : err->status);
 }
 
 TEST(import_export_roundtrip_and_sparse)
