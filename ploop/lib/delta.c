@@ -570,7 +570,7 @@ void ploop_delta_get_info(const struct ploop_delta *d, struct ploop_delta_info *
 
 bool ploop_delta_lookup(const struct ploop_delta *d, uint64_t v, uint64_t *off)
 {
-	if (v >= d->vclusters)
+	if (v >= d->vclusters || (!d->raw && !d->bat))
 		return false;
 	if (d->raw) {
 		*off = v * d->cluster_bytes;

@@ -592,7 +592,8 @@ static xmlDoc *build_doc(const struct ploop_descriptor *dd)
 	storage = xmlNewChild(xmlNewChild(root, NULL, BAD_CAST "StorageData", NULL), NULL, BAD_CAST "Storage", NULL);
 	add_number(storage, "Start", dd->start);
 	add_number(storage, "End", dd->end);
-	add_number(storage, "Blocksize", dd->blocksize);
+	if (dd->blocksize)
+		add_number(storage, "Blocksize", dd->blocksize);
 	if (dd->preallocated)
 		add_number(storage, "Preallocated", 1);
 	for (int i = 0; i < dd->n_images; i++) {

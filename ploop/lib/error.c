@@ -42,5 +42,9 @@ int ploop_fail(struct ploop_error *err, int status, int errnum, const char *fmt,
 	n = strlen(err->msg);
 	if (errnum && n < sizeof(err->msg) - 4)
 		snprintf(err->msg + n, sizeof(err->msg) - n, ": %s", strerror(errnum));
+	/* One line, whatever bytes from a file or an argument the message quotes. */
+	for (char *c = err->msg; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
 	return status;
 }

@@ -23,9 +23,12 @@ static int reload(struct image_set *s, const char *dd_path, struct ploop_error *
 	return ploop_descriptor_read(dd_path, &s->dd, err);
 }
 
-/* Every image of the set is a ploop delta (or the raw base) with the descriptor's cluster size. */
-static int validate_images(const struct ploop_descriptor *dd, struct ploop_error *err)
+/* Every image of the set is a ploop delta (or the raw base) with the descriptor's cluster size.
+ * A descriptor without <Blocksize> or <Disk_size> (both optional upstream) gets them from the images. */
+static int validate_images(struct ploop_descriptor *dd, struct ploop_error *err)
 {
+	int top = ploop_descriptor_find_image(dd, dd->top_guid);
+
 	for (int i = 0; i < dd->n_images; i++) {
 		struct ploop_delta *d;
 
@@ -34,6 +37,11 @@ static int validate_images(const struct ploop_descriptor *dd, struct ploop_error
 		if (ploop_delta_open(dd->images[i].path, PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY | PLOOP_OPEN_NOLOCK,
 				     0, 0, &d, err))
 			return err->status;
+		if (!dd->blocksize)
+			dd->blocksize = d->cluster_sectors;
+		if (!dd->disk_size && i == top) {
+			dd->disk_size = dd->end = d->size_sectors;
+		}
 		if (dd->blocksize && d->cluster_sectors != dd->blocksize)
 			ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0,
 				   "%s: cluster size %" PRIu32 " differs from Blocksize %" PRIu32 " in %s", d->path,
