@@ -5,6 +5,8 @@ CLANG ?= clang
 BUILD := build
 XML_CFLAGS = $(shell pkg-config --cflags libxml-2.0 2>/dev/null || echo -I/usr/include/libxml2)
 XML_LIBS = $(shell pkg-config --libs libxml-2.0 2>/dev/null || echo -lxml2)
+# libxml2 is loaded at run time, on first use (ploop/lib/xml.c); only its headers are needed here.
+LIBS = -luring
 WARN := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS ?= -O2 -g
 ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 $(XML_CFLAGS)
@@ -12,7 +14,7 @@ SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 
 PLOOP_LIB_SRCS := $(wildcard ploop/lib/*.c)
 PLOOP_CLI_SRCS := $(wildcard ploop/cli/*.c)
-PLOOP_HDRS := ploop/ploop.h ploop/ploop_format.h ploop/lib/internal.h
+PLOOP_HDRS := ploop/ploop.h ploop/ploop_format.h ploop/lib/internal.h ploop/lib/xml.h
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_COMMON := tests/unit/harness.c tests/unit/faultio.c
 UNIT_HDRS := tests/unit/harness.h tests/unit/faultio.h
@@ -44,26 +46,26 @@ $(BUILD)/san/libploop.a: $(SAN_LIB_OBJS)
 
 $(BUILD)/bin/ploop: $(PLOOP_CLI_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libploop.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $^ $(XML_LIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
 
 # The tool built with AddressSanitizer + UBSan: the bad-input tests run it.
 $(BUILD)/san/bin/ploop: $(PLOOP_CLI_SRCS:%.c=$(BUILD)/san/%.o) $(BUILD)/san/libploop.a
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_FLAGS) -o $@ $^ $(XML_LIBS)
+	$(CC) $(SAN_FLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/bin/ploop-io: $(BUILD)/tests/tools/ploop-io.o $(BUILD)/libploop.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $^ $(XML_LIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/bin/mkcorrupt: tests/tools/mkcorrupt.c ploop/ploop_format.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $<
 
 $(BUILD)/unit-tests: $(UNIT_SRCS:%.c=$(BUILD)/%.o) $(UNIT_COMMON:%.c=$(BUILD)/%.o) $(BUILD)/libploop.a
-	$(CC) $(CFLAGS) -o $@ $^ $(XML_LIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/san/unit-tests: $(UNIT_SRCS:%.c=$(BUILD)/san/%.o) $(UNIT_COMMON:%.c=$(BUILD)/san/%.o) $(BUILD)/san/libploop.a
-	$(CC) $(SAN_FLAGS) -o $@ $^ $(XML_LIBS)
+	$(CC) $(SAN_FLAGS) -o $@ $^ $(LIBS)
 
 # ---- fuzzing (clang libFuzzer) ----
 FUZZ_TARGETS := fuzz_delta fuzz_descriptor
@@ -72,7 +74,7 @@ fuzz-build: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(PLOOP_LIB_SRCS) $(PLOOP_HDRS) tests/fuzz/memio.h
 	@mkdir -p $(dir $@)
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined $(WARN) -std=gnu11 -D_GNU_SOURCE $(XML_CFLAGS) \
-		-o $@ $< $(PLOOP_LIB_SRCS) $(XML_LIBS)
+		-o $@ $< $(PLOOP_LIB_SRCS) $(LIBS)
 fuzz: deps fuzz-build
 	@for t in $(FUZZ_TARGETS); do tests/fuzz/run.sh $(BUILD)/fuzz/$$t $(FUZZ_SECONDS) || exit 1; done
 

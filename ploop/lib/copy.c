@@ -39,9 +39,7 @@ struct export_ctx {
 	struct ploop_chain *c;
 	struct ploop_file out;
 	bool stream;
-	uint8_t *buf;
-	size_t buf_len;
-	struct ploop_error *err;
+	struct pio_pipe *pipe;
 };
 
 static int write_all(int fd, const void *buf, size_t len)
@@ -62,44 +60,41 @@ static int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+/* Chunks reach the output in disk order: at their offset in a file, one after another in a stream. */
+static int export_consume(void *ctx, struct pio_pipe *p, struct pio_slot *s, uint8_t *buf, size_t len, uint64_t off,
+			  uint64_t vstart)
+{
+	struct export_ctx *x = ctx;
+
+	if (x->stream)
+		return write_all(x->out.fd, buf, len);
+	return pio_pipe_write(p, s, buf, len, &x->out, vstart);
+}
+
 static int export_extent(void *ctx, const struct ploop_extent *e)
 {
 	struct export_ctx *x = ctx;
 	struct ploop_file *src = e->level >= 0 ? x->c->deltas[e->level]->file : NULL;
-	int r = 0;
 
-	if (!x->stream) {
-		if (!src)
-			return 0;
-		r = pio_copy(src, e->file_offset, &x->out, e->start, e->length);
-		if (r)
-			ploop_fail(x->err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
-				   "export: cannot copy from %s", x->c->deltas[e->level]->path);
-		return r;
-	}
-	for (uint64_t done = 0; done < e->length && !r;) {
-		size_t n = e->length - done < x->buf_len ? (size_t)(e->length - done) : x->buf_len;
+	if (!src && !x->stream)
+		return 0;	/* a hole of a sparse output file */
+	for (uint64_t done = 0; done < e->length;) {
+		size_t n = e->length - done < PIO_PIPE_CHUNK ? (size_t)(e->length - done) : PIO_PIPE_CHUNK;
+		int r = pio_pipe_read(x->pipe, src, e->file_offset + done, n, e->start + done);
 
-		if (src) {
-			r = pio_read(src, x->buf, n, e->file_offset + done);
-			if (r) {
-				ploop_fail(x->err, PLOOP_ERR_READ, -r, "%s: read error", x->c->deltas[e->level]->path);
-				return r;
-			}
-		} else {
-			memset(x->buf, 0, n);
-		}
-		r = write_all(x->out.fd, x->buf, n);
 		if (r)
-			ploop_fail(x->err, PLOOP_ERR_WRITE, -r, "export: cannot write the output");
+			return r;
 		done += n;
 	}
-	return r;
+	return 0;
 }
 
+/* Writes the disk in large reads with many in flight; the output is not synced (as cp and qemu-img
+ * convert: a backup tool syncs what it keeps). */
 int ploop_export(struct ploop_chain *c, int fd, struct ploop_error *err)
 {
-	struct export_ctx x = { .c = c, .err = err };
+	struct export_ctx x = { .c = c };
+	struct ploop_error e = { 0 };
 	struct stat st;
 	int r;
 
@@ -110,22 +105,17 @@ int ploop_export(struct ploop_chain *c, int fd, struct ploop_error *err)
 	x.out.ops = ploop_io_posix();
 	if (!x.stream && ftruncate(fd, 0))
 		return ploop_fail(err, PLOOP_ERR_FTRUNCATE, errno, "export: cannot truncate the output");
-	if (x.stream) {
-		x.buf_len = 4u << 20;
-		x.buf = malloc(x.buf_len);
-		if (!x.buf)
-			return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "export");
-	}
-	r = ploop_chain_map(c, export_extent, &x, err);
-	free(x.buf);
+	r = pio_pipe_new(PIO_PIPE_DEPTH, PIO_PIPE_CHUNK, 0, export_consume, &x, &x.pipe);
 	if (r)
-		return err->status;
-	if (!x.stream) {
-		if (ftruncate(fd, (off_t)c->size_bytes))
-			return ploop_fail(err, PLOOP_ERR_FTRUNCATE, errno, "export: cannot size the output");
-		if (fsync(fd))
-			return ploop_fail(err, PLOOP_ERR_FSYNC, errno, "export: cannot sync the output");
-	}
+		return ploop_fail(err, PLOOP_ERR_MALLOC, -r, "export buffers");
+	/* The map stops at the first failed read; the pipe holds that error. */
+	ploop_chain_map(c, export_extent, &x, &e);
+	r = pio_pipe_finish(x.pipe);
+	pio_pipe_free(x.pipe);
+	if (r)
+		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "export: cannot copy the disk");
+	if (!x.stream && ftruncate(fd, (off_t)c->size_bytes))
+		return ploop_fail(err, PLOOP_ERR_FTRUNCATE, errno, "export: cannot size the output");
 	return 0;
 }
 
@@ -134,51 +124,67 @@ static bool is_zero(const uint8_t *p, size_t n)
 	return !n || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
 }
 
-/* Reads up to @len bytes at @off of the input; a stream must be read in order. */
-static int input_read(int fd, bool stream, uint8_t *buf, size_t len, uint64_t off, size_t *got)
+/* A non-seekable input as an I/O table entry: reads in order, whatever offset is asked. */
+struct stream {
+	struct ploop_file file;
+	uint64_t pos;
+	bool eof;
+};
+
+static ssize_t stream_pread(struct ploop_file *f, void *buf, size_t len, uint64_t off)
 {
+	struct stream *st = f->priv;
 	size_t done = 0;
 
-	while (done < len) {
-		ssize_t n = stream ? read(fd, buf + done, len - done)
-				   : pread(fd, buf + done, len - done, (off_t)(off + done));
+	if (off != st->pos)
+		return -ESPIPE;
+	while (done < len && !st->eof) {
+		ssize_t n = read(f->fd, (uint8_t *)buf + done, len - done);
 
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
 			return -errno;
-		}
-		if (!n)
-			break;
+		st->eof = n == 0;
 		done += (size_t)n;
 	}
-	*got = done;
-	return 0;
+	st->pos += done;
+	return (ssize_t)done;
 }
 
-/* Appends the clusters of @buf that are not all zero, one allocation per run of them. */
-static int import_chunk(struct ploop_delta *d, const uint8_t *buf, uint64_t v0, uint64_t nclusters,
-			struct ploop_error *err)
-{
-	uint64_t cs = d->cluster_bytes;
+static const struct ploop_io_ops stream_ops = { .pread = stream_pread };
 
-	for (uint64_t i = 0; i < nclusters;) {
+struct import_ctx {
+	struct ploop_delta *d;
+	struct ploop_error *err;
+};
+
+/* Appends the clusters of a chunk that are not all zero, one allocation and write per run. */
+static int import_consume(void *ctx, struct pio_pipe *p, struct pio_slot *s, uint8_t *buf, size_t len, uint64_t off,
+			  uint64_t tag)
+{
+	struct import_ctx *m = ctx;
+	struct ploop_delta *d = m->d;
+	uint64_t cs = d->cluster_bytes, n = (len + cs - 1) / cs, v0 = off / cs;
+
+	if (len % cs)
+		memset(buf + len, 0, cs - len % cs);	/* the buffer holds whole clusters */
+	for (uint64_t i = 0; i < n;) {
 		uint64_t run = 0, first;
 		int r;
 
-		while (i + run < nclusters && !is_zero(buf + (i + run) * cs, cs))
+		while (i + run < n && !is_zero(buf + (i + run) * cs, cs))
 			run++;
 		if (!run) {
 			i++;
 			continue;
 		}
-		if (ploop_delta_alloc(d, run, false, &first, err))
-			return err->status;
-		r = pio_write(d->file, buf + i * cs, run * cs, first * cs);
+		if (ploop_delta_alloc(d, run, false, &first, m->err))
+			return -EIO;
+		r = pio_pipe_write(p, s, buf + i * cs, run * cs, d->file, first * cs);
 		if (r)
-			return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
-					  "%s: cannot write", d->path);
-		d->data_unsynced = true;
+			return r;
+		/* On failure the whole image is removed: early entries never reach a kept file. */
 		for (uint64_t k = 0; k < run; k++)
 			ploop_delta_set_entry(d, v0 + i + k, (uint32_t)(first + k));
 		i += run;
@@ -186,44 +192,54 @@ static int import_chunk(struct ploop_delta *d, const uint8_t *buf, uint64_t v0, 
 	return 0;
 }
 
-static int import_data(int fd, bool stream, uint64_t size, struct ploop_delta *d, struct ploop_error *err)
+static int import_data(int fd, bool is_stream, uint64_t size, struct ploop_delta *d, struct ploop_error *err)
 {
-	uint64_t cs = d->cluster_bytes, chunk = cs > (16u << 20) ? cs : (16u << 20);
-	cleanup_free uint8_t *buf = malloc(chunk);
+	uint64_t cs = d->cluster_bytes, chunk = cs > PIO_PIPE_CHUNK ? cs : PIO_PIPE_CHUNK;
+	unsigned depth = (unsigned)((256u << 20) / chunk);
+	struct import_ctx m = { .d = d, .err = err };
+	struct stream st = { .file = { .ops = &stream_ops, .fd = fd } };
+	struct ploop_file in = { .ops = ploop_io_posix(), .fd = fd };
+	struct ploop_file *src = is_stream ? &st.file : &in;
+	struct pio_pipe *p;
 	uint64_t off = 0;
+	int r;
 
-	if (!buf)
-		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "import buffer");
-	while (off < size) {
+	st.file.priv = &st;
+	if (depth > PIO_PIPE_DEPTH)
+		depth = PIO_PIPE_DEPTH;
+	if (depth < 2)
+		depth = 2;
+	r = pio_pipe_new(depth, chunk, PIO_PIPE_WRITEBACK, import_consume, &m, &p);
+	if (r)
+		return ploop_fail(err, PLOOP_ERR_MALLOC, -r, "import buffers");
+	while (off < size && !r) {
 		uint64_t want = size - off < chunk ? size - off : chunk;
-		size_t got = 0;
-		int r;
 
-		if (!stream) {
+		if (!is_stream) {
 			/* Holes of a sparse input are zeros: skip to the next data. */
 			off_t data = lseek(fd, (off_t)off, SEEK_DATA);
 
 			if (data < 0 && errno == ENXIO)
 				break;
-			if (data > (off_t)off) {
+			if ((uint64_t)data / cs * cs > off) {
 				off = (uint64_t)data / cs * cs;
 				continue;
 			}
 		}
-		if (!stream)
-			posix_fadvise(fd, (off_t)(off + want), (off_t)chunk, POSIX_FADV_WILLNEED);
-		r = input_read(fd, stream, buf, want, off, &got);
-		if (r)
-			return ploop_fail(err, PLOOP_ERR_READ, -r, "import: cannot read the input at %" PRIu64, off);
-		if (got < want)
-			return ploop_fail(err, PLOOP_ERR_READ, 0, "import: input ended at %" PRIu64 " of %" PRIu64 " bytes",
-					  off + got, size);
-		if (want % cs)
-			memset(buf + want, 0, cs - want % cs);
-		if (import_chunk(d, buf, off / cs, (want + cs - 1) / cs, err))
-			return err->status;
+		r = pio_pipe_read(p, src, off, (size_t)want, 0);
 		off += want;
 	}
+	if (!r)
+		r = pio_pipe_finish(p);
+	pio_pipe_free(p);
+	if (err->status)
+		return err->status;
+	if (r)
+		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "import: %s",
+				  r == -ESPIPE ? "input is not readable in order" : "cannot copy the input");
+	if (is_stream && st.pos < size)
+		return ploop_fail(err, PLOOP_ERR_READ, 0, "import: input ended at %" PRIu64 " of %" PRIu64 " bytes",
+				  st.pos, size);
 	return 0;
 }
 

@@ -7,12 +7,13 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
-#include <libxml/parser.h>
-#include <libxml/tree.h>
-
 #include "internal.h"
+#include "xml.h"
 
 #define MAX_DESCRIPTOR_BYTES (1u << 20)
+
+/* libxml2, set by the entry points below before any other function here runs. */
+static const struct xml_api *X;
 
 void ploop_descriptor_free(struct ploop_descriptor *dd)
 {
@@ -145,7 +146,7 @@ static char *child_text(xmlNode *parent, const char *name)
 
 	if (!n)
 		return NULL;
-	t = xmlNodeGetContent(n);
+	t = X->NodeGetContent(n);
 	if (!t)
 		return strdup("");
 	for (b = (char *)t; *b == ' ' || *b == '\t' || *b == '\n' || *b == '\r'; b++)
@@ -154,7 +155,7 @@ static char *child_text(xmlNode *parent, const char *name)
 	while (e > b && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
 		e--;
 	s = strndup(b, (size_t)(e - b));
-	xmlFree(t);
+	X->Free(t);
 	return s;
 }
 
@@ -487,6 +488,11 @@ int ploop_descriptor_parse(const char *xml, size_t len, const char *path, struct
 	*out = NULL;
 	if (!dd)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", path);
+	X = ploop_xml(err);
+	if (!X) {
+		free(dd);
+		return err->status;
+	}
 	dd->path = strdup(path);
 	dir = ploop_dir_of(path);
 	dd->dir = dir ? realpath(dir, NULL) : NULL;
@@ -501,10 +507,10 @@ int ploop_descriptor_parse(const char *xml, size_t len, const char *path, struct
 		ploop_descriptor_free(dd);
 		return ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0, "%s: larger than %u bytes", path, MAX_DESCRIPTOR_BYTES);
 	}
-	xmlSetGenericErrorFunc(NULL, silent_xml_error);
-	doc = xmlReadMemory(xml, (int)len, path, NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	X->SetGenericErrorFunc(NULL, silent_xml_error);
+	doc = X->ReadMemory(xml, (int)len, path, NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	if (!doc) {
-		const xmlError *e = xmlGetLastError();
+		const xmlError *e = X->GetLastError();
 
 		ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0, "%s: not well-formed XML (line %d): %.200s", path,
 			   e ? e->line : 0, e && e->message ? e->message : "parse error");
@@ -513,15 +519,15 @@ int ploop_descriptor_parse(const char *xml, size_t len, const char *path, struct
 		ploop_descriptor_free(dd);
 		return err->status;
 	}
-	root = xmlDocGetRootElement(doc);
+	root = X->DocGetRootElement(doc);
 	if (!root || parse_doc(&c, root)) {
 		if (!root)
 			ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0, "%s: empty document", path);
-		xmlFreeDoc(doc);
+		X->FreeDoc(doc);
 		ploop_descriptor_free(dd);
 		return err->status;
 	}
-	xmlFreeDoc(doc);
+	X->FreeDoc(doc);
 	*out = dd;
 	return 0;
 }
@@ -561,7 +567,7 @@ int ploop_descriptor_read(const char *path, struct ploop_descriptor **out, struc
 
 static void add_text(xmlNode *parent, const char *name, const char *text)
 {
-	xmlNewTextChild(parent, NULL, BAD_CAST name, BAD_CAST text);
+	X->NewTextChild(parent, NULL, BAD_CAST name, BAD_CAST text);
 }
 
 static void add_number(xmlNode *parent, const char *name, uint64_t v)
@@ -575,11 +581,11 @@ static void add_number(xmlNode *parent, const char *name, uint64_t v)
 /* The document as upstream's xmlDocFormatDump writes it. */
 static xmlDoc *build_doc(const struct ploop_descriptor *dd)
 {
-	xmlDoc *doc = xmlNewDoc(BAD_CAST "1.0");
-	xmlNode *root = xmlNewNode(NULL, BAD_CAST "Parallels_disk_image"), *params, *storage, *snaps;
+	xmlDoc *doc = X->NewDoc(BAD_CAST "1.0");
+	xmlNode *root = X->NewNode(NULL, BAD_CAST "Parallels_disk_image"), *params, *storage, *snaps;
 
-	xmlDocSetRootElement(doc, root);
-	params = xmlNewChild(root, NULL, BAD_CAST "Disk_Parameters", NULL);
+	X->DocSetRootElement(doc, root);
+	params = X->NewChild(root, NULL, BAD_CAST "Disk_Parameters", NULL);
 	add_number(params, "Disk_size", dd->disk_size);
 	add_number(params, "Cylinders", dd->cylinders);
 	add_number(params, "Heads", dd->heads);
@@ -588,8 +594,8 @@ static xmlDoc *build_doc(const struct ploop_descriptor *dd)
 	if (dd->max_delta_size)
 		add_number(params, "Max_delta_size", dd->max_delta_size);
 	if (dd->encryption_keyid)
-		add_text(xmlNewChild(params, NULL, BAD_CAST "Encryption", NULL), "KeyId", dd->encryption_keyid);
-	storage = xmlNewChild(xmlNewChild(root, NULL, BAD_CAST "StorageData", NULL), NULL, BAD_CAST "Storage", NULL);
+		add_text(X->NewChild(params, NULL, BAD_CAST "Encryption", NULL), "KeyId", dd->encryption_keyid);
+	storage = X->NewChild(X->NewChild(root, NULL, BAD_CAST "StorageData", NULL), NULL, BAD_CAST "Storage", NULL);
 	add_number(storage, "Start", dd->start);
 	add_number(storage, "End", dd->end);
 	if (dd->blocksize)
@@ -597,7 +603,7 @@ static xmlDoc *build_doc(const struct ploop_descriptor *dd)
 	if (dd->preallocated)
 		add_number(storage, "Preallocated", 1);
 	for (int i = 0; i < dd->n_images; i++) {
-		xmlNode *im = xmlNewChild(storage, NULL, BAD_CAST "Image", NULL);
+		xmlNode *im = X->NewChild(storage, NULL, BAD_CAST "Image", NULL);
 		int s = ploop_descriptor_find_snapshot(dd, dd->images[i].guid);
 		bool plain = dd->raw && s >= 0 && !strcmp(dd->snapshots[s].parent, PLOOP_NONE_GUID);
 
@@ -605,32 +611,36 @@ static xmlDoc *build_doc(const struct ploop_descriptor *dd)
 		add_text(im, "Type", plain ? "Plain" : "Compressed");
 		add_text(im, "File", dd->images[i].file);
 	}
-	snaps = xmlNewChild(root, NULL, BAD_CAST "Snapshots", NULL);
+	snaps = X->NewChild(root, NULL, BAD_CAST "Snapshots", NULL);
 	add_text(snaps, "TopGUID", dd->top_guid);
 	for (int i = 0; i < dd->n_snapshots; i++) {
 		static const char *const temp_name[] = { NULL, "Temporary", "TemporaryZero", "TemporaryZeroSwap" };
-		xmlNode *shot = xmlNewChild(snaps, NULL, BAD_CAST "Shot", NULL);
+		xmlNode *shot = X->NewChild(snaps, NULL, BAD_CAST "Shot", NULL);
 
 		add_text(shot, "GUID", dd->snapshots[i].guid);
 		add_text(shot, "ParentGUID", dd->snapshots[i].parent);
 		if (dd->snapshots[i].temporary)
-			xmlNewChild(shot, NULL, BAD_CAST temp_name[dd->snapshots[i].temporary], NULL);
+			X->NewChild(shot, NULL, BAD_CAST temp_name[dd->snapshots[i].temporary], NULL);
 	}
 	return doc;
 }
 
 int ploop_descriptor_write(const struct ploop_descriptor *dd, const char *path, struct ploop_error *err)
 {
-	xmlDoc *doc = build_doc(dd);
+	xmlDoc *doc;
 	xmlChar *text = NULL;
 	int len = 0, r;
 	cleanup_free char *tmp = NULL;
 	struct ploop_file *f = NULL;
 
-	xmlDocDumpFormatMemory(doc, &text, &len, 1);
-	xmlFreeDoc(doc);
+	X = ploop_xml(err);
+	if (!X)
+		return err->status;
+	doc = build_doc(dd);
+	X->DocDumpFormatMemory(doc, &text, &len, 1);
+	X->FreeDoc(doc);
 	if (!text || asprintf(&tmp, "%s.tmp", path) < 0) {
-		xmlFree(text);
+		X->Free(text);
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", path);
 	}
 	/* What we write must pass what we read: a bug must not turn into a broken image set. */
@@ -639,7 +649,7 @@ int ploop_descriptor_write(const struct ploop_descriptor *dd, const char *path, 
 		struct ploop_error e = { 0 };
 
 		if (ploop_descriptor_parse((const char *)text, (size_t)len, path, &check, &e)) {
-			xmlFree(text);
+			X->Free(text);
 			return ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0, "refusing to write an inconsistent descriptor: %s",
 					  e.msg);
 		}
@@ -647,11 +657,11 @@ int ploop_descriptor_write(const struct ploop_descriptor *dd, const char *path, 
 	}
 	r = pio_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644, &f);
 	if (r) {
-		xmlFree(text);
+		X->Free(text);
 		return ploop_fail(err, PLOOP_ERR_CREAT, -r, "%s: cannot create", tmp);
 	}
 	r = pio_write(f, text, (size_t)len, 0);
-	xmlFree(text);
+	X->Free(text);
 	if (!r)
 		r = pio_sync(f);
 	pio_close(f);

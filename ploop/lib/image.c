@@ -83,47 +83,111 @@ int ploop_unlink_file(const char *path, struct ploop_error *err)
 
 /* ---- merging deltas --------------------------------------------------------------------------------- */
 
-/* A run of clusters that moves with one copy: consecutive in the disk and in both files. */
+/* A run of clusters that moves as one transfer: consecutive in the disk and in both files. */
 struct merge_run {
-	int level;		/* source, -1 = no run */
+	int level;		/* source */
 	uint64_t v, n;		/* first virtual cluster, count */
 	uint64_t soff, doff;	/* byte offsets of the first cluster */
-	bool fresh;		/* destination clusters are newly allocated (BAT entries to set) */
+	bool fresh;		/* destination clusters newly allocated (their BAT entries are to be set) */
 };
 
-static int merge_run_copy(struct ploop_delta *dst, struct ploop_delta *const *src, struct merge_run *run,
-			  struct ploop_error *err)
+typedef int (*merge_run_fn)(void *ctx, const struct merge_run *run);
+
+/* Calls @fn for the maximal runs of clusters held by @src (top first: the first holding one wins),
+ * mapped into @dst in place or, for clusters @dst lacks, to consecutive clusters from @next. */
+static int merge_walk(struct ploop_delta *dst, struct ploop_delta *const *src, int n, uint64_t next,
+		      merge_run_fn fn, void *ctx)
 {
 	uint64_t cs = dst->cluster_bytes;
+	struct merge_run run = { .level = -1 };
 	int r;
 
-	if (run->level < 0)
-		return 0;
-	r = pio_copy(src[run->level]->file, run->soff, dst->file, run->doff, run->n * cs);
-	if (r)
-		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
-				  "%s: cannot merge clusters from %s", dst->path, src[run->level]->path);
-	dst->data_unsynced = true;
-	if (dst->raw && run->doff + run->n * cs > dst->file_size)
-		dst->file_size = run->doff + run->n * cs;
-	/* Entries only for data that is written: a failure must not leave entries to garbage. */
+	for (uint64_t v = 0; v <= dst->vclusters; v++) {
+		uint64_t soff = 0, doff = 0;
+		int level = -1;
+		bool fresh = false;
+
+		for (int i = 0; i < n && level < 0 && v < dst->vclusters; i++)
+			if (ploop_delta_lookup(src[i], v, &soff))
+				level = i;
+		if (level >= 0) {
+			if (dst->raw) {
+				doff = v * cs;
+			} else if (!ploop_delta_lookup(dst, v, &doff)) {
+				doff = next++ * cs;
+				fresh = true;
+			}
+			if (run.level == level && run.fresh == fresh && soff == run.soff + run.n * cs &&
+			    doff == run.doff + run.n * cs) {
+				run.n++;
+				continue;
+			}
+		}
+		if (run.level >= 0 && (r = fn(ctx, &run)))
+			return r;
+		run = (struct merge_run){ .level = level, .v = v, .n = 1, .soff = soff, .doff = doff, .fresh = fresh };
+	}
+	return 0;
+}
+
+struct merge_ctx {
+	struct ploop_delta *dst;
+	struct ploop_delta *const *src;
+	struct pio_pipe *pipe;
+};
+
+static int merge_consume(void *ctx, struct pio_pipe *p, struct pio_slot *s, uint8_t *buf, size_t len, uint64_t off,
+			 uint64_t doff)
+{
+	struct merge_ctx *m = ctx;
+
+	return pio_pipe_write(p, s, buf, len, m->dst->file, doff);
+}
+
+static int merge_queue(void *ctx, const struct merge_run *run)
+{
+	struct merge_ctx *m = ctx;
+	uint64_t len = run->n * m->dst->cluster_bytes;
+
+	if (m->dst->raw && run->doff + len > m->dst->file_size)
+		m->dst->file_size = run->doff + len;
+	for (uint64_t done = 0; done < len;) {
+		size_t piece = len - done < PIO_PIPE_CHUNK ? (size_t)(len - done) : PIO_PIPE_CHUNK;
+		int r = pio_pipe_read(m->pipe, m->src[run->level]->file, run->soff + done, piece, run->doff + done);
+
+		if (r)
+			return r;
+		done += piece;
+	}
+	return 0;
+}
+
+static int merge_set_entries(void *ctx, const struct merge_run *run)
+{
+	struct merge_ctx *m = ctx;
+
 	for (uint64_t i = 0; run->fresh && i < run->n; i++)
-		ploop_delta_set_entry(dst, run->v + i, (uint32_t)(run->doff / cs + i));
-	run->level = -1;
+		ploop_delta_set_entry(m->dst, run->v + i, (uint32_t)(run->doff / m->dst->cluster_bytes + i));
+	return 0;
+}
+
+static int count_fresh(void *ctx, const struct merge_run *run)
+{
+	*(uint64_t *)ctx += run->fresh ? run->n : 0;
 	return 0;
 }
 
 /*
- * Copies every cluster held by @src (top first: the first source holding a cluster wins) into @dst,
- * in place where @dst has the cluster, else into clusters appended in one allocation. Runs of
- * clusters contiguous on both sides move with one copy. The BAT entries of @dst are written only
- * after all data is durable.
+ * Copies every cluster held by @src (top first) into @dst: in place where @dst has the cluster, else
+ * into clusters appended in one allocation. Runs contiguous on both sides move as large transfers
+ * with many in flight. BAT entries for the new clusters are set only once all data is written, and
+ * reach the disk after it is durable.
  */
 int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src, int n, struct ploop_error *err)
 {
-	uint64_t cs = dst->cluster_bytes, need = 0, next = 0, off;
-	uint64_t max_size = dst->size_sectors;
-	struct merge_run run = { .level = -1 };
+	struct merge_ctx m = { .dst = dst, .src = src };
+	uint64_t max_size = dst->size_sectors, need = 0, first = 0;
+	int r;
 
 	for (int i = 0; i < n; i++) {
 		if (src[i]->cluster_sectors != dst->cluster_sectors)
@@ -134,45 +198,21 @@ int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src, 
 	}
 	if (max_size > dst->size_sectors && ploop_delta_grow(dst, max_size, err))
 		return err->status;
-	for (uint64_t v = 0; v < dst->vclusters && !dst->raw; v++) {
-		bool held = false;
-
-		for (int i = 0; i < n && !held; i++)
-			held = ploop_delta_lookup(src[i], v, &off);
-		need += held && !ploop_delta_lookup(dst, v, &off);
-	}
-	if (need && ploop_delta_alloc(dst, need, false, &next, err))
+	merge_walk(dst, src, n, 0, count_fresh, &need);
+	if (need && ploop_delta_alloc(dst, need, false, &first, err))
 		return err->status;
-	for (uint64_t v = 0; v < dst->vclusters; v++) {
-		uint64_t soff = 0, doff;
-		int level = -1;
-		bool fresh = false;
-
-		for (int i = 0; i < n && level < 0; i++)
-			if (ploop_delta_lookup(src[i], v, &soff))
-				level = i;
-		if (level < 0) {
-			if (merge_run_copy(dst, src, &run, err))
-				return err->status;
-			continue;
-		}
-		if (dst->raw) {
-			doff = v * cs;
-		} else if (!ploop_delta_lookup(dst, v, &doff)) {
-			doff = next++ * cs;
-			fresh = true;
-		}
-		if (run.level == level && run.fresh == fresh && soff == run.soff + run.n * cs &&
-		    doff == run.doff + run.n * cs) {
-			run.n++;
-			continue;
-		}
-		if (merge_run_copy(dst, src, &run, err))
-			return err->status;
-		run = (struct merge_run){ .level = level, .v = v, .n = 1, .soff = soff, .doff = doff, .fresh = fresh };
-	}
-	if (merge_run_copy(dst, src, &run, err))
-		return err->status;
+	r = pio_pipe_new(PIO_PIPE_DEPTH, PIO_PIPE_CHUNK, PIO_PIPE_WRITEBACK, merge_consume, &m, &m.pipe);
+	if (r)
+		return ploop_fail(err, PLOOP_ERR_MALLOC, -r, "%s: merge buffers", dst->path);
+	r = merge_walk(dst, src, n, first, merge_queue, &m);
+	if (!r)
+		r = pio_pipe_finish(m.pipe);
+	pio_pipe_free(m.pipe);
+	if (r)
+		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "%s: cannot merge into it",
+				  dst->path);
+	dst->data_unsynced = true;
+	merge_walk(dst, src, n, first, merge_set_entries, &m);
 	return ploop_delta_flush(dst, err);
 }
 

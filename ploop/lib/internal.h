@@ -51,6 +51,27 @@ int pio_unlink(const char *path);
 int pio_sync_dir(const char *dir);
 int pio_sync_parent(const char *path);
 
+/* ---- bulk transfers (pipeline.c) ---- */
+struct pio_pipe;
+struct pio_slot;
+/* Gets each read in submission order; may queue writes of parts of @buf with pio_pipe_write. */
+typedef int (*pio_consume_fn)(void *ctx, struct pio_pipe *p, struct pio_slot *s, uint8_t *buf, size_t len,
+			      uint64_t off, uint64_t tag);
+/* PIO_PIPE_WRITEBACK: the caller will sync what it writes; start write-back as writes complete so
+ * the disk writes overlap the reads still to come. */
+#define PIO_PIPE_WRITEBACK 0x1
+int pio_pipe_new(unsigned depth, size_t chunk, unsigned flags, pio_consume_fn consume, void *ctx,
+		 struct pio_pipe **out);
+/* Reads [off, off+len) of @f (len <= chunk; @f NULL: a buffer of zeros) for the consumer. */
+int pio_pipe_read(struct pio_pipe *p, struct ploop_file *f, uint64_t off, size_t len, uint64_t tag);
+int pio_pipe_write(struct pio_pipe *p, struct pio_slot *s, const void *buf, size_t len, struct ploop_file *f,
+		   uint64_t off);
+/* Waits for everything queued; returns the first error (-errno). */
+int pio_pipe_finish(struct pio_pipe *p);
+void pio_pipe_free(struct pio_pipe *p);
+#define PIO_PIPE_DEPTH 16
+#define PIO_PIPE_CHUNK (1u << 20)
+
 /* ---- deltas ---- */
 struct ploop_delta {
 	char *path;
