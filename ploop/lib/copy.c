@@ -179,7 +179,7 @@ static int import_consume(void *ctx, struct pio_pipe *p, struct pio_slot *s, uin
 			i++;
 			continue;
 		}
-		if (ploop_delta_alloc(d, run, false, &first, m->err))
+		if (ploop_delta_alloc(d, run, true, &first, m->err))
 			return -EIO;
 		r = pio_pipe_write(p, s, buf + i * cs, run * cs, d->file, first * cs);
 		if (r)
@@ -209,7 +209,7 @@ static int import_data(int fd, bool is_stream, uint64_t size, struct ploop_delta
 		depth = PIO_PIPE_DEPTH;
 	if (depth < 2)
 		depth = 2;
-	r = pio_pipe_new(depth, chunk, PIO_PIPE_WRITEBACK, import_consume, &m, &p);
+	r = pio_pipe_new(depth, chunk, PIO_PIPE_DURABLE, import_consume, &m, &p);
 	if (r)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, -r, "import buffers");
 	while (off < size && !r) {

@@ -199,9 +199,11 @@ int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src, 
 	if (max_size > dst->size_sectors && ploop_delta_grow(dst, max_size, err))
 		return err->status;
 	merge_walk(dst, src, n, 0, count_fresh, &need);
-	if (need && ploop_delta_alloc(dst, need, false, &first, err))
+	/* Allocated up front: direct writes land in allocated space (an extending one waits for all
+	 * others), and the new clusters stay contiguous. */
+	if (need && ploop_delta_alloc(dst, need, true, &first, err))
 		return err->status;
-	r = pio_pipe_new(PIO_PIPE_DEPTH, PIO_PIPE_CHUNK, PIO_PIPE_WRITEBACK, merge_consume, &m, &m.pipe);
+	r = pio_pipe_new(PIO_PIPE_DEPTH, PIO_PIPE_CHUNK, PIO_PIPE_DURABLE, merge_consume, &m, &m.pipe);
 	if (r)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, -r, "%s: merge buffers", dst->path);
 	r = merge_walk(dst, src, n, first, merge_queue, &m);

@@ -57,9 +57,10 @@ struct pio_slot;
 /* Gets each read in submission order; may queue writes of parts of @buf with pio_pipe_write. */
 typedef int (*pio_consume_fn)(void *ctx, struct pio_pipe *p, struct pio_slot *s, uint8_t *buf, size_t len,
 			      uint64_t off, uint64_t tag);
-/* PIO_PIPE_WRITEBACK: the caller will sync what it writes; start write-back as writes complete so
- * the disk writes overlap the reads still to come. */
-#define PIO_PIPE_WRITEBACK 0x1
+/* PIO_PIPE_DURABLE: the caller syncs what it writes, into space already allocated: aligned writes go
+ * straight to the disk (O_DIRECT), others start write-back as they complete, so disk writes overlap
+ * the reads still to come instead of piling up for the final fsync. */
+#define PIO_PIPE_DURABLE 0x1
 int pio_pipe_new(unsigned depth, size_t chunk, unsigned flags, pio_consume_fn consume, void *ctx,
 		 struct pio_pipe **out);
 /* Reads [off, off+len) of @f (len <= chunk; @f NULL: a buffer of zeros) for the consumer. */

@@ -40,7 +40,7 @@ struct pio_pipe {
 	struct pio_slot *slots;
 	uint64_t next_seq, next_consume;
 	bool uring;
-	bool writeback;
+	bool durable;
 	struct io_uring ring;
 	unsigned inflight;
 	int error;		/* first -errno */
@@ -62,11 +62,11 @@ static void fail(struct pio_pipe *p, int e)
 }
 
 /*
- * The descriptor to read with: an O_DIRECT twin of the file's when offset and length allow it.
- * Buffered reads through io_uring measured at a third of direct ones here (and of plain sequential
- * preads); writes stay buffered, their final fsync comes later anyway.
+ * An O_DIRECT twin of the file's descriptor when offset and length allow direct I/O, else the
+ * file's own. Measured here: buffered reads through io_uring run at a third of direct ones, and
+ * buffered writes plus fsync at half of direct writes into allocated space (BENCHMARKS.md).
  */
-static int read_fd(struct pio_pipe *p, const struct ploop_file *f, uint64_t off, size_t len)
+static int direct_fd(struct pio_pipe *p, const struct ploop_file *f, uint64_t off, size_t len)
 {
 	char path[64];
 	int d;
@@ -77,7 +77,7 @@ static int read_fd(struct pio_pipe *p, const struct ploop_file *f, uint64_t off,
 		if (p->dio[i].fd == f->fd)
 			return p->dio[i].dio_fd >= 0 ? p->dio[i].dio_fd : f->fd;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", f->fd);
-	d = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	d = open(path, (fcntl(f->fd, F_GETFL) & O_ACCMODE) | O_DIRECT | O_CLOEXEC);
 	if (p->n_dio == (int)ARRAY_SIZE(p->dio)) {
 		if (d >= 0)
 			close(d);
@@ -98,7 +98,7 @@ int pio_pipe_new(unsigned depth, size_t chunk, unsigned flags, pio_consume_fn co
 	if (!p)
 		return -ENOMEM;
 	p->consume = consume;
-	p->writeback = flags & PIO_PIPE_WRITEBACK;
+	p->durable = flags & PIO_PIPE_DURABLE;
 	p->ctx = ctx;
 	p->depth = depth;
 	p->chunk = chunk;
@@ -209,7 +209,7 @@ static void complete(struct pio_pipe *p, struct pio_req *q, int res)
 	if (q->kind == REQ_READ) {
 		s->state = SLOT_READY;
 	} else {
-		if (p->writeback)
+		if (p->durable)
 			sync_file_range(q->fd, (off_t)q->off, (off_t)q->len, SYNC_FILE_RANGE_WRITE);
 		free(q);
 		if (!--s->writes && s->state == SLOT_WRITING)
@@ -285,7 +285,7 @@ int pio_pipe_read(struct pio_pipe *p, struct ploop_file *f, uint64_t off, size_t
 		consume_ready(p);
 		return p->error;
 	}
-	s->read.fd = read_fd(p, f, off, len);
+	s->read.fd = direct_fd(p, f, off, len);
 	submit(p, &s->read);
 	reap(p, false);
 	return p->error;
@@ -304,7 +304,7 @@ int pio_pipe_write(struct pio_pipe *p, struct pio_slot *s, const void *buf, size
 	if (!q)
 		return -ENOMEM;
 	*q = (struct pio_req){ .kind = REQ_WRITE, .slot = s, .buf = (uint8_t *)buf, .len = len, .off = off,
-			       .fd = f->fd };
+			       .fd = p->durable ? direct_fd(p, f, off, len) : f->fd };
 	s->writes++;
 	submit(p, q);
 	return 0;
