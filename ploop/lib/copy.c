@@ -103,7 +103,8 @@ int ploop_export(struct ploop_chain *c, int fd, struct ploop_error *err)
 	x.stream = !S_ISREG(st.st_mode);
 	x.out.fd = fd;
 	x.out.ops = ploop_io_posix();
-	if (!x.stream && ftruncate(fd, 0))
+	/* Only a non-empty file is truncated: ext4 flushes a file truncated to zero when it is closed. */
+	if (!x.stream && st.st_size && ftruncate(fd, 0))
 		return ploop_fail(err, PLOOP_ERR_FTRUNCATE, errno, "export: cannot truncate the output");
 	r = pio_pipe_new(PIO_PIPE_DEPTH, PIO_PIPE_CHUNK, 0, export_consume, &x, &x.pipe);
 	if (r)
