@@ -9,12 +9,16 @@ XML_LIBS = $(shell pkg-config --libs libxml-2.0 2>/dev/null || echo -lxml2)
 LIBS = -luring
 WARN := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS ?= -O2 -g
-ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 $(XML_CFLAGS)
+ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 $(XML_CFLAGS) $(FUSE_CFLAGS)
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 PLOOP_LIB_SRCS := $(wildcard ploop/lib/*.c)
 PLOOP_CLI_SRCS := $(wildcard ploop/cli/*.c)
-PLOOP_HDRS := ploop/ploop.h ploop/ploop_format.h ploop/lib/internal.h ploop/lib/xml.h
+PLOOPD_SRCS := $(wildcard ploop/server/*.c)
+FUSE_CFLAGS = $(shell pkg-config --cflags fuse3 2>/dev/null || echo -I/usr/include/fuse3)
+FUSE_LIBS = $(shell pkg-config --libs fuse3 2>/dev/null || echo -lfuse3)
+PLOOP_HDRS := ploop/ploop.h ploop/ploop_format.h ploop/lib/internal.h ploop/lib/xml.h ploop/server/server.h \
+	ploop/server/loop.h
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_COMMON := tests/unit/harness.c tests/unit/faultio.c
 UNIT_HDRS := tests/unit/harness.h tests/unit/faultio.h
@@ -23,7 +27,7 @@ LIB_OBJS := $(PLOOP_LIB_SRCS:%.c=$(BUILD)/%.o)
 SAN_LIB_OBJS := $(PLOOP_LIB_SRCS:%.c=$(BUILD)/san/%.o)
 
 .PHONY: all deps test unit-test integration-test fuzz fuzz-build bench demo clean
-all: $(BUILD)/bin/ploop $(BUILD)/san/bin/ploop $(BUILD)/bin/ploop-io $(BUILD)/unit-tests $(BUILD)/san/unit-tests $(if $(wildcard tests/tools/mkcorrupt.c),$(BUILD)/bin/mkcorrupt)
+all: $(BUILD)/bin/ploop $(BUILD)/bin/ploopd $(BUILD)/san/bin/ploop $(BUILD)/bin/ploop-io $(BUILD)/unit-tests $(BUILD)/san/unit-tests $(if $(wildcard tests/tools/mkcorrupt.c),$(BUILD)/bin/mkcorrupt)
 
 deps:
 	@./scripts/deps.sh
@@ -34,7 +38,7 @@ $(BUILD)/%.o: %.c $(PLOOP_HDRS) $(UNIT_HDRS) ploop/cli/cli.h
 
 $(BUILD)/san/%.o: %.c $(PLOOP_HDRS) $(UNIT_HDRS) ploop/cli/cli.h
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_FLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 $(XML_CFLAGS) -c $< -o $@
+	$(CC) $(SAN_FLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 $(XML_CFLAGS) $(FUSE_CFLAGS) -c $< -o $@
 
 $(BUILD)/libploop.a: $(LIB_OBJS)
 	@rm -f $@
@@ -47,6 +51,10 @@ $(BUILD)/san/libploop.a: $(SAN_LIB_OBJS)
 $(BUILD)/bin/ploop: $(PLOOP_CLI_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libploop.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/bin/ploopd: $(PLOOPD_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libploop.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -pthread -o $@ $^ $(LIBS) $(FUSE_LIBS)
 
 # The tool built with AddressSanitizer + UBSan: the bad-input tests run it.
 $(BUILD)/san/bin/ploop: $(PLOOP_CLI_SRCS:%.c=$(BUILD)/san/%.o) $(BUILD)/san/libploop.a

@@ -21,25 +21,35 @@ extern "C" {
 enum ploop_status {
 	PLOOP_OK = 0,
 	PLOOP_ERR_CREAT = 1,
+	PLOOP_ERR_DEVICE = 2,		/* the loop device or the server */
 	PLOOP_ERR_OPEN = 4,
 	PLOOP_ERR_MALLOC = 5,
 	PLOOP_ERR_READ = 6,
 	PLOOP_ERR_WRITE = 7,
 	PLOOP_ERR_FORMAT = 11,		/* SYSEXIT_PLOOPFMT: the image is corrupt or not a ploop image */
 	PLOOP_ERR_SYS = 12,
+	PLOOP_ERR_LOOP = 14,
 	PLOOP_ERR_FSTAT = 15,
 	PLOOP_ERR_FSYNC = 16,
 	PLOOP_ERR_BUSY = 17,		/* SYSEXIT_EBUSY: an interrupted version conversion */
 	PLOOP_ERR_FTRUNCATE = 19,
 	PLOOP_ERR_FALLOCATE = 20,
+	PLOOP_ERR_MOUNT = 21,
+	PLOOP_ERR_UMOUNT = 22,
 	PLOOP_ERR_LOCK = 23,		/* another process holds the image */
+	PLOOP_ERR_MKFS = 24,
+	PLOOP_ERR_RESIZE_FS = 26,
+	PLOOP_ERR_MKDIR = 27,
 	PLOOP_ERR_RENAME = 28,
 	PLOOP_ERR_RELOC = 30,
 	PLOOP_ERR_UNLINK = 35,
 	PLOOP_ERR_IN_USE = 37,		/* SYSEXIT_PLOOPINUSE: the dirty marker is set */
 	PLOOP_ERR_PARAM = 38,		/* bad arguments */
 	PLOOP_ERR_DESCRIPTOR = 39,	/* DiskDescriptor.xml is malformed or inconsistent */
+	PLOOP_ERR_DEV_NOT_MOUNTED = 40,	/* the image set is not mounted */
+	PLOOP_ERR_FSCK = 41,
 	PLOOP_ERR_NOSNAP = 43,		/* no such snapshot */
+	PLOOP_ERR_UMOUNT_BUSY = 46,	/* the filesystem is in use */
 };
 
 struct ploop_error {
@@ -119,6 +129,10 @@ struct ploop_create_params {
 	int version;			/* 1 or 2; 0: 2 */
 	enum ploop_image_mode mode;
 	bool sparse;			/* raw only: leave the file sparse */
+	/* For ploop_init_fs: */
+	const char *fstype;		/* "ext4" */
+	uint32_t fs_blocksize;		/* bytes; 0: 4096 */
+	bool no_partition;		/* the filesystem on the whole disk, no GPT (upstream -P) */
 };
 
 /* Flags for opening deltas and chains. */
@@ -239,6 +253,18 @@ void ploop_unlock_descriptor(int lock_fd);
  * Each takes the descriptor lock, first completes any operation a crash interrupted (merges of
  * <Temporary/> snapshots, v1<->v2 conversion), and leaves the set consistent at every instant. */
 int ploop_init_image(const char *delta_path, const struct ploop_create_params *p, struct ploop_error *err);
+/* ploop_init_image, then a GPT (unless p->no_partition) and mkfs through a mounted device, as
+ * upstream init -t ext4. A failure removes what was made. */
+int ploop_init_fs(const char *delta_path, const struct ploop_create_params *p, struct ploop_error *err);
+/* Resizes disk, partition and filesystem: grows online when mounted (or mounts the device to do
+ * it); shrinks offline only (resize2fs down, then the image loses the clusters past the end). */
+int ploop_resize(const char *dd_path, uint64_t size_sectors, struct ploop_error *err);
+/* The image part of shrinking: a single-delta image drops every cluster past @size_sectors. */
+int ploop_shrink(const char *dd_path, uint64_t size_sectors, struct ploop_error *err);
+/* Gives free space back: unused clusters of the top leave the BAT and the file, tail clusters move
+ * into holes and the file is truncated. Mounted: FITRIM through the filesystem, then the server;
+ * unmounted: the ext4 block bitmap read through the chain. *freed (may be NULL): bytes the file lost. */
+int ploop_compact(const char *dd_path, uint64_t *freed, struct ploop_error *err);
 int ploop_recover(const char *dd_path, struct ploop_error *err);
 int ploop_snapshot(const char *dd_path, const char *guid, char out_guid[PLOOP_GUID_BUF],
 		   struct ploop_error *err);
@@ -299,6 +325,52 @@ int ploop_export(struct ploop_chain *c, int fd, struct ploop_error *err);
  * @size_bytes (0: the size of a regular file @fd), storing only clusters that are not all zero. */
 int ploop_import(int fd, uint64_t size_bytes, const char *delta_path, const struct ploop_create_params *p,
 		 struct ploop_error *err);
+
+/* ---- Mounted image sets --------------------------------------------------------------------------
+ * A mounted image set is served by its own process (ploopd): the chain as a file through FUSE, a
+ * loop device over it, and optionally the filesystem inside mounted somewhere. Each server has a run
+ * directory (/run/ploop/ID) with its state and a root-only control socket. */
+#define PLOOP_RUN_DIR "/run/ploop"
+
+struct ploop_instance {
+	char id[17];
+	int pid;
+	bool alive;			/* the server answers on its socket */
+	bool ro;
+	char descriptor[4096];
+	char guid[PLOOP_GUID_BUF];	/* empty: the read-write top */
+	char device[64];		/* /dev/loopN */
+	char part[80];			/* the device holding the filesystem */
+	char mount[4096];		/* where it is mounted, or empty */
+	char fstype[32];		/* with which type and options, if the server mounted it */
+	char options[1024];
+	char file[4096];		/* the FUSE file the loop device reads */
+};
+
+struct ploop_mount_params {
+	const char *descriptor;
+	const char *guid;		/* NULL: the top; else a snapshot (read-only) */
+	bool ro;
+	const char *mount_dir;		/* NULL: attach the device only */
+	const char *fstype;		/* NULL: ext4 */
+	const char *options;		/* filesystem mount options, or NULL */
+};
+
+/* The server's path: $PLOOPD, else ploopd beside the running program, else ploopd in $PATH. */
+int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, struct ploop_error *err);
+/* Unmounts the filesystem, detaches the device, flushes and stops the server. A dead server's
+ * leftovers (mounts, device, run directory) are cleaned up instead. */
+int ploop_umount(const struct ploop_instance *inst, struct ploop_error *err);
+/* The instance serving @descriptor (@guid NULL: its read-write top): 0, or PLOOP_ERR_DEV_NOT_MOUNTED. */
+int ploop_find_instance(const char *descriptor, const char *guid, struct ploop_instance *out,
+			struct ploop_error *err);
+/* The instance whose device, partition or mount point is @what. */
+int ploop_find_instance_by(const char *what, struct ploop_instance *out, struct ploop_error *err);
+int ploop_list_instances(int (*fn)(void *ctx, const struct ploop_instance *inst), void *ctx,
+			 struct ploop_error *err);
+/* One command to a running server; the reply line (after "ok ") in @reply. */
+int ploop_instance_call(const struct ploop_instance *inst, const char *cmd, char *reply, size_t len,
+			struct ploop_error *err);
 
 #ifdef __cplusplus
 }

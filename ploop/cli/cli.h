@@ -40,5 +40,12 @@ int cmd_snapshot_switch(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
+int cmd_umount(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_snapshot_mount(int argc, char **argv);
+int cmd_snapshot_umount(int argc, char **argv);
+int cmd_resize(int argc, char **argv);
+int cmd_compact(int argc, char **argv);
 
 #endif

@@ -33,7 +33,7 @@ int cmd_init(int argc, char **argv)
 	const char *fstype = NULL;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "s:b:v:f:t:S", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:b:v:f:t:SB:P", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			if (parse_size_arg(optarg, &p.size_sectors))
@@ -57,6 +57,17 @@ int cmd_init(int argc, char **argv)
 		case 'S':
 			p.sparse = true;
 			break;
+		case 'B': {
+			uint64_t v;
+
+			if (ploop_parse_size(optarg, &v) || (v != 2 && v != 4 && v != 8))
+				return fail(PLOOP_ERR_PARAM, "invalid filesystem block size '%s' (1K, 2K or 4K)", optarg);
+			p.fs_blocksize = (uint32_t)(v * 512);
+			break;
+		}
+		case 'P':
+			p.no_partition = true;
+			break;
 		default:
 			return usage_error("invalid option");
 		}
@@ -65,13 +76,19 @@ int cmd_init(int argc, char **argv)
 		return PLOOP_ERR_PARAM;
 	if (!p.size_sectors)
 		return usage_error("-s SIZE is required");
-	if (!fstype || strcmp(fstype, "none"))
-		return fail(PLOOP_ERR_PARAM, "creating a filesystem (-t %s) needs ploop mount, which this build does "
-					     "not have yet; use -t none",
-			    fstype ? fstype : "ext4");
 	if (p.sparse && p.mode != PLOOP_MODE_RAW)
 		return usage_error("--sparse applies to -f raw only");
-	if (ploop_init_image(argv[optind], &p, &err))
+	if (fstype && !strcmp(fstype, "none")) {
+		if (ploop_init_image(argv[optind], &p, &err))
+			return report_error(&err);
+		return 0;
+	}
+	/* As upstream, ext4 unless told otherwise. */
+	p.fstype = fstype ? fstype : "ext4";
+	if (strcmp(p.fstype, "ext4") && strcmp(p.fstype, "ext3"))
+		return fail(PLOOP_ERR_PARAM, "filesystem '%s' is not supported (ext4 or none)", p.fstype);
+	p.fstype = "ext4";
+	if (ploop_init_fs(argv[optind], &p, &err))
 		return report_error(&err);
 	return 0;
 }
@@ -93,13 +110,15 @@ int cmd_info(int argc, char **argv)
 	if (want_args(argc, 1))
 		return PLOOP_ERR_PARAM;
 	if (!spec)
-		return fail(PLOOP_ERR_PARAM, "filesystem usage needs ploop mount, which this build does not have yet; "
-					     "-s prints the image parameters");
+		return fail(PLOOP_ERR_PARAM, "filesystem usage is what df shows on the mounted image; -s prints the "
+					     "image parameters");
 	if (ploop_lock_descriptor(argv[optind], false, &lock, &err) || ploop_descriptor_read(argv[optind], &dd, &err))
 		return report_error(&err);
 	im = ploop_descriptor_find_image(dd, dd->top_guid);
+	/* Header only, without a lock: it works on a mounted image too. */
 	if (ploop_delta_open(dd->images[im].path,
-			     PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY | (dd->raw && dd->n_images == 1 ? PLOOP_OPEN_RAW : 0),
+			     PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY | PLOOP_OPEN_NOLOCK |
+				     (dd->raw && dd->n_images == 1 ? PLOOP_OPEN_RAW : 0),
 			     dd->blocksize, dd->disk_size, &top, &err)) {
 		ploop_descriptor_free(dd);
 		return report_error(&err);

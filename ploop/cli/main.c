@@ -12,7 +12,14 @@ const char *prog_cmd = "";
 static int verbosity;
 
 static const struct command commands[] = {
-	{ "init", cmd_init, "init -s SIZE [-b BLOCKSIZE] [-v 1|2] [-f ploop1|expanded|preallocated|raw] [--sparse] -t none DELTA" },
+	{ "init", cmd_init, "init -s SIZE [-b BLOCKSIZE] [-v 1|2] [-f ploop1|expanded|preallocated|raw] [--sparse] [-t ext4|none] [-B FSBLOCKSIZE] [-P] DELTA" },
+	{ "mount", cmd_mount, "mount [-r] [-m DIR] [-t FSTYPE] [-o OPTIONS] [-u UUID|base] DiskDescriptor.xml" },
+	{ "umount", cmd_umount, "umount {-m DIR | -d DEVICE | DiskDescriptor.xml}" },
+	{ "list", cmd_list, "list [-H]" },
+	{ "snapshot-mount", cmd_snapshot_mount, "snapshot-mount -u UUID -m DIR [-t FSTYPE] [-o OPTIONS] DiskDescriptor.xml" },
+	{ "snapshot-umount", cmd_snapshot_umount, "snapshot-umount {-u UUID DiskDescriptor.xml | -m DIR}" },
+	{ "resize", cmd_resize, "resize -s SIZE DiskDescriptor.xml" },
+	{ "compact", cmd_compact, "compact DiskDescriptor.xml" },
 	{ "info", cmd_info, "info -s DiskDescriptor.xml" },
 	{ "snapshot", cmd_snapshot, "snapshot [-u UUID] DiskDescriptor.xml" },
 	{ "snapshot-list", cmd_snapshot_list, "snapshot-list [-H] [-s] [-o uuid,parent_uuid,current,fname] [-u UUID] DiskDescriptor.xml" },

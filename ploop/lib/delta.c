@@ -3,6 +3,7 @@
 #include <endian.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/falloc.h>
 #include <stdio.h>
 
 #include "internal.h"
@@ -866,4 +867,82 @@ int ploop_delta_grow(struct ploop_delta *d, uint64_t size_sectors, struct ploop_
 		ploop_delta_set_dirty(d, false, &e);
 	}
 	return r;
+}
+
+/* ---- compaction ---------------------------------------------------------------------------------- */
+
+/*
+ * Moves the last clusters of the file into the holes before them (clusters no BAT entry names) and
+ * truncates the file after the last one in use. Each batch of moves is copied and made durable,
+ * then its entries are switched and made durable, before the old places are cut off. *moved gets
+ * the number of clusters moved.
+ */
+int ploop_delta_compact(struct ploop_delta *d, uint64_t *moved, struct ploop_error *err)
+{
+	uint64_t end = d->alloc_head > d->l1_size ? d->alloc_head : d->l1_size, hole, last, n = 0;
+	cleanup_free uint64_t *owner = NULL;
+	cleanup_free uint8_t *buf = NULL;
+	int r = 0;
+
+	*moved = 0;
+	if (!d->rw || d->raw)
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: not a writable ploop delta", d->path);
+	if (ploop_delta_load_bat(d, err) || ploop_delta_flush(d, err))
+		return err->status;
+	owner = calloc(end + 1, sizeof(*owner));
+	buf = malloc(d->cluster_bytes);
+	if (!owner || !buf)
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s: compact", d->path);
+	for (uint64_t v = 0; v < d->vclusters; v++)
+		if (d->bat[v] && d->bat[v] < end)
+			owner[d->bat[v]] = v + 1;
+	hole = d->l1_size;
+	last = end;	/* one past the highest cluster in use */
+	for (;;) {
+		while (last > d->l1_size && !owner[last - 1])
+			last--;
+		while (hole < last && owner[hole])
+			hole++;
+		if (hole >= last)
+			break;
+		r = pio_read(d->file, buf, d->cluster_bytes, (last - 1) * d->cluster_bytes);
+		if (!r)
+			r = pio_write(d->file, buf, d->cluster_bytes, hole * d->cluster_bytes);
+		if (r)
+			return ploop_fail(err, PLOOP_ERR_RELOC, -r, "%s: cannot move cluster %" PRIu64, d->path, last - 1);
+		d->data_unsynced = true;
+		owner[hole] = owner[last - 1];
+		owner[last - 1] = 0;
+		ploop_delta_set_entry(d, owner[hole] - 1, (uint32_t)hole);
+		n++;
+	}
+	/* Data durable, then the entries naming its new places, then the old places go. */
+	if (ploop_delta_flush(d, err))
+		return err->status;
+	if (last * d->cluster_bytes < d->file_size) {
+		r = pio_truncate(d->file, last * d->cluster_bytes);
+		if (!r)
+			r = pio_sync(d->file);
+		if (r)
+			return ploop_fail(err, PLOOP_ERR_FTRUNCATE, -r, "%s: cannot truncate", d->path);
+		d->file_size = last * d->cluster_bytes;
+	}
+	d->alloc_head = last;
+	*moved = n;
+	return 0;
+}
+
+/* Drops cluster @v from the BAT and gives its space back to the filesystem (the entry reaches the
+ * disk at the next flush; until then the old entry reads the zeros of the punched range). */
+int ploop_delta_drop_cluster(struct ploop_delta *d, uint64_t v, struct ploop_error *err)
+{
+	uint64_t c;
+
+	if (!ploop_delta_lookup(d, v, &c) || d->raw)
+		return 0;
+	ploop_delta_set_entry(d, v, 0);
+	if (fallocate(d->file->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)c, (off_t)d->cluster_bytes) &&
+	    errno != EOPNOTSUPP)
+		return ploop_fail(err, PLOOP_ERR_WRITE, errno, "%s: cannot punch cluster %" PRIu64, d->path, v);
+	return 0;
 }

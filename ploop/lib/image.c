@@ -53,10 +53,24 @@ static int validate_images(struct ploop_descriptor *dd, struct ploop_error *err)
 	return 0;
 }
 
+/* The running server of the image set's top, if there is one. */
+static bool mounted(const char *dd_path, struct ploop_instance *in)
+{
+	struct ploop_error e = { 0 };
+
+	return !ploop_find_instance(dd_path, NULL, in, &e) && in->alive;
+}
+
 /* Locks, recovers interrupted operations, reads; the old top-GUID form becomes upstream's fixed one. */
 int ploop_set_open(struct image_set *s, const char *dd_path, struct ploop_error *err)
 {
+	struct ploop_instance in;
+
 	s->dd = NULL;
+	s->lock_fd = -1;
+	if (mounted(dd_path, &in))
+		return ploop_fail(err, PLOOP_ERR_BUSY, 0, "%s is mounted (%s): this needs it unmounted (ploop umount)",
+				  dd_path, in.device);
 	if (ploop_lock_descriptor(dd_path, true, &s->lock_fd, err))
 		return err->status;
 	s->rec.n = 0;
@@ -218,18 +232,9 @@ int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src, 
 	return ploop_delta_flush(dst, err);
 }
 
-/* Merges images chain[a+1..b] into chain[a] in files and descriptor. Steps: open and validate every
- * delta; mark a..b-1 temporary (a crash now re-runs this merge); merge data; store the merged
- * descriptor; remove the merged files. Returns the surviving GUID in @survivor. */
-static int merge_range(struct image_set *s, const int *chain, int a, int b, char survivor[PLOOP_GUID_BUF],
-		       struct ploop_error *err)
+/* Refuses a merge of chain[a+1..b] into chain[a] if any of chain[a..b-1] has another child. */
+int ploop_merge_check(const struct ploop_descriptor *dd, const int *chain, int a, int b, struct ploop_error *err)
 {
-	struct ploop_descriptor *dd = s->dd;
-	struct ploop_delta *dst = NULL, *src[PLOOP_MAX_CHAIN] = { NULL };
-	char *remove[PLOOP_MAX_CHAIN] = { NULL };
-	char target[PLOOP_GUID_BUF];
-	int nsrc = 0, nremove = 0, r = 0;
-
 	for (int i = a; i < b; i++) {
 		const char *g = dd->images[chain[i]].guid;
 		int k = ploop_descriptor_children(dd, g, NULL);
@@ -239,6 +244,59 @@ static int merge_range(struct image_set *s, const int *chain, int a, int b, char
 					  "%s: snapshot %s has %d children; it cannot be merged with one of them", dd->path,
 					  g, k);
 	}
+	return 0;
+}
+
+/* Before the data moves: chain[a..b-1] marked temporary, so a crash makes recovery redo the merge. */
+int ploop_merge_mark(struct ploop_descriptor *dd, const int *chain, int a, int b, struct ploop_error *err)
+{
+	for (int i = a; i < b; i++)
+		dd->snapshots[ploop_descriptor_find_snapshot(dd, dd->images[chain[i]].guid)].temporary = PLOOP_TEMP;
+	return ploop_descriptor_store(dd, err);
+}
+
+/* After the data is durable in chain[a]'s file: the merged image keeps the GUID of chain[b] and the
+ * file of chain[a]; the entries of chain[a+1..b] go, and so do their files (once the descriptor no
+ * longer names them). */
+int ploop_merge_commit(struct ploop_descriptor *dd, const int *chain, int a, int b, char survivor[PLOOP_GUID_BUF],
+		       struct ploop_error *err)
+{
+	char *remove[PLOOP_MAX_CHAIN] = { NULL };
+	char guids[PLOOP_MAX_CHAIN][PLOOP_GUID_BUF], target[PLOOP_GUID_BUF];
+	int nremove = 0;
+
+	strcpy(survivor, dd->images[chain[b]].guid);
+	strcpy(target, dd->images[chain[a]].guid);
+	for (int i = a + 1; i <= b; i++) {
+		remove[nremove++] = strdup(dd->images[chain[i]].path);
+		strcpy(guids[i - a - 1], dd->images[chain[i]].guid);
+	}
+	for (int i = 0; i < b - a; i++)
+		ploop_descriptor_remove_image(dd, guids[i]);
+	ploop_descriptor_rename_guid(dd, target, survivor);
+	dd->snapshots[ploop_descriptor_find_snapshot(dd, survivor)].temporary = PLOOP_TEMP_NONE;
+	if (!ploop_descriptor_store(dd, err)) {
+		for (int i = 0; i < nremove; i++)
+			if (remove[i] && ploop_unlink_file(remove[i], err))
+				break;
+	}
+	for (int i = 0; i < nremove; i++)
+		free(remove[i]);
+	return err->status;
+}
+
+/* Merges images chain[a+1..b] into chain[a] in files and descriptor. Steps: open and validate every
+ * delta; mark a..b-1 temporary (a crash now re-runs this merge); merge data; store the merged
+ * descriptor; remove the merged files. Returns the surviving GUID in @survivor. */
+static int merge_range(struct image_set *s, const int *chain, int a, int b, char survivor[PLOOP_GUID_BUF],
+		       struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = s->dd;
+	struct ploop_delta *dst = NULL, *src[PLOOP_MAX_CHAIN] = { NULL };
+	int nsrc = 0, r = 0;
+
+	if (ploop_merge_check(dd, chain, a, b, err))
+		return err->status;
 	/* Nothing is changed before every delta has opened and passed validation. */
 	PLOG("Merging %d image(s) into %s", b - a, dd->images[chain[a]].path);
 	if (ploop_delta_open(dd->images[chain[a]].path,
@@ -252,9 +310,7 @@ static int merge_range(struct image_set *s, const int *chain, int a, int b, char
 		}
 		nsrc++;
 	}
-	for (int i = a; i < b; i++)
-		dd->snapshots[ploop_descriptor_find_snapshot(dd, dd->images[chain[i]].guid)].temporary = PLOOP_TEMP;
-	r = ploop_descriptor_store(dd, err);
+	r = ploop_merge_mark(dd, chain, a, b, err);
 	if (!r && !dst->raw) {
 		r = ploop_delta_set_dirty(dst, true, err);
 		dst->marked_dirty = !r;
@@ -268,30 +324,7 @@ out:
 		r = err->status;
 	if (r)
 		return r;
-
-	/* The merged image keeps the GUID of the highest one, and the lowest one's file. */
-	strcpy(survivor, dd->images[chain[b]].guid);
-	strcpy(target, dd->images[chain[a]].guid);
-	for (int i = a + 1; i <= b; i++)
-		remove[nremove++] = strdup(dd->images[chain[i]].path);
-	{
-		char guids[PLOOP_MAX_CHAIN][PLOOP_GUID_BUF];
-
-		for (int i = a + 1; i <= b; i++)
-			strcpy(guids[i - a - 1], dd->images[chain[i]].guid);
-		for (int i = 0; i < b - a; i++)
-			ploop_descriptor_remove_image(dd, guids[i]);
-	}
-	ploop_descriptor_rename_guid(dd, target, survivor);
-	dd->snapshots[ploop_descriptor_find_snapshot(dd, survivor)].temporary = PLOOP_TEMP_NONE;
-	if (!ploop_descriptor_store(dd, err)) {
-		for (int i = 0; i < nremove; i++)
-			if (remove[i] && ploop_unlink_file(remove[i], err))
-				break;
-	}
-	for (int i = 0; i < nremove; i++)
-		free(remove[i]);
-	return err->status;
+	return ploop_merge_commit(dd, chain, a, b, survivor, err);
 }
 
 /* ---- recovery ------------------------------------------------------------------------------------------ */
@@ -426,8 +459,8 @@ static void set_disk_size(struct ploop_descriptor *dd, uint64_t size)
  * New deltas hold whole clusters: a disk whose size is not a multiple of the cluster (as QEMU may
  * make them) grows to the next one, and the descriptor says so.
  */
-static int new_delta_like(struct ploop_descriptor *dd, const struct ploop_delta *like, char **file, char **path,
-			  struct ploop_error *err)
+int ploop_new_delta_like(struct ploop_descriptor *dd, const struct ploop_delta *like, char **file, char **path,
+			 struct ploop_error *err)
 {
 	struct ploop_create_params p = {
 		.size_sectors = like->size_sectors,
@@ -471,6 +504,20 @@ int ploop_snapshot(const char *dd_path, const char *guid, char out_guid[PLOOP_GU
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", guid);
 	if (!strcmp(g, PLOOP_TOP_GUID) || !strcmp(g, PLOOP_NONE_GUID))
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s is reserved", g);
+	{
+		struct ploop_instance in;
+		char cmd[64];
+
+		if (mounted(dd_path, &in)) {
+			/* Online: the server freezes the filesystem and switches to the new top. */
+			snprintf(cmd, sizeof(cmd), "snapshot %s", g);
+			if (ploop_instance_call(&in, cmd, NULL, 0, err))
+				return err->status;
+			if (out_guid)
+				strcpy(out_guid, g);
+			return 0;
+		}
+	}
 	if (ploop_set_open(&s, dd_path, err))
 		return err->status;
 	if (ploop_descriptor_find_snapshot(s.dd, g) >= 0) {
@@ -481,7 +528,7 @@ int ploop_snapshot(const char *dd_path, const char *guid, char out_guid[PLOOP_GU
 		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: too many snapshots (%d images)", dd_path, s.dd->n_images);
 		goto out;
 	}
-	if (open_top_header(s.dd, &top, err) || new_delta_like(s.dd, top, &file, &path, err))
+	if (open_top_header(s.dd, &top, err) || ploop_new_delta_like(s.dd, top, &file, &path, err))
 		goto out;
 	ploop_descriptor_rename_guid(s.dd, PLOOP_TOP_GUID, g);
 	strcpy(s.dd->top_guid, PLOOP_TOP_GUID);
@@ -521,7 +568,7 @@ int ploop_snapshot_switch(const char *dd_path, const char *guid, bool keep_top, 
 			   dd_path, g);
 		goto out;
 	}
-	if (open_top_header(s.dd, &top, err) || new_delta_like(s.dd, top, &file, &path, err))
+	if (open_top_header(s.dd, &top, err) || ploop_new_delta_like(s.dd, top, &file, &path, err))
 		goto out;
 	snprintf(old_top_path, sizeof(old_top_path), "%s", top->path);
 	ploop_delta_close(top, NULL);
@@ -571,6 +618,15 @@ int ploop_snapshot_merge(const char *dd_path, const char *guid, bool all, struct
 
 	if (guid && ploop_parse_guid(guid, g))
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", guid);
+	{
+		struct ploop_instance in;
+		char cmd[64];
+
+		if (mounted(dd_path, &in)) {
+			snprintf(cmd, sizeof(cmd), "%s %s", all ? "merge-all" : "merge", guid ? g : "-");
+			return ploop_instance_call(&in, cmd, NULL, 0, err);
+		}
+	}
 	if (ploop_set_open(&s, dd_path, err))
 		return err->status;
 	if (!guid)
@@ -635,6 +691,15 @@ int ploop_snapshot_delete(const char *dd_path, const char *guid, struct ploop_er
 
 	if (!guid || ploop_parse_guid(guid, g))
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", guid ? guid : "");
+	{
+		struct ploop_instance in;
+		char cmd[64];
+
+		if (mounted(dd_path, &in)) {
+			snprintf(cmd, sizeof(cmd), "delete %s", g);
+			return ploop_instance_call(&in, cmd, NULL, 0, err);
+		}
+	}
 	if (ploop_set_open(&s, dd_path, err))
 		return err->status;
 	if (recovered(&s, g, true)) {
@@ -731,6 +796,75 @@ int ploop_grow(const char *path, bool raw, uint64_t size, struct ploop_error *er
 out:
 	ploop_delta_close(top, NULL);
 out_noclose:
+	ploop_set_release(&s);
+	return err->status;
+}
+
+/* ---- shrink ----------------------------------------------------------------------------------------- */
+
+/*
+ * The image side of an offline shrink (the filesystem was shrunk first): a single-delta image drops
+ * every cluster past the new end, its header gets the new size -- and the smaller minimal BAT area
+ * when that shrinks, the clusters freed becoming data area -- then tail clusters fill the holes.
+ */
+int ploop_shrink(const char *dd_path, uint64_t size, struct ploop_error *err)
+{
+	struct image_set s;
+	struct ploop_delta *d = NULL;
+	uint64_t vcl, l1, moved;
+	uint32_t cyl, heads, secs;
+
+	if (ploop_set_open(&s, dd_path, err))
+		return err->status;
+	if (s.dd->n_images > 1) {
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: has snapshots; merge them (snapshot-merge -A) to shrink", dd_path);
+		goto out;
+	}
+	size = (size + s.dd->blocksize - 1) / s.dd->blocksize * s.dd->blocksize;
+	if (!size || size >= s.dd->disk_size) {
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: %" PRIu64 " sectors is not smaller than the disk", dd_path, size);
+		goto out;
+	}
+	if (ploop_delta_open(s.dd->images[0].path, PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY | (s.dd->raw ? PLOOP_OPEN_RAW : 0),
+			     s.dd->blocksize, s.dd->disk_size, &d, err))
+		goto out;
+	if (d->raw) {
+		int r = pio_truncate(d->file, size * PLOOP_SECTOR_SIZE);
+
+		if (r)
+			ploop_fail(err, PLOOP_ERR_FTRUNCATE, -r, "%s: cannot truncate", d->path);
+		goto close;
+	}
+	vcl = size / d->cluster_sectors;
+	for (uint64_t v = vcl; v < d->vclusters; v++)
+		if (ploop_delta_drop_cluster(d, v, err))
+			goto close;
+	if (ploop_delta_flush(d, err))
+		goto close;
+	/* Entries past the new end are zero on disk now: they become padding. */
+	l1 = ploop_bat_clusters(vcl, d->cluster_bytes);
+	ploop_chs(size, &cyl, &heads, &secs);
+	d->hdr.m_Cylinders = cyl;
+	d->hdr.m_Heads = heads;
+	d->hdr.m_Size = (uint32_t)vcl;
+	d->hdr.m_SizeInSectors = size;
+	if (l1 < d->l1_size)
+		d->hdr.m_FirstBlockOffset = (uint32_t)(l1 * d->cluster_sectors);
+	if (ploop_delta_write_header(d, err) || pio_sync(d->file)) {
+		ploop_fail(err, PLOOP_ERR_FSYNC, EIO, "%s: cannot write the header", d->path);
+		goto close;
+	}
+	d->size_sectors = size;
+	d->vclusters = d->bat_entries = (uint32_t)vcl;
+	d->l1_size = (uint32_t)(l1 < d->l1_size ? l1 : d->l1_size);
+	d->n_pages = (ploop_delta_bat_bytes(d) + PLOOP_PAGE - 1) / PLOOP_PAGE;
+	ploop_delta_compact(d, &moved, err);
+close:
+	if (ploop_delta_close(d, err) == 0 && !err->status) {
+		set_disk_size(s.dd, size);
+		ploop_descriptor_store(s.dd, err);
+	}
+out:
 	ploop_set_release(&s);
 	return err->status;
 }

@@ -120,6 +120,9 @@ int ploop_delta_flush(struct ploop_delta *d, struct ploop_error *err);
  * allocated now (reads as zeros); without, the caller writes every one of them whole next. */
 int ploop_delta_alloc(struct ploop_delta *d, uint64_t n, bool fill, uint64_t *first, struct ploop_error *err);
 uint64_t ploop_delta_bat_bytes(const struct ploop_delta *d);
+/* Tail clusters into holes, then the file truncated (crash-safe order). */
+int ploop_delta_compact(struct ploop_delta *d, uint64_t *moved, struct ploop_error *err);
+int ploop_delta_drop_cluster(struct ploop_delta *d, uint64_t v, struct ploop_error *err);
 
 /* ---- chains ---- */
 struct ploop_chain {
@@ -146,6 +149,18 @@ int ploop_lock_new_descriptor(const char *dd_path, int *lock_fd, struct ploop_er
 int ploop_descriptor_new(const char *dd_path, const char *file, const struct ploop_create_params *p,
 			 struct ploop_descriptor **out, struct ploop_error *err);
 
+/* ---- mounted image sets (mount.c) ---- */
+/* The run directory name of the server of a descriptor (its real path) and snapshot GUID. */
+void ploop_instance_id(const char *dd_realpath, const char *guid, char id[17]);
+/* Where the filesystem on @in's device is mounted (first mount point), if anywhere (fs.c). */
+bool ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len);
+
+/* ---- GPT (gpt.c), on an open block device; sizes in sectors ---- */
+int ploop_gpt_create(int fd, uint64_t size, uint32_t cs, struct ploop_error *err);
+int ploop_gpt_partition(int fd, uint64_t *first, uint64_t *last, struct ploop_error *err);
+int ploop_gpt_resize(int fd, uint64_t size, uint32_t cs, struct ploop_error *err);
+uint64_t ploop_gpt_partition_end(uint64_t size, uint32_t cs);
+
 /* ---- operations shared by several commands ---- */
 /* Data of deltas src[0..n-1] (top first) merged into @dst (their common parent). */
 int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src_top_first, int n,
@@ -157,6 +172,14 @@ struct ploop_recovery {
 	char survivor[PLOOP_MAX_CHAIN][PLOOP_GUID_BUF];	/* the child whose GUID the merged image keeps */
 };
 int ploop_recover_locked(const char *dd_path, struct ploop_recovery *rec, struct ploop_error *err);
+/* The descriptor side of merging chain[a+1..b] into chain[a] (image.c). */
+int ploop_merge_check(const struct ploop_descriptor *dd, const int *chain, int a, int b, struct ploop_error *err);
+int ploop_merge_mark(struct ploop_descriptor *dd, const int *chain, int a, int b, struct ploop_error *err);
+int ploop_merge_commit(struct ploop_descriptor *dd, const int *chain, int a, int b, char survivor[PLOOP_GUID_BUF],
+		       struct ploop_error *err);
+/* An empty delta with the size, cluster and version of @like, named after the descriptor's base. */
+int ploop_new_delta_like(struct ploop_descriptor *dd, const struct ploop_delta *like, char **file, char **path,
+			 struct ploop_error *err);
 int ploop_recover_conversion(struct ploop_descriptor *dd, bool *done, struct ploop_error *err);
 
 /* The descriptor of an image set, locked and loaded for modification. */

@@ -1,0 +1,357 @@
+/* The filesystem inside an image: created at init (GPT + mkfs.ext4 through a mounted device, as
+ * upstream), grown online or offline with the partition table (resize2fs), shrunk offline; and
+ * the space it frees given back (compact): FITRIM online, the ext4 block bitmap read through the
+ * chain offline. */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+
+#include "internal.h"
+
+/* Runs a tool; on failure, fails @err with @status and the last line the tool printed. */
+static int run_tool(struct ploop_error *err, int status, const char *const argv[])
+{
+	char out[4096] = "", *last, *nl;
+	size_t got = 0;
+	int pipefd[2], st;
+	pid_t pid;
+
+	if (pipe2(pipefd, O_CLOEXEC))
+		return ploop_fail(err, PLOOP_ERR_SYS, errno, "pipe");
+	pid = fork();
+	if (pid < 0)
+		return ploop_fail(err, PLOOP_ERR_SYS, errno, "fork");
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDONLY);
+
+		dup2(null, 0);
+		dup2(pipefd[1], 1);
+		dup2(pipefd[1], 2);
+		execvp(argv[0], (char *const *)argv);
+		dprintf(2, "cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(pipefd[1]);
+	for (;;) {
+		ssize_t n = read(pipefd[0], out + got, sizeof(out) - 1 - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		if (got == sizeof(out) - 1) {
+			/* Keep the tail: the last line is what says why. */
+			memmove(out, out + sizeof(out) / 2, got - sizeof(out) / 2);
+			got -= sizeof(out) / 2;
+		}
+	}
+	close(pipefd[0]);
+	out[got] = '\0';
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	PLOG("%s: exit %d", argv[0], WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		return 0;
+	while (got && (out[got - 1] == '\n' || out[got - 1] == ' '))
+		out[--got] = '\0';
+	last = out;
+	while ((nl = strchr(last, '\n')) && nl[1])
+		last = nl + 1;
+	return ploop_fail(err, status, 0, "%s failed (exit %d): %.300s", argv[0], WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+			  *last ? last : "no output");
+}
+
+/* ---- init -t ext4 -------------------------------------------------------------------------------- */
+
+/* GPT (unless @no_partition) and mkfs.ext4 on the device of a freshly mounted, empty image. */
+static int make_fs(const struct ploop_instance *in, const struct ploop_create_params *p, struct ploop_error *err)
+{
+	char part[96], bs[32], ext[128];
+	uint64_t size_bytes = 0;
+	int fd;
+
+	fd = open(in->device, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return ploop_fail(err, PLOOP_ERR_DEVICE, errno, "%s", in->device);
+	if (ioctl(fd, BLKGETSIZE64, &size_bytes)) {
+		close(fd);
+		return ploop_fail(err, PLOOP_ERR_DEVICE, errno, "%s: size", in->device);
+	}
+	if (!p->no_partition) {
+		if (ploop_gpt_create(fd, size_bytes / 512, p->cluster_sectors ? p->cluster_sectors : PLOOP_DEF_CLUSTER_SECTORS,
+				     err)) {
+			close(fd);
+			return err->status;
+		}
+		close(fd);
+		if (ploop_instance_call(in, "partition", part, sizeof(part), err))
+			return err->status;
+	} else {
+		close(fd);
+		snprintf(part, sizeof(part), "%s", in->device);
+	}
+	snprintf(bs, sizeof(bs), "%u", p->fs_blocksize ? p->fs_blocksize : 4096);
+	/* Room in the group descriptors to grow online to 16 TiB (4 KiB blocks) as upstream does;
+	 * inode tables are initialised now, not by a kernel thread after every first mount. */
+	snprintf(ext, sizeof(ext), "lazy_itable_init=0,lazy_journal_init=0,resize=%llu", 4294967295ULL);
+	{
+		const char *argv[16];
+		int n = 0;
+
+		argv[n++] = "mkfs.ext4";
+		argv[n++] = "-q";
+		argv[n++] = "-F";
+		argv[n++] = "-b";
+		argv[n++] = bs;
+		if (size_bytes >= (1ULL << 30)) {
+			/* upstream's journal; a smaller disk gets mkfs's own size */
+			argv[n++] = "-J";
+			argv[n++] = "size=128";
+		}
+		argv[n++] = "-E";
+		argv[n++] = ext;
+		argv[n++] = part;
+		argv[n] = NULL;
+		return run_tool(err, PLOOP_ERR_MKFS, argv);
+	}
+}
+
+int ploop_init_fs(const char *delta_path, const struct ploop_create_params *p, struct ploop_error *err)
+{
+	cleanup_free char *dir = ploop_dir_of(delta_path);
+	cleanup_free char *dd_path = dir ? ploop_join(dir, PLOOP_DESCRIPTOR_NAME) : NULL;
+	struct ploop_mount_params mp = { .descriptor = dd_path };
+	struct ploop_instance in;
+	struct ploop_error e2 = { 0 };
+
+	if (!dd_path)
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", delta_path);
+	if (strcmp(p->fstype, "ext4"))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "filesystem '%s' is not supported (ext4 or none)", p->fstype);
+	if (ploop_init_image(delta_path, p, err))
+		return err->status;
+	if (!ploop_mount(&mp, &in, err)) {
+		make_fs(&in, p, err);
+		ploop_umount(&in, &e2);
+		if (e2.status && !err->status)
+			*err = e2;
+	}
+	if (err->status) {
+		/* As upstream: a failed init leaves nothing behind. */
+		char lck[4200];
+
+		unlink(delta_path);
+		unlink(dd_path);
+		snprintf(lck, sizeof(lck), "%s.lck", dd_path);
+		unlink(lck);
+	}
+	return err->status;
+}
+
+/* ---- resize ---------------------------------------------------------------------------------------- */
+
+static bool device_has_gpt(const char *dev)
+{
+	uint8_t sec[512];
+	int fd = open(dev, O_RDONLY | O_CLOEXEC);
+	bool r;
+
+	if (fd < 0)
+		return false;
+	r = pread(fd, sec, sizeof(sec), 512) == (ssize_t)sizeof(sec) && !memcmp(sec, "EFI PART", 8);
+	close(fd);
+	return r;
+}
+
+/* Where the filesystem of @in is mounted now (from mountinfo), if anywhere. */
+bool ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len)
+{
+	struct stat st;
+	char line[8192];
+	bool found = false;
+	FILE *f;
+
+	if (stat(in->part, &st) || !(f = fopen("/proc/self/mountinfo", "re")))
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned maj, min;
+		char d[4096];
+		size_t o = 0;
+
+		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, d) != 3 || makedev(maj, min) != st.st_rdev)
+			continue;
+		for (const char *c = d; *c && o + 1 < len; c++) {
+			if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] && c[3]) {
+				dir[o++] = (char)((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
+				c += 3;
+			} else {
+				dir[o++] = *c;
+			}
+		}
+		dir[o] = '\0';
+		found = true;
+	}
+	fclose(f);
+	return found;
+}
+
+/* Online ext4 resize (EXT4_IOC_RESIZE_FS) takes CAP_SYS_RESOURCE, which containers and sandboxes
+ * often drop even for root. */
+static bool have_cap_sys_resource(void)
+{
+	char line[256];
+	bool yes = false;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long long caps;
+
+		if (sscanf(line, "CapEff: %llx", &caps) == 1)
+			yes = caps & (1ULL << 24);
+	}
+	if (f)
+		fclose(f);
+	return yes;
+}
+
+/* Grows the disk through its server, then the partition table and the filesystem. */
+static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t cs, struct ploop_error *err)
+{
+	char cmd[64], dir[4096];
+	bool fs_mounted = ploop_mounted_at(in, dir, sizeof(dir));
+
+	snprintf(cmd, sizeof(cmd), "resize %" PRIu64, size);
+	if (ploop_instance_call(in, cmd, NULL, 0, err))
+		return err->status;
+	if (device_has_gpt(in->device)) {
+		int fd = open(in->device, O_RDWR | O_CLOEXEC);
+
+		if (fd < 0)
+			return ploop_fail(err, PLOOP_ERR_DEVICE, errno, "%s", in->device);
+		ploop_gpt_resize(fd, size, cs, err);
+		close(fd);
+		if (err->status || ploop_instance_call(in, "partition", NULL, 0, err))
+			return err->status;
+	}
+	{
+		const char *fsck[] = { "e2fsck", "-f", "-p", in->part, NULL };
+		const char *rs[] = { "resize2fs", in->part, NULL };
+		struct ploop_error online = { 0 };
+
+		if (!fs_mounted)
+			return run_tool(err, PLOOP_ERR_FSCK, fsck) || run_tool(err, PLOOP_ERR_RESIZE_FS, rs) ? err->status : 0;
+		if (have_cap_sys_resource()) {
+			if (run_tool(&online, PLOOP_ERR_RESIZE_FS, rs))
+				return ploop_fail(err, online.status, 0, "%s", online.msg);
+			return 0;
+		}
+		/* Growing a mounted ext4 takes CAP_SYS_RESOURCE. Without it, as upstream's default:
+		 * unmount, check, grow, mount again -- if nothing holds the filesystem. */
+		PNOTICE("%s: no online resize here (CAP_SYS_RESOURCE); unmounting to grow it", dir);
+		if (umount2(dir, 0))
+			return ploop_fail(err, errno == EBUSY ? PLOOP_ERR_UMOUNT_BUSY : PLOOP_ERR_RESIZE_FS, errno,
+					  "%s: the disk grew, but the filesystem can neither grow while mounted (no "
+					  "CAP_SYS_RESOURCE) nor be unmounted to grow",
+					  dir);
+		if (!run_tool(err, PLOOP_ERR_FSCK, fsck))
+			run_tool(err, PLOOP_ERR_RESIZE_FS, rs);
+		if (mount(in->part, dir, in->fstype[0] ? in->fstype : "ext4", 0, in->options[0] ? in->options : NULL))
+			return ploop_fail(err, PLOOP_ERR_MOUNT, errno, "%s: cannot mount %s again", dir, in->part);
+		return err->status;
+	}
+}
+
+/* Shrinks the filesystem and partition on a mounted device whose filesystem is not mounted. */
+static int shrink_fs(const struct ploop_instance *in, uint64_t size, uint32_t cs, struct ploop_error *err)
+{
+	bool gpt = device_has_gpt(in->device);
+	uint64_t fs_end = gpt ? ploop_gpt_partition_end(size, cs) : size, first = 0, last;
+	char fs_size[64];
+	int fd;
+
+	if (gpt) {
+		fd = open(in->device, O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			return ploop_fail(err, PLOOP_ERR_DEVICE, errno, "%s", in->device);
+		if (ploop_gpt_partition(fd, &first, &last, err)) {
+			close(fd);
+			return err->status;
+		}
+		close(fd);
+	}
+	if (fs_end <= first + 2048)
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%" PRIu64 " sectors is too small for the filesystem", size);
+	snprintf(fs_size, sizeof(fs_size), "%" PRIu64 "s", fs_end - first);
+	{
+		const char *fsck[] = { "e2fsck", "-f", "-p", in->part, NULL };
+		const char *rs[] = { "resize2fs", in->part, fs_size, NULL };
+
+		if (run_tool(err, PLOOP_ERR_FSCK, fsck) || run_tool(err, PLOOP_ERR_RESIZE_FS, rs))
+			return err->status;
+	}
+	if (gpt) {
+		fd = open(in->device, O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			return ploop_fail(err, PLOOP_ERR_DEVICE, errno, "%s", in->device);
+		ploop_gpt_resize(fd, size, cs, err);
+		close(fd);
+		if (!err->status)
+			ploop_instance_call(in, "partition", NULL, 0, err);
+	}
+	return err->status;
+}
+
+int ploop_resize(const char *dd_path, uint64_t size, struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = NULL;
+	struct ploop_instance in;
+	struct ploop_error none = { 0 };
+	uint32_t cs;
+	uint64_t cur;
+	bool mounted;
+
+	if (ploop_descriptor_read(dd_path, &dd, err))
+		return err->status;
+	cs = dd->blocksize ? dd->blocksize : PLOOP_DEF_CLUSTER_SECTORS;
+	cur = dd->disk_size;
+	size = (size + cs - 1) / cs * cs;
+	if (size < cur && dd->n_images > 1) {
+		ploop_descriptor_free(dd);
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: has snapshots; merge them (snapshot-merge -A) to shrink",
+				  dd_path);
+	}
+	ploop_descriptor_free(dd);
+	mounted = !ploop_find_instance(dd_path, NULL, &in, &none) && in.alive;
+	/* The same size still grows a filesystem that does not fill its disk (an interrupted resize). */
+	if (mounted) {
+		if (size < cur)
+			return ploop_fail(err, PLOOP_ERR_PARAM, 0,
+					  "%s is mounted: shrinking needs it unmounted (ploop umount first)", dd_path);
+		return grow_mounted(&in, size, cs, err);
+	}
+	/* Offline: serve the device for the filesystem tools, without mounting the filesystem. */
+	{
+		struct ploop_mount_params mp = { .descriptor = dd_path };
+		struct ploop_error e2 = { 0 };
+
+		if (ploop_mount(&mp, &in, err))
+			return err->status;
+		if (size > cur)
+			grow_mounted(&in, size, cs, err);
+		else
+			shrink_fs(&in, size, cs, err);
+		ploop_umount(&in, &e2);
+		if (err->status)
+			return err->status;
+		if (e2.status)
+			return ploop_fail(err, e2.status, 0, "%s", e2.msg);
+	}
+	return size < cur ? ploop_shrink(dd_path, size, err) : 0;
+}

@@ -1,0 +1,447 @@
+/* The client side of mounted image sets: starting a server (ploopd) and waiting until it serves,
+ * finding servers by descriptor, device or mount point, talking to their control sockets, and
+ * stopping them -- or cleaning up after one that died. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/loop.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "internal.h"
+
+void ploop_instance_id(const char *dd_realpath, const char *guid, char id[17])
+{
+	uint64_t h = 0xcbf29ce484222325ULL;	/* FNV-1a */
+
+	for (const char *p = dd_realpath; *p; p++)
+		h = (h ^ (uint8_t)*p) * 0x100000001b3ULL;
+	h = (h ^ 0xff) * 0x100000001b3ULL;
+	for (const char *p = guid ? guid : ""; *p; p++)
+		h = (h ^ (uint8_t)*p) * 0x100000001b3ULL;
+	snprintf(id, 17, "%016llx", (unsigned long long)h);
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Whether @pid runs (a zombie does not: nobody may be reaping it). */
+static bool pid_running(int pid)
+{
+	char path[64], buf[256];
+	int fd;
+	ssize_t n;
+	char *close_paren;
+
+	if (pid <= 0 || kill(pid, 0))
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	close_paren = strrchr(buf, ')');
+	return !close_paren || close_paren[2] != 'Z';
+}
+
+/* ---- state files ------------------------------------------------------------------------------- */
+
+static void copy_field(char *dst, size_t len, const char *val)
+{
+	snprintf(dst, len, "%s", val);
+}
+
+static int read_state(const char *id, struct ploop_instance *in)
+{
+	char path[PATH_MAX], line[8400];
+	FILE *f;
+
+	memset(in, 0, sizeof(*in));
+	snprintf(in->id, sizeof(in->id), "%s", id);
+	snprintf(path, sizeof(path), "%s/%s/state", PLOOP_RUN_DIR, id);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char *eq = strchr(line, '=');
+
+		if (!eq)
+			continue;
+		*eq++ = '\0';
+		eq[strcspn(eq, "\n")] = '\0';
+		if (!strcmp(line, "pid"))
+			in->pid = atoi(eq);
+		else if (!strcmp(line, "ro"))
+			in->ro = atoi(eq);
+		else if (!strcmp(line, "descriptor"))
+			copy_field(in->descriptor, sizeof(in->descriptor), eq);
+		else if (!strcmp(line, "guid"))
+			copy_field(in->guid, sizeof(in->guid), eq);
+		else if (!strcmp(line, "device"))
+			copy_field(in->device, sizeof(in->device), eq);
+		else if (!strcmp(line, "part"))
+			copy_field(in->part, sizeof(in->part), eq);
+		else if (!strcmp(line, "mount"))
+			copy_field(in->mount, sizeof(in->mount), eq);
+		else if (!strcmp(line, "fstype"))
+			copy_field(in->fstype, sizeof(in->fstype), eq);
+		else if (!strcmp(line, "options"))
+			copy_field(in->options, sizeof(in->options), eq);
+		else if (!strcmp(line, "file"))
+			copy_field(in->file, sizeof(in->file), eq);
+	}
+	fclose(f);
+	return 0;
+}
+
+static int connect_instance(const char *id)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/%s/control", PLOOP_RUN_DIR, id);
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr))) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+/* A server is alive if its process exists and its socket accepts a connection. */
+static bool instance_alive(const struct ploop_instance *in)
+{
+	int fd;
+
+	if (!pid_running(in->pid))
+		return false;
+	fd = connect_instance(in->id);
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+static int load_instance(const char *id, struct ploop_instance *out)
+{
+	int r = read_state(id, out);
+
+	if (!r)
+		out->alive = instance_alive(out);
+	return r;
+}
+
+int ploop_instance_call(const struct ploop_instance *in, const char *cmd, char *reply, size_t len,
+			struct ploop_error *err)
+{
+	char buf[4096];
+	ssize_t n;
+	int fd = connect_instance(in->id);
+
+	if (fd < 0)
+		return ploop_fail(err, PLOOP_ERR_DEVICE, -fd, "the server of %s does not answer", in->descriptor);
+	if (send(fd, cmd, strlen(cmd), MSG_NOSIGNAL) < 0) {
+		close(fd);
+		return ploop_fail(err, PLOOP_ERR_DEVICE, errno, "the server of %s", in->descriptor);
+	}
+	n = recv(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	if (n <= 0)
+		return ploop_fail(err, PLOOP_ERR_DEVICE, n < 0 ? errno : 0,
+				  "the server of %s closed the connection", in->descriptor);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	if (!strncmp(buf, "ok", 2)) {
+		if (reply)
+			snprintf(reply, len, "%s", buf[2] == ' ' ? buf + 3 : "");
+		return 0;
+	}
+	if (!strncmp(buf, "err ", 4)) {
+		char *msg = NULL;
+		long code = strtol(buf + 4, &msg, 10);
+
+		return ploop_fail(err, code > 0 && code < 256 ? (int)code : PLOOP_ERR_DEVICE, 0, "%s",
+				  msg && *msg ? msg + 1 : "failed");
+	}
+	return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "the server of %s replied '%.100s'", in->descriptor, buf);
+}
+
+/* ---- finding instances ----------------------------------------------------------------------- */
+
+int ploop_list_instances(int (*fn)(void *ctx, const struct ploop_instance *in), void *ctx, struct ploop_error *err)
+{
+	DIR *d = opendir(PLOOP_RUN_DIR);
+	struct dirent *e;
+	int r = 0;
+
+	if (!d)
+		return errno == ENOENT ? 0 : ploop_fail(err, PLOOP_ERR_SYS, errno, "%s", PLOOP_RUN_DIR);
+	while (!r && (e = readdir(d))) {
+		struct ploop_instance in;
+
+		if (strlen(e->d_name) != 16 || load_instance(e->d_name, &in))
+			continue;
+		r = fn(ctx, &in);
+	}
+	closedir(d);
+	return r;
+}
+
+int ploop_find_instance(const char *descriptor, const char *guid, struct ploop_instance *out, struct ploop_error *err)
+{
+	char *rp = realpath(descriptor, NULL);
+	char id[17], g[PLOOP_GUID_BUF] = "";
+
+	if (!rp)
+		return ploop_fail(err, errno == ENOENT ? PLOOP_ERR_DESCRIPTOR : PLOOP_ERR_OPEN, errno, "%s", descriptor);
+	if (guid && ploop_parse_guid(guid, g)) {
+		free(rp);
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", guid);
+	}
+	ploop_instance_id(rp, g, id);
+	free(rp);
+	if (load_instance(id, out))
+		return ploop_fail(err, PLOOP_ERR_DEV_NOT_MOUNTED, 0, "%s is not mounted", descriptor);
+	return 0;
+}
+
+struct find_by {
+	const char *what;
+	dev_t rdev;
+	struct ploop_instance *out;
+	bool found;
+};
+
+static int match_instance(void *ctx, const struct ploop_instance *in)
+{
+	struct find_by *f = ctx;
+	struct stat st;
+
+	if (!strcmp(f->what, in->device) || !strcmp(f->what, in->part) || (in->mount[0] && !strcmp(f->what, in->mount)) ||
+	    (f->rdev && ((!stat(in->device, &st) && st.st_rdev == f->rdev) ||
+			 (in->part[0] && !stat(in->part, &st) && st.st_rdev == f->rdev)))) {
+		*f->out = *in;
+		f->found = true;
+		return 1;
+	}
+	return 0;
+}
+
+int ploop_find_instance_by(const char *what, struct ploop_instance *out, struct ploop_error *err)
+{
+	char *rp = realpath(what, NULL);
+	struct find_by f = { .what = rp ? rp : what, .out = out };
+	struct stat st;
+
+	if (!stat(f.what, &st) && S_ISBLK(st.st_mode))
+		f.rdev = st.st_rdev;
+	ploop_list_instances(match_instance, &f, err);
+	free(rp);
+	if (!f.found)
+		return ploop_fail(err, PLOOP_ERR_DEV_NOT_MOUNTED, 0, "%s is not a mounted ploop device or mount point",
+				  what);
+	return 0;
+}
+
+/* ---- mount ---------------------------------------------------------------------------------------- */
+
+static int server_path(char *out, size_t len)
+{
+	const char *env = getenv("PLOOPD");
+	char self[PATH_MAX];
+	ssize_t n;
+
+	if (env && *env) {
+		snprintf(out, len, "%s", env);
+		return 0;
+	}
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		char *slash;
+
+		self[n] = '\0';
+		slash = strrchr(self, '/');
+		if (slash) {
+			*slash = '\0';
+			if (snprintf(out, len, "%.*s/ploopd", (int)(len - 8), self) < (int)len && !access(out, X_OK))
+				return 0;
+		}
+	}
+	snprintf(out, len, "ploopd");
+	return 0;
+}
+
+/* Removes what a dead server left: filesystem mount, loop device, FUSE mount, run directory. */
+static int cleanup_dead(const struct ploop_instance *in, struct ploop_error *err)
+{
+	char path[PATH_MAX];
+
+	if (in->mount[0] && umount2(in->mount, 0) && errno != EINVAL && errno != ENOENT)
+		return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, errno,
+				  "%s: the server of %s died, and its filesystem cannot be unmounted", in->mount,
+				  in->descriptor);
+	for (int i = 0; i < 2; i++) {
+		const char *dev = i ? in->device : in->part;
+		int fd = dev[0] ? open(dev, O_RDONLY | O_CLOEXEC) : -1;
+
+		if (fd >= 0) {
+			ioctl(fd, LOOP_CLR_FD, 0);
+			close(fd);
+		}
+	}
+	snprintf(path, sizeof(path), "%s/%s/disk", PLOOP_RUN_DIR, in->id);
+	umount2(path, MNT_DETACH);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/%s/control", PLOOP_RUN_DIR, in->id);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/%s/state", PLOOP_RUN_DIR, in->id);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/%s/log", PLOOP_RUN_DIR, in->id);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/%s", PLOOP_RUN_DIR, in->id);
+	rmdir(path);
+	return 0;
+}
+
+int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, struct ploop_error *err)
+{
+	char server[PATH_MAX], id[17], msg[4096], g[PLOOP_GUID_BUF] = "";
+	char *rp = realpath(p->descriptor, NULL);
+	const char *argv[20];
+	int pipefd[2], argc = 0, status;
+	struct ploop_instance old;
+	size_t got = 0;
+	pid_t pid;
+
+	if (!rp)
+		return ploop_fail(err, errno == ENOENT ? PLOOP_ERR_DESCRIPTOR : PLOOP_ERR_OPEN, errno, "%s", p->descriptor);
+	if (p->guid && ploop_parse_guid(p->guid, g)) {
+		free(rp);
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", p->guid);
+	}
+	ploop_instance_id(rp, g, id);
+	if (!load_instance(id, &old)) {
+		if (old.alive) {
+			free(rp);
+			return ploop_fail(err, PLOOP_ERR_MOUNT, 0, "%s is already mounted (device %s)", p->descriptor,
+					  old.device);
+		}
+		PNOTICE("The server of %s died; cleaning up before mounting again", p->descriptor);
+		if (cleanup_dead(&old, err)) {
+			free(rp);
+			return err->status;
+		}
+	}
+	server_path(server, sizeof(server));
+	argv[argc++] = server;
+	if (p->ro || g[0])
+		argv[argc++] = "--ro";
+	if (g[0]) {
+		argv[argc++] = "--guid";
+		argv[argc++] = g;
+	}
+	if (p->mount_dir) {
+		argv[argc++] = "--mount";
+		argv[argc++] = p->mount_dir;
+	}
+	if (p->fstype) {
+		argv[argc++] = "--fstype";
+		argv[argc++] = p->fstype;
+	}
+	if (p->options) {
+		argv[argc++] = "--options";
+		argv[argc++] = p->options;
+	}
+	argv[argc++] = "--ready-fd";
+	argv[argc++] = "3";
+	argv[argc++] = rp;
+	argv[argc] = NULL;
+	if (pipe2(pipefd, O_CLOEXEC)) {
+		free(rp);
+		return ploop_fail(err, PLOOP_ERR_SYS, errno, "pipe");
+	}
+	pid = fork();
+	if (pid < 0) {
+		free(rp);
+		return ploop_fail(err, PLOOP_ERR_SYS, errno, "fork");
+	}
+	if (pid == 0) {
+		/* Twice, so the server is nobody's child to reap. */
+		int null = open("/dev/null", O_RDWR);
+
+		if (fork())
+			_exit(0);
+		setsid();
+		dup2(pipefd[1], 3);
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		execvp(server, (char *const *)argv);
+		dprintf(3, "err %d cannot run %s: %s\n", PLOOP_ERR_DEVICE, server, strerror(errno));
+		_exit(127);
+	}
+	close(pipefd[1]);
+	waitpid(pid, &status, 0);
+	for (;;) {
+		ssize_t n = read(pipefd[0], msg + got, sizeof(msg) - 1 - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		if (got == sizeof(msg) - 1)
+			break;
+	}
+	close(pipefd[0]);
+	msg[got] = '\0';
+	msg[strcspn(msg, "\n")] = '\0';
+	free(rp);
+	if (!strncmp(msg, "err ", 4)) {
+		char *text = NULL;
+		long code = strtol(msg + 4, &text, 10);
+
+		return ploop_fail(err, code > 0 && code < 256 ? (int)code : PLOOP_ERR_DEVICE, 0, "%s",
+				  text && *text ? text + 1 : "the server failed");
+	}
+	if (strncmp(msg, "ok", 2))
+		return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "the server for %s exited without starting", p->descriptor);
+	if (load_instance(id, out))
+		return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "the server for %s started but left no state", p->descriptor);
+	return 0;
+}
+
+int ploop_umount(const struct ploop_instance *in, struct ploop_error *err)
+{
+	if (!in->alive) {
+		PNOTICE("The server of %s is not running; cleaning up what it left", in->descriptor);
+		return cleanup_dead(in, err);
+	}
+	if (ploop_instance_call(in, "stop", NULL, 0, err))
+		return err->status;
+	/* The server exits once its data is durable and its image closed. */
+	for (int i = 0; i < 3000 && pid_running(in->pid); i++)
+		sleep_ms(10);
+	if (pid_running(in->pid))
+		return ploop_fail(err, PLOOP_ERR_UMOUNT, 0, "the server of %s (pid %d) did not exit", in->descriptor,
+				  in->pid);
+	return 0;
+}

@@ -1,0 +1,174 @@
+/* Loop devices and the filesystem on them: attach the served file with direct I/O and partition
+ * scanning, find the filesystem (GPT partition 1 or the whole device), mount, unmount, detach. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "server.h"
+#include "loop.h"
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+static int read_sysfs(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -EIO;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	return 0;
+}
+
+int loop_attach(const char *file, bool ro, uint64_t offset, uint64_t sizelimit, char *dev, size_t devlen, char *err,
+		size_t errlen)
+{
+	struct loop_config cfg = { .block_size = 0 };
+	int ctl, fd = -1, lfd = -1, nr = -1, r = 0;
+	char sys[128], val[16];
+
+	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (ctl < 0) {
+		snprintf(err, errlen, "/dev/loop-control: %s", strerror(errno));
+		return -errno;
+	}
+	fd = open(file, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "%s: %s", file, strerror(errno));
+		goto out;
+	}
+	cfg.fd = (uint32_t)fd;
+	/* No partition scan: many kernels (this project's CI among them) have no partition table
+	 * support; the filesystem in partition 1 gets a loop device of its own, at its offset. */
+	cfg.info.lo_flags = LO_FLAGS_DIRECT_IO | (ro ? LO_FLAGS_READ_ONLY : 0);
+	cfg.info.lo_offset = offset;
+	cfg.info.lo_sizelimit = sizelimit;
+	/* Another process may take the free device first: retry with the next one. */
+	for (int attempt = 0; attempt < 16; attempt++) {
+		nr = ioctl(ctl, LOOP_CTL_GET_FREE);
+		if (nr < 0) {
+			r = -errno;
+			snprintf(err, errlen, "no free loop device: %s", strerror(errno));
+			goto out;
+		}
+		snprintf(dev, devlen, "/dev/loop%d", nr);
+		lfd = open(dev, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+		if (lfd < 0) {
+			r = -errno;
+			snprintf(err, errlen, "%s: %s", dev, strerror(errno));
+			goto out;
+		}
+		if (!ioctl(lfd, LOOP_CONFIGURE, &cfg)) {
+			r = 0;
+			break;
+		}
+		r = -errno;
+		close(lfd);
+		lfd = -1;
+		if (r != -EBUSY) {
+			snprintf(err, errlen, "%s: cannot attach: %s", dev, strerror(-r));
+			goto out;
+		}
+	}
+	if (r) {
+		snprintf(err, errlen, "no loop device could be attached: %s", strerror(-r));
+		goto out;
+	}
+	snprintf(sys, sizeof(sys), "/sys/block/loop%d/loop/dio", nr);
+	if (read_sysfs(sys, val, sizeof(val)) || strcmp(val, "1")) {
+		/* Without direct I/O the page cache would hold a second copy of every block. */
+		ioctl(lfd, LOOP_CLR_FD, 0);
+		r = -EOPNOTSUPP;
+		snprintf(err, errlen, "%s: the kernel refused direct I/O on the served file", dev);
+	}
+out:
+	if (lfd >= 0)
+		close(lfd);
+	if (fd >= 0)
+		close(fd);
+	close(ctl);
+	return r;
+}
+
+/* Detaches and waits until the device has let go of the file (the FUSE release has arrived). */
+int loop_detach(const char *dev)
+{
+	char sys[160], val[16];
+	const char *name = strrchr(dev, '/') ? strrchr(dev, '/') + 1 : dev;
+	int fd = open(dev, O_RDONLY | O_CLOEXEC);
+	int r = 0;
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (ioctl(fd, LOOP_CLR_FD, 0) && errno != ENXIO)
+		r = -errno;
+	close(fd);
+	snprintf(sys, sizeof(sys), "/sys/block/%s/loop/backing_file", name);
+	for (int i = 0; i < 500 && !r; i++) {
+		if (read_sysfs(sys, val, sizeof(val)))
+			break;
+		sleep_ms(10);
+	}
+	return r;
+}
+
+/* Sets offset and size limit (0: to the end) of an attached device, and its capacity again. */
+int loop_set_size(const char *dev, uint64_t offset, uint64_t sizelimit)
+{
+	struct loop_info64 info;
+	int fd = open(dev, O_RDONLY | O_CLOEXEC);
+	int r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, LOOP_GET_STATUS64, &info)) {
+		r = -errno;
+	} else if (info.lo_offset != offset || info.lo_sizelimit != sizelimit) {
+		info.lo_offset = offset;
+		info.lo_sizelimit = sizelimit;
+		if (ioctl(fd, LOOP_SET_STATUS64, &info))
+			r = -errno;
+	}
+	if (!r && ioctl(fd, LOOP_SET_CAPACITY, 0))
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int fs_mount(const char *dev, const char *dir, const char *fstype, const char *opts, bool ro, char *err,
+	     size_t errlen)
+{
+	if (mount(dev, dir, fstype && *fstype ? fstype : "ext4", ro ? MS_RDONLY : 0, opts)) {
+		int e = errno;
+
+		snprintf(err, errlen, "cannot mount %s on %s: %s", dev, dir, strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+int fs_umount(const char *dir)
+{
+	if (umount2(dir, 0)) {
+		if (errno == EINVAL || errno == ENOENT)
+			return 0;	/* not mounted */
+		return -errno;
+	}
+	return 0;
+}

@@ -1,0 +1,19 @@
+/* Loop devices and mounting, for ploopd (loop.c). All return 0 or -errno, with @err filled. */
+#ifndef PLOOP_LOOP_H
+#define PLOOP_LOOP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <stdint.h>
+
+/* A loop device over [offset, offset+sizelimit) of @file (sizelimit 0: to the end). */
+int loop_attach(const char *file, bool ro, uint64_t offset, uint64_t sizelimit, char *dev, size_t devlen, char *err,
+		size_t errlen);
+int loop_detach(const char *dev);
+int loop_set_size(const char *dev, uint64_t offset, uint64_t sizelimit);
+int fs_mount(const char *dev, const char *dir, const char *fstype, const char *opts, bool ro, char *err,
+	     size_t errlen);
+int fs_umount(const char *dir);
+
+#endif

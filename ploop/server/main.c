@@ -1,0 +1,332 @@
+/* ploopd: serves one image set (or a read-only snapshot of it) until told to stop. Started by
+ * ploop mount, which waits on --ready-fd for "ok" or "err CODE message". */
+#include <fcntl.h>
+#include <endian.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "loop.h"
+#include "server.h"
+
+static struct srv S = { .ctl_fd = -1, .lock_fd = -1 };
+static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stop_cv = PTHREAD_COND_INITIALIZER;
+static bool stop_requested;
+static FILE *log_file;
+
+void slog(const char *fmt, ...)
+{
+	va_list ap;
+	time_t t = time(NULL);
+	char ts[32];
+
+	if (!log_file)
+		return;
+	strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", localtime(&t));
+	fprintf(log_file, "%s ", ts);
+	va_start(ap, fmt);
+	vfprintf(log_file, fmt, ap);
+	va_end(ap);
+	fputc('\n', log_file);
+	fflush(log_file);
+}
+
+void server_request_stop(void)
+{
+	pthread_mutex_lock(&stop_mu);
+	stop_requested = true;
+	pthread_cond_signal(&stop_cv);
+	pthread_mutex_unlock(&stop_mu);
+}
+
+static void *signal_thread(void *arg)
+{
+	sigset_t *set = arg;
+	int sig;
+
+	for (;;) {
+		if (sigwait(set, &sig))
+			continue;
+		slog("signal %d: stopping", sig);
+		/* A signal stops what it can: the filesystem is unmounted only if nobody uses it. */
+		if (!S.mount_dir[0] || !fs_umount(S.mount_dir)) {
+			S.mount_dir[0] = '\0';
+			server_request_stop();
+		} else {
+			slog("%s is busy; still serving", S.mount_dir);
+		}
+	}
+	return NULL;
+}
+
+static void *fuse_thread(void *arg)
+{
+	fuse_run(arg);
+	return NULL;
+}
+
+int server_write_state(struct srv *s)
+{
+	char path[4200], tmp[4300];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/state", s->run_dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "we");
+	if (!f)
+		return -errno;
+	fprintf(f, "pid=%d\nro=%d\ndescriptor=%s\nguid=%s\ndevice=%s\npart=%s\nmount=%s\nfstype=%s\noptions=%s\nfile=%s\n",
+		(int)getpid(), s->ro, s->dd_path, s->guid, s->device, s->part, s->mount_dir, s->fstype, s->mount_opts,
+		s->disk_path);
+	if (fclose(f) || rename(tmp, path))
+		return -errno;
+	return 0;
+}
+
+/* Reports a start-up failure to ploop mount and exits with its code. */
+__attribute__((noreturn, format(printf, 3, 4)))
+static void fail_start(int ready_fd, int code, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	for (char *c = msg; *c; c++)
+		if (*c == '\n')
+			*c = ' ';
+	slog("start failed: %s", msg);
+	if (ready_fd >= 0)
+		dprintf(ready_fd, "err %d %s\n", code, msg);
+	exit(code);
+}
+
+/* Checks and opens the chain: interrupted operations completed, a dirty delta (a crash) checked
+ * with its dirty flag dropped, the top marked in use while served. */
+static int open_image(struct srv *s, struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = NULL;
+	int idx[PLOOP_MAX_CHAIN], n;
+	const char *guid = s->guid[0] ? s->guid : NULL;
+
+	if (!s->ro && ploop_recover(s->dd_path, err))
+		return err->status;
+	/* A read-only server (a snapshot view) shares the lock with the set's own server. */
+	if (s->ro ? ploop_lock_descriptor(s->dd_path, false, &s->lock_fd, err)
+		  : ploop_lock_new_descriptor(s->dd_path, &s->lock_fd, err))
+		return err->status;
+	if (ploop_descriptor_read(s->dd_path, &dd, err) || ploop_descriptor_chain(dd, guid, idx, &n, err))
+		goto out;
+	if (guid && strcmp(guid, dd->top_guid) && !s->ro) {
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: snapshot %s has children; it can be mounted read-only only",
+			   s->dd_path, guid);
+		goto out;
+	}
+	for (int i = 0; i < n && !s->ro; i++) {
+		struct ploop_delta *d;
+		struct ploop_check_params cp = { .flags = PLOOP_CHECK_FORCE | PLOOP_CHECK_DROP_INUSE };
+		bool dirty;
+
+		if (dd->raw && i == 0)
+			continue;
+		if (ploop_delta_open(dd->images[idx[i]].path, PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY, 0, 0, &d,
+				     err))
+			goto out;
+		dirty = d->hdr.m_DiskInUse == PLOOP_DISK_IN_USE;
+		ploop_delta_close(d, NULL);
+		if (dirty) {
+			slog("%s was not closed cleanly: checking it", dd->images[idx[i]].path);
+			if (ploop_check_delta(dd->images[idx[i]].path, &cp, err))
+				goto out;
+		}
+	}
+	if (ploop_descriptor_open_chain(dd, guid, s->ro ? PLOOP_OPEN_ALLOW_DIRTY : PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY,
+					&s->chain, err))
+		goto out;
+	dev_set_chain(s, s->chain);
+	if (!guid)
+		strcpy(s->guid, "");
+out:
+	ploop_descriptor_free(dd);
+	if (!err->status && s->lock_fd >= 0) {
+		/* From now on shared: readers and snapshot views may come, offline writers may not. */
+		struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET };
+
+		fcntl(s->lock_fd, F_OFD_SETLK, &fl);
+	}
+	return err->status;
+}
+
+/*
+ * The device the filesystem is on: with a GPT (as upstream lays it out: entries at LBA 2), a loop
+ * device of its own over partition 1; else the disk device itself. Called again after the table
+ * changed (init, resize).
+ */
+int server_attach_partition(struct srv *s, char *msg, size_t len)
+{
+	uint8_t sec[512 * 3];
+	uint64_t entries, first, last;
+	bool separate = s->part[0] && strcmp(s->part, s->device);
+
+	if (s->size < sizeof(sec) || dev_read(s, sec, sizeof(sec), 0) || memcmp(sec + 512, "EFI PART", 8)) {
+		if (separate)
+			loop_detach(s->part);
+		snprintf(s->part, sizeof(s->part), "%.63s", s->device);
+		return 0;
+	}
+	memcpy(&entries, sec + 512 + 72, 8);
+	memcpy(&first, sec + 1024 + 32, 8);
+	memcpy(&last, sec + 1024 + 40, 8);
+	entries = le64toh(entries);
+	first = le64toh(first);
+	last = le64toh(last);
+	if (entries != 2 || !first || last < first || (last + 1) * 512 > s->size) {
+		snprintf(msg, len, "%s: partition table not laid out as ploop does", s->dd_path);
+		return -EINVAL;
+	}
+	if (separate)
+		return loop_set_size(s->part, first * 512, (last - first + 1) * 512);
+	return loop_attach(s->disk_path, s->ro, first * 512, (last - first + 1) * 512, s->part, sizeof(s->part), msg,
+			   len);
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: ploopd [--ro] [--guid GUID] [--mount DIR [--fstype T] [--options O]] "
+			"[--ready-fd FD] DiskDescriptor.xml\n");
+	exit(PLOOP_ERR_PARAM);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "ro", no_argument, NULL, 'r' },	   { "guid", required_argument, NULL, 'g' },
+		{ "mount", required_argument, NULL, 'm' }, { "fstype", required_argument, NULL, 't' },
+		{ "options", required_argument, NULL, 'o' }, { "ready-fd", required_argument, NULL, 'f' },
+		{ 0 } };
+	struct srv *s = &S;
+	struct ploop_error err = { 0 };
+	const char *mount_dir = NULL, *fstype = NULL, *opts = NULL;
+	char msg[1024], path[4200];
+	int ready_fd = -1, c;
+	pthread_t fuse_tid, sig_tid;
+	sigset_t sigs;
+
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'r': s->ro = true; break;
+		case 'g':
+			if (ploop_parse_guid(optarg, s->guid))
+				usage();
+			break;
+		case 'm': mount_dir = optarg; break;
+		case 't': fstype = optarg; break;
+		case 'o': opts = optarg; break;
+		case 'f': ready_fd = atoi(optarg); break;
+		default: usage();
+		}
+	}
+	if (optind != argc - 1)
+		usage();
+	s->dd_path = realpath(argv[optind], NULL);
+	if (!s->dd_path)
+		fail_start(ready_fd, PLOOP_ERR_DESCRIPTOR, "%s: %s", argv[optind], strerror(errno));
+	ploop_instance_id(s->dd_path, s->guid, s->id);
+	if (asprintf(&s->run_dir, "%s/%s", PLOOP_RUN_DIR, s->id) < 0 ||
+	    asprintf(&s->disk_path, "%s/disk", s->run_dir) < 0 || asprintf(&s->sock_path, "%s/control", s->run_dir) < 0)
+		fail_start(ready_fd, PLOOP_ERR_MALLOC, "out of memory");
+	if ((mkdir(PLOOP_RUN_DIR, 0700) && errno != EEXIST) || (mkdir(s->run_dir, 0700) && errno != EEXIST))
+		fail_start(ready_fd, PLOOP_ERR_MKDIR, "%s: %s", s->run_dir, strerror(errno));
+	snprintf(path, sizeof(path), "%s/log", s->run_dir);
+	log_file = fopen(path, "ae");
+	slog("serving %s%s%s%s", s->dd_path, s->guid[0] ? " snapshot " : "", s->guid, s->ro ? " read-only" : "");
+
+	/* Signals go to one thread; the others never see them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	dev_init(s);
+	if (open_image(s, &err))
+		fail_start(ready_fd, err.status, "%s", err.msg);
+	{
+		FILE *f = fopen(s->disk_path, "we");
+
+		if (!f || fclose(f))
+			fail_start(ready_fd, PLOOP_ERR_CREAT, "%s: %s", s->disk_path, strerror(errno));
+	}
+	if (fuse_start(s, msg, sizeof(msg)))
+		fail_start(ready_fd, PLOOP_ERR_DEVICE, "%s", msg);
+	if (control_start(s, msg, sizeof(msg)) || pthread_create(&fuse_tid, NULL, fuse_thread, s)) {
+		fuse_stop(s);
+		fail_start(ready_fd, PLOOP_ERR_DEVICE, "%s", msg);
+	}
+	if (loop_attach(s->disk_path, s->ro, 0, 0, s->device, sizeof(s->device), msg, sizeof(msg))) {
+		fuse_stop(s);
+		fail_start(ready_fd, PLOOP_ERR_LOOP, "%s", msg);
+	}
+	if (server_attach_partition(s, msg, sizeof(msg))) {
+		loop_detach(s->device);
+		fuse_stop(s);
+		fail_start(ready_fd, PLOOP_ERR_LOOP, "%s", msg);
+	}
+	if (mount_dir) {
+		char *rd = realpath(mount_dir, NULL);
+
+		if (!rd || fs_mount(s->part, rd, fstype, opts, s->ro, msg, sizeof(msg))) {
+			if (!rd)
+				snprintf(msg, sizeof(msg), "%s: %s", mount_dir, strerror(errno));
+			free(rd);
+			if (strcmp(s->part, s->device))
+				loop_detach(s->part);
+			loop_detach(s->device);
+			fuse_stop(s);
+			fail_start(ready_fd, PLOOP_ERR_MOUNT, "%s", msg);
+		}
+		snprintf(s->mount_dir, sizeof(s->mount_dir), "%s", rd);
+		snprintf(s->fstype, sizeof(s->fstype), "%s", fstype ? fstype : "ext4");
+		snprintf(s->mount_opts, sizeof(s->mount_opts), "%s", opts ? opts : "");
+		free(rd);
+	}
+	server_write_state(s);
+	pthread_create(&sig_tid, NULL, signal_thread, &sigs);
+	slog("ready: %s %s %s", s->device, s->part, s->mount_dir);
+	if (ready_fd >= 0) {
+		dprintf(ready_fd, "ok %s %s\n", s->device, s->part);
+		close(ready_fd);
+	}
+
+	pthread_mutex_lock(&stop_mu);
+	while (!stop_requested)
+		pthread_cond_wait(&stop_cv, &stop_mu);
+	pthread_mutex_unlock(&stop_mu);
+
+	/* The filesystem is unmounted by whoever asked to stop; the rest happens here. */
+	s->stopping = true;
+	if (strcmp(s->part, s->device))
+		loop_detach(s->part);
+	loop_detach(s->device);
+	if (dev_flush(s) || dev_trim_tail(s))
+		slog("final flush failed");
+	fuse_stop(s);
+	pthread_join(fuse_tid, NULL);
+	control_stop(s);
+	if (ploop_chain_close(s->chain, &err))
+		slog("closing the image: %s", err.msg);
+	unlink(s->disk_path);
+	snprintf(path, sizeof(path), "%s/state", s->run_dir);
+	unlink(path);
+	slog("stopped");
+	snprintf(path, sizeof(path), "%s/log", s->run_dir);
+	unlink(path);
+	rmdir(s->run_dir);
+	return 0;
+}

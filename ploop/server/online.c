@@ -1,0 +1,620 @@
+/* The commands a running ploopd takes on its control socket: status, flush, stop, and the online
+ * image operations -- snapshot, merge/delete, resize, compact -- done without unmounting, each in
+ * the same crash-safe order as its offline counterpart. */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/sysmacros.h>
+#include <sys/stat.h>
+
+#include "loop.h"
+#include "server.h"
+
+__attribute__((format(printf, 4, 5)))
+static int reply_err(char *reply, size_t len, int code, const char *fmt, ...)
+{
+	va_list ap;
+	int n = snprintf(reply, len, "err %d ", code);
+
+	va_start(ap, fmt);
+	vsnprintf(reply + n, len - (size_t)n, fmt, ap);
+	va_end(ap);
+	for (char *c = reply; *c; c++)
+		if (*c == '\n')
+			*c = ' ';
+	slog("%s", reply);
+	return code;
+}
+
+static int reply_error(char *reply, size_t len, const struct ploop_error *err)
+{
+	return reply_err(reply, len, err->status ? err->status : PLOOP_ERR_DEVICE, "%s", err->msg);
+}
+
+static struct ploop_delta *top_delta(struct srv *s)
+{
+	return s->chain->deltas[s->chain->depth - 1];
+}
+
+/* ---- freezing the filesystem on our device ------------------------------------------------------ */
+
+/* The first mount point of our filesystem device, from mountinfo (octal escapes decoded). */
+static bool find_mount(struct srv *s, char *out, size_t len)
+{
+	struct stat st;
+	FILE *f;
+	char line[8192];
+	bool found = false;
+
+	if (stat(s->part, &st) || !(f = fopen("/proc/self/mountinfo", "re")))
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned maj, min;
+		char dir[4096];
+		size_t o = 0;
+
+		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, dir) != 3)
+			continue;
+		if (makedev(maj, min) != st.st_rdev)
+			continue;
+		for (const char *p = dir; *p && o + 1 < len; p++) {
+			if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] && p[3]) {
+				out[o++] = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+				p += 3;
+			} else {
+				out[o++] = *p;
+			}
+		}
+		out[o] = '\0';
+		found = true;
+	}
+	fclose(f);
+	return found;
+}
+
+/* Freezes the filesystem on our device, if one is mounted: its dirty data and journal are written,
+ * and writers wait, until thawed. Returns the descriptor to thaw with, or -1. */
+static int freeze(struct srv *s)
+{
+	char dir[4096];
+	int fd;
+
+	if (!find_mount(s, dir, sizeof(dir)))
+		return -1;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	if (ioctl(fd, FIFREEZE, 0)) {
+		slog("cannot freeze %s: %s", dir, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void thaw(int fd)
+{
+	if (fd < 0)
+		return;
+	if (ioctl(fd, FITHAW, 0))
+		slog("cannot thaw: %s", strerror(errno));
+	close(fd);
+}
+
+/* ---- helpers ----------------------------------------------------------------------------------- */
+
+static int read_dd(struct srv *s, struct ploop_descriptor **dd, int idx[], int *n, struct ploop_error *err)
+{
+	*dd = NULL;
+	if (ploop_descriptor_read(s->dd_path, dd, err) || ploop_descriptor_chain(*dd, NULL, idx, n, err))
+		return err->status;
+	if (*n != s->chain->depth)
+		return ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0, "%s changed behind the server's back (%d images, %d served)",
+				  s->dd_path, *n, s->chain->depth);
+	return 0;
+}
+
+static void set_disk_size(struct ploop_descriptor *dd, uint64_t size)
+{
+	uint32_t secs;
+
+	dd->disk_size = dd->end = size;
+	ploop_chs(size, &dd->cylinders, &dd->heads, &secs);
+	dd->sectors = (uint32_t)(size / ((uint64_t)dd->cylinders * dd->heads));
+}
+
+/* Lets go of (or takes back) this process's own lock on a delta file. */
+static void delta_unlock(struct ploop_delta *d)
+{
+	struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET };
+
+	fcntl(d->file->fd, F_OFD_SETLK, &fl);
+}
+
+static void delta_relock(struct ploop_delta *d)
+{
+	struct flock fl = { .l_type = d->rw ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET };
+
+	fcntl(d->file->fd, F_OFD_SETLK, &fl);
+}
+
+/* ---- status, stop, flush ------------------------------------------------------------------------ */
+
+static int cmd_status(struct srv *s, char *reply, size_t len)
+{
+	snprintf(reply, len, "ok size=%" PRIu64 " depth=%d ro=%d device=%s part=%s mount=%s", s->size,
+		 s->chain->depth, s->ro, s->device, s->part, s->mount_dir);
+	return 0;
+}
+
+static int cmd_stop(struct srv *s, char *reply, size_t len)
+{
+	if (s->mount_dir[0]) {
+		int r = fs_umount(s->mount_dir);
+
+		if (r == -EBUSY)
+			return reply_err(reply, len, PLOOP_ERR_UMOUNT_BUSY, "%s is busy: it cannot be unmounted",
+					 s->mount_dir);
+		if (r)
+			return reply_err(reply, len, PLOOP_ERR_UMOUNT, "cannot unmount %s: %s", s->mount_dir,
+					 strerror(-r));
+		s->mount_dir[0] = '\0';
+		server_write_state(s);
+	}
+	server_request_stop();
+	snprintf(reply, len, "ok");
+	return 0;
+}
+
+/* ---- snapshot ----------------------------------------------------------------------------------- */
+
+/*
+ * Freeze the filesystem, stop I/O, make the top durable, create the new delta, mark the old top
+ * clean, store the descriptor naming the new top, switch writes to it, resume, thaw. A crash before
+ * the descriptor is stored leaves the old top in charge; after, the new (empty) one.
+ */
+static int cmd_snapshot(struct srv *s, const char *arg, char *reply, size_t len)
+{
+	struct ploop_error err = { 0 };
+	struct ploop_descriptor *dd = NULL;
+	struct ploop_delta *top, *newtop = NULL, *old_ro = NULL;
+	char g[PLOOP_GUID_BUF];
+	char *file = NULL, *path = NULL, *old_path = NULL;
+	int idx[PLOOP_MAX_CHAIN], n, frozen;
+
+	if (s->ro)
+		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s is mounted read-only", s->dd_path);
+	if (*arg && strcmp(arg, "-") ? ploop_parse_guid(arg, g) : ploop_new_guid(g))
+		return reply_err(reply, len, PLOOP_ERR_PARAM, "'%s' is not a GUID", arg);
+	if (!strcmp(g, PLOOP_TOP_GUID) || !strcmp(g, PLOOP_NONE_GUID))
+		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s is reserved", g);
+	frozen = freeze(s);
+	pthread_rwlock_wrlock(&s->io_lock);
+	top = top_delta(s);
+	if (dev_flush_locked(s) || dev_trim_tail(s)) {
+		ploop_fail(&err, PLOOP_ERR_FSYNC, EIO, "%s: cannot flush the top delta", top->path);
+		goto out;
+	}
+	if (read_dd(s, &dd, idx, &n, &err))
+		goto out;
+	if (ploop_descriptor_find_snapshot(dd, g) >= 0) {
+		ploop_fail(&err, PLOOP_ERR_PARAM, 0, "%s: snapshot %s already exists", s->dd_path, g);
+		goto out;
+	}
+	if (dd->n_images >= PLOOP_MAX_CHAIN) {
+		ploop_fail(&err, PLOOP_ERR_PARAM, 0, "%s: too many snapshots", s->dd_path);
+		goto out;
+	}
+	old_path = strdup(top->path);
+	if (!old_path || ploop_new_delta_like(dd, top, &file, &path, &err))
+		goto out;
+	if (ploop_delta_set_dirty(top, false, &err)) {
+		unlink(path);
+		goto out;
+	}
+	top->marked_dirty = false;
+	ploop_descriptor_rename_guid(dd, PLOOP_TOP_GUID, g);
+	strcpy(dd->top_guid, PLOOP_TOP_GUID);
+	if (ploop_descriptor_add_image(dd, PLOOP_TOP_GUID, file, g, &err) || ploop_descriptor_store(dd, &err)) {
+		if (!err.status || !(err.status == PLOOP_ERR_FSYNC)) {
+			unlink(path);
+			ploop_delta_set_dirty(top, true, &(struct ploop_error){ 0 });
+			top->marked_dirty = true;
+			goto out;
+		}
+	}
+	/* The descriptor names the new top now: from here on, the old one is never written. */
+	if (ploop_delta_open(path, PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY, 0, 0, &newtop, &err)) {
+		s->ro = true;
+		slog("cannot open the new top %s: serving read-only", path);
+		goto out;
+	}
+	ploop_delta_close(top, NULL);
+	if (ploop_delta_open(old_path, 0, 0, 0, &old_ro, &err)) {
+		/* Without its lower delta the new top cannot be served. */
+		s->ro = true;
+		slog("cannot reopen %s: serving read-only", old_path);
+		ploop_delta_close(newtop, NULL);
+		goto out;
+	}
+	s->chain->deltas[s->chain->depth - 1] = old_ro;
+	s->chain->deltas[s->chain->depth++] = newtop;
+	s->prealloc_end = 0;
+	memset(&err, 0, sizeof(err));
+out:
+	pthread_rwlock_unlock(&s->io_lock);
+	thaw(frozen);
+	ploop_descriptor_free(dd);
+	free(file);
+	free(path);
+	free(old_path);
+	if (err.status)
+		return reply_error(reply, len, &err);
+	slog("snapshot %s: new top %s", g, top_delta(s)->path);
+	snprintf(reply, len, "ok %s", g);
+	return 0;
+}
+
+/* ---- merge -------------------------------------------------------------------------------------- */
+
+/* Copies, for the clusters marked in @bits, the current data of @src into @dst (zeros where @src no
+ * longer holds the cluster: it was discarded meanwhile). */
+static int merge_remaining(struct ploop_delta *dst, struct ploop_delta *src, const uint8_t *bits,
+			   struct ploop_error *err)
+{
+	uint8_t *buf = malloc(src->cluster_bytes);
+	int r = 0;
+
+	if (!buf)
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "merge");
+	for (uint64_t v = 0; v < src->vclusters && !r; v++) {
+		uint64_t soff, doff;
+		bool have_src, have_dst;
+
+		if (!(bits[v / 8] & (1u << (v % 8))))
+			continue;
+		have_src = ploop_delta_lookup(src, v, &soff);
+		have_dst = ploop_delta_lookup(dst, v, &doff);
+		if (!have_src && !have_dst)
+			continue;
+		if (have_src)
+			r = pio_read(src->file, buf, src->cluster_bytes, soff);
+		else
+			memset(buf, 0, src->cluster_bytes);
+		if (!r && !have_dst) {
+			uint64_t c;
+
+			if (ploop_delta_alloc(dst, 1, true, &c, err)) {
+				r = -EIO;
+				break;
+			}
+			doff = c * dst->cluster_bytes;
+			r = pio_write(dst->file, buf, dst->cluster_bytes, doff);
+			if (!r)
+				ploop_delta_set_entry(dst, v, (uint32_t)c);
+		} else if (!r) {
+			r = pio_write(dst->file, buf, dst->cluster_bytes, doff);
+		}
+		dst->data_unsynced = true;
+	}
+	free(buf);
+	if (r && !err->status)
+		ploop_fail(err, PLOOP_ERR_WRITE, -r, "%s: cannot merge into it", dst->path);
+	return err->status ? err->status : ploop_delta_flush(dst, err);
+}
+
+/*
+ * Merges the delta at level @gl into the one below it, while serving. As offline: the parent is
+ * marked temporary first (a crash makes recovery redo the merge), the data goes into the parent's
+ * file, then the descriptor drops the child. If the child is the top, writes go on meanwhile and
+ * the clusters they touch are copied once more with I/O stopped; the parent then becomes the top.
+ */
+static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = NULL;
+	struct ploop_delta *parent, *child, *dst = NULL, snap;
+	uint32_t *bat_copy = NULL;
+	char *parent_path = NULL;
+	int idx[PLOOP_MAX_CHAIN], n, a = gl - 1;
+	bool is_top = gl == s->chain->depth - 1, raw;
+
+	if (gl < 1 || gl >= s->chain->depth)
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "nothing to merge into");
+	if (read_dd(s, &dd, idx, &n, err) || ploop_merge_check(dd, idx, a, gl, err))
+		goto out;
+	parent = s->chain->deltas[a];
+	child = s->chain->deltas[gl];
+	raw = parent->raw;
+	/* The parent is written: nobody else may hold it (a read-only snapshot mount would). */
+	delta_unlock(parent);
+	if (ploop_delta_open(parent->path, PLOOP_OPEN_RDWR | PLOOP_OPEN_ALLOW_DIRTY | (raw ? PLOOP_OPEN_RAW : 0),
+			     parent->cluster_sectors, 0, &dst, err)) {
+		delta_relock(parent);
+		goto out;
+	}
+	if (ploop_merge_mark(dd, idx, a, gl, err))
+		goto out;
+	if (!raw) {
+		if (ploop_delta_set_dirty(dst, true, err))
+			goto out;
+		dst->marked_dirty = true;
+	}
+
+	/* Pass 1, I/O going on: the child as it is now. */
+	snap = *child;
+	if (is_top) {
+		uint8_t *bits = calloc(child->vclusters / 8 + 1, 1);
+
+		bat_copy = malloc(((size_t)child->vclusters + 1) * sizeof(uint32_t));
+		if (!bits || !bat_copy) {
+			free(bits);
+			ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "merge");
+			goto out;
+		}
+		pthread_mutex_lock(&s->bat_lock);
+		memcpy(bat_copy, child->bat, (size_t)child->vclusters * sizeof(uint32_t));
+		__atomic_store_n(&s->merge_dirty, bits, __ATOMIC_RELEASE);
+		pthread_mutex_unlock(&s->bat_lock);
+		snap.bat = bat_copy;
+	}
+	{
+		struct ploop_delta *src = &snap;
+
+		if (ploop_merge_deltas(dst, &src, 1, err))
+			goto out;
+	}
+
+	/* Pass 2, I/O stopped: what was written meanwhile; then the chain changes. */
+	pthread_rwlock_wrlock(&s->io_lock);
+	if (is_top) {
+		uint8_t *bits = s->merge_dirty;
+
+		__atomic_store_n(&s->merge_dirty, NULL, __ATOMIC_RELEASE);
+		if (dev_flush_locked(s) || merge_remaining(dst, child, bits, err)) {
+			free(bits);
+			pthread_rwlock_unlock(&s->io_lock);
+			goto out;
+		}
+		free(bits);
+	}
+	parent_path = strdup(parent->path);
+	if (!parent_path) {
+		ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "merge");
+		pthread_rwlock_unlock(&s->io_lock);
+		goto out;
+	}
+	if (ploop_merge_commit(dd, idx, a, gl, survivor, err)) {
+		pthread_rwlock_unlock(&s->io_lock);
+		goto out;
+	}
+	/* The child's file is gone from the descriptor and the disk; close it without writing. */
+	child->rw = false;
+	ploop_delta_close(child, NULL);
+	ploop_delta_close(parent, NULL);
+	if (is_top) {
+		s->chain->deltas[a] = dst;	/* the parent, open for writing, is the top now */
+		s->prealloc_end = 0;
+	} else {
+		struct ploop_delta *ro = NULL;
+		uint32_t dst_cs = dst->cluster_sectors;
+
+		ploop_delta_close(dst, err);
+		if (ploop_delta_open(parent_path, raw ? PLOOP_OPEN_RAW : 0, dst_cs, 0, &ro, err)) {
+			s->ro = true;
+			slog("cannot reopen the merged delta: serving read-only");
+		}
+		s->chain->deltas[a] = ro;
+	}
+	dst = NULL;
+	memmove(&s->chain->deltas[gl], &s->chain->deltas[gl + 1],
+		(size_t)(s->chain->depth - gl - 1) * sizeof(s->chain->deltas[0]));
+	s->chain->depth--;
+	pthread_rwlock_unlock(&s->io_lock);
+out:
+	if (s->merge_dirty) {
+		free(s->merge_dirty);
+		s->merge_dirty = NULL;
+	}
+	if (dst) {
+		ploop_delta_close(dst, NULL);
+		delta_relock(s->chain->deltas[a]);
+	}
+	free(bat_copy);
+	free(parent_path);
+	ploop_descriptor_free(dd);
+	return err->status;
+}
+
+/* Level of @guid in the served chain, -1 if it is not there. */
+static int level_of(struct srv *s, const char *guid, struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = NULL;
+	int idx[PLOOP_MAX_CHAIN], n, level = -1;
+
+	if (!read_dd(s, &dd, idx, &n, err))
+		for (int i = 0; i < n; i++)
+			if (!strcmp(dd->images[idx[i]].guid, guid))
+				level = i;
+	ploop_descriptor_free(dd);
+	return level;
+}
+
+/* "merge GUID": GUID (default: the top) into its parent; "merge-all": everything into the base. */
+static int cmd_merge(struct srv *s, const char *arg, bool all, char *reply, size_t len)
+{
+	struct ploop_error err = { 0 };
+	char g[PLOOP_GUID_BUF], survivor[PLOOP_GUID_BUF];
+	int gl;
+
+	if (s->ro || s->guid[0])
+		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s is mounted read-only", s->dd_path);
+	if (all) {
+		while (s->chain->depth > 1 && !online_merge(s, 1, survivor, &err))
+			;
+		return err.status ? reply_error(reply, len, &err) : (snprintf(reply, len, "ok"), 0);
+	}
+	if (!*arg || !strcmp(arg, "-"))
+		strcpy(g, PLOOP_TOP_GUID);
+	else if (ploop_parse_guid(arg, g))
+		return reply_err(reply, len, PLOOP_ERR_PARAM, "'%s' is not a GUID", arg);
+	gl = level_of(s, g, &err);
+	if (err.status)
+		return reply_error(reply, len, &err);
+	if (gl < 0)
+		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s: %s is not in the mounted chain (unmount to merge it)",
+				 s->dd_path, g);
+	if (gl == 0)
+		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s: %s is the base image; it has no parent to merge into",
+				 s->dd_path, g);
+	if (online_merge(s, gl, survivor, &err))
+		return reply_error(reply, len, &err);
+	slog("merged %s into its parent", g);
+	snprintf(reply, len, "ok %s", survivor);
+	return 0;
+}
+
+/* "delete GUID": a snapshot of the mounted chain with one child goes by merging the child into it. */
+static int cmd_delete(struct srv *s, const char *arg, char *reply, size_t len)
+{
+	struct ploop_error err = { 0 };
+	char g[PLOOP_GUID_BUF], survivor[PLOOP_GUID_BUF];
+	int gl;
+
+	if (s->ro || s->guid[0])
+		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s is mounted read-only", s->dd_path);
+	if (ploop_parse_guid(arg, g))
+		return reply_err(reply, len, PLOOP_ERR_PARAM, "'%s' is not a GUID", arg);
+	gl = level_of(s, g, &err);
+	if (err.status)
+		return reply_error(reply, len, &err);
+	if (gl < 0)
+		return reply_err(reply, len, PLOOP_ERR_NOSNAP, "%s: snapshot %s is not in the mounted chain", s->dd_path,
+				 g);
+	if (gl == s->chain->depth - 1)
+		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s: %s is the running top; it cannot be deleted",
+				 s->dd_path, g);
+	if (online_merge(s, gl + 1, survivor, &err))
+		return reply_error(reply, len, &err);
+	snprintf(reply, len, "ok");
+	return 0;
+}
+
+/* ---- resize ------------------------------------------------------------------------------------- */
+
+/* Grows the disk (the filesystem is grown by the caller, which also rewrites the partition table). */
+static int cmd_resize(struct srv *s, const char *arg, char *reply, size_t len)
+{
+	struct ploop_error err = { 0 };
+	struct ploop_descriptor *dd = NULL;
+	int idx[PLOOP_MAX_CHAIN], n;
+	char *end;
+	uint64_t size = strtoull(arg, &end, 10);
+
+	if (s->ro || s->guid[0])
+		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s is mounted read-only", s->dd_path);
+	if (!*arg || *end || !size)
+		return reply_err(reply, len, PLOOP_ERR_PARAM, "resize: invalid size '%s'", arg);
+	size = (size + s->cs / 512 - 1) / (s->cs / 512) * (s->cs / 512);
+	if (size * 512 < s->size)
+		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s: shrinking needs the image unmounted", s->dd_path);
+	if (size * 512 == s->size) {
+		snprintf(reply, len, "ok %" PRIu64, size);
+		return 0;
+	}
+	pthread_rwlock_wrlock(&s->io_lock);
+	if (dev_flush_locked(s))
+		ploop_fail(&err, PLOOP_ERR_FSYNC, EIO, "cannot flush");
+	else if (!read_dd(s, &dd, idx, &n, &err) && !ploop_delta_grow(top_delta(s), size, &err)) {
+		set_disk_size(dd, size);
+		if (!ploop_descriptor_store(dd, &err)) {
+			s->size = size * 512;
+			s->chain->size_bytes = s->size;
+			s->prealloc_end = 0;
+		}
+	}
+	pthread_rwlock_unlock(&s->io_lock);
+	ploop_descriptor_free(dd);
+	if (err.status)
+		return reply_error(reply, len, &err);
+	fuse_size_changed(s);
+	if (loop_set_size(s->device, 0, 0))
+		return reply_err(reply, len, PLOOP_ERR_DEVICE, "%s: cannot set the new capacity", s->device);
+	slog("grown to %" PRIu64 " sectors", size);
+	snprintf(reply, len, "ok %" PRIu64, size);
+	return 0;
+}
+
+/* ---- compact ------------------------------------------------------------------------------------ */
+
+/* Moves the clusters at the end of the top into the holes discards left, then truncates the file
+ * (ploop_delta_compact, with I/O stopped). */
+static int cmd_compact(struct srv *s, char *reply, size_t len)
+{
+	struct ploop_delta *top = top_delta(s);
+	struct ploop_error err = { 0 };
+	uint64_t before, moved = 0;
+
+	if (s->ro || s->guid[0] || top->raw)
+		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s: nothing to compact (read-only or raw)", s->dd_path);
+	pthread_rwlock_wrlock(&s->io_lock);
+	if (dev_flush_locked(s) || dev_trim_tail(s))
+		ploop_fail(&err, PLOOP_ERR_FSYNC, EIO, "%s: cannot flush", top->path);
+	before = top->file_size;
+	if (!err.status)
+		ploop_delta_compact(top, &moved, &err);
+	s->prealloc_end = top->alloc_head;
+	pthread_rwlock_unlock(&s->io_lock);
+	if (err.status)
+		return reply_error(reply, len, &err);
+	slog("compact: moved %" PRIu64 " clusters, file %" PRIu64 " -> %" PRIu64 " bytes", moved, before,
+	     top->file_size);
+	snprintf(reply, len, "ok moved=%" PRIu64 " before=%" PRIu64 " after=%" PRIu64, moved, before, top->file_size);
+	return 0;
+}
+
+int online_command(struct srv *s, char *line, char *reply, size_t len)
+{
+	char *args = strchr(line, ' ');
+	int r;
+
+	if (args)
+		*args++ = '\0';
+	else
+		args = "";
+	slog("command: %s %s", line, args);
+	if (!strcmp(line, "status"))
+		return cmd_status(s, reply, len);
+	if (!strcmp(line, "stop"))
+		return cmd_stop(s, reply, len);
+	if (!strcmp(line, "snapshot"))
+		return cmd_snapshot(s, args, reply, len);
+	if (!strcmp(line, "merge"))
+		return cmd_merge(s, args, false, reply, len);
+	if (!strcmp(line, "merge-all"))
+		return cmd_merge(s, args, true, reply, len);
+	if (!strcmp(line, "delete"))
+		return cmd_delete(s, args, reply, len);
+	if (!strcmp(line, "resize"))
+		return cmd_resize(s, args, reply, len);
+	if (!strcmp(line, "compact"))
+		return cmd_compact(s, reply, len);
+	if (!strcmp(line, "partition")) {
+		char msg[512];
+
+		if (server_attach_partition(s, msg, sizeof(msg)))
+			return reply_err(reply, len, PLOOP_ERR_LOOP, "%s", msg);
+		server_write_state(s);
+		snprintf(reply, len, "ok %s", s->part);
+		return 0;
+	}
+	if (!strcmp(line, "flush")) {
+		r = dev_flush(s);
+		if (r)
+			return reply_err(reply, len, PLOOP_ERR_FSYNC, "flush: %s", strerror(-r));
+		snprintf(reply, len, "ok");
+		return 0;
+	}
+	return reply_err(reply, len, PLOOP_ERR_PARAM, "unknown command '%.100s'", line);
+}
