@@ -389,6 +389,8 @@ static void delta_free(struct ploop_delta *d)
 {
 	if (!d)
 		return;
+	if (d->dio_fd >= 0)
+		close(d->dio_fd);
 	pio_close(d->file);
 	free(d->bat);
 	free(d->dirty_pages);
@@ -443,6 +445,7 @@ int ploop_delta_open(const char *path, unsigned flags, uint32_t raw_cs, uint64_t
 	}
 	d->rw = flags & PLOOP_OPEN_RDWR;
 	d->raw = flags & PLOOP_OPEN_RAW;
+	d->dio_fd = -2;
 	r = pio_open(path, d->rw ? O_RDWR : O_RDONLY, 0, &d->file);
 	if (r) {
 		ploop_fail(err, PLOOP_ERR_OPEN, -r, "%s: cannot open", path);

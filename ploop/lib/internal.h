@@ -95,6 +95,10 @@ struct ploop_delta {
 	size_t n_pages;
 	bool header_dirty;
 	bool data_unsynced;
+	/* For the server's data path: an O_DIRECT descriptor of the file (-2: not opened yet,
+	 * -1: none, the filesystem has no direct I/O) and the alignment it needs. */
+	int dio_fd;
+	unsigned dio_align;
 };
 
 /* Codec: the only place that reads or writes raw header bytes. */

@@ -25,22 +25,62 @@ struct io_req {
 };
 
 struct io_ctx {
-	bool ready;
 	struct io_uring ring;
 	uint8_t *cluster_buf;	/* one cluster, for copy-up */
 	size_t cluster_len;
+	uint8_t *reply_buf;	/* a request's worth, for read replies */
+	uint8_t *bounce_buf;	/* a request's worth, to align write payloads for direct I/O */
+	struct io_ctx *next;	/* in the pool */
 };
 
-static __thread struct io_ctx tio;
+/* Rings outlive the threads that used them: libfuse starts and ends worker threads as the load
+ * changes, and a ring per thread start would be a descriptor per request burst. A thread takes a
+ * ring from the pool on its first request and gives it back when it ends. */
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct io_ctx *pool;
+static pthread_key_t ctx_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static __thread struct io_ctx *tio;
+
+static void ctx_release(void *p)
+{
+	struct io_ctx *io = p;
+
+	pthread_mutex_lock(&pool_lock);
+	io->next = pool;
+	pool = io;
+	pthread_mutex_unlock(&pool_lock);
+}
+
+static void make_key(void)
+{
+	pthread_key_create(&ctx_key, ctx_release);
+}
 
 static struct io_ctx *io_ctx(void)
 {
-	if (!tio.ready) {
-		if (io_uring_queue_init(RING_DEPTH, &tio.ring, 0))
+	struct io_ctx *io;
+
+	if (tio)
+		return tio;
+	pthread_once(&key_once, make_key);
+	pthread_mutex_lock(&pool_lock);
+	io = pool;
+	if (io)
+		pool = io->next;
+	pthread_mutex_unlock(&pool_lock);
+	if (!io) {
+		io = calloc(1, sizeof(*io));
+		if (!io)
 			return NULL;
-		tio.ready = true;
+		if (io_uring_queue_init(RING_DEPTH, &io->ring, 0)) {
+			free(io);
+			return NULL;
+		}
 	}
-	return &tio;
+	tio = io;
+	pthread_setspecific(ctx_key, io);
+	return io;
 }
 
 static uint8_t *cluster_buffer(struct io_ctx *io, size_t len)
@@ -53,6 +93,63 @@ static uint8_t *cluster_buffer(struct io_ctx *io, size_t len)
 		io->cluster_len = len;
 	}
 	return io->cluster_buf;
+}
+
+void *dev_reply_buffer(size_t len)
+{
+	struct io_ctx *io = io_ctx();
+
+	if (!io)
+		return NULL;
+	if (!io->reply_buf && posix_memalign((void **)&io->reply_buf, 4096, len))
+		io->reply_buf = NULL;
+	return io->reply_buf;
+}
+
+/* The O_DIRECT twin of a delta's descriptor, opened on first use with the alignment it needs
+ * probed (512, else 4096); -1 where the filesystem has no direct I/O. */
+static pthread_mutex_t dio_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int direct_fd(struct ploop_delta *d)
+{
+	int fd = __atomic_load_n(&d->dio_fd, __ATOMIC_ACQUIRE);
+
+	if (fd != -2)
+		return fd;
+	pthread_mutex_lock(&dio_lock);
+	if (d->dio_fd == -2) {
+		char path[64];
+		void *probe = NULL;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", d->file->fd);
+		fd = open(path, (d->rw ? O_RDWR : O_RDONLY) | O_DIRECT | O_CLOEXEC);
+		if (fd >= 0 && !posix_memalign(&probe, 4096, 4096)) {
+			if (pread(fd, probe, 512, 0) == 512)
+				d->dio_align = 512;
+			else if (pread(fd, probe, 4096, 0) == 4096)
+				d->dio_align = 4096;
+		}
+		free(probe);
+		if (fd >= 0 && !d->dio_align) {
+			close(fd);
+			fd = -1;
+		}
+		__atomic_store_n(&d->dio_fd, fd < 0 ? -1 : fd, __ATOMIC_RELEASE);
+	}
+	fd = d->dio_fd;
+	pthread_mutex_unlock(&dio_lock);
+	return fd;
+}
+
+/* The descriptor for one transfer: direct when buffer, offset and length are aligned for it (no
+ * second copy of the disk in the host's page cache), else the buffered one. */
+static int fd_for(struct ploop_delta *d, const void *buf, size_t len, uint64_t off)
+{
+	int fd = direct_fd(d);
+
+	if (fd >= 0 && !((uintptr_t)buf % d->dio_align) && !(len % d->dio_align) && !(off % d->dio_align))
+		return fd;
+	return d->file->fd;
 }
 
 /* Runs every request to completion (short transfers resubmitted; reads past EOF give zeros). */
@@ -121,9 +218,12 @@ static int io_run(struct io_req *q, int n)
 	return err;
 }
 
-static int io_one(int fd, bool write, void *buf, size_t len, uint64_t off)
+static int fd_for(struct ploop_delta *d, const void *buf, size_t len, uint64_t off);
+
+/* One transfer on a delta's data, direct I/O where it can be. */
+static int io_one(struct ploop_delta *d, bool write, void *buf, size_t len, uint64_t off)
 {
-	struct io_req q = { .fd = fd, .write = write, .buf = buf, .len = len, .off = off };
+	struct io_req q = { .fd = fd_for(d, buf, len, off), .write = write, .buf = buf, .len = len, .off = off };
 
 	return io_run(&q, 1);
 }
@@ -285,7 +385,9 @@ int dev_read(struct srv *s, void *buf, size_t len, uint64_t off)
 		if (level < 0) {
 			memset(p, 0, piece);
 		} else {
-			q[n++] = (struct io_req){ .fd = s->chain->deltas[level]->file->fd, .buf = p, .len = piece,
+			struct ploop_delta *d = s->chain->deltas[level];
+
+			q[n++] = (struct io_req){ .fd = fd_for(d, p, piece, foff + in), .buf = p, .len = piece,
 						  .off = foff + in };
 			if (n == (int)ARRAY_SIZE(q)) {
 				r = io_run(q, n);
@@ -314,7 +416,7 @@ static int write_new_cluster(struct srv *s, uint64_t v, uint64_t in, const uint8
 	cluster_lock(s, v);
 	if (entry(top, v)) {
 		/* Another writer allocated it meanwhile. */
-		r = io_one(top->file->fd, true, (void *)data, n, (uint64_t)entry(top, v) * s->cs + in);
+		r = io_one(top, true, (void *)data, n, (uint64_t)entry(top, v) * s->cs + in);
 		cluster_unlock(s, v);
 		return r;
 	}
@@ -323,14 +425,15 @@ static int write_new_cluster(struct srv *s, uint64_t v, uint64_t in, const uint8
 	if (!r) {
 		if (n == s->cs || level < 0) {
 			/* Fresh space reads as zeros around the data. */
-			r = io_one(top->file->fd, true, (void *)data, n, c * s->cs + in);
+			r = io_one(top, true, (void *)data, n, c * s->cs + in);
 		} else {
-			uint8_t *buf = cluster_buffer(io_ctx(), s->cs);
+			struct io_ctx *io = io_ctx();
+			uint8_t *buf = io ? cluster_buffer(io, s->cs) : NULL;
 
-			r = buf ? io_one(s->chain->deltas[level]->file->fd, false, buf, s->cs, foff) : -ENOMEM;
+			r = buf ? io_one(s->chain->deltas[level], false, buf, s->cs, foff) : -ENOMEM;
 			if (!r) {
 				memcpy(buf + in, data, n);
-				r = io_one(top->file->fd, true, buf, s->cs, c * s->cs);
+				r = io_one(top, true, buf, s->cs, c * s->cs);
 			}
 		}
 	}
@@ -351,6 +454,17 @@ int dev_write(struct srv *s, const void *buf, size_t len, uint64_t off)
 		return -EROFS;
 	if (off > s->size || len > s->size - off)
 		return -ENOSPC;
+	if ((uintptr_t)p % 512 && !(off % 512) && !(len % 512) && len <= DEV_MAX_IO) {
+		/* FUSE hands the data at an odd address: one copy makes direct I/O possible. */
+		struct io_ctx *io = io_ctx();
+
+		if (io && !io->bounce_buf && posix_memalign((void **)&io->bounce_buf, 4096, DEV_MAX_IO))
+			io->bounce_buf = NULL;
+		if (io && io->bounce_buf) {
+			memcpy(io->bounce_buf, p, len);
+			p = io->bounce_buf;
+		}
+	}
 	pthread_rwlock_rdlock(&s->io_lock);
 	top = top_delta(s);
 	while (len && !r) {
@@ -362,8 +476,8 @@ int dev_write(struct srv *s, const void *buf, size_t len, uint64_t off)
 			uint64_t foff = top->raw ? v * s->cs : (uint64_t)e * s->cs;
 
 			note_write(s, v);
-			q[n++] = (struct io_req){ .fd = top->file->fd, .write = true, .buf = (uint8_t *)p, .len = piece,
-						  .off = foff + in };
+			q[n++] = (struct io_req){ .fd = fd_for(top, p, piece, foff + in), .write = true, .buf = (uint8_t *)p,
+						  .len = piece, .off = foff + in };
 			if (n == (int)ARRAY_SIZE(q)) {
 				r = io_run(q, n);
 				n = 0;
@@ -473,9 +587,9 @@ int dev_flush_locked(struct srv *s)
 	if (!r && fdatasync(top->file->fd))
 		r = -errno;
 	for (int i = 0; i < n && !r; i++)
-		r = io_one(top->file->fd, true, runs[i].buf, runs[i].end - runs[i].start, runs[i].start);
+		r = pio_write(top->file, runs[i].buf, runs[i].end - runs[i].start, runs[i].start);
 	if (!r && hdr_dirty)
-		r = io_one(top->file->fd, true, hdr, sizeof(hdr), 0);
+		r = pio_write(top->file, hdr, sizeof(hdr), 0);
 	if (!r && (n || hdr_dirty) && fdatasync(top->file->fd))
 		r = -errno;
 	if (r) {
@@ -572,12 +686,12 @@ int dev_copy_up(struct srv *s, uint64_t v, int below)
 		cluster_unlock(s, v);
 		return 0;
 	}
-	buf = cluster_buffer(io_ctx(), s->cs);
-	r = buf ? io_one(s->chain->deltas[level]->file->fd, false, buf, s->cs, foff) : -ENOMEM;
+	buf = io_ctx() ? cluster_buffer(io_ctx(), s->cs) : NULL;
+	r = buf ? io_one(s->chain->deltas[level], false, buf, s->cs, foff) : -ENOMEM;
 	if (!r)
 		r = alloc_cluster(s, &c);
 	if (!r)
-		r = io_one(top->file->fd, true, buf, s->cs, c * s->cs);
+		r = io_one(top, true, buf, s->cs, c * s->cs);
 	if (!r)
 		set_entry(s, v, (uint32_t)c);
 	cluster_unlock(s, v);

@@ -1,7 +1,7 @@
 /* The FUSE face of ploopd: one regular file (the root inode, mounted over a regular file) whose
  * reads, writes, fsync and fallocate go to the data path. Opened with direct I/O and parallel
  * direct writes, so a loop device with direct I/O reaches us without a page cache in between. */
-#define FUSE_USE_VERSION 34
+#define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 #include <linux/falloc.h>
 #include <linux/fuse.h>
@@ -10,7 +10,7 @@
 
 #include "server.h"
 
-#define MAX_IO (1u << 20)
+#define MAX_IO DEV_MAX_IO
 
 static struct srv *srv_of(fuse_req_t req)
 {
@@ -95,12 +95,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct srv *s = srv_of(req);
-	static __thread uint8_t *buf;
+	uint8_t *buf = dev_reply_buffer(MAX_IO);
 	int r;
 
 	(void)ino;
 	(void)fi;
-	if (!buf && posix_memalign((void **)&buf, 4096, MAX_IO)) {
+	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
@@ -233,8 +233,9 @@ int fuse_run(struct srv *s)
 	int r;
 
 	fuse_loop_cfg_set_clone_fd(cfg, 1);
+	/* Idle workers stay: starting and ending threads per burst costs more than they do. */
 	fuse_loop_cfg_set_max_threads(cfg, 64);
-	fuse_loop_cfg_set_idle_threads(cfg, 16);
+	fuse_loop_cfg_set_idle_threads(cfg, 64);
 	r = fuse_session_loop_mt(s->se, cfg);
 	fuse_loop_cfg_destroy(cfg);
 	return r;

@@ -56,9 +56,12 @@ struct srv {
 };
 
 /* device.c: the data path. All return 0 or -errno. */
+#define DEV_MAX_IO (1u << 20)	/* the largest FUSE request */
 int dev_init(struct srv *s);
 void dev_fini(struct srv *s);
 int dev_read(struct srv *s, void *buf, size_t len, uint64_t off);
+/* The calling thread's buffer for read replies (@len: the largest request; the same every call). */
+void *dev_reply_buffer(size_t len);
 int dev_write(struct srv *s, const void *buf, size_t len, uint64_t off);
 int dev_flush(struct srv *s);
 int dev_flush_locked(struct srv *s);	/* the caller holds io_lock */
