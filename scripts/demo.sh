@@ -7,7 +7,11 @@ ROOT=$PWD
 PLOOP=$ROOT/build/bin/ploop
 PLOOP_IO=$ROOT/build/bin/ploop-io
 D=$(mktemp -d "${TMPDIR:-/tmp}/ploop-demo.XXXXXX")
-trap 'rm -rf "$D"' EXIT
+cleanup() {
+	[ -f "$D/ct3/DiskDescriptor.xml" ] && "$PLOOP" umount "$D/ct3/DiskDescriptor.xml" >/dev/null 2>&1
+	rm -rf "$D"
+}
+trap cleanup EXIT
 cd "$D"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -58,4 +62,34 @@ if command -v qemu-img >/dev/null; then
 	run qemu-img check -f parallels ct/root.hds
 fi
 
-step "Done. Containers (ploop mount, simfs, vzctl) come with the next issues; see README.md."
+step "A container disk: ext4 inside a GPT, served by ploopd and mounted"
+mkdir -p ct3 root3
+run "$PLOOP" init -s 2G ct3/root.hds
+run "$PLOOP" mount -m root3 ct3/DiskDescriptor.xml
+run "$PLOOP" list
+run df -h root3
+echo '$ cp -a /usr/share/doc root3/doc && sync'
+cp -a /usr/share/doc root3/doc && sync
+run du -sh root3/doc
+
+step "Snapshot it while mounted (freeze, switch to a new top delta, thaw), then change files"
+run "$PLOOP" snapshot ct3/DiskDescriptor.xml
+echo '$ rm -rf root3/doc/[a-m]*; dd if=/dev/urandom of=root3/new bs=1M count=64'
+rm -rf root3/doc/[a-m]*
+dd if=/dev/urandom of=root3/new bs=1M count=64 status=none
+run "$PLOOP" snapshot-list ct3/DiskDescriptor.xml
+
+step "Merge the changes down while mounted, then give deleted space back"
+run "$PLOOP" snapshot-merge ct3/DiskDescriptor.xml
+run ls -l ct3
+echo '$ rm root3/new; sync'
+rm root3/new
+sync
+run "$PLOOP" compact ct3/DiskDescriptor.xml
+run ls -l ct3
+
+step "Unmount: the server flushes, clears the dirty flag and exits; every rule checks clean"
+run "$PLOOP" umount ct3/DiskDescriptor.xml
+run "$PLOOP" check -f -c ct3/root.hds && echo "check: consistent"
+
+step "Done. simfs, vzquota and containers (vzctl) come with the next issues; see README.md."

@@ -171,4 +171,8 @@ fi
 
 mkdir -p "$ROOT/build"
 printf '%s\n' "${RESULTS[@]}" >"$ROOT/build/bench-results.md"
+if want mount; then
+	echo
+	"$ROOT/tests/bench/mount.sh" | tee -a "$ROOT/build/bench-results.md"
+fi
 echo "(peer/ours > 1 means ours is faster; table also in build/bench-results.md)"
