@@ -246,7 +246,8 @@ static int compact_online(const struct ploop_instance *in, uint64_t *freed, stru
 		struct fstrim_range range = { .start = 0, .len = UINT64_MAX, .minlen = 0 };
 		int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
-		if (fd < 0 || ioctl(fd, FITRIM, &range)) {
+		/* Blocks freed in a transaction not yet committed are not free to FITRIM: commit first. */
+		if (fd < 0 || syncfs(fd) || ioctl(fd, FITRIM, &range)) {
 			int e = errno;
 
 			if (fd >= 0)

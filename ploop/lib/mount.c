@@ -294,10 +294,18 @@ static int cleanup_dead(const struct ploop_instance *in, struct ploop_error *err
 {
 	char path[PATH_MAX];
 
+	char dir[PATH_MAX];
+
 	if (in->mount[0] && umount2(in->mount, 0) && errno != EINVAL && errno != ENOENT)
 		return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, errno,
 				  "%s: the server of %s died, and its filesystem cannot be unmounted", in->mount,
 				  in->descriptor);
+	/* Mounted by hand too: the device goes only once nothing is mounted on it. */
+	for (int i = 0; i < 64 && ploop_mounted_at(in, dir, sizeof(dir)); i++)
+		if (umount2(dir, 0))
+			return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, errno,
+					  "%s: the server of %s died, and the filesystem on %s cannot be unmounted",
+					  dir, in->descriptor, in->part);
 	for (int i = 0; i < 2; i++) {
 		const char *dev = i ? in->device : in->part;
 		int fd = dev[0] ? open(dev, O_RDONLY | O_CLOEXEC) : -1;

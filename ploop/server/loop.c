@@ -4,9 +4,12 @@
 #include <fcntl.h>
 #include <linux/loop.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "server.h"
@@ -120,9 +123,12 @@ int loop_detach(const char *dev)
 		r = -errno;
 	close(fd);
 	snprintf(sys, sizeof(sys), "/sys/block/%s/loop/backing_file", name);
-	for (int i = 0; i < 500 && !r; i++) {
+	/* Busy, the kernel only marks the device to be let go at its last close. */
+	for (int i = 0; !r; i++) {
 		if (read_sysfs(sys, val, sizeof(val)))
 			break;
+		if (i == 500)
+			r = -EBUSY;
 		sleep_ms(10);
 	}
 	return r;
@@ -154,7 +160,17 @@ int loop_set_size(const char *dev, uint64_t offset, uint64_t sizelimit)
 int fs_mount(const char *dev, const char *dir, const char *fstype, const char *opts, bool ro, char *err,
 	     size_t errlen)
 {
-	if (mount(dev, dir, fstype && *fstype ? fstype : "ext4", ro ? MS_RDONLY : 0, opts)) {
+	const char *type = fstype && *fstype ? fstype : "ext4";
+	int r = mount(dev, dir, type, ro ? MS_RDONLY : 0, opts);
+
+	/* A read-only view of an ext4 left unclean cannot replay its journal: it is shown as it is. */
+	if (r && errno == EROFS && ro && !strncmp(type, "ext", 3)) {
+		char o[1024];
+
+		snprintf(o, sizeof(o), "%s%snoload", opts && *opts ? opts : "", opts && *opts ? "," : "");
+		r = mount(dev, dir, type, MS_RDONLY, o);
+	}
+	if (r) {
 		int e = errno;
 
 		snprintf(err, errlen, "cannot mount %s on %s: %s", dev, dir, strerror(e));
@@ -171,4 +187,88 @@ int fs_umount(const char *dir)
 		return -errno;
 	}
 	return 0;
+}
+
+/* Undoes the octal escapes of a /proc/self/mountinfo path field. */
+static void unescape_mount_path(const char *in, char *out, size_t len)
+{
+	size_t o = 0;
+
+	for (const char *c = in; *c && o + 1 < len; c++) {
+		if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] && c[3]) {
+			out[o++] = (char)((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
+			c += 3;
+		} else {
+			out[o++] = *c;
+		}
+	}
+	out[o] = '\0';
+}
+
+/* Finds a mount of block device @rdev; 1 with its directory in @dir, 0 if none. */
+static int find_mount(dev_t rdev, char *dir, size_t len)
+{
+	char line[8192], d[4096];
+	unsigned maj, min;
+	int found = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, d) == 3 && makedev(maj, min) == rdev) {
+			unescape_mount_path(d, dir, len);
+			found = 1;
+		}
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+int fs_umount_device(const char *dev, char *dir, size_t len)
+{
+	struct stat st;
+
+	if (stat(dev, &st))
+		return errno == ENOENT ? 0 : -errno;
+	/* Mounted on several directories (bind mounts): each goes. Bounded, in case one comes back. */
+	for (int i = 0; i < 64 && find_mount(st.st_rdev, dir, len); i++) {
+		int r = fs_umount(dir);
+
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+pid_t device_opener(const char *dev)
+{
+	struct stat st, fst;
+	struct dirent *p, *e;
+	pid_t found = 0, self = getpid();
+	DIR *procs;
+
+	if (stat(dev, &st))
+		return 0;
+	procs = opendir("/proc");
+	while (procs && !found && (p = readdir(procs))) {
+		char path[300];
+		pid_t pid = (pid_t)atoi(p->d_name);
+		DIR *fds;
+
+		if (pid <= 0 || pid == self)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+		fds = opendir(path);
+		while (fds && !found && (e = readdir(fds))) {
+			if (e->d_name[0] == '.' || fstatat(dirfd(fds), e->d_name, &fst, 0))
+				continue;
+			if (S_ISBLK(fst.st_mode) && fst.st_rdev == st.st_rdev)
+				found = pid;
+		}
+		if (fds)
+			closedir(fds);
+	}
+	if (procs)
+		closedir(procs);
+	return found;
 }

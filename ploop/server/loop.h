@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include <stdint.h>
+#include <sys/types.h>
 
 /* A loop device over [offset, offset+sizelimit) of @file (sizelimit 0: to the end). */
 int loop_attach(const char *file, bool ro, uint64_t offset, uint64_t sizelimit, char *dev, size_t devlen, char *err,
@@ -15,5 +16,9 @@ int loop_set_size(const char *dev, uint64_t offset, uint64_t sizelimit);
 int fs_mount(const char *dev, const char *dir, const char *fstype, const char *opts, bool ro, char *err,
 	     size_t errlen);
 int fs_umount(const char *dir);
+/* Unmounts every mount of block device @dev (the last directory tried is left in @dir). */
+int fs_umount_device(const char *dev, char *dir, size_t len);
+/* A process (not this one) holding @dev open, or 0. */
+pid_t device_opener(const char *dev);
 
 #endif

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -43,22 +44,70 @@ void server_request_stop(void)
 	pthread_mutex_unlock(&stop_mu);
 }
 
+/*
+ * Makes the devices free to detach: the filesystem this server mounted, then any other mount of the
+ * partition or the whole device (ploop umount unmounts what is on the device, as upstream), and
+ * refuses while anything still holds them open - detaching then would pull the image from under it.
+ */
+int server_release(struct srv *s, char *msg, size_t len)
+{
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	const char *devs[2] = { s->part, s->device };
+	char dir[4096];
+	int code = 0;
+
+	pthread_mutex_lock(&mu);
+	if (s->mount_dir[0]) {
+		int r = fs_umount(s->mount_dir);
+
+		if (r) {
+			code = r == -EBUSY ? PLOOP_ERR_UMOUNT_BUSY : PLOOP_ERR_UMOUNT;
+			snprintf(msg, len, "cannot unmount %s: %s", s->mount_dir,
+				 r == -EBUSY ? "it is in use" : strerror(-r));
+			goto out;
+		}
+		s->mount_dir[0] = '\0';
+		server_write_state(s);
+	}
+	for (int i = 0; i < 2 && !code; i++) {
+		int r = fs_umount_device(devs[i], dir, sizeof(dir));
+		pid_t pid;
+		int fd = -1;
+
+		if (r) {
+			code = r == -EBUSY ? PLOOP_ERR_UMOUNT_BUSY : PLOOP_ERR_UMOUNT;
+			snprintf(msg, len, "cannot unmount %s from %s: %s", devs[i], dir,
+				 r == -EBUSY ? "it is in use" : strerror(-r));
+		} else if ((fd = open(devs[i], O_RDONLY | O_EXCL | O_CLOEXEC)) < 0 && errno == EBUSY) {
+			code = PLOOP_ERR_UMOUNT_BUSY;
+			snprintf(msg, len, "%s is in use (mounted elsewhere or claimed)", devs[i]);
+		} else if ((pid = device_opener(devs[i]))) {
+			code = PLOOP_ERR_UMOUNT_BUSY;
+			snprintf(msg, len, "%s is open in process %d", devs[i], (int)pid);
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+out:
+	pthread_mutex_unlock(&mu);
+	return code;
+}
+
 static void *signal_thread(void *arg)
 {
 	sigset_t *set = arg;
+	char msg[4200];
 	int sig;
 
 	for (;;) {
 		if (sigwait(set, &sig))
 			continue;
 		slog("signal %d: stopping", sig);
-		/* A signal stops what it can: the filesystem is unmounted only if nobody uses it. */
-		if (!S.mount_dir[0] || !fs_umount(S.mount_dir)) {
-			S.mount_dir[0] = '\0';
+		/* A signal stops what it can: the devices are let go only if nobody uses them. */
+		if (!server_release(&S, msg, sizeof(msg)))
 			server_request_stop();
-		} else {
-			slog("%s is busy; still serving", S.mount_dir);
-		}
+		else
+			slog("%s; still serving", msg);
 	}
 	return NULL;
 }
@@ -103,6 +152,18 @@ static void fail_start(int ready_fd, int code, const char *fmt, ...)
 	slog("start failed: %s", msg);
 	if (ready_fd >= 0)
 		dprintf(ready_fd, "err %d %s\n", code, msg);
+	/* The run directory goes unless another server owns it (the image was in use). */
+	if (S.owns_run_dir) {
+		char path[4200];
+
+		unlink(S.disk_path);
+		snprintf(path, sizeof(path), "%s/state", S.run_dir);
+		unlink(path);
+		snprintf(path, sizeof(path), "%s/log", S.run_dir);
+		unlink(path);
+	}
+	if (S.run_dir)
+		rmdir(S.run_dir);
 	exit(code);
 }
 
@@ -213,7 +274,7 @@ int main(int argc, char **argv)
 	struct ploop_error err = { 0 };
 	const char *mount_dir = NULL, *fstype = NULL, *opts = NULL;
 	char msg[1024], path[4200];
-	int ready_fd = -1, c;
+	int ready_fd = -1, run_fd, c;
 	pthread_t fuse_tid, sig_tid;
 	sigset_t sigs;
 
@@ -242,9 +303,10 @@ int main(int argc, char **argv)
 		fail_start(ready_fd, PLOOP_ERR_MALLOC, "out of memory");
 	if ((mkdir(PLOOP_RUN_DIR, 0700) && errno != EEXIST) || (mkdir(s->run_dir, 0700) && errno != EEXIST))
 		fail_start(ready_fd, PLOOP_ERR_MKDIR, "%s: %s", s->run_dir, strerror(errno));
-	snprintf(path, sizeof(path), "%s/log", s->run_dir);
-	log_file = fopen(path, "ae");
-	slog("serving %s%s%s%s", s->dd_path, s->guid[0] ? " snapshot " : "", s->guid, s->ro ? " read-only" : "");
+	/* One server per run directory, whatever the image lock allows (read-only views share it). */
+	run_fd = open(s->run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (run_fd < 0 || flock(run_fd, LOCK_EX | LOCK_NB))
+		fail_start(ready_fd, PLOOP_ERR_MOUNT, "%s is already being served", s->dd_path);
 
 	/* Signals go to one thread; the others never see them. */
 	sigemptyset(&sigs);
@@ -257,6 +319,11 @@ int main(int argc, char **argv)
 	dev_init(s);
 	if (open_image(s, &err))
 		fail_start(ready_fd, err.status, "%s", err.msg);
+	/* The image is ours (locked): so is its run directory, and its log. */
+	s->owns_run_dir = true;
+	snprintf(path, sizeof(path), "%s/log", s->run_dir);
+	log_file = fopen(path, "ae");
+	slog("serving %s%s%s%s", s->dd_path, s->guid[0] ? " snapshot " : "", s->guid, s->ro ? " read-only" : "");
 	{
 		FILE *f = fopen(s->disk_path, "we");
 
@@ -311,9 +378,16 @@ int main(int argc, char **argv)
 
 	/* The filesystem is unmounted by whoever asked to stop; the rest happens here. */
 	s->stopping = true;
-	if (strcmp(s->part, s->device))
-		loop_detach(s->part);
-	loop_detach(s->device);
+	/* Something may have opened a device since it was released: the image is served until the
+	 * kernel lets the device go at its last close. */
+	for (int i = 0; i < 2; i++) {
+		const char *dev = i ? s->device : s->part;
+
+		if (i == 0 && !strcmp(s->part, s->device))
+			continue;
+		while (loop_detach(dev) == -EBUSY)
+			slog("%s is still in use; waiting for its last close", dev);
+	}
 	if (dev_flush(s) || dev_trim_tail(s))
 		slog("final flush failed");
 	fuse_stop(s);

@@ -151,18 +151,11 @@ static int cmd_status(struct srv *s, char *reply, size_t len)
 
 static int cmd_stop(struct srv *s, char *reply, size_t len)
 {
-	if (s->mount_dir[0]) {
-		int r = fs_umount(s->mount_dir);
+	char msg[4200];
+	int code = server_release(s, msg, sizeof(msg));
 
-		if (r == -EBUSY)
-			return reply_err(reply, len, PLOOP_ERR_UMOUNT_BUSY, "%s is busy: it cannot be unmounted",
-					 s->mount_dir);
-		if (r)
-			return reply_err(reply, len, PLOOP_ERR_UMOUNT, "cannot unmount %s: %s", s->mount_dir,
-					 strerror(-r));
-		s->mount_dir[0] = '\0';
-		server_write_state(s);
-	}
+	if (code)
+		return reply_err(reply, len, code, "%s", msg);
 	server_request_stop();
 	snprintf(reply, len, "ok");
 	return 0;

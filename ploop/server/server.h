@@ -24,6 +24,7 @@ struct srv {
 	char *dd_path;
 	char guid[PLOOP_GUID_BUF];	/* the image served (top, or a snapshot for read-only views) */
 	bool ro;
+	bool owns_run_dir;		/* the image is locked by this server: so is its run directory */
 	struct ploop_chain *chain;	/* levels 0 (base) .. depth-1 (top) */
 	uint64_t size;			/* bytes */
 	uint64_t cs;			/* cluster bytes */
@@ -87,6 +88,7 @@ void control_stop(struct srv *s);
 /* main.c */
 __attribute__((format(printf, 1, 2)))
 void slog(const char *fmt, ...);
+int server_release(struct srv *s, char *msg, size_t len);
 void server_request_stop(void);
 int server_write_state(struct srv *s);
 int server_attach_partition(struct srv *s, char *msg, size_t len);
