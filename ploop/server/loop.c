@@ -6,9 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
+#include <linux/fs.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <time.h>
 
@@ -20,6 +23,139 @@ static void sleep_ms(int ms)
 	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
 
 	nanosleep(&ts, NULL);
+}
+
+/*
+ * The server must never itself wait for I/O on the device it serves: if it is killed while one of
+ * its threads waits so (in mount, umount, FIFREEZE), that thread cannot die, so the process keeps
+ * its /dev/fuse descriptor, so the wait is never answered - a process stuck for good. Such calls run
+ * in a child holding none of our descriptors: when we die, the FUSE connection is aborted and the
+ * child's wait ends with an error.
+ */
+static void drop_descriptors(int keep_below)
+{
+	struct sigaction sa = { .sa_handler = SIG_IGN };
+	sigset_t none;
+
+	sigaction(SIGPIPE, &sa, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	close_range((unsigned)keep_below, ~0U, 0);
+}
+
+/* Waits for child @pid; its exit status is an errno value (0: done). */
+static int child_result(pid_t pid)
+{
+	int st;
+
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (!WIFEXITED(st))
+		return -EINTR;
+	return -WEXITSTATUS(st);
+}
+
+static int detached_mount(const char *dev, const char *dir, const char *type, unsigned long flags,
+			  const char *opts)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		drop_descriptors(3);
+		_exit(mount(dev, dir, type, flags, opts) ? errno : 0);
+	}
+	return child_result(pid);
+}
+
+static int detached_umount(const char *dir)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		drop_descriptors(3);
+		_exit(umount2(dir, 0) ? errno : 0);
+	}
+	return child_result(pid);
+}
+
+/*
+ * The freezer child freezes the filesystem at @dir, reports, and thaws when told to - or when we
+ * die (its end of the pipe reads EOF), so a dead server never leaves a filesystem frozen.
+ */
+int fs_freeze(const char *dir, struct freezer *fz)
+{
+	int cmd[2], res[2];
+	char r;
+
+	fz->pid = -1;
+	if (pipe2(cmd, O_CLOEXEC))
+		return -errno;
+	if (pipe2(res, O_CLOEXEC)) {
+		int e = errno;
+
+		close(cmd[0]);
+		close(cmd[1]);
+		return -e;
+	}
+	fz->pid = fork();
+	if (fz->pid == 0) {
+		int fd, e = 0;
+
+		/* descriptors 3 and 4: the command and the result pipe */
+		if (dup2(cmd[0], 100) < 0 || dup2(res[1], 101) < 0 || dup2(100, 3) < 0 || dup2(101, 4) < 0)
+			_exit(1);
+		drop_descriptors(5);
+		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0 || ioctl(fd, FIFREEZE, 0))
+			e = errno ? errno : EIO;
+		r = (char)e;
+		if (write(4, &r, 1) != 1 || e)
+			_exit(e);
+		while (read(3, &r, 1) < 0 && errno == EINTR)
+			;
+		e = ioctl(fd, FITHAW, 0) ? errno : 0;
+		r = (char)e;
+		(void)!write(4, &r, 1);
+		_exit(e);
+	}
+	close(cmd[0]);
+	close(res[1]);
+	if (fz->pid < 0) {
+		int e = errno;
+
+		close(cmd[1]);
+		close(res[0]);
+		return -e;
+	}
+	fz->cmd = cmd[1];
+	fz->res = res[0];
+	while (read(fz->res, &r, 1) < 0 && errno == EINTR)
+		;
+	if (r) {
+		fs_thaw(fz);
+		return -(int)r;
+	}
+	return 0;
+}
+
+int fs_thaw(struct freezer *fz)
+{
+	char r = 0;
+	int rc;
+
+	if (fz->pid <= 0)
+		return 0;
+	(void)!write(fz->cmd, &r, 1);
+	close(fz->cmd);
+	close(fz->res);
+	rc = child_result(fz->pid);
+	fz->pid = -1;
+	return rc;
 }
 
 static int read_sysfs(const char *path, char *buf, size_t len)
@@ -161,32 +297,29 @@ int fs_mount(const char *dev, const char *dir, const char *fstype, const char *o
 	     size_t errlen)
 {
 	const char *type = fstype && *fstype ? fstype : "ext4";
-	int r = mount(dev, dir, type, ro ? MS_RDONLY : 0, opts);
+	int r = detached_mount(dev, dir, type, ro ? MS_RDONLY : 0, opts);
 
 	/* A read-only view of an ext4 left unclean cannot replay its journal: it is shown as it is. */
-	if (r && errno == EROFS && ro && !strncmp(type, "ext", 3)) {
+	if (r == -EROFS && ro && !strncmp(type, "ext", 3)) {
 		char o[1024];
 
 		snprintf(o, sizeof(o), "%s%snoload", opts && *opts ? opts : "", opts && *opts ? "," : "");
-		r = mount(dev, dir, type, MS_RDONLY, o);
+		r = detached_mount(dev, dir, type, MS_RDONLY, o);
 	}
 	if (r) {
-		int e = errno;
-
-		snprintf(err, errlen, "cannot mount %s on %s: %s", dev, dir, strerror(e));
-		return -e;
+		snprintf(err, errlen, "cannot mount %s on %s: %s", dev, dir, strerror(-r));
+		return r;
 	}
 	return 0;
 }
 
 int fs_umount(const char *dir)
 {
-	if (umount2(dir, 0)) {
-		if (errno == EINVAL || errno == ENOENT)
-			return 0;	/* not mounted */
-		return -errno;
-	}
-	return 0;
+	int r = detached_umount(dir);
+
+	if (r == -EINVAL || r == -ENOENT)
+		return 0;	/* not mounted */
+	return r;
 }
 
 /* Undoes the octal escapes of a /proc/self/mountinfo path field. */

@@ -18,6 +18,13 @@ int fs_mount(const char *dev, const char *dir, const char *fstype, const char *o
 int fs_umount(const char *dir);
 /* Unmounts every mount of block device @dev (the last directory tried is left in @dir). */
 int fs_umount_device(const char *dev, char *dir, size_t len);
+/* A filesystem frozen by a child process, which thaws it when told to or when the server dies. */
+struct freezer {
+	pid_t pid;
+	int cmd, res;
+};
+int fs_freeze(const char *dir, struct freezer *fz);
+int fs_thaw(struct freezer *fz);
 /* A process (not this one) holding @dev open, or 0. */
 pid_t device_opener(const char *dev);
 

@@ -75,32 +75,26 @@ static bool find_mount(struct srv *s, char *out, size_t len)
 }
 
 /* Freezes the filesystem on our device, if one is mounted: its dirty data and journal are written,
- * and writers wait, until thawed. Returns the descriptor to thaw with, or -1. */
-static int freeze(struct srv *s)
+ * and writers wait, until thawed (see fs_freeze: a child does it, never a server thread). */
+static void freeze(struct srv *s, struct freezer *fz)
 {
 	char dir[4096];
-	int fd;
+	int r;
 
+	fz->pid = -1;
 	if (!find_mount(s, dir, sizeof(dir)))
-		return -1;
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	if (ioctl(fd, FIFREEZE, 0)) {
-		slog("cannot freeze %s: %s", dir, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	return fd;
+		return;
+	r = fs_freeze(dir, fz);
+	if (r)
+		slog("cannot freeze %s: %s", dir, strerror(-r));
 }
 
-static void thaw(int fd)
+static void thaw(struct freezer *fz)
 {
-	if (fd < 0)
-		return;
-	if (ioctl(fd, FITHAW, 0))
-		slog("cannot thaw: %s", strerror(errno));
-	close(fd);
+	int r = fs_thaw(fz);
+
+	if (r)
+		slog("cannot thaw: %s", strerror(-r));
 }
 
 /* ---- helpers ----------------------------------------------------------------------------------- */
@@ -175,7 +169,8 @@ static int cmd_snapshot(struct srv *s, const char *arg, char *reply, size_t len)
 	struct ploop_delta *top, *newtop = NULL, *old_ro = NULL;
 	char g[PLOOP_GUID_BUF];
 	char *file = NULL, *path = NULL, *old_path = NULL;
-	int idx[PLOOP_MAX_CHAIN], n, frozen;
+	int idx[PLOOP_MAX_CHAIN], n;
+	struct freezer frozen;
 
 	if (s->ro)
 		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s is mounted read-only", s->dd_path);
@@ -183,7 +178,7 @@ static int cmd_snapshot(struct srv *s, const char *arg, char *reply, size_t len)
 		return reply_err(reply, len, PLOOP_ERR_PARAM, "'%s' is not a GUID", arg);
 	if (!strcmp(g, PLOOP_TOP_GUID) || !strcmp(g, PLOOP_NONE_GUID))
 		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s is reserved", g);
-	frozen = freeze(s);
+	freeze(s, &frozen);
 	pthread_rwlock_wrlock(&s->io_lock);
 	top = top_delta(s);
 	if (dev_flush_locked(s) || dev_trim_tail(s)) {
@@ -238,7 +233,7 @@ static int cmd_snapshot(struct srv *s, const char *arg, char *reply, size_t len)
 	memset(&err, 0, sizeof(err));
 out:
 	pthread_rwlock_unlock(&s->io_lock);
-	thaw(frozen);
+	thaw(&frozen);
 	ploop_descriptor_free(dd);
 	free(file);
 	free(path);
