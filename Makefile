@@ -27,7 +27,7 @@ LIB_OBJS := $(PLOOP_LIB_SRCS:%.c=$(BUILD)/%.o)
 SAN_LIB_OBJS := $(PLOOP_LIB_SRCS:%.c=$(BUILD)/san/%.o)
 
 .PHONY: all deps test unit-test integration-test fuzz fuzz-build bench demo clean
-all: $(BUILD)/bin/ploop $(BUILD)/bin/ploopd $(BUILD)/san/bin/ploop $(BUILD)/bin/ploop-io $(BUILD)/unit-tests $(BUILD)/san/unit-tests $(if $(wildcard tests/tools/mkcorrupt.c),$(BUILD)/bin/mkcorrupt)
+all: $(BUILD)/bin/ploop $(BUILD)/bin/ploopd $(BUILD)/san/bin/ploop $(BUILD)/bin/ploop-io $(BUILD)/unit-tests $(BUILD)/san/unit-tests $(BUILD)/bin/mkcorrupt $(BUILD)/bin/fsync-writer
 
 deps:
 	@./scripts/deps.sh
@@ -68,6 +68,10 @@ $(BUILD)/bin/ploop-io: $(BUILD)/tests/tools/ploop-io.o $(BUILD)/libploop.a
 $(BUILD)/bin/mkcorrupt: tests/tools/mkcorrupt.c ploop/ploop_format.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $<
+
+$(BUILD)/bin/fsync-writer: tests/tools/fsync-writer.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -pthread -o $@ $<
 
 $(BUILD)/unit-tests: $(UNIT_SRCS:%.c=$(BUILD)/%.o) $(UNIT_COMMON:%.c=$(BUILD)/%.o) $(BUILD)/libploop.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)

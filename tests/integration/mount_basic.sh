@@ -1,0 +1,575 @@
+#!/usr/bin/env bash
+# `ploop mount` end to end: init -t ext4 (GPT and -P), mount with and without a mount point and
+# read-only, umount by descriptor / -m / -d, `ploop list`, content across umount + mount, two sets
+# at once, mounting a set twice, snapshot views (-u UUID / -u base, read-only only), refusal of the
+# offline-only commands while mounted, `info -s` while mounted, and a server killed with SIGKILL
+# (list shows DEAD, umount and mount clean up, fsync'd data survives, the filesystem checks clean).
+# Every mount this test makes is undone by the EXIT trap, however the test ends.
+source "$(dirname "$0")/../lib.sh"
+
+RT=$(cd "$T" && pwd -P)
+TO=${PLOOP_TIMEOUT:-60}
+MiB=1048576
+TOPG='{5fbaabe3-6958-40ff-92a7-860e329aab41}'
+
+if [ "$(id -u)" != 0 ] || [ ! -c /dev/fuse ] || [ ! -e /dev/loop-control ]; then
+	ok "mount_basic # SKIP needs root, /dev/fuse and loop devices"
+	finish
+fi
+
+# pl ARGS...: the ploop tool, killed if it hangs (a hang is reported as exit 124).
+pl() { timeout -k 5 "$TO" "$PLOOP" "$@"; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# ---- cleanup: every image set mounted from this test's directory goes, however the test ends ----------
+IDS=()		# run directories (/run/ploop/ID) this test's servers used
+MNTS=()		# mount points this test used
+
+our_ids() {
+	local st
+	for st in /run/ploop/*/state; do
+		[ -e "$st" ] && grep -q "^descriptor=$RT/" "$st" 2>/dev/null && basename "$(dirname "$st")"
+	done
+	printf '%s\n' "${IDS[@]}"
+}
+state_of() { sed -n "s/^$2=//p" "/run/ploop/$1/state" 2>/dev/null; }
+# loop_back DEV: the backing file of a loop device ("" when detached).
+loop_back() { cat "/sys/block/${1#/dev/}/loop/backing_file" 2>/dev/null; }
+
+sweep() {
+	local id dev pid m ids
+	ids=$(our_ids | sort -u)
+	# Filesystems first (one mounted by hand would keep its device busy), then ploop umount by
+	# descriptor (snapshot views by device).
+	for m in "${MNTS[@]}"; do mountpoint -q "$m" && umount "$m"; done
+	for id in $ids; do
+		[ -e "/run/ploop/$id/state" ] || continue
+		dev=$(state_of "$id" device)
+		if [ -n "$(state_of "$id" guid)" ]; then
+			timeout -k 5 30 "$PLOOP" umount -d "$dev"
+		else
+			timeout -k 5 30 "$PLOOP" umount "$(state_of "$id" descriptor)"
+		fi
+	done
+	# Last resort: kill the server, detach its devices, lazily unmount what is left.
+	for id in $ids; do
+		[ -d "/run/ploop/$id" ] || continue
+		pid=$(state_of "$id" pid)
+		[ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = ploopd ] && kill -9 "$pid"
+		m=$(state_of "$id" mount)
+		[ -n "$m" ] && umount -l "$m"
+		for dev in $(state_of "$id" part) $(state_of "$id" device); do
+			case $(loop_back "$dev") in "/run/ploop/$id/"* | / | "") losetup -d "$dev" ;; esac
+		done
+		umount -l "/run/ploop/$id/disk"
+		rm -rf "/run/ploop/$id"
+	done
+	# Filesystems this test mounted itself, and any loop device still backed by one of our run dirs.
+	for m in "${MNTS[@]}"; do mountpoint -q "$m" && umount -l "$m"; done
+	for id in $ids; do
+		for dev in /sys/block/loop*/loop/backing_file; do
+			grep -q "^/run/ploop/$id/" "$dev" 2>/dev/null && dev=${dev#/sys/block/} && losetup -d "/dev/${dev%%/*}"
+		done
+	done
+	return 0
+}
+at_exit sweep
+
+# remember DD [GUID]: notes the run directory of DD's (snapshot) server for the cleanup; sets ID.
+remember() {
+	local st
+	ID=
+	for st in /run/ploop/*/state; do
+		[ -e "$st" ] || continue
+		if grep -qx "descriptor=$(realpath "$1")" "$st" 2>/dev/null && grep -qx "guid=${2:-}" "$st" 2>/dev/null; then
+			ID=$(basename "$(dirname "$st")")
+			IDS+=("$ID")
+		fi
+	done
+}
+
+# ---- helpers ----------------------------------------------------------------------------------
+# must NAME CMD...: ok when CMD exits 0 (stdout kept in $T/.out).
+must() {
+	local name=$1 rc
+	shift
+	"$@" >"$T/.out" 2>"$T/.err"
+	rc=$?
+	if [ $rc = 0 ]; then
+		ok "$name"
+		return 0
+	fi
+	not_ok "$name (exit $rc: $(head -c 300 "$T/.err" | tr '\n' ' '))"
+	return 1
+}
+# refuse NAME RC CMD...: CMD fails with exit RC ("any": any nonzero) and exactly one line on stderr.
+refuse() {
+	local name=$1 want=$2 rc lines
+	shift 2
+	"$@" >"$T/.out" 2>"$T/.err"
+	rc=$?
+	lines=$(wc -l <"$T/.err")
+	if [ $rc = 0 ] || { [ "$want" != any ] && [ "$rc" != "$want" ]; }; then
+		not_ok "$name (exit $rc, wanted $want: $(head -c 300 "$T/.err" | tr '\n' ' '))"
+	elif [ "$lines" != 1 ]; then
+		not_ok "$name (exit $rc, but $lines lines on stderr: $(head -c 300 "$T/.err" | tr '\n' '|'))"
+	else
+		ok "$name (exit $rc)"
+	fi
+}
+
+# inst DD [GUID]: reads DD's line of `ploop list -H` (its top, or snapshot GUID) into I_DEV I_PART
+# I_PID I_MODE I_MNT; fails when there is none.
+inst() {
+	local line
+	line=$(pl list -H | awk -v d="$(realpath "$1")" -v g="${2:-}" \
+		'$6 == d && ((g == "" && NF == 6) || (g != "" && $8 == g ")"))')
+	I_DEV='' I_PART='' I_PID='' I_MODE='' I_MNT=''
+	[ -n "$line" ] || return 1
+	read -r I_DEV I_PART I_PID I_MODE I_MNT _ <<<"$line"
+}
+
+# mount_set NAME DD [ploop mount options...]: mounts, reports the time, notes the server for cleanup.
+mount_set() {
+	local name=$1 dd=$2 t0 rc
+	shift 2
+	t0=$(now_ms)
+	pl mount "$@" "$dd" >"$T/.out" 2>"$T/.err"
+	rc=$?
+	remember "$dd" "$(guid_arg "$@")"
+	if [ $rc = 0 ]; then
+		ok "$name ($(($(now_ms) - t0)) ms)"
+		return 0
+	fi
+	not_ok "$name (exit $rc: $(head -c 300 "$T/.err" | tr '\n' ' '))"
+	return 1
+}
+# guid_arg OPTIONS...: the canonical GUID after -u (resolving "base" is the caller's business).
+guid_arg() {
+	local g=
+	while [ $# -gt 0 ]; do
+		[ "$1" = -u ] && g=$2
+		shift
+	done
+	case $g in "" | base | "$TOPG") ;; '{'*) echo "$g" ;; *) echo "{$g}" ;; esac
+}
+
+deltas() {
+	local dir f
+	dir=$(dirname "$1")
+	sed -n 's:.*<File>\(.*\)</File>.*:\1:p' "$1" | while IFS= read -r f; do
+		case $f in /*) echo "$f" ;; *) echo "$dir/$f" ;; esac
+	done
+}
+ndeltas() { deltas "$1" | wc -l; }
+# in_use FILE: the header's m_DiskInUse is set.
+in_use() { [ "$(od -An -tx4 -j44 -N4 "$1" | tr -d ' ')" != 00000000 ]; }
+
+# checked NAME DD: every delta passes `ploop check -f -c -r` and none is marked in use.
+checked() {
+	local name=$1 f bad="" rc
+	while IFS= read -r f; do
+		pl check -f -c -r "$f" >"$T/.ck" 2>&1
+		rc=$?
+		[ $rc = 0 ] || bad="$bad ${f##*/} (check exit $rc: $(tr '\n' ' ' <"$T/.ck" | head -c 200))"
+		in_use "$f" && bad="$bad ${f##*/} (dirty flag set)"
+	done < <(deltas "$2")
+	if [ -z "$bad" ]; then ok "$name"; else not_ok "$name:$bad"; fi
+}
+
+# pid_gone PID: the process has exited (a zombie counts: nobody reaps it here).
+pid_gone() {
+	local s
+	s=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+	[ -z "$s" ] || [ "$s" = Z ]
+}
+
+# leftovers ID PID DEV PART MNT: what is left of a stopped server (empty when nothing).
+leftovers() {
+	local id=$1 pid=$2 dev=$3 part=$4 mnt=$5 out="" d b
+	[ -e "/run/ploop/$id" ] && out="$out run-dir"
+	grep -q " /run/ploop/$id/" /proc/mounts && out="$out fuse-mount"
+	for d in "$dev" "$part"; do
+		[ -n "$d" ] || continue
+		b=$(loop_back "$d")
+		case $b in "/run/ploop/$id/"* | /) out="$out $d(backing:$b)" ;; esac
+	done
+	[ -n "$mnt" ] && mountpoint -q "$mnt" && out="$out $mnt-still-mounted"
+	[ -n "$pid" ] && ! pid_gone "$pid" && out="$out ploopd-$pid-running"
+	echo "$out"
+}
+
+# umount_set NAME DD HOW...: `ploop umount HOW...` (HOW: -m DIR, -d DEV, or nothing for the
+# descriptor; G=GUID names a snapshot view, UCMD=snapshot-umount another command), then checks that the server, its devices, mounts and run directory are gone.
+umount_set() {
+	local name=$1 dd=$2 t0 rc left id pid dev part mnt
+	shift 2
+	if ! inst "$dd" "${G:-}"; then
+		not_ok "$name (not in ploop list before umount)"
+		return 1
+	fi
+	remember "$dd" "${G:-}"
+	id=$ID pid=$I_PID dev=$I_DEV part=$I_PART mnt=$I_MNT
+	[ "$mnt" = - ] && mnt=
+	t0=$(now_ms)
+	if [ $# = 0 ]; then set -- "$dd"; fi
+	pl "${UCMD:-umount}" "$@" >"$T/.out" 2>"$T/.err"
+	rc=$?
+	for _ in $(seq 50); do pid_gone "$pid" && break; sleep 0.1; done
+	left=$(leftovers "$id" "$pid" "$dev" "$part" "$mnt")
+	if [ $rc != 0 ]; then
+		not_ok "$name (exit $rc: $(head -c 300 "$T/.err" | tr '\n' ' '))"
+	elif inst "$dd" "${G:-}"; then
+		not_ok "$name (still in ploop list)"
+	elif [ -n "$left" ]; then
+		not_ok "$name (left behind:$left)"
+	else
+		ok "$name ($(($(now_ms) - t0)) ms)"
+	fi
+}
+
+# put_files DIR TAG: a few files of TAG (a tree of small ones, some large, odd sizes), synced; their
+# digests in $T/TAG.sha. verify_files NAME DIR TAG: they read back the same.
+put_files() {
+	local d=$1/$2 i
+	mkdir -p "$d/tree"
+	for i in $(seq 40); do head -c $((i * 997)) /dev/urandom >"$d/tree/f$i"; done
+	head -c $((3 * MiB + 4321)) /dev/urandom >"$d/big1"
+	head -c $((9 * MiB + 17)) /dev/urandom >"$d/big2"
+	head -c 65536 /dev/zero >"$d/zeros"
+	sync -f "$d"
+	(cd "$1" && find "$2" -type f -print0 | sort -z | xargs -0 sha256sum) >"$T/$2.sha"
+}
+verify_files() {
+	local out
+	if [ ! -s "$T/$3.sha" ]; then
+		not_ok "$1 (no digests of $3)"
+	elif out=$(cd "$2" && sha256sum --quiet -c "$T/$3.sha" 2>&1); then
+		ok "$1"
+	else
+		not_ok "$1 ($(head -c 300 <<<"$out" | tr '\n' ' '))"
+	fi
+}
+check_not() {
+	local name=$1
+	shift
+	if "$@"; then not_ok "$name"; else ok "$name"; fi
+}
+absent() { if [ ! -e "$2" ]; then ok "$1"; else not_ok "$1 ($2 exists)"; fi; }
+
+# set_digest DD: digests of the descriptor and of every delta (whole files), and the file list.
+set_digest() { (cd "$(dirname "$1")" && ls -A && sha256sum DiskDescriptor.xml && deltas "$1" | xargs sha256sum); }
+# meta_digest DD: the descriptor, the file list and every delta's header (not data or sizes: a
+# mounted filesystem may write).
+meta_digest() {
+	local f
+	(cd "$(dirname "$1")" && ls -A && sha256sum DiskDescriptor.xml)
+	for f in $(deltas "$1"); do head -c 64 "$f" | sha256sum; done
+}
+
+mkdir -p A B mA mB m2 m3 m4 mX
+MNTS=("$RT/mA" "$RT/mB" "$RT/m2" "$RT/m3" "$RT/m4" "$RT/mX")
+A=$RT/A/DiskDescriptor.xml
+B=$RT/B/DiskDescriptor.xml
+
+# ---- init -t ext4 ---------------------------------------------------------------------------------------
+must "init -s 512M -t ext4 (GPT + ext4)" pl init -s 512M -t ext4 A/root.hds
+check "init -t ext4: descriptor and image made" test -s "$A" -a -s A/root.hds
+checked "init -t ext4: the image checks clean, not marked in use" "$A"
+check "init -t ext4: no server left running" test -z "$(our_ids)"
+must "init -s 256M -t ext4 -P (no partition table)" pl init -s 256M -t ext4 -P B/root.hds
+checked "init -P: the image checks clean" "$B"
+pl info -s "$A" >"$T/info.offline" 2>&1
+
+# ---- mount -m DIR, ploop list ---------------------------------------------------------------------------
+mount_set "mount -m DIR" "$A" -m mA
+mdev=$(head -1 "$T/.out")
+if inst "$A"; then
+	ok "list: the mounted set is listed"
+	check "list: DEVICE is what mount printed ($mdev)" test "$I_DEV" = "$mdev"
+	check "list: DEVICE is a loop block device" test -b "$I_DEV" -a "${I_DEV#/dev/loop}" != "$I_DEV"
+	check "list: PARTITION is a loop device of its own over GPT partition 1" \
+		test -b "$I_PART" -a "$I_PART" != "$I_DEV"
+	check "list: PARTITION starts at partition 1 of the disk" \
+		test "$(cat "/sys/block/${I_PART#/dev/}/loop/offset" 2>/dev/null)" = $((2048 * 512))
+	check "list: PID is a running ploopd" test "$(cat "/proc/$I_PID/comm" 2>/dev/null)" = ploopd
+	check "list: MODE rw" test "$I_MODE" = rw
+	check "list: MOUNT is the directory" test "$I_MNT" = "$RT/mA"
+	check "mount: the filesystem on PARTITION is mounted at DIR" \
+		test "$(findmnt -n -o SOURCE --mountpoint "$RT/mA")" = "$I_PART"
+	check "mount: the disk has a GPT (sector 1 is 'EFI PART')" \
+		test "$(dd if="$I_DEV" bs=512 skip=1 count=1 status=none | head -c 8 | tr -d '\0')" = "EFI PART"
+	check "mount: the disk device is 512M" test "$(blockdev --getsize64 "$I_DEV")" = $((512 * MiB))
+	check "mount: ext4 on the partition" test "$(blkid -p -o value -s TYPE "$I_PART")" = ext4
+	check "mount: the top delta is marked in use while served" in_use A/root.hds
+else
+	not_ok "list: the mounted set is listed ($(pl list 2>&1 | tr '\n' '|'))"
+fi
+
+# ---- content across umount + mount ----------------------------------------------------------------------
+put_files mA a1
+verify_files "files written and synced read back" mA a1
+info_out=$(pl info -s "$A" 2>&1)
+check "info -s works while mounted, same output as offline" test "$info_out" = "$(cat "$T/info.offline")"
+umount_set "umount DiskDescriptor.xml: server, devices, FUSE mount, run dir gone" "$A"
+checked "after umount: every delta checks clean, dirty flag clear" "$A"
+mount_set "mount again" "$A" -m mA
+verify_files "after umount + mount: every file has its checksum" mA a1
+
+# ---- mounting a set twice ------------------------------------------------------------------------------
+inst "$A"
+pid1=$I_PID
+refuse "mount of a mounted set fails (exit 21, one line)" 21 pl mount -m mX "$A"
+refuse "mount -r of a set mounted rw fails (exit 21)" 21 pl mount -r "$A"
+inst "$A"
+check "the refused mount left the first one alone (same server, still mounted)" \
+	test "$I_PID" = "$pid1" -a "$(pl list -H | grep -c " $A\$")" = 1 -a "$(findmnt -n -o TARGET "$I_PART")" = "$RT/mA"
+check "the refused mount did not mount the directory" bash -c "! mountpoint -q '$RT/mX'"
+
+# ---- offline-only commands while mounted ---------------------------------------------------------------
+sync -f mA
+before=$(meta_digest "$A")
+refuse "snapshot-switch is refused while mounted" any pl snapshot-switch -u "$TOPG" "$A"
+check "snapshot-switch: the error says the set is mounted" grep -q mounted "$T/.err"
+refuse "grow is refused while mounted" any pl grow -s 1G "$A"
+refuse "convert -v 1 is refused while mounted" any pl convert -v 1 "$A"
+refuse "convert -f preallocated is refused while mounted" any pl convert -f preallocated "$A"
+check "refused commands changed nothing (descriptor, files, headers, sizes)" test "$(meta_digest "$A")" = "$before"
+verify_files "refused commands: the files are intact" mA a1
+umount_set "umount -m DIR" "$A" -m mA
+checked "after the refused commands: every delta checks clean" "$A"
+
+# ---- mount without -m: the device only ------------------------------------------------------------------
+mount_set "mount without -m (device only)" "$A"
+if inst "$A"; then
+	check "device only: list shows no mount point" test "$I_MNT" = -
+	check "device only: the partition is not mounted anywhere" test -z "$(findmnt -n -o TARGET "$I_PART")"
+	must "device only: the filesystem is clean (e2fsck -fn)" e2fsck -fn "$I_PART"
+	if mount -o ro "$I_PART" mX; then
+		verify_files "device only: the partition mounted by hand has every file" mX a1
+		umount mX
+	else
+		not_ok "device only: the partition mounted by hand"
+	fi
+	umount_set "umount -d DEVICE" "$A" -d "$I_DEV"
+else
+	not_ok "device only: the set is listed"
+fi
+
+# ---- read-only mount ------------------------------------------------------------------------------------
+before=$(set_digest "$A")
+mount_set "mount -r -m DIR" "$A" -r -m mA
+if inst "$A"; then
+	remember "$A"
+	check "mount -r: list MODE ro" test "$I_MODE" = ro
+	verify_files "mount -r: every file reads back" mA a1
+	err=$(touch mA/new 2>&1)
+	check "mount -r: creating a file fails with EROFS" test -n "$err" -a ! -e mA/new -a -z "${err##*Read-only file system*}"
+	err=$( (printf x >>mA/a1/zeros) 2>&1)
+	check "mount -r: appending to a file fails with EROFS" test -z "${err##*Read-only file system*}"
+	check "mount -r: the partition device refuses writes" \
+		bash -c "! dd if=/dev/urandom of='$I_PART' bs=4096 count=1 seek=100 oflag=direct conv=notrunc status=none 2>/dev/null"
+	check "mount -r: the disk device refuses writes" \
+		bash -c "! dd if=/dev/urandom of='$I_DEV' bs=4096 count=1 seek=100 oflag=direct conv=notrunc status=none 2>/dev/null"
+	check "mount -r: the served FUSE file cannot be opened for writing" \
+		bash -c "! dd if=/dev/urandom of='/run/ploop/$ID/disk' bs=4096 count=1 seek=100 conv=notrunc status=none 2>/dev/null"
+	check_not "mount -r: the top delta is not marked in use" in_use A/root.hds
+	umount_set "umount of a read-only mount" "$A"
+	check "mount -r + umount: not a byte of the image set changed" test "$(set_digest "$A")" = "$before"
+else
+	not_ok "mount -r: the set is listed"
+fi
+
+# ---- two image sets at once ---------------------------------------------------------------------------
+mount_set "mount a second set (-P) while the first is mounted" "$B" -m mB
+mount_set "mount the first set again beside it" "$A" -m mA
+if inst "$B"; then
+	check "-P: PARTITION is the disk device itself" test "$I_PART" = "$I_DEV"
+	check "-P: ext4 on the whole disk" test "$(blkid -p -o value -s TYPE "$I_DEV")" = ext4
+	check "-P: no partition table" test "$(dd if="$I_DEV" bs=512 skip=1 count=1 status=none | head -c 8 | tr -d '\0')" != "EFI PART"
+	devB=$I_DEV
+	inst "$A"
+	check "two sets: different devices" test "$I_DEV" != "$devB" -a "$I_PART" != "$devB"
+	check "two sets: both listed" test "$(pl list -H | awk -v a="$A" -v b="$B" '$6 == a || $6 == b' | wc -l)" = 2
+fi
+put_files mA a2
+put_files mB b1
+verify_files "two sets: first set's new files" mA a2
+verify_files "two sets: second set's files" mB b1
+absent "two sets: the second set's files are not in the first" mA/b1
+absent "two sets: the first set's files are not in the second" mB/a2
+umount_set "two sets: umount the first" "$A" -m mA
+verify_files "two sets: the second still serves after the first is gone" mB b1
+umount_set "two sets: umount the second" "$B" -d "$devB"
+checked "two sets: first set checks clean" "$A"
+checked "two sets: second set checks clean" "$B"
+mount_set "two sets: mount the second again" "$B" -m mB
+mount_set "two sets: mount the first again" "$A" -m mA
+verify_files "two sets: first set's files after remount" mA a2
+verify_files "two sets: older files of the first set" mA a1
+verify_files "two sets: second set's files after remount" mB b1
+umount_set "two sets: umount the second again" "$B"
+umount_set "two sets: umount the first again" "$A"
+
+# ---- snapshot views: mount -u UUID (read-only only), mount -u base -r -------------------------------------
+S1=$(pl snapshot "$A" 2>&1 | sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p')
+check "offline snapshot S1" test -n "$S1"
+mount_set "mount the top after snapshot S1" "$A" -m mA
+put_files mA s1after
+umount_set "umount before snapshot S2" "$A"
+S2=$(pl snapshot "$A" 2>&1 | sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p')
+check "offline snapshot S2 (3 deltas)" test -n "$S2" -a "$(ndeltas "$A")" = 3
+mount_set "mount the top rw over S2" "$A" -m mA
+put_files mA s2after
+refuse "mount -u S2 without -r is refused (exit 38)" 38 pl mount -u "$S2" -m m2 "$A"
+refuse "mount -u base without -r is refused (exit 38)" 38 pl mount -u base -m m3 "$A"
+check "the refused snapshot mounts mounted nothing" bash -c "! mountpoint -q '$RT/m2' && ! mountpoint -q '$RT/m3'"
+mount_set "mount -u S2 -r -m DIR, beside the rw top" "$A" -u "$S2" -r -m m2
+mount_set "mount -u base -r -m DIR" "$A" -u base -r -m m3
+remember "$A" "$S1"
+if inst "$A" "$S2"; then
+	check "list: the S2 view is read-only" test "$I_MODE" = ro -a "$I_MNT" = "$RT/m2"
+	verify_files "S2 view: files written before S2" m2 s1after
+	verify_files "S2 view: older files" m2 a2
+	absent "S2 view: files written after S2 are absent" m2/s2after
+	check "S2 view: writes are refused" bash -c "! touch '$RT/m2/x' 2>/dev/null"
+else
+	not_ok "list: the S2 view is listed ($(pl list 2>&1 | tr '\n' '|'))"
+fi
+if inst "$A" "$S1"; then
+	check "list: the base view is read-only" test "$I_MODE" = ro -a "$I_MNT" = "$RT/m3"
+	verify_files "base view: files written before S1" m3 a2
+	absent "base view: files written after S1 are absent" m3/s1after
+	absent "base view: files written after S2 are absent" m3/s2after
+else
+	not_ok "list: the base view is listed as snapshot $S1 ($(pl list 2>&1 | tr '\n' '|'))"
+fi
+refuse "mount -u S2 -r a second time fails (exit 21)" 21 pl mount -u "$S2" -r -m m4 "$A"
+put_files mA topwhileviews
+verify_files "the rw top is writable while snapshot views are mounted" mA topwhileviews
+verify_files "the rw top has the files written after S2" mA s2after
+absent "the S2 view does not see the top's new files" m2/topwhileviews
+G=$S2 umount_set "umount -u S2 DiskDescriptor.xml (snapshot view)" "$A" -u "$S2" "$A"
+must "snapshot-umount -m DIR (base view)" pl snapshot-umount -m m3
+check "snapshot-umount: the base view is gone" bash -c "! mountpoint -q '$RT/m3'"
+check "snapshot-umount: the top is still mounted" inst "$A"
+umount_set "umount the top" "$A"
+checked "after snapshot views: every delta checks clean" "$A"
+
+# ---- a dead server -------------------------------------------------------------------------------------
+mount_set "mount for the crash test" "$A" -m mA
+inst "$A"
+remember "$A"
+id=$ID pid=$I_PID dev=$I_DEV part=$I_PART
+head -c $((5 * MiB + 999)) /dev/urandom >"$T/durable"
+dd if="$T/durable" of=mA/durable bs=1M conv=fsync status=none
+sync -f mA
+head -c $((2 * MiB)) /dev/urandom >mA/not-synced
+kill -9 "$pid"
+for _ in $(seq 50); do pid_gone "$pid" && break; sleep 0.1; done
+check "kill -9 ploopd: the server is gone" pid_gone "$pid"
+if inst "$A"; then
+	check "kill -9: ploop list shows DEAD" test "$I_MODE" = DEAD
+else
+	not_ok "kill -9: ploop list still lists the set"
+fi
+umount_set "kill -9: ploop umount cleans up (no devices, FUSE mount, run dir left)" "$A"
+mount_set "kill -9: ploop mount again" "$A" -m mA
+if [ -s "$T/durable" ] && cmp -s "$T/durable" mA/durable; then
+	ok "kill -9: data written and fsync'd before the kill is there"
+else
+	not_ok "kill -9: data written and fsync'd before the kill is there"
+fi
+verify_files "kill -9: older files" mA s2after
+umount_set "kill -9: umount after the replay" "$A"
+checked "kill -9: every delta checks clean after mount + umount" "$A"
+mount_set "kill -9: mount the device only" "$A"
+inst "$A" && must "kill -9: e2fsck -fn of the partition is clean after the journal replay" e2fsck -fn "$I_PART"
+umount_set "kill -9: umount -d PARTITION" "$A" -d "$I_PART"
+
+# kill -9 again, then mount straight away: the dead server's leftovers are cleaned up by mount.
+mount_set "mount for the second crash" "$A" -m mA
+inst "$A"
+pid=$I_PID dev=$I_DEV part=$I_PART
+remember "$A"
+id=$ID
+head -c $((3 * MiB)) /dev/urandom >"$T/durable2"
+dd if="$T/durable2" of=mA/durable2 bs=1M conv=fsync status=none
+kill -9 "$pid"
+for _ in $(seq 50); do pid_gone "$pid" && break; sleep 0.1; done
+mount_set "kill -9, then ploop mount at once (cleans up the dead server itself)" "$A" -m mA
+inst "$A"
+check "mount after kill -9: a new server" test -n "$I_PID" -a "$I_PID" != "$pid" -a "$I_MODE" = rw
+olddevs=
+for d in "$dev" "$part"; do
+	[ "$d" = "$I_DEV" ] || [ "$d" = "$I_PART" ] || olddevs="$olddevs$(loop_back "$d" | grep -E "^(/run/ploop/$id/|/\$)")"
+done
+check "mount after kill -9: the dead server's loop devices are detached" test -z "$olddevs"
+check "mount after kill -9: the fsync'd file is there" cmp -s "$T/durable2" mA/durable2
+verify_files "mount after kill -9: older files" mA a2
+umount_set "umount after the second crash" "$A"
+checked "second crash: every delta checks clean" "$A"
+
+# ---- umount -d while the user mounted the filesystem himself --------------------------------------------
+# Upstream unmounts a filesystem on the device before it detaches it; it must never report success
+# and leave the filesystem mounted on a device whose server is gone.
+mount_set "B: mount the device only" "$B"
+if inst "$B" && mount "$I_PART" mX; then
+	put_files mX b2
+	remember "$B"
+	pid=$I_PID dev=$I_DEV part=$I_PART idB=$ID
+	t0=$(now_ms)
+	pl umount -d "$dev" >"$T/.out" 2>"$T/.err"
+	rc=$?
+	ms=$(($(now_ms) - t0))
+	if [ $rc = 0 ]; then
+		if mountpoint -q mX; then
+			not_ok "umount -d with a filesystem mounted by hand: exit 0 after $ms ms, but the filesystem is still mounted on $dev, whose backing file is now '$(loop_back "$dev")'"
+		else
+			ok "umount -d with a filesystem mounted by hand: the filesystem was unmounted first"
+		fi
+	elif mountpoint -q mX && inst "$B" && [ "$I_MODE" = rw ] && cmp -s <(cd mX && sha256sum b2/big1) <(grep ' b2/big1$' "$T/b2.sha"); then
+		ok "umount -d with a filesystem mounted by hand: refused (exit $rc), the set still served"
+	else
+		not_ok "umount -d with a filesystem mounted by hand: exit $rc after $ms ms, and the filesystem is left on a device nobody serves ($(head -c 200 "$T/.err"))"
+	fi
+	mountpoint -q mX && umount mX
+	inst "$B" && pl umount "$B" >/dev/null 2>&1
+	for _ in $(seq 50); do pid_gone "$pid" && break; sleep 0.1; done
+	check "B: no loop device, run dir or server left after the hand-mounted filesystem went" \
+		test -z "$(leftovers "$idB" "$pid" "$dev" "$part" "")"
+	mount_set "B: mount again" "$B" -m mB
+	verify_files "B: the synced files written through the hand mount are there" mB b2
+	verify_files "B: older files" mB b1
+	umount_set "B: umount" "$B"
+	checked "B: every delta checks clean" "$B"
+else
+	not_ok "B: mount the partition by hand"
+fi
+
+# ---- errors ---------------------------------------------------------------------------------------------
+refuse "umount of a set that is not mounted (exit 40)" 40 pl umount "$A"
+refuse "umount -m of a directory that is no ploop mount (exit 40)" 40 pl umount -m mA
+refuse "mount -m of a missing directory" any pl mount -m "$RT/nonexistent" "$A"
+check "nothing is left of the refused mounts" test -z "$(our_ids | sort -u | while read -r i; do [ -e "/run/ploop/$i" ] && echo "$i"; done)"
+# A mount that fails inside the server (the filesystem refuses the options) leaves nothing behind.
+refuse "mount -o with an invalid filesystem option fails (exit 21)" 21 pl mount -o no_such_option -m mX "$A"
+left=
+for st in /run/ploop/*/log; do
+	[ -e "$st" ] && grep -q "serving $A\$" "$st" && left="$left $(basename "$(dirname "$st")")"
+done
+read -ra left_ids <<<"$left"
+IDS+=("${left_ids[@]}")
+check "a mount that failed in the server leaves no run directory behind${left:+ (left:$left)}" test -z "$left"
+fail_dev=
+for id in $left; do
+	grep -q " /run/ploop/$id/disk " /proc/mounts && fail_dev="$fail_dev fuse:$id"
+	for b in /sys/block/loop*/loop/backing_file; do
+		grep -q "^/run/ploop/$id/" "$b" 2>/dev/null && fail_dev="$fail_dev ${b#/sys/block/}"
+	done
+done
+check "a mount that failed in the server leaves no loop device or FUSE mount${fail_dev:+ ($fail_dev)}" test -z "$fail_dev"
+check_not "a mount that failed in the server did not mount the directory" mountpoint -q mX
+check "nothing of this test is left mounted" test -z "$(our_ids | sort -u | while read -r i; do
+	[ -e "/run/ploop/$i/state" ] || grep -q " /run/ploop/$i/disk " /proc/mounts && echo "$i"; done)"
+finish
