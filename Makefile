@@ -26,8 +26,15 @@ UNIT_HDRS := tests/unit/harness.h tests/unit/faultio.h
 LIB_OBJS := $(PLOOP_LIB_SRCS:%.c=$(BUILD)/%.o)
 SAN_LIB_OBJS := $(PLOOP_LIB_SRCS:%.c=$(BUILD)/san/%.o)
 
+# Components beyond ploop/ add their rules in COMPONENT/build.mk: binaries to COMPONENT_BINS (built
+# by `make`), anything `make test` needs beyond them to TEST_PREREQS.
+COMPONENT_BINS :=
+TEST_PREREQS :=
+-include $(sort $(wildcard */build.mk))
+
 .PHONY: all deps test unit-test integration-test fuzz fuzz-build bench demo clean
-all: $(BUILD)/bin/ploop $(BUILD)/bin/ploopd $(BUILD)/san/bin/ploop $(BUILD)/bin/ploop-io $(BUILD)/unit-tests $(BUILD)/san/unit-tests $(BUILD)/bin/mkcorrupt $(BUILD)/bin/fsync-writer
+all: $(BUILD)/bin/ploop $(BUILD)/bin/ploopd $(BUILD)/san/bin/ploop $(BUILD)/bin/ploop-io $(BUILD)/unit-tests $(BUILD)/san/unit-tests $(BUILD)/bin/mkcorrupt $(BUILD)/bin/fsync-writer \
+	$(COMPONENT_BINS)
 
 deps:
 	@./scripts/deps.sh
@@ -91,7 +98,7 @@ fuzz: deps fuzz-build
 	@for t in $(FUZZ_TARGETS); do tests/fuzz/run.sh $(BUILD)/fuzz/$$t $(FUZZ_SECONDS) || exit 1; done
 
 # ---- tests, demo, bench ----
-test: deps all fuzz-build
+test: deps all fuzz-build $(TEST_PREREQS)
 	@tests/run
 
 unit-test: all

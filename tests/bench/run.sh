@@ -171,8 +171,10 @@ fi
 
 mkdir -p "$ROOT/build"
 printf '%s\n' "${RESULTS[@]}" >"$ROOT/build/bench-results.md"
-if want mount; then
+# The other sections, each a script of its own: the block path (mount), then one per component.
+for section in mount simfs kernel; do
+	[ -x "$ROOT/tests/bench/$section.sh" ] && want "$section" || continue
 	echo
-	"$ROOT/tests/bench/mount.sh" | tee -a "$ROOT/build/bench-results.md"
-fi
+	"$ROOT/tests/bench/$section.sh" | tee -a "$ROOT/build/bench-results.md"
+done
 echo "(peer/ours > 1 means ours is faster; table also in build/bench-results.md)"
