@@ -28,6 +28,7 @@ SAN_LIB_OBJS := $(PLOOP_LIB_SRCS:%.c=$(BUILD)/san/%.o)
 
 # Components beyond ploop/ add their rules in COMPONENT/build.mk: binaries to COMPONENT_BINS (built
 # by `make`), anything `make test` needs beyond them to TEST_PREREQS.
+.DEFAULT_GOAL := all
 COMPONENT_BINS :=
 TEST_PREREQS :=
 -include $(sort $(wildcard */build.mk))
