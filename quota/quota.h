@@ -1,0 +1,205 @@
+/* libvzquota: vzquota-style disk quotas of one directory tree, kept in userspace - the quota file,
+ * the usage scan, the limit rules, and the exchange with the simfs daemon that enforces them live. */
+#ifndef VZQ_QUOTA_H
+#define VZQ_QUOTA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * The model (../shared/docs/openvz-userspace.md section 1, adapted to a kernel without quota):
+ *
+ * - A quota id names one accounting tree. Its state lives in the quota file: limits, grace times,
+ *   usage, the second-level (uid/gid) records, and flags. Default file /var/vzquota/quota.ID
+ *   (vzquota's "VZ3" place; -R: next to the tree, "VZ4"). Our format is our own (fixed width,
+ *   little endian, versioned, checksummed); legacy v1/v2/v3 vzquota files are read (import) and
+ *   converted to ours on the first write.
+ * - "On" (VZQ_FLAG_ON) means the quota is meant to be enforced: `vzquota on` sets it after a rescan
+ *   if the usage cannot be trusted, `vzquota off` clears it.
+ * - Enforcement happens in a simfs daemon that serves the tree with -o quota=ID (the role of the
+ *   OpenVZ kernel). While it runs it is the "live" holder: it keeps usage exact in memory, holds
+ *   the live lock (vzq_live_acquire) for its lifetime, sets VZQ_FLAG_LIVE in the file, writes its
+ *   usage back (vzq_merge_usage) at least every few seconds while it changes and at a clean stop,
+ *   then clears VZQ_FLAG_LIVE. A file that says LIVE while nobody holds the live lock was left by
+ *   a killed daemon: its usage is rescanned by the next `vzquota on` or simfs mount.
+ * - The file is the only channel between the tools and the daemon. Every change is made under the
+ *   file lock (vzq_open with VZQ_RDWR) as read-modify-write: tools change limits, the daemon changes
+ *   usage; neither overwrites the other's fields. After changing limits, a tool asks the daemon to
+ *   adopt them (VZQ_REQ_RELOAD); before showing usage, it asks it to write it (VZQ_REQ_SYNC).
+ */
+
+/* Exit codes of vzquota (upstream's values); library functions return 0 or one of these. */
+enum vzq_status {
+	VZQ_OK = 0,
+	VZQ_ERR_SYS = 1,	/* system error */
+	VZQ_ERR_USAGE = 2,	/* bad arguments */
+	VZQ_ERR_LIVE = 3,	/* the enforcing daemon refused or failed ("kernel call failed") */
+	VZQ_ERR_FILE = 4,	/* quota file corrupt or unwritable */
+	VZQ_ERR_RUNNING = 5,	/* already on */
+	VZQ_ERR_NOT_RUNNING = 6,
+	VZQ_ERR_LOCKED = 7,	/* another process holds the quota file */
+	VZQ_ERR_MOUNTPOINT = 8,	/* the tree crosses a mount point */
+	VZQ_ERR_UGID_OFF = 9,	/* stat -t: second level inactive */
+	VZQ_ERR_DIRTY = 10,	/* show: usage in the file is not trustworthy */
+	VZQ_ERR_NOFILE = 11,	/* no quota file */
+	VZQ_ERR_INTERNAL = 12,
+	VZQ_ERR_NOPATH = 13,	/* no tree path known */
+};
+
+struct vzq_error {
+	int status;	/* enum vzq_status */
+	int err;	/* errno behind it, or 0 */
+	char msg[1024];
+};
+
+/* File flags (the low three are vzquota's own). */
+#define VZQ_FLAG_ON		0x1u	/* quota is on */
+#define VZQ_FLAG_DIRTY		0x2u	/* usage must be recomputed */
+#define VZQ_FLAG_UGID_ON	0x4u	/* second level requested */
+#define VZQ_FLAG_LIVE		0x100u	/* a simfs daemon holds the quota (see above) */
+
+/* Usage and limits of one accounting object: bytes (allocated, not apparent) and inodes. Grace
+ * ends (btime/itime) are absolute times, 0 when usage is not over the soft limit. */
+struct vzq_stat {
+	uint64_t bcurrent, bsoft, bhard;
+	int64_t btime;
+	uint64_t icurrent, isoft, ihard;
+	int64_t itime;
+};
+
+/* Grace intervals in seconds. */
+struct vzq_grace {
+	int64_t bexpire, iexpire;
+};
+
+enum vzq_ugid_type { VZQ_USER = 0, VZQ_GROUP = 1 };
+
+#define VZQ_UGID_DIRTY 0x2u	/* usage of this record unknown (not loaded) */
+
+struct vzq_ugid {
+	uint32_t id;
+	uint32_t type;		/* enum vzq_ugid_type */
+	struct vzq_stat stat;	/* here a zero limit means no limit */
+	uint32_t flags;
+};
+
+/* A quota file's contents. */
+struct vzq_quota {
+	uint32_t id;
+	uint32_t flags;			/* VZQ_FLAG_* */
+	struct vzq_stat stat;		/* first level: a zero limit means zero */
+	struct vzq_grace grace;
+	char *path;			/* accounting tree (NULL or "" with -R: derived from the file name) */
+	uint32_t ugid_limit;		/* max uid/gid records (vzquota -u) */
+	struct vzq_grace ugid_grace[2];	/* per type: user, group */
+	size_t n_ugid;
+	struct vzq_ugid *ugid;		/* sorted by (type, id) */
+};
+
+/* ---- the quota file ------------------------------------------------------------------------- */
+
+/* Where the quota file of @id is: @file if given; with @relative, next to @path (quota.NAME);
+ * else /var/vzquota/quota.ID (VZQ_DIR overrides /var/vzquota, for tests). Writes into @out. */
+int vzq_file_name(uint32_t id, const char *file, bool relative, const char *path, char *out, size_t len,
+		  struct vzq_error *err);
+
+#define VZQ_RDONLY 0
+#define VZQ_RDWR 1	/* flock(LOCK_EX|LOCK_NB) held until vzq_close: VZQ_ERR_LOCKED if busy */
+#define VZQ_CREATE 2	/* with VZQ_RDWR: create if missing */
+
+struct vzq_handle;
+
+/* Opens and reads @fname (ours or legacy; checksum verified: VZQ_ERR_FILE if bad, VZQ_ERR_NOFILE
+ * if missing). */
+int vzq_open(const char *fname, int mode, struct vzq_handle **h, struct vzq_quota *q, struct vzq_error *err);
+/* Replaces the file with @q (tmp + fsync + rename + fsync of the directory). Needs VZQ_RDWR. */
+int vzq_write(struct vzq_handle *h, const struct vzq_quota *q, struct vzq_error *err);
+void vzq_close(struct vzq_handle *h);
+void vzq_quota_free(struct vzq_quota *q);
+/* Removes the file (vzquota drop). */
+int vzq_unlink(struct vzq_handle *h, struct vzq_error *err);
+
+/* The record of (type, id), created (zero limits, zero usage) if @create. NULL if absent or out of
+ * memory (then err is set). */
+struct vzq_ugid *vzq_ugid_get(struct vzq_quota *q, uint32_t type, uint32_t id, bool create, struct vzq_error *err);
+
+/* ---- usage scan ----------------------------------------------------------------------------- */
+
+/* Walks @path like vzquota (section 1.6): the root and everything under it, lstat, hard links
+ * once, allocated bytes, never crossing a mount point (VZQ_ERR_MOUNTPOINT). Replaces the usage of
+ * @q (first level; with VZQ_FLAG_UGID_ON also every uid/gid record, creating records as needed)
+ * and clears VZQ_FLAG_DIRTY. Grace ends are then brought in line (vzq_update_grace). */
+int vzq_scan(const char *path, struct vzq_quota *q, time_t now, struct vzq_error *err);
+
+/* ---- limit rules ---------------------------------------------------------------------------- */
+
+/* Sets or clears grace ends after usage or limits changed: over soft with no end -> now + expire;
+ * not over soft -> 0. */
+void vzq_update_grace(struct vzq_quota *q, time_t now);
+
+/* A change of usage by @bytes and @inodes (either may be negative) for an object owned by
+ * @uid/@gid. */
+struct vzq_charge {
+	int64_t bytes, inodes;
+	uid_t uid;
+	gid_t gid;
+};
+
+/* Whether the charge is allowed (the kernel rules of section 1.7): 0, or -EDQUOT when it would go
+ * over a hard limit, or over a soft limit whose grace has expired. Frees (negative) always pass.
+ * Changes nothing. */
+int vzq_check(const struct vzq_quota *q, const struct vzq_charge *c, time_t now);
+/* Applies a charge (after vzq_check said yes, or unconditionally for frees and for usage that
+ * already exists), starting grace periods as limits are crossed. Records are created as needed;
+ * -ENOMEM if one cannot be. */
+int vzq_apply(struct vzq_quota *q, const struct vzq_charge *c, time_t now);
+
+/* ---- the live holder (simfs) ---------------------------------------------------------------- */
+
+/* The run directory of live quotas: /run/vzquota (VZQ_RUN_DIR overrides, for tests). */
+const char *vzq_run_dir(void);
+
+/* Takes the live lock of @id (a flock on RUN_DIR/ID.live held until vzq_live_release):
+ * VZQ_ERR_LOCKED if another process holds it. */
+int vzq_live_acquire(uint32_t id, int *lock_fd, struct vzq_error *err);
+void vzq_live_release(int lock_fd);
+/* Whether a process holds the live lock of @id now. */
+bool vzq_live_held(uint32_t id);
+
+/* Copies the usage fields (first level current + grace ends, and every record's current, grace
+ * ends, and flags) of @live into @file, keeping @file's limits, grace intervals and path. Records
+ * in @live missing from @file are added. */
+int vzq_merge_usage(struct vzq_quota *file, const struct vzq_quota *live, struct vzq_error *err);
+/* Copies the limits (first and second level, grace intervals, ugid settings, flags other than LIVE
+ * and DIRTY) of @file into @live, keeping @live's usage; then updates grace ends. */
+int vzq_merge_limits(struct vzq_quota *live, const struct vzq_quota *file, time_t now, struct vzq_error *err);
+
+/* Requests from the tools to the live holder, over a SOCK_SEQPACKET socket RUN_DIR/ID.sock
+ * (mode 0600). The request is one word; the reply is "ok" or "error CODE MESSAGE". */
+#define VZQ_REQ_SYNC "sync"	/* write your usage into the file now */
+#define VZQ_REQ_RELOAD "reload"	/* the file's limits changed: adopt them */
+#define VZQ_REQ_PATH "path"	/* reply "ok MOUNTPOINT": where the tree is served */
+
+/* Sends @req to the live holder of @id and waits (at most 10 s) for its reply. VZQ_ERR_NOT_RUNNING
+ * if none listens; VZQ_ERR_LIVE with its message if it answers an error. @reply may be NULL. */
+int vzq_live_request(uint32_t id, const char *req, char *reply, size_t len, struct vzq_error *err);
+/* Listening socket for a live holder (the daemon accepts on it and answers). */
+int vzq_live_listen(uint32_t id, int *fd, struct vzq_error *err);
+
+/* ---- text formats --------------------------------------------------------------------------- */
+
+/* vzquota time syntax: [[[dd:]hh:]mm:]ss, or N followed by h, d, w, m (30 days) or y (365 days). */
+int vzq_parse_time(const char *s, int64_t *seconds);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
