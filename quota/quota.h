@@ -113,6 +113,8 @@ int vzq_file_name(uint32_t id, const char *file, bool relative, const char *path
 #define VZQ_RDONLY 0
 #define VZQ_RDWR 1	/* flock(LOCK_EX|LOCK_NB) held until vzq_close: VZQ_ERR_LOCKED if busy */
 #define VZQ_CREATE 2	/* with VZQ_RDWR: create if missing */
+#define VZQ_REPLACE 4	/* with VZQ_RDWR: lock only, do not read (init over a damaged file, drop -f);
+			 * @q is returned empty */
 
 struct vzq_handle;
 

@@ -1,0 +1,205 @@
+/* The usage walk (section 1.6): every object of the tree once (hard links once), allocated bytes
+ * (st_blocks * 512: FIOQSIZE does not exist on a stock kernel for every fs), one inode each, and
+ * never into another mount (a different mount id, which also catches bind mounts of the same fs). */
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+struct inode_set {
+	uint64_t *slots;	/* inode + 1; 0 = empty */
+	size_t cap, used;
+};
+
+/* Adds @ino; returns 1 if it was new, 0 if seen, -1 out of memory. */
+static int set_add(struct inode_set *s, uint64_t ino)
+{
+	uint64_t key = ino + 1;
+
+	if (s->used * 2 >= s->cap) {
+		size_t ncap = s->cap ? s->cap * 2 : 1024;
+		uint64_t *n = calloc(ncap, sizeof(*n));
+		if (!n)
+			return -1;
+		for (size_t i = 0; i < s->cap; i++) {
+			if (!s->slots[i])
+				continue;
+			size_t j = (s->slots[i] * 0x9E3779B97F4A7C15ull) & (ncap - 1);
+			while (n[j])
+				j = (j + 1) & (ncap - 1);
+			n[j] = s->slots[i];
+		}
+		free(s->slots);
+		s->slots = n;
+		s->cap = ncap;
+	}
+	size_t j = (key * 0x9E3779B97F4A7C15ull) & (s->cap - 1);
+	while (s->slots[j]) {
+		if (s->slots[j] == key)
+			return 0;
+		j = (j + 1) & (s->cap - 1);
+	}
+	s->slots[j] = key;
+	s->used++;
+	return 1;
+}
+
+struct walk {
+	const char *root;
+	uint64_t dev_major, dev_minor, mnt_id;
+	bool have_mnt_id, ugid;
+	struct inode_set links;
+	struct vzq_quota *q;
+	uint64_t bytes, inodes;
+	struct vzq_error *err;
+};
+
+static int account(struct walk *w, const struct statx *st)
+{
+	uint64_t bytes = st->stx_blocks * 512;
+
+	if (!S_ISDIR(st->stx_mode) && st->stx_nlink > 1) {
+		int r = set_add(&w->links, st->stx_ino);
+		if (r < 0)
+			return vzq_fail(w->err, VZQ_ERR_SYS, ENOMEM, "%s: hard link table", w->root);
+		if (r == 0)
+			return 0;
+	}
+	w->bytes += bytes;
+	w->inodes++;
+	if (w->ugid) {
+		struct vzq_ugid *u = vzq_ugid_get(w->q, VZQ_USER, st->stx_uid, true, w->err);
+		if (!u)
+			return w->err->status;
+		u->stat.bcurrent += bytes;
+		u->stat.icurrent++;
+		struct vzq_ugid *g = vzq_ugid_get(w->q, VZQ_GROUP, st->stx_gid, true, w->err);
+		if (!g)
+			return w->err->status;
+		g->stat.bcurrent += bytes;
+		g->stat.icurrent++;
+	}
+	return 0;
+}
+
+static int do_statx(int dirfd, const char *name, int flags, struct statx *st)
+{
+	return statx(dirfd, name, flags | AT_NO_AUTOMOUNT, STATX_BASIC_STATS | STATX_MNT_ID, st);
+}
+
+/* @fd: an open directory (taken over); @rel: its path under the root, for messages. */
+static int walk_dir(struct walk *w, int fd, const char *rel)
+{
+	DIR *d = fdopendir(fd);
+	struct dirent *de;
+	int rc = 0;
+
+	if (!d) {
+		close(fd);
+		return vzq_fail(w->err, VZQ_ERR_SYS, errno, "%s/%s", w->root, rel);
+	}
+	while (!rc) {
+		struct statx st;
+
+		errno = 0;
+		de = readdir(d);
+		if (!de) {
+			if (errno)
+				rc = vzq_fail(w->err, VZQ_ERR_SYS, errno, "%s/%s: readdir", w->root, rel);
+			break;
+		}
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (do_statx(dirfd(d), de->d_name, AT_SYMLINK_NOFOLLOW, &st) < 0) {
+			if (errno == ENOENT)
+				continue;	/* removed while we walk */
+			rc = vzq_fail(w->err, VZQ_ERR_SYS, errno, "%s/%s/%s", w->root, rel, de->d_name);
+			break;
+		}
+		if (st.stx_dev_major != w->dev_major || st.stx_dev_minor != w->dev_minor ||
+		    (w->have_mnt_id && (st.stx_mask & STATX_MNT_ID) && st.stx_mnt_id != w->mnt_id)) {
+			rc = vzq_fail(w->err, VZQ_ERR_MOUNTPOINT, 0, "%s: crossing mount point at %s/%s", w->root,
+				      rel, de->d_name);
+			break;
+		}
+		rc = account(w, &st);
+		if (rc || !S_ISDIR(st.stx_mode))
+			continue;
+		int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0) {
+			if (errno == ENOENT)
+				continue;
+			rc = vzq_fail(w->err, VZQ_ERR_SYS, errno, "%s/%s/%s", w->root, rel, de->d_name);
+			break;
+		}
+		/* the relative path, for messages (kept off the stack: trees can be deep) */
+		char *path;
+		if (asprintf(&path, "%s%s%s", rel, *rel ? "/" : "", de->d_name) < 0) {
+			close(sub);
+			rc = vzq_fail(w->err, VZQ_ERR_SYS, ENOMEM, "%s", w->root);
+			break;
+		}
+		rc = walk_dir(w, sub, path);
+		free(path);
+	}
+	closedir(d);
+	return rc;
+}
+
+int vzq_scan(const char *path, struct vzq_quota *q, time_t now, struct vzq_error *err)
+{
+	struct walk w = { .root = path, .q = q, .err = err, .ugid = (q->flags & VZQ_FLAG_UGID_ON) != 0 };
+	struct statx st;
+	int fd, rc;
+
+	if (!path || !*path)
+		return vzq_fail(err, VZQ_ERR_NOPATH, 0, "quota %u: no tree path known (-p)", q->id);
+	/* the root itself: followed if a symlink */
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return vzq_fail(err, errno == ENOENT || errno == ENOTDIR ? VZQ_ERR_NOPATH : VZQ_ERR_SYS, errno,
+				"%s", path);
+	if (do_statx(fd, "", AT_EMPTY_PATH, &st) < 0) {
+		close(fd);
+		return vzq_fail(err, VZQ_ERR_SYS, errno, "%s", path);
+	}
+	w.dev_major = st.stx_dev_major;
+	w.dev_minor = st.stx_dev_minor;
+	w.have_mnt_id = (st.stx_mask & STATX_MNT_ID) != 0;
+	w.mnt_id = st.stx_mnt_id;
+	if (w.ugid)
+		for (size_t i = 0; i < q->n_ugid; i++) {
+			q->ugid[i].stat.bcurrent = 0;
+			q->ugid[i].stat.icurrent = 0;
+		}
+	rc = account(&w, &st);
+	if (rc) {
+		close(fd);
+		free(w.links.slots);
+		return rc;
+	}
+	rc = walk_dir(&w, fd, "");
+	free(w.links.slots);
+	if (rc)
+		return rc;
+	q->stat.bcurrent = w.bytes;
+	q->stat.icurrent = w.inodes;
+	q->flags &= ~VZQ_FLAG_DIRTY;
+	/* records that have neither usage nor limits are dropped (as vzquota does) */
+	size_t keep = 0;
+	for (size_t i = 0; i < q->n_ugid; i++) {
+		struct vzq_ugid *u = &q->ugid[i];
+		if (w.ugid)
+			u->flags &= ~VZQ_UGID_DIRTY;
+		if (!u->stat.bcurrent && !u->stat.icurrent && !u->stat.bsoft && !u->stat.bhard && !u->stat.isoft &&
+		    !u->stat.ihard)
+			continue;
+		q->ugid[keep++] = *u;
+	}
+	q->n_ugid = keep;
+	vzq_update_grace(q, now);
+	return 0;
+}
