@@ -1,0 +1,1252 @@
+/* The filesystem of simfs: FUSE low-level operations over PRIVATE. Every inode is an O_PATH
+ * descriptor and every host call is an *at() call relative to one, so no host path is ever
+ * resolved again: symlinks, `..` and renames on either side cannot lead outside PRIVATE.
+ * With a live quota, every operation that may allocate is checked and reserved before the host
+ * call, then settled with the measured change of st_blocks. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "simfs.h"
+
+#define BLOCK 4096LL
+
+static struct simfs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct sinode *inode_of(fuse_req_t req, fuse_ino_t ino)
+{
+	if (ino == FUSE_ROOT_ID)
+		return &fs_of(req)->root;
+	return (struct sinode *)(uintptr_t)ino;
+}
+
+static int ifd(fuse_req_t req, fuse_ino_t ino)
+{
+	return inode_of(req, ino)->fd;
+}
+
+/* "/proc/self/fd/N": reopening an O_PATH descriptor through its magic link (no path walk). */
+static void proc_name(char *buf, size_t len, int fd)
+{
+	snprintf(buf, len, "/proc/self/fd/%d", fd);
+}
+
+static int stat_fd(int fd, struct stat *st)
+{
+	return fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) ? -errno : 0;
+}
+
+static bool bad_name(const char *name)
+{
+	return !name[0] || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..");
+}
+
+/* ---- the inode table: (dev, ino) -> sinode ----------------------------------------------------- */
+
+static size_t ihash(dev_t dev, ino_t ino, size_t size)
+{
+	uint64_t h = (uint64_t)ino * 0x9e3779b97f4a7c15ull ^ (uint64_t)dev;
+	return (size_t)(h ^ (h >> 29)) & (size - 1);
+}
+
+static void itable_grow(struct simfs *fs)
+{
+	size_t nsize = fs->itable_size * 2;
+	struct sinode **nt = calloc(nsize, sizeof(*nt));
+
+	if (!nt)
+		return;
+	for (size_t i = 0; i < fs->itable_size; i++) {
+		struct sinode *n = fs->itable[i], *next;
+
+		for (; n; n = next) {
+			size_t h = ihash(n->dev, n->ino, nsize);
+
+			next = n->next;
+			n->next = nt[h];
+			nt[h] = n;
+		}
+	}
+	free(fs->itable);
+	fs->itable = nt;
+	fs->itable_size = nsize;
+}
+
+/* Finds or adds the inode of @fd (consumed) and counts one lookup. */
+static struct sinode *inode_get(struct simfs *fs, int fd, const struct stat *st, int *err)
+{
+	struct sinode *n;
+	size_t h;
+
+	if (st->st_dev == fs->root.dev && st->st_ino == fs->root.ino) {
+		close(fd);
+		return &fs->root;
+	}
+	pthread_mutex_lock(&fs->itable_lock);
+	h = ihash(st->st_dev, st->st_ino, fs->itable_size);
+	for (n = fs->itable[h]; n; n = n->next)
+		if (n->ino == st->st_ino && n->dev == st->st_dev)
+			break;
+	if (n) {
+		n->nlookup++;
+		pthread_mutex_unlock(&fs->itable_lock);
+		close(fd);
+		return n;
+	}
+	n = calloc(1, sizeof(*n));
+	if (!n) {
+		pthread_mutex_unlock(&fs->itable_lock);
+		close(fd);
+		*err = ENOMEM;
+		return NULL;
+	}
+	n->fd = fd;
+	n->dev = st->st_dev;
+	n->ino = st->st_ino;
+	n->nlookup = 1;
+	pthread_mutex_init(&n->qlock, NULL);
+	n->next = fs->itable[h];
+	fs->itable[h] = n;
+	if (++fs->itable_count > fs->itable_size)
+		itable_grow(fs);
+	pthread_mutex_unlock(&fs->itable_lock);
+	return n;
+}
+
+static void inode_forget(struct simfs *fs, struct sinode *n, uint64_t count)
+{
+	struct sinode **p;
+
+	if (n == &fs->root)
+		return;
+	pthread_mutex_lock(&fs->itable_lock);
+	if (n->nlookup > count) {
+		n->nlookup -= count;
+		pthread_mutex_unlock(&fs->itable_lock);
+		return;
+	}
+	for (p = &fs->itable[ihash(n->dev, n->ino, fs->itable_size)]; *p && *p != n; p = &(*p)->next)
+		;
+	if (*p)
+		*p = n->next;
+	fs->itable_count--;
+	pthread_mutex_unlock(&fs->itable_lock);
+	if (n->orphan_bytes && fs->quota) {
+		struct qcharge c = { -n->orphan_bytes, 0, n->orphan_uid, n->orphan_gid };
+
+		qlive_apply(fs->quota, &c);
+	}
+	close(n->fd);
+	pthread_mutex_destroy(&n->qlock);
+	free(n);
+}
+
+/* Looks @name up in @parent: fills @e and counts a lookup. Returns 0 or an errno. */
+static int do_lookup(struct simfs *fs, struct sinode *parent, const char *name, struct fuse_entry_param *e)
+{
+	struct sinode *n;
+	int fd, err = 0;
+
+	memset(e, 0, sizeof(*e));
+	e->attr_timeout = fs->timeout;
+	e->entry_timeout = fs->timeout;
+	fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno;
+	if (stat_fd(fd, &e->attr)) {
+		err = errno;
+		close(fd);
+		return err;
+	}
+	n = inode_get(fs, fd, &e->attr, &err);
+	if (!n)
+		return err;
+	e->ino = n == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
+	return 0;
+}
+
+/* ---- quota helpers ---------------------------------------------------------------------------- */
+
+static int64_t alloc_bytes(const struct stat *st)
+{
+	return (int64_t)st->st_blocks * 512;
+}
+
+static int64_t blocks_of(int fd)
+{
+	struct stat st;
+
+	return stat_fd(fd, &st) ? 0 : alloc_bytes(&st);
+}
+
+/* Settles a directory's growth (or shrink) measured around an operation. */
+static void charge_dir_delta(struct simfs *fs, struct sinode *dir, int64_t before)
+{
+	struct stat st;
+	struct qcharge c;
+
+	if (stat_fd(dir->fd, &st) || alloc_bytes(&st) == before)
+		return;
+	c = (struct qcharge){ alloc_bytes(&st) - before, 0, st.st_uid, st.st_gid };
+	qlive_apply(fs->quota, &c);
+}
+
+/* ---- operations ------------------------------------------------------------------------------- */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct simfs *fs = userdata;
+
+	conn->max_write = 1 << 20;
+	conn->max_readahead = 1 << 20;
+	conn->max_background = 64;
+	conn->congestion_threshold = 48;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (fs->writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	else
+		conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+	conn->want &= ~(unsigned)FUSE_CAP_SPLICE_READ;
+	/* We write as root (CAP_FSETID): the kernel must clear suid/sgid itself on write and chown. */
+	conn->want &= ~(unsigned)FUSE_CAP_HANDLE_KILLPRIV;
+	/* Data changed on the host shows through when its mtime/size do. */
+	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
+		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
+	conn->time_gran = 1;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fuse_entry_param e;
+	int err;
+
+	if (bad_name(name)) {
+		fuse_reply_err(req, strcmp(name, ".") && strcmp(name, "..") ? EINVAL : EPERM);
+		return;
+	}
+	err = do_lookup(fs_of(req), inode_of(req, parent), name, &e);
+	if (err == ENOENT) {
+		/* A negative entry is not cached: the host may create the name behind our back. */
+		memset(&e, 0, sizeof(e));
+		fuse_reply_entry(req, &e);
+	} else if (err) {
+		fuse_reply_err(req, err);
+	} else {
+		fuse_reply_entry(req, &e);
+	}
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	inode_forget(fs_of(req), inode_of(req, ino), nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		inode_forget(fs_of(req), inode_of(req, forgets[i].ino), forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+	int r;
+
+	r = fi ? (fstat((int)fi->fh, &st) ? -errno : 0) : stat_fd(ifd(req, ino), &st);
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_attr(req, &st, fs_of(req)->timeout);
+}
+
+/* chown/chgrp with usage moved between the uid/gid records. */
+static int do_chown(struct simfs *fs, struct sinode *n, uid_t uid, gid_t gid)
+{
+	struct stat st;
+	int r;
+
+	if (!fs->quota)
+		return fchownat(n->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) ? -errno : 0;
+	pthread_mutex_lock(&n->qlock);
+	r = stat_fd(n->fd, &st);
+	if (!r) {
+		uid_t nu = uid == (uid_t)-1 ? st.st_uid : uid;
+		gid_t ng = gid == (gid_t)-1 ? st.st_gid : gid;
+		/* Hard links: the inode counts once, whatever its link count. */
+		int64_t bytes = alloc_bytes(&st);
+
+		r = qlive_move(fs->quota, bytes, 1, st.st_uid, st.st_gid, nu, ng);
+		if (!r && fchownat(n->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) {
+			r = -errno;
+			qlive_move(fs->quota, bytes, 1, nu, ng, st.st_uid, st.st_gid);
+		}
+	}
+	pthread_mutex_unlock(&n->qlock);
+	return r;
+}
+
+static int do_truncate(struct simfs *fs, struct sinode *n, struct fuse_file_info *fi, off_t size)
+{
+	char proc[64];
+	int fd = -1, r = 0;
+	struct stat before, after;
+
+	if (fs->quota)
+		pthread_mutex_lock(&n->qlock);
+	if (fs->quota && stat_fd(n->fd, &before)) {
+		r = -errno;
+		goto out;
+	}
+	if (fi) {
+		fd = (int)fi->fh;
+	} else {
+		proc_name(proc, sizeof(proc), n->fd);
+		fd = open(proc, O_WRONLY | O_CLOEXEC);
+		if (fd < 0) {
+			r = -errno;
+			goto out;
+		}
+	}
+	if (ftruncate(fd, size))
+		r = -errno;
+	if (!fi)
+		close(fd);
+	if (fs->quota && !stat_fd(n->fd, &after) && alloc_bytes(&after) != alloc_bytes(&before)) {
+		struct qcharge c = { alloc_bytes(&after) - alloc_bytes(&before), 0, after.st_uid, after.st_gid };
+
+		qlive_apply(fs->quota, &c);
+	}
+out:
+	if (fs->quota)
+		pthread_mutex_unlock(&n->qlock);
+	return r;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid, struct fuse_file_info *fi)
+{
+	struct simfs *fs = fs_of(req);
+	struct sinode *n = inode_of(req, ino);
+	char proc[64];
+	int r = 0;
+
+	if (valid & FUSE_SET_ATTR_MODE) {
+		if (fi) {
+			r = fchmod((int)fi->fh, attr->st_mode) ? -errno : 0;
+		} else {
+			proc_name(proc, sizeof(proc), n->fd);
+			r = chmod(proc, attr->st_mode) ? -errno : 0;
+		}
+		if (r)
+			goto out;
+	}
+	if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		r = do_chown(fs, n, (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1,
+			     (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1);
+		if (r)
+			goto out;
+	}
+	if (valid & FUSE_SET_ATTR_SIZE) {
+		r = do_truncate(fs, n, fi, attr->st_size);
+		if (r)
+			goto out;
+	}
+	if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+		struct timespec tv[2];
+
+		tv[0].tv_sec = 0;
+		tv[0].tv_nsec = UTIME_OMIT;
+		tv[1] = tv[0];
+		if (valid & FUSE_SET_ATTR_ATIME_NOW)
+			tv[0].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_ATIME)
+			tv[0] = attr->st_atim;
+		if (valid & FUSE_SET_ATTR_MTIME_NOW)
+			tv[1].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_MTIME)
+			tv[1] = attr->st_mtim;
+		if (fi)
+			r = futimens((int)fi->fh, tv) ? -errno : 0;
+		else
+			r = utimensat(n->fd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) ? -errno : 0;
+		if (r)
+			goto out;
+	}
+out:
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		op_getattr(req, ino, fi);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[PATH_MAX + 1];
+	ssize_t len = readlinkat(ifd(req, ino), "", buf, sizeof(buf));
+
+	if (len < 0)
+		fuse_reply_err(req, errno);
+	else if (len >= (ssize_t)sizeof(buf))
+		fuse_reply_err(req, ENAMETOOLONG);
+	else {
+		buf[len] = 0;
+		fuse_reply_readlink(req, buf);
+	}
+}
+
+enum mk_kind { MK_NODE, MK_DIR, MK_SYMLINK, MK_FILE };
+
+/* Creates @name in @parent as the caller (owner fixed up after a root create), charging one
+ * inode (and a block for a directory) before. For MK_FILE the opened descriptor is returned in
+ * @fdp. Replies to @req. */
+static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enum mk_kind kind, mode_t mode,
+		    dev_t rdev, const char *link, struct fuse_file_info *fi)
+{
+	struct simfs *fs = fs_of(req);
+	struct sinode *parent = inode_of(req, parent_ino);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct fuse_entry_param e;
+	struct stat pst, st;
+	struct qcharge res = { kind == MK_DIR ? BLOCK : 0, 1, ctx->uid, ctx->gid };
+	int r = 0, fd = -1, err;
+	gid_t gid;
+
+	if (bad_name(name)) {
+		fuse_reply_err(req, EEXIST);
+		return;
+	}
+	if (fs->ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (fs->quota)
+		pthread_mutex_lock(&parent->qlock);
+	if (stat_fd(parent->fd, &pst)) {
+		r = -errno;
+		goto out;
+	}
+	gid = (pst.st_mode & S_ISGID) ? pst.st_gid : ctx->gid;
+	res.gid = gid;
+	if (fs->quota) {
+		r = qlive_reserve(fs->quota, &res);
+		if (r)
+			goto out;
+	}
+	switch (kind) {
+	case MK_DIR:
+		r = mkdirat(parent->fd, name, mode) ? -errno : 0;
+		break;
+	case MK_NODE:
+		r = mknodat(parent->fd, name, mode, rdev) ? -errno : 0;
+		break;
+	case MK_SYMLINK:
+		r = symlinkat(link, parent->fd, name) ? -errno : 0;
+		break;
+	case MK_FILE: {
+		int flags = (int)fi->flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+
+		/* An O_CREAT without O_EXCL on an existing name: the kernel looked it up first, so
+		 * EEXIST only races with the host. */
+		if (fs->writeback) {
+			if ((flags & O_ACCMODE) == O_WRONLY)
+				flags = (flags & ~O_ACCMODE) | O_RDWR;
+			flags &= ~O_APPEND;
+		}
+		fd = openat(parent->fd, name, flags, mode);
+		r = fd < 0 ? -errno : 0;
+		break;
+	}
+	}
+	if (r) {
+		if (fs->quota) {
+			struct qcharge undo = { -res.bytes, -res.inodes, res.uid, res.gid };
+
+			qlive_apply(fs->quota, &undo);
+		}
+		goto out;
+	}
+	err = do_lookup(fs, parent, name, &e);
+	if (!err && (e.attr.st_uid != ctx->uid || e.attr.st_gid != gid)) {
+		/* Created as root: the object goes to the caller, through its own descriptor. */
+		struct sinode *n = e.ino == FUSE_ROOT_ID ? &fs->root : (struct sinode *)(uintptr_t)e.ino;
+		char proc[64];
+
+		if (fchownat(n->fd, "", ctx->uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 &&
+		    kind != MK_SYMLINK && kind != MK_DIR && (mode & (S_ISUID | S_ISGID))) {
+			proc_name(proc, sizeof(proc), n->fd);
+			chmod(proc, mode & 07777);
+		}
+		stat_fd(n->fd, &e.attr);
+	}
+	if (fs->quota) {
+		struct qcharge undo = { -res.bytes, -res.inodes, res.uid, res.gid };
+
+		qlive_apply(fs->quota, &undo);
+		if (!err) {
+			struct qcharge c;
+
+			st = e.attr;
+			c = (struct qcharge){ alloc_bytes(&st), 1, st.st_uid, st.st_gid };
+			qlive_apply(fs->quota, &c);
+		}
+		charge_dir_delta(fs, parent, alloc_bytes(&pst));
+	}
+	if (err) {
+		r = -err;
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	if (fs->quota)
+		pthread_mutex_unlock(&parent->qlock);
+	if (kind == MK_FILE) {
+		struct sinode *n = (struct sinode *)(uintptr_t)e.ino;
+
+		fi->fh = (uint64_t)fd;
+		fi->keep_cache = 0;
+		if (n != &fs->root) {
+			n->open_seen = true;
+			n->open_size = e.attr.st_size;
+			n->open_mtime = e.attr.st_mtim;
+		}
+		if (fuse_reply_create(req, &e, fi) == -ENOENT)
+			close(fd);
+	} else {
+		fuse_reply_entry(req, &e);
+	}
+	return;
+out:
+	if (fs->quota)
+		pthread_mutex_unlock(&parent->qlock);
+	fuse_reply_err(req, -r);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	do_make(req, parent, name, MK_NODE, mode, rdev, NULL, NULL);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	do_make(req, parent, name, MK_DIR, mode, 0, NULL, NULL);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	do_make(req, parent, name, MK_SYMLINK, 0777, 0, link, NULL);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+	do_make(req, parent, name, MK_FILE, mode, 0, NULL, fi);
+}
+
+/* The usage an entry gives back when it goes: a directory, or the last link of anything else. */
+static void free_entry(struct simfs *fs, const struct stat *st)
+{
+	struct qcharge c;
+
+	if (!S_ISDIR(st->st_mode) && st->st_nlink > 1)
+		return;
+	c = (struct qcharge){ -alloc_bytes(st), -1, st->st_uid, st->st_gid };
+	qlive_apply(fs->quota, &c);
+}
+
+static void do_remove(fuse_req_t req, fuse_ino_t parent_ino, const char *name, int flags)
+{
+	struct simfs *fs = fs_of(req);
+	struct sinode *parent = inode_of(req, parent_ino);
+	struct stat st;
+	int64_t pbytes = 0;
+	int r;
+
+	if (bad_name(name)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (fs->ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (!fs->quota) {
+		r = unlinkat(parent->fd, name, flags) ? errno : 0;
+		fuse_reply_err(req, r);
+		return;
+	}
+	pthread_mutex_lock(&parent->qlock);
+	pbytes = blocks_of(parent->fd);
+	if (fstatat(parent->fd, name, &st, AT_SYMLINK_NOFOLLOW)) {
+		r = errno;
+	} else {
+		r = unlinkat(parent->fd, name, flags) ? errno : 0;
+		if (!r)
+			free_entry(fs, &st);
+		charge_dir_delta(fs, parent, pbytes);
+	}
+	pthread_mutex_unlock(&parent->qlock);
+	fuse_reply_err(req, r);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	do_remove(req, parent, name, 0);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	do_remove(req, parent, name, AT_REMOVEDIR);
+}
+
+/* Two parent locks in a stable order (by address), one when they are the same. */
+static void lock_two(struct sinode *a, struct sinode *b)
+{
+	if (a == b) {
+		pthread_mutex_lock(&a->qlock);
+	} else if (a < b) {
+		pthread_mutex_lock(&a->qlock);
+		pthread_mutex_lock(&b->qlock);
+	} else {
+		pthread_mutex_lock(&b->qlock);
+		pthread_mutex_lock(&a->qlock);
+	}
+}
+
+static void unlock_two(struct sinode *a, struct sinode *b)
+{
+	pthread_mutex_unlock(&a->qlock);
+	if (a != b)
+		pthread_mutex_unlock(&b->qlock);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent_ino, const char *name, fuse_ino_t newparent_ino,
+		      const char *newname, unsigned int flags)
+{
+	struct simfs *fs = fs_of(req);
+	struct sinode *p = inode_of(req, parent_ino), *np = inode_of(req, newparent_ino);
+	struct stat target;
+	bool had_target;
+	int64_t pb, npb;
+	int r;
+
+	if (bad_name(name) || bad_name(newname)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (fs->ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (!fs->quota) {
+		r = renameat2(p->fd, name, np->fd, newname, flags) ? errno : 0;
+		fuse_reply_err(req, r);
+		return;
+	}
+	lock_two(p, np);
+	pb = blocks_of(p->fd);
+	npb = blocks_of(np->fd);
+	had_target = !(flags & RENAME_EXCHANGE) && !fstatat(np->fd, newname, &target, AT_SYMLINK_NOFOLLOW);
+	r = renameat2(p->fd, name, np->fd, newname, flags) ? errno : 0;
+	if (!r && had_target) {
+		struct stat src;
+
+		/* Renaming a name onto another link of the same inode removes nothing. */
+		if (fstatat(np->fd, newname, &src, AT_SYMLINK_NOFOLLOW) ||
+		    src.st_ino != target.st_ino || src.st_dev != target.st_dev)
+			free_entry(fs, &target);
+	}
+	charge_dir_delta(fs, p, pb);
+	if (np != p)
+		charge_dir_delta(fs, np, npb);
+	unlock_two(p, np);
+	fuse_reply_err(req, r);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent_ino, const char *newname)
+{
+	struct simfs *fs = fs_of(req);
+	struct sinode *n = inode_of(req, ino), *np = inode_of(req, newparent_ino);
+	struct fuse_entry_param e;
+	char proc[64];
+	int64_t npb = 0;
+	int r;
+
+	if (bad_name(newname)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (fs->ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (fs->quota) {
+		pthread_mutex_lock(&np->qlock);
+		npb = blocks_of(np->fd);
+	}
+	/* linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, which we have as root; the magic link
+	 * is the fallback. */
+	r = linkat(n->fd, "", np->fd, newname, AT_EMPTY_PATH) ? -errno : 0;
+	if (r == -ENOENT || r == -EPERM) {
+		proc_name(proc, sizeof(proc), n->fd);
+		r = linkat(AT_FDCWD, proc, np->fd, newname, AT_SYMLINK_FOLLOW) ? -errno : 0;
+	}
+	if (!r)
+		r = -do_lookup(fs, np, newname, &e);
+	if (fs->quota) {
+		charge_dir_delta(fs, np, npb);
+		pthread_mutex_unlock(&np->qlock);
+	}
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+/* ---- files ------------------------------------------------------------------------------------ */
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct simfs *fs = fs_of(req);
+	struct sinode *n = inode_of(req, ino);
+	int flags = (int)fi->flags & ~O_NOFOLLOW, fd;
+	char proc[64];
+	struct stat st;
+
+	if (fs->ro && (flags & O_ACCMODE) != O_RDONLY) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (fs->writeback) {
+		/* The kernel reads pages of write-only files and handles O_APPEND itself. */
+		if ((flags & O_ACCMODE) == O_WRONLY)
+			flags = (flags & ~O_ACCMODE) | O_RDWR;
+		flags &= ~O_APPEND;
+	}
+	/* O_TRUNC frees blocks: do it through setattr's accounting. */
+	if ((flags & O_TRUNC) && fs->quota) {
+		int r = do_truncate(fs, n, NULL, 0);
+
+		if (r) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		flags &= ~O_TRUNC;
+	}
+	proc_name(proc, sizeof(proc), n->fd);
+	fd = open(proc, (flags & ~O_CREAT) | O_CLOEXEC);
+	if (fd < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	fi->fh = (uint64_t)fd;
+	/* The page cache stays while the file is unchanged since its last open. */
+	if (fs->timeout > 0 && !fstat(fd, &st) && n != &fs->root) {
+		fi->keep_cache = n->open_seen && n->open_size == st.st_size &&
+				 n->open_mtime.tv_sec == st.st_mtim.tv_sec && n->open_mtime.tv_nsec == st.st_mtim.tv_nsec;
+		n->open_seen = true;
+		n->open_size = st.st_size;
+		n->open_mtime = st.st_mtim;
+	}
+	fi->noflush = 1;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		close(fd);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+	struct sinode *n = inode_of(req, ino);
+
+	/* Written through this descriptor: what is in the page cache is what we wrote. */
+	if ((fi->flags & O_ACCMODE) != O_RDONLY && n != &fs_of(req)->root && !fstat((int)fi->fh, &st)) {
+		n->open_size = st.st_size;
+		n->open_mtime = st.st_mtim;
+	}
+	close((int)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = (int)fi->fh;
+	buf.buf[0].pos = off;
+	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+/* Worst-case new allocation of writing [off, off+len): the whole range in blocks, less what a
+ * fully allocated file already has below its size. */
+static int64_t write_worst_case(const struct stat *st, off_t off, size_t len)
+{
+	int64_t start = off / BLOCK * BLOCK, end = ((int64_t)off + (int64_t)len + BLOCK - 1) / BLOCK * BLOCK;
+	int64_t alloc_end = (st->st_size + BLOCK - 1) / BLOCK * BLOCK;
+
+	if (alloc_bytes(st) >= alloc_end && start < alloc_end)
+		start = alloc_end;
+	return end > start ? end - start : 0;
+}
+
+static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
+			 struct fuse_file_info *fi)
+{
+	struct simfs *fs = fs_of(req);
+	struct sinode *n = inode_of(req, ino);
+	size_t size = fuse_buf_size(in);
+	struct fuse_bufvec out = FUSE_BUFVEC_INIT(size);
+	struct stat before, after;
+	struct qcharge res = { 0 };
+	ssize_t r;
+
+	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	out.buf[0].fd = (int)fi->fh;
+	out.buf[0].pos = off;
+	if (!fs->quota) {
+		r = fuse_buf_copy(&out, in, 0);
+		if (r < 0)
+			fuse_reply_err(req, (int)-r);
+		else
+			fuse_reply_write(req, (size_t)r);
+		return;
+	}
+	pthread_mutex_lock(&n->qlock);
+	if (fstat((int)fi->fh, &before)) {
+		r = -errno;
+		goto out;
+	}
+	if (fi->flags & O_APPEND)
+		off = before.st_size;
+	res = (struct qcharge){ write_worst_case(&before, off, size), 0, before.st_uid, before.st_gid };
+	r = qlive_reserve(fs->quota, &res);
+	if (r)
+		goto out;
+	r = fuse_buf_copy(&out, in, 0);
+	if (fstat((int)fi->fh, &after))
+		after = before;
+	{
+		int64_t delta = alloc_bytes(&after) - alloc_bytes(&before);
+		struct qcharge c = { delta - res.bytes, 0, before.st_uid, before.st_gid };
+
+		qlive_apply(fs->quota, &c);
+		if (after.st_nlink == 0) {
+			n->orphan_bytes += delta;
+			n->orphan_uid = before.st_uid;
+			n->orphan_gid = before.st_gid;
+		}
+	}
+out:
+	pthread_mutex_unlock(&n->qlock);
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_write(req, (size_t)r);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	int r = datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh);
+
+	fuse_reply_err(req, r ? errno : 0);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, struct fuse_file_info *fi)
+{
+	struct simfs *fs = fs_of(req);
+	struct sinode *n = inode_of(req, ino);
+	struct stat before, after;
+	struct qcharge res = { 0 };
+	int r = 0;
+
+	if (fs->quota) {
+		pthread_mutex_lock(&n->qlock);
+		if (fstat((int)fi->fh, &before)) {
+			r = -errno;
+			goto out;
+		}
+		if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE)))
+			res = (struct qcharge){ write_worst_case(&before, off, (size_t)len), 0, before.st_uid,
+						before.st_gid };
+		if (mode & FALLOC_FL_INSERT_RANGE)
+			res.bytes = (len + BLOCK - 1) / BLOCK * BLOCK;
+		r = qlive_reserve(fs->quota, &res);
+		if (r)
+			goto out;
+	}
+	r = fallocate((int)fi->fh, mode, off, len) ? -errno : 0;
+	if (fs->quota) {
+		if (fstat((int)fi->fh, &after))
+			after = before;
+		struct qcharge c = { alloc_bytes(&after) - alloc_bytes(&before) - res.bytes, 0, before.st_uid,
+				     before.st_gid };
+
+		qlive_apply(fs->quota, &c);
+	}
+out:
+	if (fs->quota)
+		pthread_mutex_unlock(&n->qlock);
+	fuse_reply_err(req, -r);
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
+{
+	off_t r = lseek((int)fi->fh, off, whence);
+
+	if (r < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_lseek(req, r);
+}
+
+/* ---- directories ------------------------------------------------------------------------------ */
+
+struct sdir {
+	DIR *dp;
+	off_t offset;
+	struct dirent *entry;
+};
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct simfs *fs = fs_of(req);
+	struct sdir *d = calloc(1, sizeof(*d));
+	int fd;
+
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fd = openat(ifd(req, ino), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || !(d->dp = fdopendir(fd))) {
+		int err = errno;
+
+		if (fd >= 0)
+			close(fd);
+		free(d);
+		fuse_reply_err(req, err);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)d;
+	if (fs->timeout > 0) {
+		fi->cache_readdir = 1;
+		fi->keep_cache = 1;
+	}
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		closedir(d->dp);
+		free(d);
+	}
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi,
+		       bool plus)
+{
+	struct simfs *fs = fs_of(req);
+	struct sdir *d = (struct sdir *)(uintptr_t)fi->fh;
+	char *buf = malloc(size), *p = buf;
+	size_t rem = size;
+	int err = 0;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (offset != d->offset) {
+		seekdir(d->dp, offset);
+		d->entry = NULL;
+		d->offset = offset;
+	}
+	for (;;) {
+		struct fuse_entry_param e;
+		size_t len;
+		off_t next;
+
+		if (!d->entry) {
+			errno = 0;
+			d->entry = readdir(d->dp);
+			if (!d->entry) {
+				err = errno;
+				break;
+			}
+		}
+		next = d->entry->d_off;
+		if (plus) {
+			const char *name = d->entry->d_name;
+
+			if (!strcmp(name, ".") || !strcmp(name, "..")) {
+				memset(&e, 0, sizeof(e));
+				e.attr.st_ino = d->entry->d_ino;
+				e.attr.st_mode = (mode_t)d->entry->d_type << 12;
+			} else {
+				err = do_lookup(fs, inode_of(req, ino), name, &e);
+				if (err == ENOENT) {	/* gone on the host meanwhile */
+					err = 0;
+					d->entry = NULL;
+					d->offset = next;
+					continue;
+				}
+				if (err)
+					break;
+			}
+			len = fuse_add_direntry_plus(req, p, rem, name, &e, next);
+			if (len > rem) {
+				if (e.ino)
+					inode_forget(fs, inode_of(req, e.ino), 1);
+				break;
+			}
+		} else {
+			struct stat st = { .st_ino = d->entry->d_ino, .st_mode = (mode_t)d->entry->d_type << 12 };
+
+			len = fuse_add_direntry(req, p, rem, d->entry->d_name, &st, next);
+			if (len > rem)
+				break;
+		}
+		p += len;
+		rem -= len;
+		d->entry = NULL;
+		d->offset = next;
+	}
+	if (err && rem == size)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_buf(req, buf, size - rem);
+	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, offset, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, offset, fi, true);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct sdir *d = (struct sdir *)(uintptr_t)fi->fh;
+
+	closedir(d->dp);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	int fd = dirfd(((struct sdir *)(uintptr_t)fi->fh)->dp);
+	int r = datasync ? fdatasync(fd) : fsync(fd);
+
+	fuse_reply_err(req, r ? errno : 0);
+}
+
+/* ---- statfs (section 1.10: the soft limits, shrunk to what the host really has) ---------------- */
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct simfs *fs = fs_of(req);
+	struct statvfs sv;
+	struct vzq_stat q;
+
+	if (fstatvfs(fs->root.fd, &sv)) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	if (fs->quota) {
+		uint64_t bs = sv.f_frsize ? sv.f_frsize : sv.f_bsize;
+		uint64_t bfree, adj, ifree, iadj;
+
+		qlive_usage(fs->quota, &q);
+		bfree = q.bsoft > q.bcurrent ? (q.bsoft - q.bcurrent) / bs : 0;
+		adj = bfree > sv.f_bfree ? bfree - sv.f_bfree : 0;
+		sv.f_blocks = q.bsoft / bs - adj;
+		sv.f_bavail = sv.f_bavail < bfree - adj ? sv.f_bavail : bfree - adj;
+		sv.f_bfree = bfree - adj;
+		sv.f_frsize = bs;
+		ifree = q.isoft > q.icurrent ? q.isoft - q.icurrent : 0;
+		iadj = ifree > sv.f_ffree ? ifree - sv.f_ffree : 0;
+		sv.f_files = q.isoft - iadj;
+		sv.f_ffree = ifree - iadj;
+		sv.f_favail = sv.f_ffree;
+	}
+	fuse_reply_statfs(req, &sv);
+}
+
+/* ---- extended attributes (through the magic link: O_PATH descriptors have none) --------------- */
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
+{
+	struct simfs *fs = fs_of(req);
+	struct sinode *n = inode_of(req, ino);
+	char proc[64];
+	struct stat before;
+	int r;
+
+	if (fs->ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	proc_name(proc, sizeof(proc), n->fd);
+	if (fs->quota) {
+		pthread_mutex_lock(&n->qlock);
+		if (stat_fd(n->fd, &before)) {
+			r = errno;
+			pthread_mutex_unlock(&n->qlock);
+			fuse_reply_err(req, r);
+			return;
+		}
+		/* An xattr may need a block of its own: that block is checked first. */
+		struct qcharge res = { BLOCK, 0, before.st_uid, before.st_gid };
+
+		r = -qlive_reserve(fs->quota, &res);
+		if (!r) {
+			r = setxattr(proc, name, value, size, flags) ? errno : 0;
+			struct qcharge c = { blocks_of(n->fd) - alloc_bytes(&before) - BLOCK, 0, before.st_uid,
+					     before.st_gid };
+
+			qlive_apply(fs->quota, &c);
+		}
+		pthread_mutex_unlock(&n->qlock);
+	} else {
+		r = setxattr(proc, name, value, size, flags) ? errno : 0;
+	}
+	fuse_reply_err(req, r);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	char proc[64];
+	char *buf = NULL;
+	ssize_t r;
+
+	proc_name(proc, sizeof(proc), ifd(req, ino));
+	if (size) {
+		buf = malloc(size);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		r = getxattr(proc, name, buf, size);
+		if (r < 0)
+			fuse_reply_err(req, errno);
+		else
+			fuse_reply_buf(req, buf, (size_t)r);
+		free(buf);
+	} else {
+		r = getxattr(proc, name, NULL, 0);
+		if (r < 0)
+			fuse_reply_err(req, errno);
+		else
+			fuse_reply_xattr(req, (size_t)r);
+	}
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char proc[64];
+	char *buf = NULL;
+	ssize_t r;
+
+	proc_name(proc, sizeof(proc), ifd(req, ino));
+	if (size) {
+		buf = malloc(size);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		r = listxattr(proc, buf, size);
+		if (r < 0)
+			fuse_reply_err(req, errno);
+		else
+			fuse_reply_buf(req, buf, (size_t)r);
+		free(buf);
+	} else {
+		r = listxattr(proc, NULL, 0);
+		if (r < 0)
+			fuse_reply_err(req, errno);
+		else
+			fuse_reply_xattr(req, (size_t)r);
+	}
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct simfs *fs = fs_of(req);
+	struct sinode *n = inode_of(req, ino);
+	char proc[64];
+	int64_t before = 0;
+	int r;
+
+	if (fs->ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	proc_name(proc, sizeof(proc), n->fd);
+	if (fs->quota) {
+		pthread_mutex_lock(&n->qlock);
+		before = blocks_of(n->fd);
+	}
+	r = removexattr(proc, name) ? errno : 0;
+	if (fs->quota) {
+		struct stat st;
+
+		if (!stat_fd(n->fd, &st) && alloc_bytes(&st) != before) {
+			struct qcharge c = { alloc_bytes(&st) - before, 0, st.st_uid, st.st_gid };
+
+			qlive_apply(fs->quota, &c);
+		}
+		pthread_mutex_unlock(&n->qlock);
+	}
+	fuse_reply_err(req, r);
+}
+
+const struct fuse_lowlevel_ops simfs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readlink = op_readlink,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.symlink = op_symlink,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.rename = op_rename,
+	.link = op_link,
+	.open = op_open,
+	.read = op_read,
+	.write_buf = op_write_buf,
+	.release = op_release,
+	.fsync = op_fsync,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
+	.create = op_create,
+	.fallocate = op_fallocate,
+	.lseek = op_lseek,
+};

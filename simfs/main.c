@@ -1,0 +1,583 @@
+/* simfs: the command line (mount, umount, list) and the daemon's life: it mounts, reports ready
+ * to the waiting parent, serves until unmounted or signalled, then writes its quota back. */
+#include <errno.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "simfs.h"
+
+static const char usage_text[] =
+	"usage: simfs mount PRIVATE ROOT [-o OPTIONS]    serve PRIVATE at ROOT (daemon)\n"
+	"       simfs umount [-l] ROOT                   stop serving ROOT (-l: lazily, even if busy)\n"
+	"       simfs list                               instances: ROOT PRIVATE PID QUOTA STATE\n"
+	"options (-o, comma separated):\n"
+	"  quota=ID      enforce vzquota ID (it must be on: vzquota on ID); df shows its limits\n"
+	"  ro | rw       read-only or read-write view (rw)\n"
+	"  timeout=SEC   kernel entry/attribute cache lifetime (30); changes made on the host\n"
+	"                directly in PRIVATE show after at most SEC s (0: at once, slower)\n"
+	"  writeback     kernel writeback cache (default without quota; with quota a write over\n"
+	"                the limit could then fail after write() returned)\n"
+	"  nowriteback   no writeback cache\n"
+	"  threads=N     at most N request threads (16)\n"
+	"  foreground    stay in the foreground (mount only; for debugging)\n"
+	"environment: SIMFS_RUN_DIR (default /run/simfs); VZQ_DIR, VZQ_RUN_DIR for the quota library\n"
+	"exit codes: 0 ok, 1 system error, 2 bad arguments or options, 3 PRIVATE or ROOT missing or\n"
+	"  not a directory, 4 ROOT is PRIVATE or inside it, 5 quota is off, 6 quota already enforced\n"
+	"  by another simfs, 7 quota file missing or bad, 8 mount failed or ROOT already served,\n"
+	"  9 ROOT is not served by simfs, 10 ROOT busy (umount -l)\n";
+
+__attribute__((noreturn, format(printf, 2, 3))) static void die(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("simfs: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(code);
+}
+
+static const char *run_dir(void)
+{
+	const char *d = getenv("SIMFS_RUN_DIR");
+
+	return d && d[0] ? d : "/run/simfs";
+}
+
+/* The state file of the instance serving @root. */
+static void state_path(const char *root, char *out, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (const unsigned char *p = (const unsigned char *)root; *p; p++)
+		h = (h ^ *p) * 0x100000001b3ull;
+	snprintf(out, len, "%s/%016llx.state", run_dir(), (unsigned long long)h);
+}
+
+struct state {
+	pid_t pid;
+	char private_dir[PATH_MAX], root[PATH_MAX], quota[32];
+};
+
+static int read_state(const char *path, struct state *s)
+{
+	char line[PATH_MAX + 32];
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return -errno;
+	memset(s, 0, sizeof(*s));
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = 0;
+		if (!strncmp(line, "pid=", 4))
+			s->pid = (pid_t)atoi(line + 4);
+		else if (!strncmp(line, "private=", 8))
+			snprintf(s->private_dir, sizeof(s->private_dir), "%.*s", (int)sizeof(s->private_dir) - 1, line + 8);
+		else if (!strncmp(line, "root=", 5))
+			snprintf(s->root, sizeof(s->root), "%.*s", (int)sizeof(s->root) - 1, line + 5);
+		else if (!strncmp(line, "quota=", 6))
+			snprintf(s->quota, sizeof(s->quota), "%.*s", (int)sizeof(s->quota) - 1, line + 6);
+	}
+	fclose(f);
+	return s->pid > 0 && s->root[0] ? 0 : -EINVAL;
+}
+
+/* Alive and ours: a zombie (nobody reaps here) counts as dead. */
+static bool daemon_alive(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	if (!strstr(buf, "(simfs)"))
+		return false;
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* Whether @root is a mount point of a simfs FUSE mount (from mountinfo, without touching it). */
+static bool is_simfs_mount(const char *root)
+{
+	char line[3 * PATH_MAX];
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		char mnt[PATH_MAX], *tok, *save = NULL, *sep;
+		int i = 0;
+		size_t o = 0;
+
+		for (tok = strtok_r(line, " ", &save); tok && i < 4; tok = strtok_r(NULL, " ", &save))
+			i++;
+		if (!tok)
+			continue;
+		for (const char *c = tok; *c && o + 1 < sizeof(mnt); c++) {
+			if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] && c[3]) {
+				mnt[o++] = (char)((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
+				c += 3;
+			} else {
+				mnt[o++] = *c;
+			}
+		}
+		mnt[o] = 0;
+		if (strcmp(mnt, root))
+			continue;
+		sep = strstr(save ? save : "", " - ");
+		if (sep && !strncmp(sep + 3, "fuse.simfs ", 11))
+			found = true;
+	}
+	fclose(f);
+	return found;
+}
+
+/* The absolute path of @path without resolving its last component (ROOT may be a dead mount:
+ * a stat there would fail or hang). */
+static int abs_path_no_follow(const char *path, char *out, size_t len)
+{
+	char *a = strdup(path), *b = strdup(path), *dir, *base, *rdir;
+	int r = 0;
+
+	if (!a || !b) {
+		free(a);
+		free(b);
+		return -ENOMEM;
+	}
+	dir = dirname(a);
+	base = basename(b);
+	if (!strcmp(base, ".") || !strcmp(base, "..") || !strcmp(base, "/")) {
+		rdir = realpath(path, NULL);
+		if (!rdir)
+			r = -errno;
+		else
+			snprintf(out, len, "%s", rdir);
+	} else {
+		rdir = realpath(dir, NULL);
+		if (!rdir)
+			r = -errno;
+		else
+			snprintf(out, len, "%s%s%s", rdir, strcmp(rdir, "/") ? "/" : "", base);
+	}
+	free(rdir);
+	free(a);
+	free(b);
+	return r;
+}
+
+/* ---- the daemon ------------------------------------------------------------------------------- */
+
+struct mount_opts {
+	bool quota, ro, foreground;
+	int writeback;	/* -1: default */
+	uint32_t quota_id;
+	double timeout;
+	unsigned threads;
+};
+
+static int parse_opts(char *s, struct mount_opts *o, char *msg, size_t len)
+{
+	char *save = NULL;
+
+	for (char *t = strtok_r(s, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		char *v = strchr(t, '='), *end;
+
+		if (v)
+			*v++ = 0;
+		if (!strcmp(t, "quota") && v) {
+			unsigned long id = strtoul(v, &end, 10);
+
+			if (!*v || *end || id > UINT32_MAX) {
+				snprintf(msg, len, "bad quota id '%s'", v);
+				return -1;
+			}
+			o->quota = true;
+			o->quota_id = (uint32_t)id;
+		} else if (!strcmp(t, "ro") && !v) {
+			o->ro = true;
+		} else if (!strcmp(t, "rw") && !v) {
+			o->ro = false;
+		} else if (!strcmp(t, "writeback") && !v) {
+			o->writeback = 1;
+		} else if (!strcmp(t, "nowriteback") && !v) {
+			o->writeback = 0;
+		} else if (!strcmp(t, "foreground") && !v) {
+			o->foreground = true;
+		} else if (!strcmp(t, "timeout") && v) {
+			o->timeout = strtod(v, &end);
+			if (!*v || *end || o->timeout < 0 || o->timeout > 1e7) {
+				snprintf(msg, len, "bad timeout '%s'", v);
+				return -1;
+			}
+		} else if (!strcmp(t, "threads") && v) {
+			unsigned long n = strtoul(v, &end, 10);
+
+			if (!*v || *end || n < 1 || n > 1024) {
+				snprintf(msg, len, "bad threads '%s'", v);
+				return -1;
+			}
+			o->threads = (unsigned)n;
+		} else {
+			snprintf(msg, len, "unknown option '%s%s%s'", t, v ? "=" : "", v ? v : "");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+__attribute__((noreturn, format(printf, 3, 4))) static void fail_start(int ready_fd, int code, const char *fmt, ...)
+{
+	char msg[1200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	for (char *c = msg; *c; c++)
+		if (*c == '\n')
+			*c = ' ';
+	if (ready_fd >= 0)
+		dprintf(ready_fd, "err %d %s\n", code, msg);
+	else
+		fprintf(stderr, "simfs: %s\n", msg);
+	_exit(code);
+}
+
+static int write_state(const char *path, const struct simfs *fs, const struct mount_opts *o)
+{
+	char tmp[PATH_MAX + 128];
+	FILE *f;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (!f)
+		return -errno;
+	fprintf(f, "pid=%d\nprivate=%s\nroot=%s\n", (int)getpid(), fs->private_dir, fs->root_dir);
+	if (o->quota)
+		fprintf(f, "quota=%u\n", o->quota_id);
+	if (fclose(f) || rename(tmp, path))
+		return -errno;
+	return 0;
+}
+
+/* Runs in the forked child: everything up to the mount, then the loop. Never returns. */
+__attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct mount_opts *o, int ready_fd)
+{
+	char msg[1200], opts[256], spath[PATH_MAX + 64];
+	char *argv[] = { "simfs", "-o", opts, NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+	struct fuse_loop_config *cfg;
+	struct rlimit rl;
+	struct stat st;
+	int r, log_fd;
+
+	umask(0);
+	/* One descriptor per inode the kernel remembers: as many as we may have. */
+	if (!getrlimit(RLIMIT_NOFILE, &rl)) {
+		rl.rlim_cur = rl.rlim_max;
+		if (rl.rlim_cur < 1048576) {
+			struct rlimit want = { 1048576, 1048576 };
+
+			if (!setrlimit(RLIMIT_NOFILE, &want))
+				rl = want;
+		}
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	fs->root.fd = open(fs->private_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fs->root.fd < 0 || fstat(fs->root.fd, &st))
+		fail_start(ready_fd, SIMFS_ERR_DIR, "%s: %s", fs->private_dir, strerror(errno));
+	fs->root.dev = st.st_dev;
+	fs->root.ino = st.st_ino;
+	fs->root.nlookup = 2;
+	pthread_mutex_init(&fs->root.qlock, NULL);
+	pthread_mutex_init(&fs->itable_lock, NULL);
+	fs->itable_size = 4096;
+	fs->itable = calloc(fs->itable_size, sizeof(*fs->itable));
+	if (!fs->itable)
+		fail_start(ready_fd, SIMFS_ERR_SYS, "out of memory");
+	if (mkdir(run_dir(), 0755) && errno != EEXIST)
+		fail_start(ready_fd, SIMFS_ERR_SYS, "%s: %s", run_dir(), strerror(errno));
+	state_path(fs->root_dir, spath, sizeof(spath));
+	if (o->quota) {
+		r = qlive_start(o->quota_id, fs->private_dir, fs->root_dir, &fs->quota, msg, sizeof(msg));
+		if (r)
+			fail_start(ready_fd, r, "%s", msg);
+	}
+	snprintf(opts, sizeof(opts), "default_permissions,allow_other,dev,suid,fsname=simfs,subtype=simfs%s",
+		 fs->ro ? ",ro" : "");
+	fs->se = fuse_session_new(&args, &simfs_ops, sizeof(simfs_ops), fs);
+	if (!fs->se) {
+		if (fs->quota)
+			qlive_stop(fs->quota);
+		fail_start(ready_fd, SIMFS_ERR_MOUNT, "cannot start a FUSE session");
+	}
+	if (fuse_session_mount(fs->se, fs->root_dir)) {
+		if (fs->quota)
+			qlive_stop(fs->quota);
+		fail_start(ready_fd, SIMFS_ERR_MOUNT, "mount of %s failed", fs->root_dir);
+	}
+	if (fs->quota && (r = qlive_run(fs->quota, msg, sizeof(msg)))) {
+		fuse_session_unmount(fs->se);
+		qlive_stop(fs->quota);
+		fail_start(ready_fd, r, "%s", msg);
+	}
+	if ((r = write_state(spath, fs, o)) || fuse_set_signal_handlers(fs->se)) {
+		fuse_session_unmount(fs->se);
+		if (fs->quota)
+			qlive_stop(fs->quota);
+		fail_start(ready_fd, SIMFS_ERR_SYS, "%s: %s", spath, strerror(r ? -r : errno));
+	}
+	signal(SIGPIPE, SIG_IGN);
+	/* Ready: the parent returns; our stderr becomes a log next to the state file. */
+	if (ready_fd >= 0) {
+		char lpath[PATH_MAX + 64];
+
+		snprintf(lpath, sizeof(lpath), "%.*s.log", (int)(strlen(spath) - 6), spath);
+		log_fd = open(lpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		int null_fd = open("/dev/null", O_RDWR);
+
+		if (null_fd >= 0) {
+			dup2(null_fd, 0);
+			dup2(null_fd, 1);
+			dup2(log_fd >= 0 ? log_fd : null_fd, 2);
+			close(null_fd);
+		}
+		if (log_fd >= 0)
+			close(log_fd);
+		dprintf(ready_fd, "ok\n");
+		close(ready_fd);
+	}
+	cfg = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_clone_fd(cfg, 1);
+	fuse_loop_cfg_set_max_threads(cfg, o->threads);
+	fuse_loop_cfg_set_idle_threads(cfg, o->threads);
+	fuse_session_loop_mt(fs->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	fuse_remove_signal_handlers(fs->se);
+	fuse_session_unmount(fs->se);
+	if (fs->quota)
+		qlive_stop(fs->quota);
+	unlink(spath);
+	fuse_session_destroy(fs->se);
+	_exit(0);
+}
+
+static int cmd_mount(int argc, char **argv)
+{
+	struct mount_opts o = { .writeback = -1, .timeout = 30, .threads = 16 };
+	static struct simfs fs;
+	char msg[1200], spath[PATH_MAX + 64], root[PATH_MAX];
+	const char *pos[2];
+	int npos = 0, pfd[2];
+	struct stat st;
+	struct state s;
+	size_t plen;
+	pid_t pid;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-o")) {
+			if (++i >= argc)
+				die(SIMFS_ERR_USAGE, "-o needs options");
+			if (parse_opts(argv[i], &o, msg, sizeof(msg)))
+				die(SIMFS_ERR_USAGE, "%s", msg);
+		} else if (!strncmp(argv[i], "-o", 2)) {
+			if (parse_opts(argv[i] + 2, &o, msg, sizeof(msg)))
+				die(SIMFS_ERR_USAGE, "%s", msg);
+		} else if (argv[i][0] == '-' && argv[i][1]) {
+			die(SIMFS_ERR_USAGE, "unknown option '%s' (see simfs --help)", argv[i]);
+		} else if (npos < 2) {
+			pos[npos++] = argv[i];
+		} else {
+			die(SIMFS_ERR_USAGE, "too many arguments (see simfs --help)");
+		}
+	}
+	if (npos != 2)
+		die(SIMFS_ERR_USAGE, "usage: simfs mount PRIVATE ROOT [-o OPTIONS]");
+	fs.ro = o.ro;
+	fs.timeout = o.timeout;
+	fs.writeback = o.writeback < 0 ? !o.quota : o.writeback;
+	fs.private_dir = realpath(pos[0], NULL);
+	if (!fs.private_dir)
+		die(SIMFS_ERR_DIR, "%s: %s", pos[0], strerror(errno));
+	if (stat(fs.private_dir, &st) || !S_ISDIR(st.st_mode))
+		die(SIMFS_ERR_DIR, "%s: not a directory", pos[0]);
+	if (abs_path_no_follow(pos[1], root, sizeof(root)))
+		die(SIMFS_ERR_DIR, "%s: %s", pos[1], strerror(errno));
+	state_path(root, spath, sizeof(spath));
+	if (!read_state(spath, &s)) {
+		if (daemon_alive(s.pid))
+			die(SIMFS_ERR_MOUNT, "%s is already served (pid %d)", root, (int)s.pid);
+		/* Left by a killed daemon: its dead mount goes first. */
+		umount2(root, MNT_DETACH);
+		unlink(spath);
+	} else if (is_simfs_mount(root)) {
+		die(SIMFS_ERR_MOUNT, "%s is already a simfs mount", root);
+	}
+	fs.root_dir = realpath(root, NULL);
+	if (!fs.root_dir)
+		die(SIMFS_ERR_DIR, "%s: %s", pos[1], strerror(errno));
+	if (stat(fs.root_dir, &st) || !S_ISDIR(st.st_mode))
+		die(SIMFS_ERR_DIR, "%s: not a directory", pos[1]);
+	plen = strlen(fs.private_dir);
+	if (!strcmp(fs.root_dir, fs.private_dir) ||
+	    (!strncmp(fs.root_dir, fs.private_dir, plen) && (fs.root_dir[plen] == '/' || plen == 1)))
+		die(SIMFS_ERR_NESTED, "ROOT %s is inside PRIVATE %s", fs.root_dir, fs.private_dir);
+	if (o.foreground)
+		run_daemon(&fs, &o, -1);
+	if (pipe2(pfd, O_CLOEXEC))
+		die(SIMFS_ERR_SYS, "pipe: %s", strerror(errno));
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		die(SIMFS_ERR_SYS, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		close(pfd[0]);
+		setsid();
+		/* The directory we were started in may be unmounted while we run. */
+		if (chdir("/"))
+			_exit(SIMFS_ERR_SYS);
+		run_daemon(&fs, &o, pfd[1]);
+	}
+	close(pfd[1]);
+	{
+		char buf[1400];
+		ssize_t n, got = 0;
+		int code;
+
+		while (got < (ssize_t)sizeof(buf) - 1 && (n = read(pfd[0], buf + got, sizeof(buf) - 1 - (size_t)got)) != 0) {
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				break;
+			}
+			got += n;
+			if (memchr(buf, '\n', (size_t)got))
+				break;
+		}
+		buf[got] = 0;
+		buf[strcspn(buf, "\n")] = 0;
+		if (!strcmp(buf, "ok"))
+			return 0;
+		if (sscanf(buf, "err %d", &code) == 1 && strchr(buf + 4, ' ')) {
+			waitpid(pid, NULL, 0);
+			die(code, "%s", strchr(buf + 4, ' ') + 1);
+		}
+		waitpid(pid, NULL, 0);
+		die(SIMFS_ERR_SYS, "the daemon died while starting");
+	}
+}
+
+static int cmd_umount(int argc, char **argv)
+{
+	char root[PATH_MAX], spath[PATH_MAX + 64];
+	const char *arg = NULL;
+	bool lazy = false;
+	struct state s;
+	bool have_state;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-l"))
+			lazy = true;
+		else if (argv[i][0] == '-' && argv[i][1])
+			die(SIMFS_ERR_USAGE, "unknown option '%s' (see simfs --help)", argv[i]);
+		else if (!arg)
+			arg = argv[i];
+		else
+			die(SIMFS_ERR_USAGE, "too many arguments (see simfs --help)");
+	}
+	if (!arg)
+		die(SIMFS_ERR_USAGE, "usage: simfs umount [-l] ROOT");
+	if (abs_path_no_follow(arg, root, sizeof(root)))
+		die(SIMFS_ERR_DIR, "%s: %s", arg, strerror(errno));
+	state_path(root, spath, sizeof(spath));
+	have_state = !read_state(spath, &s);
+	if (!have_state || !daemon_alive(s.pid)) {
+		/* A killed daemon: its mount is dead; take it away lazily. */
+		bool mounted = is_simfs_mount(root);
+
+		if (mounted)
+			umount2(root, MNT_DETACH);
+		if (have_state)
+			unlink(spath);
+		if (!mounted && !have_state)
+			die(SIMFS_ERR_NOT_MOUNTED, "%s is not served by simfs", root);
+		return 0;
+	}
+	if (umount2(root, lazy ? MNT_DETACH : 0)) {
+		if (errno == EBUSY)
+			die(SIMFS_ERR_BUSY, "%s is busy (simfs umount -l detaches it anyway)", root);
+		if (errno != EINVAL)
+			die(SIMFS_ERR_SYS, "umount %s: %s", root, strerror(errno));
+		/* Not mounted any more (someone ran umount): stop the daemon. */
+		kill(s.pid, SIGTERM);
+	}
+	/* The daemon writes its quota back and exits; a lazily detached but busy mount keeps it. */
+	for (int i = 0; i < (lazy ? 50 : 600) && daemon_alive(s.pid); i++)
+		usleep(100000);
+	if (!lazy && daemon_alive(s.pid)) {
+		die(SIMFS_ERR_SYS, "daemon %d did not stop", (int)s.pid);
+	}
+	return 0;
+}
+
+static int cmd_list(void)
+{
+	DIR *d = opendir(run_dir());
+	struct dirent *de;
+
+	if (!d)
+		return errno == ENOENT ? 0 : (die(SIMFS_ERR_SYS, "%s: %s", run_dir(), strerror(errno)), 0);
+	while ((de = readdir(d))) {
+		char path[PATH_MAX + 300];
+		struct state s;
+		size_t n = strlen(de->d_name);
+
+		if (n < 7 || strcmp(de->d_name + n - 6, ".state"))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", run_dir(), de->d_name);
+		if (read_state(path, &s))
+			continue;
+		printf("%s %s %d %s %s\n", s.root, s.private_dir, (int)s.pid, s.quota[0] ? s.quota : "-",
+		       daemon_alive(s.pid) ? "running" : "dead");
+	}
+	closedir(d);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		die(SIMFS_ERR_USAGE, "missing command (see simfs --help)");
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		fputs(usage_text, stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "mount"))
+		return cmd_mount(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "umount") || !strcmp(argv[1], "unmount"))
+		return cmd_umount(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "list") && argc == 2)
+		return cmd_list();
+	die(SIMFS_ERR_USAGE, "unknown command '%s' (see simfs --help)", argv[1]);
+}

@@ -1,0 +1,94 @@
+/* simfs: a FUSE bind view of a host directory (PRIVATE) at ROOT, with vzquota enforcement.
+ * Internal interfaces between the filesystem (fs.c), the live quota (quota_live.c) and the CLI. */
+#ifndef SIMFS_H
+#define SIMFS_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "../quota/quota.h"
+
+/* Exit codes of `simfs` (documented in --help). */
+enum simfs_status {
+	SIMFS_OK = 0,
+	SIMFS_ERR_SYS = 1,		/* system error */
+	SIMFS_ERR_USAGE = 2,		/* bad arguments or options */
+	SIMFS_ERR_DIR = 3,		/* PRIVATE or ROOT missing or not a directory */
+	SIMFS_ERR_NESTED = 4,		/* ROOT is PRIVATE or inside it */
+	SIMFS_ERR_QUOTA_OFF = 5,	/* quota ID is off (vzquota on ID first) */
+	SIMFS_ERR_QUOTA_BUSY = 6,	/* another daemon enforces quota ID */
+	SIMFS_ERR_QUOTA = 7,		/* quota file missing, corrupt or unwritable */
+	SIMFS_ERR_MOUNT = 8,		/* the FUSE mount failed, or ROOT is already served */
+	SIMFS_ERR_NOT_MOUNTED = 9,	/* umount: ROOT is not a simfs mount of ours */
+	SIMFS_ERR_BUSY = 10,		/* umount: ROOT is in use (try -l) */
+};
+
+/* One object of PRIVATE the kernel knows: an O_PATH descriptor, never a path. */
+struct sinode {
+	int fd;
+	dev_t dev;
+	ino_t ino;
+	uint64_t nlookup;		/* under fs->itable_lock */
+	pthread_mutex_t qlock;		/* serializes measure-operate-measure for quota charging */
+	int64_t orphan_bytes;		/* charged to an unlinked-but-open inode, freed when it goes */
+	uid_t orphan_uid;
+	gid_t orphan_gid;
+	/* size and mtime at the last open: unchanged -> the page cache is kept */
+	off_t open_size;
+	struct timespec open_mtime;
+	bool open_seen;
+	struct sinode *next;
+};
+
+struct qlive;
+
+struct simfs {
+	char *private_dir;	/* realpath of PRIVATE */
+	char *root_dir;		/* realpath of ROOT */
+	struct sinode root;
+	int proc_fd;		/* /proc/self/fd */
+	bool ro;
+	bool writeback;		/* kernel writeback cache (off with quota: EDQUOT must reach write()) */
+	double timeout;		/* entry and attribute timeout, seconds */
+	pthread_mutex_t itable_lock;
+	struct sinode **itable;
+	size_t itable_size, itable_count;
+	struct qlive *quota;	/* NULL: a plain bind view */
+	struct fuse_session *se;
+};
+
+extern const struct fuse_lowlevel_ops simfs_ops;
+
+/* ---- quota_live.c: the live holder of a vzquota id -------------------------------------------- */
+
+/* Opens quota @id for @private_dir: checks ON, takes the live lock, rescans if DIRTY or LIVE,
+ * marks the file LIVE. Returns a SIMFS_ERR_* with @msg on failure. */
+int qlive_start(uint32_t id, const char *private_dir, const char *root_dir, struct qlive **out, char *msg,
+		size_t len);
+/* Starts the writer (every ~2 s when changed) and the request listener threads. */
+int qlive_run(struct qlive *q, char *msg, size_t len);
+/* Final write-back, clears LIVE, releases the lock. */
+void qlive_stop(struct qlive *q);
+
+/* A pending charge: reserved against the limits before the host call, settled after it. */
+struct qcharge {
+	int64_t bytes, inodes;
+	uid_t uid;
+	gid_t gid;
+};
+/* Checks and reserves @c: -EDQUOT if it may not be made. */
+int qlive_reserve(struct qlive *q, const struct qcharge *c);
+/* Applies a change unconditionally (frees, measured deltas, undoing a reservation). */
+void qlive_apply(struct qlive *q, const struct qcharge *c);
+/* Moves @bytes + @inodes from (ouid, ogid) to (nuid, ngid): -EDQUOT if the destination may not
+ * take them (nothing changes then). */
+int qlive_move(struct qlive *q, int64_t bytes, int64_t inodes, uid_t ouid, gid_t ogid, uid_t nuid, gid_t ngid);
+/* First-level usage and soft limits, for statfs. */
+void qlive_usage(struct qlive *q, struct vzq_stat *st);
+
+#endif
