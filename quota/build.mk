@@ -23,3 +23,28 @@ $(BUILD)/libvzquota.a: $(QUOTA_LIB_OBJS)
 $(BUILD)/san/libvzquota.a: $(QUOTA_SAN_LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
+
+COMPONENT_BINS += $(BUILD)/bin/vzquota $(BUILD)/bin/vzdqcheck $(BUILD)/san/bin/vzquota
+
+$(BUILD)/bin/vzquota: $(BUILD)/quota-obj/quota/cli/vzquota.o $(BUILD)/libvzquota.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^
+
+$(BUILD)/bin/vzdqcheck: $(BUILD)/quota-obj/quota/cli/vzdqcheck.o $(BUILD)/libvzquota.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^
+
+# The tool under ASan+UBSan: the bad-input tests run it.
+$(BUILD)/san/bin/vzquota: $(BUILD)/san/quota-obj/quota/cli/vzquota.o $(BUILD)/san/libvzquota.a
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_FLAGS) -o $@ $^
+
+COMPONENT_BINS += $(BUILD)/unit/quota-tests $(BUILD)/unit/quota-tests-san
+
+$(BUILD)/unit/quota-tests: quota/tests/unit.c $(QUOTA_HDRS) $(BUILD)/libvzquota.a
+	@mkdir -p $(dir $@)
+	$(CC) $(QUOTA_CFLAGS) -o $@ $< $(BUILD)/libvzquota.a
+
+$(BUILD)/unit/quota-tests-san: quota/tests/unit.c $(QUOTA_HDRS) $(BUILD)/san/libvzquota.a
+	@mkdir -p $(dir $@)
+	$(CC) $(QUOTA_SAN_CFLAGS) -o $@ $< $(BUILD)/san/libvzquota.a

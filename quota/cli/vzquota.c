@@ -1,0 +1,921 @@
+/* vzquota: the command line of libvzquota, compatible with OpenVZ's vzquota (commands, options,
+ * exit codes, output). Parses, calls the library, prints; the quota itself lives in quota/lib. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../quota.h"
+
+#define VERSION "3.0-vzq"
+
+static int verbose = 1;	/* 0 with -q, 2+ with -v */
+static bool batch;
+
+enum cmd { C_INIT, C_ON, C_OFF, C_DROP, C_SETLIMIT, C_SETLIMIT2, C_RELOAD2, C_STAT, C_SHOW };
+static const char *const cmd_names[] = { "init", "on", "off", "drop", "setlimit", "setlimit2", "reload2", "stat",
+					 "show" };
+
+/* What the command line says. has_* for each optional limit. */
+struct opts {
+	enum cmd cmd;
+	uint32_t id;
+	const char *path, *file;
+	bool relative, force, ugid_info, nocheck;
+	bool has_bsoft, has_bhard, has_isoft, has_ihard, has_bexp, has_iexp, has_sub, has_ugid_limit;
+	uint64_t bsoft, bhard, isoft, ihard;
+	int64_t bexp, iexp;
+	bool sub;
+	uint32_t ugid_limit;
+	/* setlimit2 */
+	int set2_type;	/* -1: -t (grace); else VZQ_USER / VZQ_GROUP */
+	uint32_t set2_id;
+	char *pos[8];
+	int npos;
+};
+
+__attribute__((format(printf, 1, 2))) static void warnx_(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (verbose < 1)
+		return;
+	fputs("vzquota: (warning) ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+__attribute__((format(printf, 1, 2))) static void info(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (verbose < 2)
+		return;
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+__attribute__((format(printf, 2, 3))) static int fail(int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("vzquota: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return status;
+}
+
+static int lib_fail(const struct vzq_error *err)
+{
+	return fail(err->status ? err->status : VZQ_ERR_INTERNAL, "%s", err->msg[0] ? err->msg : "failed");
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: vzquota [options] command quotaid [command-options]\n"
+		"Options: -h help, -V version, -q quiet, -v verbose, -b batch output (stat, show)\n"
+		"Commands:\n"
+		"  init      quotaid -p path -b bsoft -B bhard -i isoft -I ihard -e bgrace -n igrace\n"
+		"            [-c file | -R] [-s 0|1] [-u ugid_limit]    create the quota file, count usage\n"
+		"  on        quotaid [-p path] [-c file | -R] [-f] [--nocheck] [limits]   turn quota on\n"
+		"  off       quotaid [-p path] [-c file | -R] [-f]           turn quota off\n"
+		"  drop      quotaid [-p path] [-c file | -R] [-f]           remove the quota file\n"
+		"  setlimit  quotaid [-p path] [-c file | -R] [-f] [limits]  change limits\n"
+		"  setlimit2 quotaid [-c file | -R] -u|-g id bsoft bhard isoft ihard | -t bgrace igrace\n"
+		"  reload2   quotaid [-c file | -R]                          push uid/gid limits to simfs\n"
+		"  stat      quotaid [-p path] [-c file | -R] [-f] [-t]      usage now\n"
+		"  show      quotaid [-p path] [-c file | -R] [-t]           what the quota file says\n"
+		"Limits: -b/--block-softlimit, -B/--block-hardlimit (1k blocks), -i/--inode-softlimit,\n"
+		"  -I/--inode-hardlimit, -e/--block-exptime, -n/--inode-exptime (time: [[[dd:]hh:]mm:]ss\n"
+		"  or N{h,d,w,m,y}), -s/--sub-quotas 0|1, -u/--ugid-limit N\n"
+		"Environment: VZQ_DIR (default /var/vzquota), VZQ_RUN_DIR (default /run/vzquota)\n");
+}
+
+static int parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_blocks(const char *s, uint64_t *bytes)
+{
+	uint64_t kib;
+
+	if (parse_u64(s, UINT64_MAX / 1024, &kib))
+		return -1;
+	*bytes = kib * 1024;
+	return 0;
+}
+
+enum { OPT_NOCHECK = 256 };
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	static const struct option longs[] = {
+		{ "block-softlimit", required_argument, NULL, 'b' },
+		{ "block-hardlimit", required_argument, NULL, 'B' },
+		{ "block-exptime", required_argument, NULL, 'e' },
+		{ "inode-softlimit", required_argument, NULL, 'i' },
+		{ "inode-hardlimit", required_argument, NULL, 'I' },
+		{ "inode-exptime", required_argument, NULL, 'n' },
+		{ "sub-quotas", required_argument, NULL, 's' },
+		{ "ugid-limit", required_argument, NULL, 'u' },
+		{ "quota-file", required_argument, NULL, 'c' },
+		{ "relative", no_argument, NULL, 'R' },
+		{ "force", no_argument, NULL, 'f' },
+		{ "user-group", no_argument, NULL, 't' },
+		{ "nocheck", no_argument, NULL, OPT_NOCHECK },
+		{ "rsquash", no_argument, NULL, 'r' },
+		{ "path", required_argument, NULL, 'p' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *shorts;
+	bool have_id = false;
+	int c;
+
+	switch (o->cmd) {
+	case C_INIT:
+	case C_ON:
+	case C_SETLIMIT: shorts = "-:p:c:Rfb:B:i:I:e:n:s:u:r"; break;
+	case C_OFF:
+	case C_DROP: shorts = "-:p:c:Rfr"; break;
+	case C_SETLIMIT2: shorts = "-:p:c:Ru:g:tr"; break;
+	case C_RELOAD2: shorts = "-:p:c:Rr"; break;
+	case C_STAT: shorts = "-:p:c:Rftr"; break;
+	default: shorts = "-:p:c:Rtr"; break;
+	}
+	o->set2_type = -2;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
+		const char *a = optarg;
+		uint64_t v;
+		bool limits = o->cmd == C_INIT || o->cmd == C_ON || o->cmd == C_SETLIMIT;
+
+		switch (c) {
+		case 1:
+			if (!have_id) {
+				if (parse_u64(a, UINT32_MAX, &v))
+					return fail(VZQ_ERR_USAGE, "bad quota id '%s'", a);
+				o->id = (uint32_t)v;
+				have_id = true;
+			} else if (o->npos < (int)(sizeof(o->pos) / sizeof(o->pos[0]))) {
+				o->pos[o->npos++] = optarg;
+			} else {
+				return fail(VZQ_ERR_USAGE, "too many arguments");
+			}
+			break;
+		case 'p': o->path = a; break;
+		case 'c': o->file = a; break;
+		case 'R': o->relative = true; break;
+		case 'f': o->force = true; break;
+		case 'r': break;	/* --rsquash: accepted, as upstream, and ignored */
+		case 'b':
+			if (parse_blocks(a, &o->bsoft))
+				return fail(VZQ_ERR_USAGE, "bad block soft limit '%s'", a);
+			o->has_bsoft = true;
+			break;
+		case 'B':
+			if (parse_blocks(a, &o->bhard))
+				return fail(VZQ_ERR_USAGE, "bad block hard limit '%s'", a);
+			o->has_bhard = true;
+			break;
+		case 'i':
+			if (parse_u64(a, UINT64_MAX, &o->isoft))
+				return fail(VZQ_ERR_USAGE, "bad inode soft limit '%s'", a);
+			o->has_isoft = true;
+			break;
+		case 'I':
+			if (parse_u64(a, UINT64_MAX, &o->ihard))
+				return fail(VZQ_ERR_USAGE, "bad inode hard limit '%s'", a);
+			o->has_ihard = true;
+			break;
+		case 'e':
+			if (vzq_parse_time(a, &o->bexp))
+				return fail(VZQ_ERR_USAGE, "bad block expiry time '%s'", a);
+			o->has_bexp = true;
+			break;
+		case 'n':
+			if (vzq_parse_time(a, &o->iexp))
+				return fail(VZQ_ERR_USAGE, "bad inode expiry time '%s'", a);
+			o->has_iexp = true;
+			break;
+		case 's':
+			if (strcmp(a, "0") && strcmp(a, "1"))
+				return fail(VZQ_ERR_USAGE, "-s takes 0 or 1, not '%s'", a);
+			o->sub = a[0] == '1';
+			o->has_sub = true;
+			break;
+		case 'u':
+		case 'g':
+			if (limits) {
+				if (parse_u64(a, UINT32_MAX, &v))
+					return fail(VZQ_ERR_USAGE, "bad ugid limit '%s'", a);
+				o->ugid_limit = (uint32_t)v;
+				o->has_ugid_limit = true;
+				break;
+			}
+			if (o->set2_type != -2)
+				return fail(VZQ_ERR_USAGE, "give one of -u, -g, -t");
+			if (parse_u64(a, UINT32_MAX, &v))
+				return fail(VZQ_ERR_USAGE, "bad %s id '%s'", c == 'u' ? "user" : "group", a);
+			o->set2_type = c == 'u' ? VZQ_USER : VZQ_GROUP;
+			o->set2_id = (uint32_t)v;
+			break;
+		case 't':
+			if (o->cmd == C_SETLIMIT2) {
+				if (o->set2_type != -2)
+					return fail(VZQ_ERR_USAGE, "give one of -u, -g, -t");
+				o->set2_type = -1;
+			} else {
+				o->ugid_info = true;
+			}
+			break;
+		case OPT_NOCHECK:
+			if (o->cmd != C_ON)
+				return fail(VZQ_ERR_USAGE, "--nocheck is an option of on");
+			o->nocheck = true;
+			break;
+		case ':': return fail(VZQ_ERR_USAGE, "option %s needs an argument", argv[optind - 1]);
+		default:
+			return fail(VZQ_ERR_USAGE, "%s: unknown option %s", cmd_names[o->cmd], argv[optind - 1]);
+		}
+	}
+	if (!have_id)
+		return fail(VZQ_ERR_USAGE, "%s: quota id missing", cmd_names[o->cmd]);
+	if (o->file && o->relative)
+		return fail(VZQ_ERR_USAGE, "-c and -R exclude each other");
+	if (o->cmd == C_SETLIMIT2) {
+		int want = o->set2_type == -1 ? 2 : 4;
+		if (o->set2_type == -2)
+			return fail(VZQ_ERR_USAGE, "setlimit2: give -u ID, -g ID or -t");
+		if (o->npos != want)
+			return fail(VZQ_ERR_USAGE, "setlimit2: %s takes %d values", o->set2_type == -1 ? "-t" : "-u/-g",
+				    want);
+	} else if (o->npos) {
+		return fail(VZQ_ERR_USAGE, "%s: unexpected argument '%s'", cmd_names[o->cmd], o->pos[0]);
+	}
+	if (o->cmd == C_INIT) {
+		if (!o->path)
+			return fail(VZQ_ERR_USAGE, "init: -p path is required");
+		if (!(o->has_bsoft && o->has_bhard && o->has_isoft && o->has_ihard && o->has_bexp && o->has_iexp))
+			return fail(VZQ_ERR_USAGE, "init: all of -b -B -i -I -e -n are required");
+	}
+	if (o->cmd == C_SETLIMIT && !(o->has_bsoft || o->has_bhard || o->has_isoft || o->has_ihard || o->has_bexp ||
+				      o->has_iexp || o->has_sub || o->has_ugid_limit || o->path || o->force))
+		return fail(VZQ_ERR_USAGE, "setlimit: nothing to set");
+	return 0;
+}
+
+/* ---- the quota file of the command ---- */
+
+static int quota_file(const struct opts *o, bool create, char *out, size_t len)
+{
+	struct vzq_error err = { 0 };
+	struct stat st;
+
+	if (o->file || o->relative || create) {
+		if (vzq_file_name(o->id, o->file, o->relative, o->path, out, len, &err))
+			return lib_fail(&err);
+		return 0;
+	}
+	/* vzquota's lookup: the file next to -p if there is one, else the default place */
+	if (o->path && !vzq_file_name(o->id, NULL, true, o->path, out, len, &err) && stat(out, &st) == 0)
+		return 0;
+	memset(&err, 0, sizeof(err));
+	if (vzq_file_name(o->id, NULL, false, NULL, out, len, &err))
+		return lib_fail(&err);
+	return 0;
+}
+
+/* The tree of the quota: -p, else the stored path. */
+static const char *tree_path(const struct opts *o, const struct vzq_quota *q)
+{
+	if (o->path)
+		return o->path;
+	if (q->path && *q->path)
+		return q->path;
+	return NULL;
+}
+
+static void apply_limits(const struct opts *o, struct vzq_quota *q)
+{
+	if (o->has_bsoft)
+		q->stat.bsoft = o->bsoft;
+	if (o->has_bhard)
+		q->stat.bhard = o->bhard;
+	if (o->has_isoft)
+		q->stat.isoft = o->isoft;
+	if (o->has_ihard)
+		q->stat.ihard = o->ihard;
+	if (o->has_bexp)
+		q->grace.bexpire = o->bexp;
+	if (o->has_iexp)
+		q->grace.iexpire = o->iexp;
+	if (o->has_ugid_limit)
+		q->ugid_limit = o->ugid_limit;
+	if (o->has_sub) {
+		if (o->sub)
+			q->flags |= VZQ_FLAG_UGID_ON;
+		else
+			q->flags &= ~VZQ_FLAG_UGID_ON;
+	}
+}
+
+static int set_stored_path(const struct opts *o, struct vzq_quota *q)
+{
+	char real[PATH_MAX];
+	char *p;
+
+	if (!o->path)
+		return 0;
+	p = strdup(o->relative ? "" : realpath(o->path, real) ? real : o->path);
+	if (!p)
+		return fail(VZQ_ERR_SYS, "out of memory");
+	free(q->path);
+	q->path = p;
+	return 0;
+}
+
+static void warn_limits(const struct vzq_quota *q)
+{
+	if (q->stat.bhard < q->stat.bsoft)
+		warnx_("block hard limit %" PRIu64 " is below the soft limit %" PRIu64, q->stat.bhard / 1024,
+		       q->stat.bsoft / 1024);
+	if (q->stat.ihard < q->stat.isoft)
+		warnx_("inode hard limit %" PRIu64 " is below the soft limit %" PRIu64, q->stat.ihard, q->stat.isoft);
+	if (q->stat.bcurrent > q->stat.bsoft)
+		warnx_("block usage %" PRIu64 " is over the soft limit %" PRIu64, q->stat.bcurrent / 1024,
+		       q->stat.bsoft / 1024);
+	if (q->stat.icurrent > q->stat.isoft)
+		warnx_("inode usage %" PRIu64 " is over the soft limit %" PRIu64, q->stat.icurrent, q->stat.isoft);
+}
+
+/* Where a live holder serves the tree, for messages. */
+static void live_where(uint32_t id, char *out, size_t len)
+{
+	struct vzq_error err = { 0 };
+
+	if (vzq_live_request(id, VZQ_REQ_PATH, out, len, &err) || !*out)
+		snprintf(out, len, "(a simfs daemon)");
+}
+
+static int reload_live(uint32_t id)
+{
+	struct vzq_error err = { 0 };
+
+	if (!vzq_live_held(id))
+		return 0;
+	if (vzq_live_request(id, VZQ_REQ_RELOAD, NULL, 0, &err))
+		return fail(VZQ_ERR_LIVE, "limits written, but the simfs daemon did not adopt them: %s", err.msg);
+	info("simfs daemon of quota %u reloaded the limits", id);
+	return 0;
+}
+
+static int scan(const char *path, struct vzq_quota *q)
+{
+	struct vzq_error err = { 0 };
+
+	if (!path)
+		return fail(VZQ_ERR_NOPATH, "quota %u: no tree path known, use -p", q->id);
+	info("counting the usage of %s", path);
+	if (vzq_scan(path, q, time(NULL), &err))
+		return lib_fail(&err);
+	return 0;
+}
+
+/* ---- output ---- */
+
+/* Time left of a grace period: empty if none, "none" if over, else Ndays or hh:mm. */
+static void grace_left(int64_t end, char *buf, size_t len)
+{
+	int64_t now = time(NULL), left;
+
+	if (!end) {
+		buf[0] = 0;
+		return;
+	}
+	left = end - now;
+	if (left <= 0)
+		snprintf(buf, len, "none");
+	else if (left >= 86400)
+		snprintf(buf, len, "%" PRId64 "days", left / 86400);
+	else
+		snprintf(buf, len, "%02" PRId64 ":%02" PRId64, left / 3600, left / 60 % 60);
+}
+
+/* A grace interval, rounded to the largest whole unit. */
+static void interval(int64_t t, char *buf, size_t len)
+{
+	if (!t)
+		buf[0] = 0;
+	else if (t % 86400 == 0)
+		snprintf(buf, len, "%" PRId64 "days", t / 86400);
+	else if (t % 3600 == 0)
+		snprintf(buf, len, "%" PRId64 "h", t / 3600);
+	else if (t >= 3600)
+		snprintf(buf, len, "%02" PRId64 ":%02" PRId64 ":%02" PRId64, t / 3600, t / 60 % 60, t % 60);
+	else
+		snprintf(buf, len, "%" PRId64 "s", t);
+}
+
+static char over_mark(uint64_t cur, uint64_t soft, uint64_t hard)
+{
+	return (soft && cur > soft) || (hard && cur > hard) ? '*' : ' ';
+}
+
+static void print_status(const struct vzq_quota *q)
+{
+	const struct vzq_stat *s = &q->stat;
+	int64_t btime = s->bcurrent <= s->bsoft ? 0 : s->btime;
+	int64_t itime = s->icurrent <= s->isoft ? 0 : s->itime;
+	char buf[32];
+
+	if (batch) {
+		printf("%14" PRIu64 " %14" PRIu64 " %14" PRIu64 " %14" PRId64 " %14" PRId64 "\n", s->bcurrent / 1024,
+		       s->bsoft / 1024, s->bhard / 1024, btime, q->grace.bexpire);
+		printf("%14" PRIu64 " %14" PRIu64 " %14" PRIu64 " %14" PRId64 " %14" PRId64 "\n", s->icurrent, s->isoft,
+		       s->ihard, itime, q->grace.iexpire);
+		return;
+	}
+	printf("%11s %14s  %14s %14s %8s\n", "resource", "usage", "softlimit", "hardlimit", "grace");
+	grace_left(btime, buf, sizeof(buf));
+	printf("%11s %14" PRIu64 "%c %14" PRIu64 " %14" PRIu64 " %8s\n", "1k-blocks", s->bcurrent / 1024,
+	       over_mark(s->bcurrent, s->bsoft, s->bhard), s->bsoft / 1024, s->bhard / 1024, buf);
+	grace_left(itime, buf, sizeof(buf));
+	printf("%11s %14" PRIu64 "%c %14" PRIu64 " %14" PRIu64 " %8s\n", "inodes", s->icurrent,
+	       over_mark(s->icurrent, s->isoft, s->ihard), s->isoft, s->ihard, buf);
+}
+
+/* @configured: -1 unknown (stat -f); @active: second level enforced now. */
+static void print_ugid_status(const struct vzq_quota *q, int configured, bool active)
+{
+	static const char *const type_names[] = { "user", "group" };
+	size_t total = q->n_ugid, loaded = 0;
+	char b1[32], b2[32];
+
+	if (active)
+		loaded = q->ugid_limit && total > q->ugid_limit ? q->ugid_limit : total;
+	if (batch) {
+		printf("%d %d\n", configured, active ? 1 : 0);
+		printf("%zu %zu %u\n", loaded, total, q->ugid_limit);
+		printf("%d\n", total > q->ugid_limit ? 1 : 0);
+	} else {
+		printf("User/group quota: %s,%s\n", configured < 0 ? "-" : configured ? "on" : "off",
+		       active ? "active" : "inactive");
+		printf("%sUgids: loaded %zu, total %zu, limit %u\n", total > q->ugid_limit ? "*" : "", loaded, total,
+		       q->ugid_limit);
+		printf("Ugid limit was exceeded: %s\n", q->ugid_limit && loaded >= q->ugid_limit ? "yes" : "no");
+		printf("\nUser/group grace times and quotafile flags:\n");
+		printf("%5s %14s %14s %10s\n", "type", "block_exp_time", "inode_exp_time", "dqi_flags");
+	}
+	for (int t = 0; t < 2; t++) {
+		if (batch) {
+			printf("%5s %" PRId64 " %" PRId64 " %9Xh\n", type_names[t], q->ugid_grace[t].bexpire,
+			       q->ugid_grace[t].iexpire, 0u);
+			continue;
+		}
+		interval(q->ugid_grace[t].bexpire, b1, sizeof(b1));
+		interval(q->ugid_grace[t].iexpire, b2, sizeof(b2));
+		printf("%5s %14s %14s %9Xh\n", type_names[t], b1, b2, 0u);
+	}
+	if (!total)
+		return;
+	if (!batch) {
+		printf("\nUser/group objects:\n");
+		printf("%-11s %5s %9s %11s %11s %11s %8s %6s\n", "ID", "type", "resource", "usage", "softlimit",
+		       "hardlimit", "grace", "status");
+	}
+	for (size_t i = 0; i < total; i++) {
+		const struct vzq_ugid *u = &q->ugid[i];
+		const struct vzq_stat *s = &u->stat;
+		bool is_loaded = active && i < (q->ugid_limit ? q->ugid_limit : total);
+		bool dirty = u->flags & VZQ_UGID_DIRTY;
+		char status[32];
+		int64_t t;
+
+		if (batch)
+			snprintf(status, sizeof(status), "%d %d", is_loaded, dirty);
+		else
+			snprintf(status, sizeof(status), "%s%s%s", is_loaded ? "loaded" : "",
+				 is_loaded && dirty ? "," : "", dirty ? "dirty" : "");
+		t = s->bcurrent < s->bsoft ? 0 : s->btime;
+		if (batch)
+			snprintf(b1, sizeof(b1), "%" PRId64, t);
+		else
+			grace_left(t, b1, sizeof(b1));
+		printf("%-11u %5s %9s %11" PRIu64 " %11" PRIu64 " %11" PRIu64 " %8s %6s\n", u->id,
+		       type_names[u->type & 1], "1k-blocks", s->bcurrent / 1024, s->bsoft / 1024, s->bhard / 1024, b1,
+		       status);
+		t = s->icurrent < s->isoft ? 0 : s->itime;
+		if (batch)
+			snprintf(b1, sizeof(b1), "%" PRId64, t);
+		else
+			grace_left(t, b1, sizeof(b1));
+		printf("%-11u %5s %9s %11" PRIu64 " %11" PRIu64 " %11" PRIu64 " %8s %6s\n", u->id,
+		       type_names[u->type & 1], "inodes", s->icurrent, s->isoft, s->ihard, b1, status);
+	}
+}
+
+/* ---- commands ---- */
+
+struct session {
+	char fname[PATH_MAX];
+	struct vzq_handle *h;
+	struct vzq_quota q;
+	struct vzq_error err;
+};
+
+static int open_quota(const struct opts *o, struct session *s, int mode)
+{
+	int rc = quota_file(o, (mode & VZQ_CREATE) != 0, s->fname, sizeof(s->fname));
+
+	if (rc)
+		return rc;
+	info("quota file %s", s->fname);
+	if (vzq_open(s->fname, mode, &s->h, &s->q, &s->err))
+		return lib_fail(&s->err);
+	return 0;
+}
+
+static void close_quota(struct session *s)
+{
+	vzq_close(s->h);
+	vzq_quota_free(&s->q);
+	s->h = NULL;
+}
+
+static int write_quota(struct session *s, uint32_t id)
+{
+	s->q.id = id;
+	if (vzq_write(s->h, &s->q, &s->err))
+		return lib_fail(&s->err);
+	return 0;
+}
+
+static int cmd_init(const struct opts *o)
+{
+	struct session s = { 0 };
+	struct vzq_handle *h;
+	struct vzq_quota old;
+	struct vzq_error err = { 0 };
+	int rc;
+
+	if (vzq_live_held(o->id))
+		return fail(VZQ_ERR_RUNNING, "quota %u is running (served by simfs)", o->id);
+	rc = quota_file(o, true, s.fname, sizeof(s.fname));
+	if (rc)
+		return rc;
+	/* An existing, readable file: refuse if running, else overwrite it (with a warning). */
+	if (vzq_open(s.fname, VZQ_RDONLY, &h, &old, &err) == 0) {
+		bool on = old.flags & VZQ_FLAG_ON;
+		vzq_close(h);
+		vzq_quota_free(&old);
+		if (on)
+			return fail(VZQ_ERR_RUNNING, "quota %u is running; turn it off first", o->id);
+		warnx_("quota file %s exists, it will be overwritten", s.fname);
+	} else if (err.status != VZQ_ERR_NOFILE) {
+		warnx_("%s; it will be overwritten", err.msg);
+	}
+	if (vzq_open(s.fname, VZQ_RDWR | VZQ_CREATE | VZQ_REPLACE, &s.h, &s.q, &s.err))
+		return lib_fail(&s.err);
+	s.q.id = o->id;
+	apply_limits(o, &s.q);
+	rc = set_stored_path(o, &s.q);
+	if (!rc)
+		rc = scan(o->path, &s.q);
+	if (!rc) {
+		warn_limits(&s.q);
+		rc = write_quota(&s, o->id);
+	}
+	close_quota(&s);	/* a file this command created and did not write is removed */
+	return rc;
+}
+
+static int cmd_on(const struct opts *o)
+{
+	struct session s = { 0 };
+	bool rescan, stale_live;
+	int rc;
+
+	if (vzq_live_held(o->id))
+		return fail(VZQ_ERR_RUNNING, "quota %u is already running (served by simfs)", o->id);
+	rc = open_quota(o, &s, VZQ_RDWR);
+	if (rc)
+		return rc;
+	if (s.q.flags & VZQ_FLAG_ON) {
+		close_quota(&s);
+		return fail(VZQ_ERR_RUNNING, "quota %u is already running", o->id);
+	}
+	stale_live = s.q.flags & VZQ_FLAG_LIVE;
+	rescan = o->force || (s.q.flags & VZQ_FLAG_DIRTY) || stale_live ||
+		 (o->path && !o->relative && (!s.q.path || strcmp(s.q.path, o->path)));
+	if (o->path && !o->relative) {
+		char real[PATH_MAX];
+		/* the same tree spelled differently is no change */
+		if (realpath(o->path, real) && s.q.path && !strcmp(real, s.q.path))
+			rescan = o->force || (s.q.flags & VZQ_FLAG_DIRTY) || stale_live;
+		rc = set_stored_path(o, &s.q);
+	}
+	apply_limits(o, &s.q);
+	if (!rc && rescan && !o->nocheck) {
+		if (stale_live)
+			info("quota %u was left live by a simfs daemon that is gone: recounting", o->id);
+		rc = scan(tree_path(o, &s.q), &s.q);
+	}
+	if (!rc) {
+		s.q.flags |= VZQ_FLAG_ON;
+		s.q.flags &= ~VZQ_FLAG_LIVE;
+		vzq_update_grace(&s.q, time(NULL));
+		warn_limits(&s.q);
+		rc = write_quota(&s, o->id);
+	}
+	close_quota(&s);
+	if (!rc && verbose >= 1 && !batch)
+		printf("Quota is on for id %u\n", o->id);
+	return rc;
+}
+
+static int refuse_live(uint32_t id, const char *what)
+{
+	char where[PATH_MAX];
+
+	live_where(id, where, sizeof(where));
+	return fail(VZQ_ERR_LIVE, "cannot %s quota %u: the tree is mounted by simfs at %s; unmount it first", what,
+		    id, where);
+}
+
+static int cmd_off(const struct opts *o)
+{
+	struct session s = { 0 };
+	int rc;
+
+	if (vzq_live_held(o->id))
+		return refuse_live(o->id, "turn off");
+	rc = open_quota(o, &s, VZQ_RDWR);
+	if (rc)
+		return rc;
+	if (!(s.q.flags & VZQ_FLAG_ON)) {
+		close_quota(&s);
+		return fail(VZQ_ERR_NOT_RUNNING, "quota %u is not running", o->id);
+	}
+	s.q.flags &= ~VZQ_FLAG_ON;
+	if (s.q.flags & VZQ_FLAG_LIVE)	/* left by a killed daemon: its usage is stale */
+		s.q.flags = (s.q.flags & ~VZQ_FLAG_LIVE) | VZQ_FLAG_DIRTY;
+	rc = write_quota(&s, o->id);
+	close_quota(&s);
+	if (!rc && verbose >= 1 && !batch)
+		printf("Quota is off for id %u\n", o->id);
+	return rc;
+}
+
+static int cmd_drop(const struct opts *o)
+{
+	struct session s = { 0 };
+	int rc;
+
+	if (vzq_live_held(o->id))
+		return refuse_live(o->id, "drop");
+	rc = quota_file(o, false, s.fname, sizeof(s.fname));
+	if (rc)
+		return rc;
+	if (vzq_open(s.fname, VZQ_RDWR, &s.h, &s.q, &s.err)) {
+		if (!(o->force && s.err.status == VZQ_ERR_FILE))
+			return lib_fail(&s.err);
+		warnx_("%s; removing it anyway (-f)", s.err.msg);
+		memset(&s.err, 0, sizeof(s.err));
+		if (vzq_open(s.fname, VZQ_RDWR | VZQ_REPLACE, &s.h, &s.q, &s.err))
+			return lib_fail(&s.err);
+	} else if ((s.q.flags & VZQ_FLAG_ON) && !o->force) {
+		close_quota(&s);
+		return fail(VZQ_ERR_RUNNING, "quota %u is running; turn it off first (or -f)", o->id);
+	}
+	rc = vzq_unlink(s.h, &s.err) ? lib_fail(&s.err) : 0;
+	close_quota(&s);
+	return rc;
+}
+
+static int cmd_setlimit(const struct opts *o)
+{
+	struct session s = { 0 };
+	int rc;
+
+	rc = open_quota(o, &s, VZQ_RDWR);
+	if (rc)
+		return rc;
+	bool running = s.q.flags & VZQ_FLAG_ON;
+	bool ugid_was_on = s.q.flags & VZQ_FLAG_UGID_ON;
+	uint32_t old_limit = s.q.ugid_limit;
+
+	apply_limits(o, &s.q);
+	rc = set_stored_path(o, &s.q);
+	if (o->force)
+		s.q.flags |= VZQ_FLAG_DIRTY;	/* the next on recounts */
+	/* uid/gid usage that nobody counted */
+	if (running && (s.q.flags & VZQ_FLAG_UGID_ON) && (!ugid_was_on || (old_limit == 0 && s.q.ugid_limit)))
+		s.q.flags |= VZQ_FLAG_DIRTY;
+	vzq_update_grace(&s.q, time(NULL));
+	if (!rc)
+		rc = write_quota(&s, o->id);
+	close_quota(&s);
+	return rc ? rc : reload_live(o->id);
+}
+
+static int cmd_setlimit2(const struct opts *o)
+{
+	struct session s = { 0 };
+	int64_t t[2];
+	uint64_t v[4];
+	int rc;
+
+	if (o->set2_type == -1) {
+		for (int i = 0; i < 2; i++)
+			if (vzq_parse_time(o->pos[i], &t[i]))
+				return fail(VZQ_ERR_USAGE, "setlimit2: bad time '%s'", o->pos[i]);
+	} else {
+		for (int i = 0; i < 4; i++)
+			if (i < 2 ? parse_blocks(o->pos[i], &v[i]) : parse_u64(o->pos[i], UINT64_MAX, &v[i]))
+				return fail(VZQ_ERR_USAGE, "setlimit2: bad limit '%s'", o->pos[i]);
+	}
+	rc = open_quota(o, &s, VZQ_RDWR);
+	if (rc)
+		return rc;
+	if (!(s.q.flags & VZQ_FLAG_ON) || !(s.q.flags & VZQ_FLAG_UGID_ON)) {
+		close_quota(&s);
+		return fail(VZQ_ERR_NOT_RUNNING, "quota %u: %s", o->id,
+			    !(s.q.flags & VZQ_FLAG_ON) ? "quota is not running" : "user/group quota is off (-s 1)");
+	}
+	if (o->set2_type == -1) {
+		for (int i = 0; i < 2; i++) {
+			s.q.ugid_grace[i].bexpire = t[0];
+			s.q.ugid_grace[i].iexpire = t[1];
+		}
+	} else {
+		struct vzq_ugid *u = vzq_ugid_get(&s.q, (uint32_t)o->set2_type, o->set2_id, false, NULL);
+
+		if (!u) {
+			u = vzq_ugid_get(&s.q, (uint32_t)o->set2_type, o->set2_id, true, &s.err);
+			if (!u) {
+				close_quota(&s);
+				return lib_fail(&s.err);
+			}
+			u->flags |= VZQ_UGID_DIRTY;	/* its usage was not counted */
+		}
+		u->stat.bsoft = v[0];
+		u->stat.bhard = v[1];
+		u->stat.isoft = v[2];
+		u->stat.ihard = v[3];
+	}
+	vzq_update_grace(&s.q, time(NULL));
+	rc = write_quota(&s, o->id);
+	close_quota(&s);
+	return rc ? rc : reload_live(o->id);
+}
+
+static int cmd_reload2(const struct opts *o)
+{
+	struct session s = { 0 };
+	int rc = open_quota(o, &s, VZQ_RDONLY);
+
+	if (rc)
+		return rc;
+	close_quota(&s);
+	return reload_live(o->id);
+}
+
+static int cmd_stat(const struct opts *o)
+{
+	struct session s = { 0 };
+	bool live = vzq_live_held(o->id);
+	int rc;
+
+	if (live && vzq_live_request(o->id, VZQ_REQ_SYNC, NULL, 0, &s.err))
+		return lib_fail(&s.err);
+	/* live: the daemon wrote its usage; else count it now (nobody kept it) and, without -f, keep it */
+	rc = open_quota(o, &s, live || o->force ? VZQ_RDONLY : VZQ_RDWR);
+	if (rc)
+		return rc;
+	if (!(s.q.flags & VZQ_FLAG_ON)) {
+		close_quota(&s);
+		return fail(VZQ_ERR_NOT_RUNNING, "quota accounting is off for id %u, try vzquota show %u", o->id, o->id);
+	}
+	if (!live) {
+		rc = scan(tree_path(o, &s.q), &s.q);
+		if (!rc && !o->force) {
+			s.q.flags &= ~VZQ_FLAG_LIVE;
+			rc = write_quota(&s, o->id);
+		}
+	}
+	if (!rc) {
+		print_status(&s.q);
+		if (o->ugid_info) {
+			bool active = s.q.flags & VZQ_FLAG_UGID_ON;
+			print_ugid_status(&s.q, o->force ? -1 : active, active);
+			if (!active)
+				rc = VZQ_ERR_UGID_OFF;
+		}
+	}
+	close_quota(&s);
+	return rc;
+}
+
+static int cmd_show(const struct opts *o)
+{
+	struct session s = { 0 };
+	int rc = open_quota(o, &s, VZQ_RDONLY);
+
+	if (rc)
+		return rc;
+	if (s.q.flags & VZQ_FLAG_ON)
+		warnx_("quota is running, so data reported from quota file may not reflect current values");
+	print_status(&s.q);
+	if (o->ugid_info)
+		print_ugid_status(&s.q, (s.q.flags & VZQ_FLAG_UGID_ON) != 0,
+				  (s.q.flags & VZQ_FLAG_ON) && (s.q.flags & VZQ_FLAG_UGID_ON));
+	if (s.q.flags & VZQ_FLAG_DIRTY)
+		rc = VZQ_ERR_DIRTY;
+	close_quota(&s);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = { 0 };
+	int i, rc;
+
+	/* global options, before the command */
+	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			usage(stdout);
+			return 0;
+		}
+		if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
+			printf("vzquota version %s\n", VERSION);
+			return 0;
+		}
+		if (!strcmp(a, "-q") || !strcmp(a, "--quiet"))
+			verbose = 0;
+		else if (!strcmp(a, "-b") || !strcmp(a, "--batch"))
+			batch = true;
+		else if (a[1] == 'v' && strspn(a + 1, "v") == strlen(a + 1))
+			verbose += (int)strlen(a + 1);
+		else if (!strcmp(a, "--verbose"))
+			verbose++;
+		else {
+			fail(VZQ_ERR_USAGE, "unknown option %s", a);
+			usage(stderr);
+			return VZQ_ERR_USAGE;
+		}
+	}
+	if (verbose > 3)
+		verbose = 3;
+	if (i >= argc) {
+		usage(stderr);
+		return VZQ_ERR_USAGE;
+	}
+	for (o.cmd = 0; o.cmd <= C_SHOW; o.cmd++)
+		if (!strcmp(argv[i], cmd_names[o.cmd]))
+			break;
+	if (o.cmd > C_SHOW)
+		return fail(VZQ_ERR_USAGE, "unknown command '%s' (vzquota -h lists them)", argv[i]);
+	rc = parse_args(argc - i, argv + i, &o);
+	if (rc)
+		return rc;
+	switch (o.cmd) {
+	case C_INIT: return cmd_init(&o);
+	case C_ON: return cmd_on(&o);
+	case C_OFF: return cmd_off(&o);
+	case C_DROP: return cmd_drop(&o);
+	case C_SETLIMIT: return cmd_setlimit(&o);
+	case C_SETLIMIT2: return cmd_setlimit2(&o);
+	case C_RELOAD2: return cmd_reload2(&o);
+	case C_STAT: return cmd_stat(&o);
+	case C_SHOW: return cmd_show(&o);
+	}
+	return VZQ_ERR_INTERNAL;
+}
