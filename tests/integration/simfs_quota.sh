@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# simfs with -o quota=ID: df shows the soft limits; filling to the soft limit, into grace, past
+# grace and to the hard limit; writes refused with EDQUOT leave no partial data; inode limits;
+# hard links; sparse files; fallocate and hole punching; truncate up and down; chown between uids
+# with second-level limits; rename across directories and over a file; the usage the daemon
+# writes back equals a fresh scan, and after a kill -9 the next mount rescans.
+source "$(dirname "$0")/../lib.sh"
+source "$ROOT/tests/tools/simfs-lib.sh"
+simfs_skip_unless_root simfs_quota
+
+P=$T/p R=$T/r
+chmod 755 "$T"	# uid 1000 works in it too
+mkdir -p "$P" "$R"
+MiB=1048576
+# file_usage: "total BYTES INODES" and the uid/gid lines from the quota file, after a sync.
+file_usage() { quota_sync 101 && "$QTOOL" file 101 | grep -v '^flags'; }
+scan_usage() { "$QTOOL" scan "$P"; }
+total_bytes() { file_usage | awk '$1 == "total" { print $2 }'; }
+total_inodes() { file_usage | awk '$1 == "total" { print $3 }'; }
+# edquot NAME CMD...: CMD fails with "Disk quota exceeded".
+edquot() {
+	local name=$1
+	shift
+	if "$@" 2>"$T/.err"; then not_ok "$name (succeeded)"; elif grep -q "Disk quota exceeded" "$T/.err"; then
+		ok "$name"
+	else not_ok "$name ($(head -c 200 "$T/.err"))"; fi
+}
+same_as_scan() {
+	local a b
+	a=$(file_usage) b=$(scan_usage)
+	if [ "$a" = "$b" ]; then ok "$1"; else not_ok "$1 (daemon: $(echo $a) / scan: $(echo $b))"; fi
+}
+
+# 10 MiB soft, 20 MiB hard, 100/150 inodes, 3 s grace
+quota_init 101 "$P" 10240 20480 100 150 3 || not_ok "quota init"
+expect_rc "mount with quota" 0 sf mount "$P" "$R" -o quota=101
+check "df shows the block soft limit" test "$(df -k --output=size "$R" | tail -1 | tr -d ' ')" = 10240
+check "df shows the inode soft limit" test "$(df --output=itotal "$R" | tail -1 | tr -d ' ')" = 100
+expect_rc "second mount of the same quota refused" 6 sf mount "$P" "$T" -o quota=101
+
+# ---- blocks: soft, grace, past grace, hard ----
+check "fill to just under the soft limit" dd if=/dev/urandom of="$R/a" bs=1M count=9 status=none
+check "usage counted exactly" test "$(total_bytes)" = "$(scan_usage | awk '$1 == "total" { print $2 }')"
+check "write over the soft limit starts grace" dd if=/dev/zero of="$R/b" bs=1M count=2 status=none
+check "df: nothing left beyond the soft limit" test "$(df -k --output=avail "$R" | tail -1 | tr -d ' ')" = 0
+check "writes within grace pass" dd if=/dev/zero of="$R/c" bs=4k count=1 status=none
+sleep 4
+edquot "write past grace refused" dd if=/dev/zero of="$R/d" bs=4k count=1 status=none
+check "the refused write left nothing" test "$(stat -c %s "$R/d")" = 0
+edquot "append past grace refused" dd if=/dev/zero of="$R/a" bs=100 count=1 oflag=append conv=notrunc status=none
+check "the refused append left the file as it was" test "$(stat -c %s "$R/a")" = $((9 * MiB))
+rm -f "$R/b" "$R/c" "$R/d"
+check "back under the soft limit: writes pass again" dd if=/dev/zero of="$R/c" bs=4k count=1 status=none
+rm -f "$R/c"
+# hard limit: a long grace this time
+"$VZQUOTA" -q setlimit 101 -e 1h -n 1h >/dev/null || not_ok "setlimit grace"
+edquot "writing 30 MiB stops at the hard limit" dd if=/dev/zero of="$R/big" bs=1M count=30 status=none
+sz=$(stat -c %s "$R/big")
+check "only whole refused-free writes landed (size $sz)" test $((sz % MiB)) = 0
+check "usage does not exceed the hard limit" test "$(total_bytes)" -le $((20480 * 1024))
+cur=$(stat -c %s "$R/big")
+edquot "a 1 MiB write with less than 1 MiB left is refused" dd if=/dev/zero of="$R/big" bs=1M count=1 \
+	seek=$((cur / MiB)) conv=notrunc status=none
+check "and leaves no partial data" test "$(stat -c %s "$R/big")" = "$cur"
+check "rewriting allocated data passes at the hard limit" dd if=/dev/urandom of="$R/big" bs=1M count=1 conv=notrunc status=none
+rm -f "$R/big"
+same_as_scan "usage equals a fresh scan after the block scenarios"
+
+# ---- truncate, sparse files, fallocate ----
+check "sparse: truncate up to 1 GiB" truncate -s 1G "$R/sparse"
+check "sparse file costs nothing" test "$(total_bytes)" = "$(scan_usage | awk '$1 == "total" { print $2 }')"
+b0=$(total_bytes)
+check "write 4 KiB into the hole" dd if=/dev/urandom of="$R/sparse" bs=4k count=1 seek=1000 conv=notrunc status=none
+check "the hole write costs 4 KiB" test $(($(total_bytes) - b0)) = 4096
+edquot "fallocate over the hard limit refused" fallocate -l 100M "$R/falloc"
+check "the refused fallocate allocated nothing" test "$(stat -c %b "$R/falloc" 2>/dev/null || echo 0)" = 0
+b0=$(total_bytes)
+check "fallocate 2 MiB" fallocate -l 2M "$R/falloc"
+check "fallocate charged 2 MiB" test $(($(total_bytes) - b0)) = $((2 * MiB))
+check "punch a 1 MiB hole" fallocate -p -o 0 -l 1M "$R/falloc"
+check "the hole freed 1 MiB" test $(($(total_bytes) - b0)) = $((1 * MiB))
+b0=$(total_bytes)
+check "truncate down frees" sh -c "truncate -s 0 '$R/falloc' && test \$((\$(total_bytes 2>/dev/null || true)+0)) -ge 0"
+check "truncate down freed 1 MiB" test $((b0 - $(total_bytes))) = $((1 * MiB))
+rm -f "$R/sparse" "$R/falloc"
+same_as_scan "usage equals a fresh scan after sparse/fallocate/truncate"
+
+# ---- inodes and hard links ----
+i0=$(total_inodes)
+mkdir "$R/many"
+n=$(total_inodes)
+for i in $(seq $((150 - n))); do : >"$R/many/f$i" || break; done
+edquot "creating past the inode hard limit refused" touch "$R/many/over"
+edquot "mkdir past the inode hard limit refused" mkdir "$R/many/overdir"
+edquot "mknod past the inode hard limit refused" mkfifo "$R/many/fifo"
+edquot "symlink past the inode hard limit refused" ln -s x "$R/many/sl"
+check "at the inode limit, a hard link passes (no inode)" ln "$R/many/f1" "$R/many/f1-link"
+check "the link costs no inode" test "$(total_inodes)" = 150
+rm "$R/many/f1"
+check "removing one of two links frees no inode" test "$(total_inodes)" = 150
+rm "$R/many/f1-link"
+check "removing the last link frees it" test "$(total_inodes)" = 149
+rm -rf "$R/many"
+check "rm -rf gives every inode back" test "$(total_inodes)" = "$i0"
+
+# ---- rename ----
+mkdir -p "$R/d1" "$R/d2"
+dd if=/dev/urandom of="$R/d1/x" bs=64k count=1 status=none
+dd if=/dev/urandom of="$R/d2/y" bs=128k count=1 status=none
+b0=$(total_bytes) i0=$(total_inodes)
+check "rename across directories" mv "$R/d1/x" "$R/d2/x"
+check "rename across directories costs nothing" test "$(total_bytes) $(total_inodes)" = "$b0 $i0"
+check "rename over an existing file" mv -f "$R/d2/x" "$R/d2/y"
+check "the replaced file is freed" test "$(total_bytes) $(total_inodes)" = "$((b0 - 131072)) $((i0 - 1))"
+same_as_scan "usage equals a fresh scan after renames"
+
+# ---- second level: chown between uids ----
+"$VZQUOTA" -q setlimit2 101 -u 1000 1024 1024 10 10 >/dev/null && "$VZQUOTA" -q reload2 101 >/dev/null ||
+	not_ok "setlimit2 / reload2"
+dd if=/dev/urandom of="$R/big2" bs=1M count=2 status=none
+dd if=/dev/urandom of="$R/small" bs=256k count=1 status=none
+edquot "chown of 2 MiB to a uid limited to 1 MiB refused" chown 1000 "$R/big2"
+check "the refused chown kept the owner" test "$(stat -c %u "$R/big2")" = 0
+check "chown of 256 KiB passes" chown 1000:1000 "$R/small"
+check "usage moved to uid 1000" sh -c "$(declare -f file_usage quota_sync); QTOOL=$QTOOL VZQUOTA=$VZQUOTA; file_usage | grep -qx 'user 1000 262144 1'"
+chmod 777 "$R/d1"
+check "uid 1000 writes within its limit" setpriv --reuid 1000 --regid 1000 --clear-groups dd if=/dev/zero of="$R/d1/u" bs=256k count=1 status=none
+edquot "uid 1000 writing past its limit refused" setpriv --reuid 1000 --regid 1000 --clear-groups dd if=/dev/zero of="$R/d1/u2" bs=1M count=1 status=none
+check "chown back to root moves usage back" chown 0:0 "$R/small"
+same_as_scan "usage equals a fresh scan after chown (per uid and gid)"
+
+# ---- clean stop writes back; kill -9 is detected and rescanned ----
+expect_rc "umount" 0 sf umount "$R"
+check "clean stop clears LIVE" sh -c "test \$(( \$('$QTOOL' file 101 | awk '/^flags/ { print \$2 }') & 256 )) = 0"
+expect_rc "mount again" 0 sf mount "$P" "$R" -o quota=101
+dd if=/dev/urandom of="$R/after" bs=1M count=1 status=none
+pid=$(sed -n 's/^pid=//p' "$SIMFS_RUN_DIR"/*.state)
+kill -9 "$pid"
+sleep 0.5
+dd if=/dev/urandom of="$P/behind" bs=1M count=1 status=none	# changed while nobody enforces
+check "a killed daemon leaves LIVE in the file" sh -c "test \$(( \$('$QTOOL' file 101 | awk '/^flags/ { print \$2 }') & 256 )) = 256"
+check "simfs list shows it dead" sh -c "'$SIMFS' list | grep -q ' dead\$'"
+expect_rc "umount after kill -9" 0 sf umount "$R"
+expect_rc "mount after kill -9 (rescans)" 0 sf mount "$P" "$R" -o quota=101
+same_as_scan "after kill -9 and remount, usage equals a fresh scan"
+expect_rc "final umount" 0 sf umount "$R"
+check "nothing left mounted" sh -c "! grep -q ' $R ' /proc/self/mountinfo"
+finish
