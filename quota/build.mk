@@ -48,3 +48,9 @@ $(BUILD)/unit/quota-tests: quota/tests/unit.c $(QUOTA_HDRS) $(BUILD)/libvzquota.
 $(BUILD)/unit/quota-tests-san: quota/tests/unit.c $(QUOTA_HDRS) $(BUILD)/san/libvzquota.a
 	@mkdir -p $(dir $@)
 	$(CC) $(QUOTA_SAN_CFLAGS) -o $@ $< $(BUILD)/san/libvzquota.a
+
+# A stand-in for the simfs daemon, for the integration tests (tests/integration/quota_*.sh).
+COMPONENT_BINS += $(BUILD)/bin/vzq-fakelive
+$(BUILD)/bin/vzq-fakelive: quota/tests/fakelive.c $(QUOTA_HDRS) $(BUILD)/libvzquota.a
+	@mkdir -p $(dir $@)
+	$(CC) $(QUOTA_CFLAGS) -o $@ $< $(BUILD)/libvzquota.a

@@ -85,7 +85,8 @@ static int set_path(const char *fname, struct vzq_quota *q, const unsigned char 
 /* Records: sorted and unique by (type, id) after this. */
 static int finish_records(const char *fname, struct vzq_quota *q, struct vzq_error *err)
 {
-	qsort(q->ugid, q->n_ugid, sizeof(*q->ugid), ugid_sort_cmp);
+	if (q->n_ugid > 1)
+		qsort(q->ugid, q->n_ugid, sizeof(*q->ugid), ugid_sort_cmp);
 	for (size_t i = 0; i < q->n_ugid; i++) {
 		if (check_stat(fname, &q->ugid[i].stat, err))
 			return err->status;

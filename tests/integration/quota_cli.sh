@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# vzquota and vzdqcheck: every command, option errors and their exit codes, output layout, time
+# syntax, what the walk counts (hard links once, sparse files as allocated, no mount crossing), the
+# file lock, and the exchange with a live holder (tests/fakelive.c stands in for simfs).
+source "$(dirname "$0")/../lib.sh"
+VZQ=${VZQ:-$ROOT/build/san/bin/vzquota}
+DQCHECK=$ROOT/build/bin/vzdqcheck
+FAKELIVE=$ROOT/build/bin/vzq-fakelive
+for tool in "$VZQ" "$DQCHECK" "$FAKELIVE"; do
+	[ -x "$tool" ] || { not_ok "setup: $tool is not built (make)"; finish; }
+done
+export VZQ_DIR=$T/var VZQ_RUN_DIR=$T/run
+mkdir -p "$VZQ_DIR" "$T/tree/d"
+TREE=$T/tree
+LIM=(-b 1000 -B 2000 -i 100 -I 200 -e 1d -n 2h)
+q() { "$VZQ" "$@"; }
+
+# ---- init, show, on, stat, off, drop ----
+printf 'x%.0s' $(seq 1 5000) >"$TREE/d/file"
+expect_rc "init" 0 q init 101 -p "$TREE" "${LIM[@]}"
+check "init writes the default file" test -s "$VZQ_DIR/quota.101"
+usage=$("$DQCHECK" -q "$TREE")
+out=$(q show 101)
+check "show layout header" test "$(echo "$out" | head -1)" = "$(printf '%11s %14s  %14s %14s %8s' resource usage softlimit hardlimit grace)"
+blocks=${usage% *} inodes=${usage#* }
+check "show blocks row" test "$(echo "$out" | sed -n 2p)" = "$(printf '%11s %14s%c %14s %14s %8s' 1k-blocks "$blocks" ' ' 1000 2000 '')"
+check "show inodes row (root, d, file)" test "$inodes" = 3 -a "$(echo "$out" | sed -n 3p)" = "$(printf '%11s %14s%c %14s %14s %8s' inodes 3 ' ' 100 200 '')"
+expect_rc "stat when off: 6" 6 q stat 101
+expect_rc "off when off: 6" 6 q off 101
+expect_rc "on" 0 q on 101
+expect_rc "on again: 5" 5 q on 101
+expect_rc "init while on: 5" 5 q init 101 -p "$TREE" "${LIM[@]}"
+expect_rc "drop while on: 5" 5 q drop 101
+echo more >"$TREE/d/new"
+b=$(q -b stat 101 | awk 'NR==2 {print $1}')
+check "stat counts the tree now" test "$b" = 4
+check "stat wrote the usage" test "$(q -b show 101 | awk 'NR==2 {print $1}')" = 4
+expect_rc "setlimit" 0 q setlimit 101 -b 1 -i 2 -e 0
+out=$(q stat 101)
+check "over soft is marked, grace none when expired" bash -c "echo '$out' | sed -n 2p | grep -q '^  1k-blocks *[0-9]*\* *1 *2000 *none\$'"
+check "grace left as hh:mm" bash -c "echo '$out' | sed -n 3p | grep -Eq '^ *inodes *4\* *2 *200 *0(2:00|1:59)\$'"
+expect_rc "setlimit -p (no rescan)" 0 q setlimit 101 -p "$TREE"
+expect_rc "setlimit nothing: 2" 2 q setlimit 101
+expect_rc "setlimit2 without -s 1: 6" 6 q setlimit2 101 -u 1000 10 20 30 40
+expect_rc "setlimit -s 1 -u 100" 0 q setlimit 101 -s 1 -u 100
+expect_rc "setlimit2 -u" 0 q setlimit2 101 -u 1000 10 20 30 40
+expect_rc "setlimit2 -g" 0 q setlimit2 101 -g 50 1 2 3 4
+expect_rc "setlimit2 -t" 0 q setlimit2 101 -t 1d 2h
+expect_rc "setlimit2 bad value: 2" 2 q setlimit2 101 -u 1000 10 20 x 40
+expect_rc "setlimit2 missing values: 2" 2 q setlimit2 101 -u 1000 10 20
+out=$(q show 101 -t)
+check "show -t records" bash -c "echo '$out' | grep -q '^1000 *user 1k-blocks *0 *10 *20'"
+check "show -t group record" bash -c "echo '$out' | grep -q '^50 *group *inodes *0 *3 *4'"
+check "show -t grace times" bash -c "echo '$out' | grep -q '^ user *1days *2h'"
+out=$(q -b show 101 -t)
+check "batch -t status lines" bash -c "echo '$out' | sed -n 3p | grep -qx '1 1'"
+expect_rc "reload2 (not live)" 0 q reload2 101
+expect_rc "stat -t when ugid on" 0 q stat 101 -t
+expect_rc "setlimit -s 0" 0 q setlimit 101 -s 0
+expect_rc "stat -t when ugid off: 9" 9 q stat 101 -t
+expect_rc "off" 0 q off 101
+expect_rc "drop" 0 q drop 101
+check "drop removed the file" test ! -e "$VZQ_DIR/quota.101"
+expect_rc "show missing file: 11" 11 q show 101
+expect_rc "on missing file: 11" 11 q on 101
+
+# ---- options and their errors ----
+expect_rc "-h" 0 q -h
+expect_rc "-V" 0 q -V
+expect_rc "no command: 2" 2 q
+expect_rc "unknown command: 2" 2 q frobnicate 1
+expect_rc "unknown global option: 2" 2 q -Z show 1
+expect_rc "no id: 2" 2 q show
+expect_rc "bad id: 2" 2 q show 12x
+expect_rc "id too big: 2" 2 q show 4294967296
+expect_rc "init without limits: 2" 2 q init 102 -p "$TREE" -b 1 -B 2
+expect_rc "init without path: 2" 2 q init 102 "${LIM[@]}"
+expect_rc "bad block limit: 2" 2 q init 102 -p "$TREE" -b -5 -B 2 -i 1 -I 2 -e 1 -n 1
+expect_rc "bad time: 2" 2 q init 102 -p "$TREE" -b 1 -B 2 -i 1 -I 2 -e 1:61 -n 1
+expect_rc "-s 2: 2" 2 q init 102 -p "$TREE" -b 1 -B 2 -i 1 -I 2 -e 1 -n 1 -s 2
+expect_rc "-c with -R: 2" 2 q show 102 -c "$T/x" -R
+expect_rc "unknown command option: 2" 2 q off 102 -b 5
+expect_rc "--nocheck outside on: 2" 2 q off 102 --nocheck
+expect_rc "init with long options" 0 q init 102 --path "$TREE" --block-softlimit 10 --block-hardlimit 20 \
+	--inode-softlimit 30 --inode-hardlimit 40 --block-exptime 1:00:00:00 --inode-exptime 3w --sub-quotas 1 --ugid-limit 5
+check "long options stored" test "$(q -b show 102 | tr -s ' ' | tr '\n' ' ')" = " $blocks 10 20 0 86400 4 30 40 0 1814400 " \
+	-o "$(q -b show 102 | awk 'NR==2{print $5}')" = 1814400
+for spec in "30:30" "12:00:720" "1:02:03:3723" "2:03:04:05:183845" "5h:18000" "2d:172800" "1W:604800" "1m:2592000" "1y:31536000"; do
+	t=${spec%:*} want=${spec##*:}
+	q setlimit 102 -e "$t" >/dev/null 2>&1
+	check "time $t" test "$(q -b show 102 | awk 'NR==1{print $5}')" = "$want"
+done
+for bad in 1:60 1:25:00:00 x 1.5h "" 1:2:3:4:5 5q; do
+	expect_rc "bad time '$bad': 2" 2 q setlimit 102 -e "$bad"
+done
+expect_rc "-R init next to the tree" 0 q init 103 -R -p "$TREE" "${LIM[@]}"
+check "-R file is quota.NAME next to the tree" test -s "$T/quota.tree"
+expect_rc "-R show finds it with -p" 0 q show 103 -p "$TREE"
+expect_rc "-c file" 0 q init 104 -c "$T/custom" -p "$TREE" "${LIM[@]}"
+expect_rc "-c show" 0 q show 104 -c "$T/custom"
+expect_rc "drop -c" 0 q drop 104 -c "$T/custom"
+
+# ---- the walk ----
+mkdir -p "$T/w/sub"
+head -c 40000 /dev/urandom >"$T/w/a"
+ln "$T/w/a" "$T/w/sub/hard1"
+ln "$T/w/a" "$T/w/hard2"
+truncate -s 1G "$T/w/sparse"
+ln -s a "$T/w/link"
+want_kb=$(( ($(stat -c %b "$T/w") + $(stat -c %b "$T/w/sub") + $(stat -c %b "$T/w/a") + $(stat -c %b "$T/w/sparse") + $(stat -c %b "$T/w/link")) * 512 / 1024 ))
+check "vzdqcheck: hard links once, sparse as allocated" test "$("$DQCHECK" -q "$T/w")" = "$want_kb 5"
+check "vzdqcheck: text output" bash -c "'$DQCHECK' '$T/w' | grep -q '1k-blocks *$want_kb\$'"
+expect_rc "vzdqcheck: missing path" 13 "$DQCHECK" "$T/nope"
+if mkdir -p "$T/w/mnt" && mount -t tmpfs -o size=1M tmpfs "$T/w/mnt" 2>/dev/null; then
+	at_exit "umount -l '$T/w/mnt'"
+	expect_rc "tmpfs inside the tree: 8" 8 "$DQCHECK" "$T/w"
+	expect_rc "init over a mount point: 8" 8 q init 105 -p "$T/w" "${LIM[@]}"
+	check "failed init leaves no file" test ! -e "$VZQ_DIR/quota.105"
+	umount "$T/w/mnt"
+	mkdir -p "$T/w/bind" "$T/other"
+	mount --bind "$T/other" "$T/w/bind"
+	at_exit "umount -l '$T/w/bind'"
+	expect_rc "bind mount of the same fs inside the tree: 8" 8 "$DQCHECK" "$T/w"
+	umount "$T/w/bind"
+else
+	not_ok "mount point: cannot mount a tmpfs here"
+fi
+
+# ---- lock ----
+q init 106 -p "$TREE" "${LIM[@]}" >/dev/null 2>&1
+flock -n "$VZQ_DIR/quota.106" sleep 3 &
+sleep 0.3
+expect_rc "lock held: 7" 7 q on 106
+expect_rc "lock held, show still reads" 0 q show 106
+wait
+expect_rc "lock released" 0 q on 106
+
+# ---- live holder ----
+"$FAKELIVE" 106 "$VZQ_DIR/quota.106" /vz/root/106 3072000 77 >"$T/fl.out" 2>&1 &
+FL=$!
+at_exit "kill $FL"
+for _ in $(seq 50); do grep -q ready "$T/fl.out" && break; sleep 0.1; done
+expect_rc "off while live: 3" 3 q off 106
+check "off names the simfs mount" bash -c "'$VZQ' off 106 2>&1 | grep -q 'mounted by simfs at /vz/root/106'"
+expect_rc "drop while live: 3" 3 q drop 106 -f
+expect_rc "on while live: 5" 5 q on 106
+check "stat asks the daemon to sync" test "$(q -b stat 106 | awk 'NR==1{print $1} NR==2{print $1}' | tr '\n' ' ')" = "3000 77 "
+expect_rc "setlimit while live (reload)" 0 q setlimit 106 -b 5000
+expect_rc "reload2 while live" 0 q reload2 106
+kill $FL; wait $FL 2>/dev/null
+expect_rc "off after the daemon stopped" 0 q off 106
+finish
