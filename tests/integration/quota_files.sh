@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# The quota file: corrupt, truncated and malformed files give exit 4 and one line, the file
+# untouched; legacy vzquota v3/v2/v1 files (crafted here with python3 struct, x86_64 layout) are read
+# with every value intact and converted on the first write; DIRTY and stale LIVE files are recounted
+# by the next `on`.
+source "$(dirname "$0")/../lib.sh"
+VZQ=${VZQ:-$ROOT/build/san/bin/vzquota}
+[ -x "$VZQ" ] || { not_ok "setup: $VZQ is not built (make)"; finish; }
+export VZQ_DIR=$T/var VZQ_RUN_DIR=$T/run
+mkdir -p "$VZQ_DIR" "$T/tree/d"
+echo data >"$T/tree/d/f"
+q() { "$VZQ" "$@"; }
+F=$VZQ_DIR/quota.7
+q init 7 -p "$T/tree" -b 100 -B 200 -i 10 -I 20 -e 60 -n 60 -s 1 >/dev/null 2>&1
+cp "$F" "$T/good"
+size=$(stat -c %s "$T/good")
+
+# bad FILE-MAKER NAME: every command that reads the file fails with 4, one line, file untouched
+bad() {
+	local name=$1 cmd rc lines
+	for cmd in show on off stat setlimit drop; do
+		local extra=()
+		[ $cmd = setlimit ] && extra=(-b 5)
+		"$VZQ" $cmd 7 "${extra[@]}" >/dev/null 2>"$T/err"
+		rc=$?
+		lines=$(wc -l <"$T/err")
+		if [ $rc = 4 ] && [ "$lines" = 1 ] && cmp -s "$F" "$T/bad"; then ok "corrupt:$name:$cmd"; else
+			not_ok "corrupt:$name:$cmd (exit $rc, $lines lines: $(head -c 200 "$T/err"))"
+		fi
+	done
+}
+for off in 0 4 8 16 20 24 28 40 100 140 144 $((size - 8)) $((size - 4)) $((size - 1)); do
+	cp "$T/good" "$T/bad"
+	printf '\xa5' | dd of="$T/bad" bs=1 seek=$off conv=notrunc status=none
+	cp "$T/bad" "$F"
+	bad "byte$off"
+done
+for len in 0 3 100 $((size - 1)) $((size - 8)); do
+	head -c $len "$T/good" >"$T/bad"; cp "$T/bad" "$F"; bad "truncated$len"
+done
+cp "$T/good" "$T/bad"; echo junk >>"$T/bad"; cp "$T/bad" "$F"; bad "trailing-junk"
+head -c 4096 /dev/urandom >"$T/bad"; cp "$T/bad" "$F"; bad "random"
+# a well-formed file (valid checksum) with a field out of range
+python3 - "$T/good" "$T/bad" <<'PY'
+import struct, sys, zlib
+b = bytearray(open(sys.argv[1], 'rb').read())
+def crc32c(data):
+    crc = 0xffffffff
+    for x in data:
+        crc ^= x
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82f63b78 if crc & 1 else crc >> 1
+    return crc ^ 0xffffffff
+struct.pack_into('<I', b, 16, 0x80000)          # unknown flag
+struct.pack_into('<I', b, len(b) - 8, crc32c(bytes(b[:-8])))
+open(sys.argv[2], 'wb').write(b)
+PY
+cp "$T/bad" "$F"; bad "unknown-flag-valid-crc"
+expect_rc "drop -f removes a corrupt file" 0 q drop 7 -f
+check "gone" test ! -e "$F"
+expect_rc "init over a corrupt file" 0 bash -c "cp '$T/bad' '$F' && '$VZQ' init 7 -p '$T/tree' -b 1 -B 2 -i 3 -I 4 -e 5 -n 6"
+expect_rc "show after init over it" 0 q show 7
+
+# ---- legacy files ----
+legacy() {	# legacy VERSION FILE PATH: a vzquota file with known values
+	python3 - "$@" <<'PY'
+import struct, sys
+ver, out, path = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+if ver == 3:
+    b = struct.pack('<II', 0xFEDCBC27, 0x4)
+    b += struct.pack('<QQqQIIqII', 2048000, 1024000, 1700000000, 5120000, 2000, 1000, 1700000500, 1500, 0)
+    b += struct.pack('<qqII', 259200, 86400, 0, 0)
+    b += struct.pack('<Q', len(path)) + path
+    b += struct.pack('<IIII', 100, 2, 2, 2)
+    b += struct.pack('<qqII', 3600, 7200, 0, 0) + struct.pack('<qqII', 60, 120, 0, 0)
+    b += struct.pack('<II', 1000, 0) + struct.pack('<QQqQIIqII', 409600, 204800, 0, 102400, 40, 20, 0, 10, 0) + struct.pack('<II', 1, 0)
+    b += struct.pack('<II', 50, 1) + struct.pack('<QQqQIIqII', 0, 0, 0, 4096, 0, 0, 0, 3, 0) + struct.pack('<II', 2, 0)
+    s = 0
+    pad = b + b'\0' * (-len(b) % 8)
+    for i in range(0, len(pad), 8):
+        s ^= struct.unpack_from('<Q', pad, i)[0]
+    b += struct.pack('<Q', s)
+elif ver == 2:
+    b = struct.pack('<II', 0xFEDCBB00, 0)
+    b += struct.pack('<QQqqQIIIIqqiI', 2048000, 1024000, 259200, 0, 5120000, 2000, 1000, 1500, 0, 86400, 0, 0, 0)
+    b += struct.pack('<Q', len(path)) + path
+else:
+    b = struct.pack('<II', 0xFEDCBA98, 0)
+    b += struct.pack('<IIqqIIIIqqiI', 2000, 1000, 259200, 0, 5000, 2000, 1000, 1500, 86400, 0, 0, 0)
+    b += struct.pack('<Q', len(path)) + path
+open(out, 'wb').write(b)
+PY
+}
+legacy 3 "$VZQ_DIR/quota.300" /vz/private/300
+cp "$VZQ_DIR/quota.300" "$T/legacy3"
+out=$(q -b show 300 -t 2>/dev/null)
+check "legacy v3: show works, file untouched" cmp -s "$VZQ_DIR/quota.300" "$T/legacy3"
+check "legacy v3: first level" test "$(echo "$out" | sed -n 1,2p | tr -s ' ' | tr '\n' ' ')" = " 5000 1000 2000 1700000000 259200  1500 1000 2000 1700000500 86400 "
+check "legacy v3: ugid status" test "$(echo "$out" | sed -n 3,5p | tr '\n' ' ')" = "1 0 0 2 100 0 "
+check "legacy v3: grace times" test "$(echo "$out" | sed -n 6,7p | tr -s ' ' | tr '\n' ' ')" = " user 3600 7200 0h group 60 120 0h "
+check "legacy v3: user record" bash -c "echo '$out' | grep -Eq '^1000 +user 1k-blocks +100 +200 +400 +0 +0 0\$'"
+check "legacy v3: user inodes" bash -c "echo '$out' | grep -Eq '^1000 +user +inodes +10 +20 +40 +0 +0 0\$'"
+check "legacy v3: group record dirty" bash -c "echo '$out' | grep -Eq '^50 +group 1k-blocks +4 +0 +0 +0 +0 1\$'"
+expect_rc "legacy v3: setlimit converts" 0 q setlimit 300 -i 1001
+check "converted to ours" test "$(head -c 4 "$VZQ_DIR/quota.300")" = VZQF
+out2=$(q -b show 300 -t 2>/dev/null)
+check "converted: every other value kept" test "$(echo "$out2" | sed 2s/1001/1000/)" = "$out"
+legacy 3 "$T/l3" /x; printf '\x01' | dd of="$T/l3" bs=1 seek=30 conv=notrunc status=none
+expect_rc "legacy v3 bad checksum: 4" 4 q show 1 -c "$T/l3"
+legacy 3 "$T/l3" /x; head -c 150 "$T/l3" >"$T/l3t"
+expect_rc "legacy v3 truncated: 4" 4 q show 1 -c "$T/l3t"
+legacy 2 "$T/l2" /vz/private/2
+expect_rc "legacy v2: dirty after import (10)" 10 q show 2 -c "$T/l2"
+check "legacy v2: values" test "$(q -b show 2 -c "$T/l2" | tr -s ' ' | tr '\n' ' ')" = " 5000 1000 2000 0 259200  1500 1000 2000 0 86400 "
+legacy 1 "$T/l1" /vz/private/1
+check "legacy v1: KiB values" test "$(q -b show 1 -c "$T/l1" | tr -s ' ' | tr '\n' ' ')" = " 5000 1000 2000 0 259200  1500 1000 2000 0 86400 "
+
+# ---- dirty and stale live: recounted by on ----
+q init 8 -p "$T/tree" -b 100 -B 200 -i 10 -I 20 -e 60 -n 60 >/dev/null 2>&1
+echo more >"$T/tree/d/g"
+expect_rc "setlimit -f marks dirty" 0 q setlimit 8 -f
+expect_rc "show dirty: 10" 10 q show 8
+q on 8 >/dev/null 2>&1
+check "on recounted a dirty file" test "$(q -b show 8 2>/dev/null | awk 'NR==2{print $1}')" = 4
+q off 8 >/dev/null
+echo more >"$T/tree/d/h"
+python3 - "$VZQ_DIR/quota.8" <<'PY'
+import struct, sys
+p = sys.argv[1]; b = bytearray(open(p, 'rb').read())
+def crc32c(data):
+    crc = 0xffffffff
+    for x in data:
+        crc ^= x
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82f63b78 if crc & 1 else crc >> 1
+    return crc ^ 0xffffffff
+flags = struct.unpack_from('<I', b, 16)[0] | 0x100   # LIVE, as a killed daemon leaves it
+struct.pack_into('<I', b, 16, flags)
+struct.pack_into('<I', b, len(b) - 8, crc32c(bytes(b[:-8])))
+open(p, 'wb').write(b)
+PY
+expect_rc "on --nocheck keeps the stale count" 0 bash -c "'$VZQ' on 8 --nocheck && '$VZQ' off 8"
+check "stale count" test "$(q -b show 8 2>/dev/null | awk 'NR==2{print $1}')" = 4
+python3 - "$VZQ_DIR/quota.8" <<'PY'
+import struct, sys
+p = sys.argv[1]; b = bytearray(open(p, 'rb').read())
+def crc32c(data):
+    crc = 0xffffffff
+    for x in data:
+        crc ^= x
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82f63b78 if crc & 1 else crc >> 1
+    return crc ^ 0xffffffff
+struct.pack_into('<I', b, 16, struct.unpack_from('<I', b, 16)[0] | 0x100)
+struct.pack_into('<I', b, len(b) - 8, crc32c(bytes(b[:-8])))
+open(p, 'wb').write(b)
+PY
+q on 8 >/dev/null 2>&1
+check "on recounted a file left LIVE by a dead daemon" test "$(q -b show 8 2>/dev/null | awk 'NR==2{print $1}')" = 5
+finish
