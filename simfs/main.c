@@ -379,6 +379,15 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 	if (fs->quota)
 		qlive_stop(fs->quota);
 	unlink(spath);
+	{
+		/* The log goes with a clean stop unless something was logged. */
+		char lpath[PATH_MAX + 64];
+		struct stat lst;
+
+		snprintf(lpath, sizeof(lpath), "%.*s.log", (int)(strlen(spath) - 6), spath);
+		if (!stat(lpath, &lst) && lst.st_size == 0)
+			unlink(lpath);
+	}
 	fuse_session_destroy(fs->se);
 	_exit(0);
 }

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# simfs mount/umount/list: bad input (one-line errors, documented exit codes), many instances at
+# once, read-only views, SIGTERM, umount of a busy mount (and -l), kill -9 of the daemon (no stuck
+# process, umount and mount work again), quota off / missing / already enforced.
+source "$(dirname "$0")/../lib.sh"
+source "$ROOT/tests/tools/simfs-lib.sh"
+simfs_skip_unless_root simfs_lifecycle
+
+P=$T/p R=$T/r
+mkdir -p "$P" "$R"
+# one_line NAME RC CMD...: exits RC with exactly one line on stderr.
+one_line() {
+	local name=$1 want=$2 rc
+	shift 2
+	"$@" >/dev/null 2>"$T/.err"
+	rc=$?
+	if [ "$rc" = "$want" ] && [ "$(wc -l <"$T/.err")" = 1 ]; then ok "$name"; else
+		not_ok "$name (exit $rc, wanted $want: $(head -c 300 "$T/.err"))"
+	fi
+}
+alive() { [ -d "/proc/$1" ] && ! grep -q '^State:.*[ZX]' "/proc/$1/status" 2>/dev/null; }
+pid_of() { sed -n 's/^pid=//p' "$(grep -l "^root=$1\$" "$SIMFS_RUN_DIR"/*.state)"; }
+
+# ---- bad input ----
+check "--help documents the exit codes" sh -c "'$SIMFS' --help | grep -q 'exit codes'"
+one_line "no command" 2 sf
+one_line "unknown command" 2 sf frobnicate
+one_line "mount without ROOT" 2 sf mount "$P"
+one_line "unknown option" 2 sf mount "$P" "$R" -o bogus
+one_line "bad quota id" 2 sf mount "$P" "$R" -o quota=abc
+one_line "unknown flag" 2 sf mount -x "$P" "$R"
+one_line "missing PRIVATE" 3 sf mount "$T/nope" "$R"
+one_line "missing ROOT" 3 sf mount "$P" "$T/nope"
+: >"$T/file"
+one_line "PRIVATE is a file" 3 sf mount "$T/file" "$R"
+mkdir -p "$P/inner"
+one_line "ROOT inside PRIVATE" 4 sf mount "$P" "$P/inner"
+one_line "ROOT is PRIVATE" 4 sf mount "$P" "$P/"
+one_line "quota file missing" 7 sf mount "$P" "$R" -o quota=555
+"$VZQUOTA" -q init 556 -p "$P" -b 1000 -B 1000 -i 100 -I 100 -e 60 -n 60 >/dev/null
+one_line "quota off" 5 sf mount "$P" "$R" -o quota=556
+check "quota off: the message says what to do" grep -q "vzquota on 556" "$T/.err"
+one_line "umount of something not mounted" 9 sf umount "$R"
+rmdir "$P/inner"
+
+# ---- mount, twice, busy, lazy ----
+expect_rc "mount" 0 sf mount "$P" "$R"
+one_line "the same ROOT twice" 8 sf mount "$P" "$R"
+check "list shows it running" sh -c "'$SIMFS' list | grep -q '^$R $P [0-9]* - running\$'"
+check "st_dev differs from the host's" test "$(stat -c %d "$R")" != "$(stat -c %d "$P")"
+(cd "$R" && exec sleep 30) &
+busy=$!
+sleep 0.3
+one_line "umount of a busy ROOT" 10 sf umount "$R"
+expect_rc "umount -l of a busy ROOT" 0 sf umount -l "$R"
+check "ROOT is detached" sh -c "! grep -q ' $R ' /proc/self/mountinfo"
+kill "$busy"
+wait "$busy" 2>/dev/null
+for i in $(seq 50); do [ -z "$("$SIMFS" list)" ] && break; sleep 0.1; done
+check "the daemon went when its last user did" test -z "$("$SIMFS" list)"
+
+# ---- many instances ----
+N=8
+for i in $(seq $N); do mkdir -p "$T/p$i" "$T/r$i"; done
+ok_all=1
+for i in $(seq $N); do sf mount "$T/p$i" "$T/r$i" || ok_all=0; done
+check "$N instances mounted" test $ok_all = 1
+check "list shows $N running" test "$("$SIMFS" list | grep -c ' running$')" = $N
+for i in $(seq $N); do echo "$i" >"$T/r$i/id"; done
+check "each serves its own PRIVATE" sh -c "for i in \$(seq $N); do test \"\$(cat $T/p\$i/id)\" = \$i || exit 1; done"
+ok_all=1
+for i in $(seq $N); do sf umount "$T/r$i" || ok_all=0; done
+check "$N instances unmounted" test $ok_all = 1
+check "list is empty" test -z "$("$SIMFS" list)"
+
+# ---- read-only ----
+echo data >"$P/f"
+expect_rc "mount -o ro" 0 sf mount "$P" "$R" -o ro
+check "ro: reads work" test "$(cat "$R/f")" = data
+check "ro: writes fail" sh -c "! echo x 2>/dev/null >'$R/g'"
+check "ro: nothing created" test ! -e "$P/g"
+expect_rc "umount ro" 0 sf umount "$R"
+
+# ---- SIGTERM ----
+expect_rc "mount for SIGTERM" 0 sf mount "$P" "$R"
+pid=$(pid_of "$R")
+kill -TERM "$pid"
+for i in $(seq 50); do alive "$pid" || break; sleep 0.1; done
+check "SIGTERM stops the daemon" sh -c "! [ -d /proc/$pid ] || grep -q '^State:.*Z' /proc/$pid/status"
+check "SIGTERM unmounts ROOT" sh -c "! grep -q ' $R ' /proc/self/mountinfo"
+check "SIGTERM removes the instance" test -z "$("$SIMFS" list)"
+
+# ---- kill -9 ----
+expect_rc "mount for kill -9" 0 sf mount "$P" "$R"
+pid=$(pid_of "$R")
+kill -9 "$pid"
+sleep 0.3
+check "no stuck process after kill -9" sh -c "! [ -d /proc/$pid ] || grep -q '^State:.*Z' /proc/$pid/status"
+check "access to the dead mount fails, does not hang" sh -c "! timeout 5 ls '$R' >/dev/null 2>&1; test \$? -ne 124"
+check "list shows it dead" sh -c "'$SIMFS' list | grep -q ' dead\$'"
+expect_rc "umount after kill -9" 0 sf umount "$R"
+check "ROOT is free again" sh -c "! grep -q ' $R ' /proc/self/mountinfo"
+expect_rc "mount again after kill -9" 0 sf mount "$P" "$R"
+check "content intact" test "$(cat "$R/f")" = data
+# a killed daemon whose state is then reused by a new mount directly (no umount in between)
+pid=$(pid_of "$R")
+kill -9 "$pid"
+sleep 0.3
+expect_rc "mount over a dead instance cleans it up" 0 sf mount "$P" "$R"
+expect_rc "umount" 0 sf umount "$R"
+
+# ---- quota already enforced elsewhere ----
+"$VZQUOTA" -q on 556 -p "$P" >/dev/null
+expect_rc "mount with quota" 0 sf mount "$P" "$R" -o quota=556
+mkdir -p "$T/r2"
+one_line "the same quota twice" 6 sf mount "$P" "$T/r2" -o quota=556
+check "vzquota stat reaches the daemon" "$VZQUOTA" stat 556
+expect_rc "umount with quota" 0 sf umount "$R"
+check "nothing of ours is mounted" sh -c "! grep ' fuse.simfs ' /proc/self/mountinfo | grep -q ' $T/'"
+finish
