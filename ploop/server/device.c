@@ -491,7 +491,7 @@ int dev_write(struct srv *s, const void *buf, size_t len, uint64_t off)
 	}
 	if (!r && n)
 		r = io_run(q, n);
-	__atomic_add_fetch(&s->writes_since_flush, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&s->writes_since_flush, 1, __ATOMIC_RELEASE);
 	pthread_rwlock_unlock(&s->io_lock);
 	return r;
 }
@@ -574,17 +574,20 @@ int dev_flush_locked(struct srv *s)
 	struct ploop_delta *top;
 	struct bat_run *runs = NULL;
 	uint8_t hdr[sizeof(struct ploop_pvd_header)];
-	bool hdr_dirty = false;
+	bool hdr_dirty = false, wrote;
 	int n = 0, r;
 
 	if (s->ro)
 		return 0;
 	pthread_mutex_lock(&s->flush_lock);
+	/* Writes count themselves once complete; a flush that finds none since the previous one began
+	 * (which, holding flush_lock, is done) has no data to make durable. */
+	wrote = __atomic_exchange_n(&s->writes_since_flush, 0, __ATOMIC_ACQ_REL) != 0;
 	top = top_delta(s);
 	pthread_mutex_lock(&s->bat_lock);
 	r = top->raw ? 0 : snapshot_dirty(s, &runs, &n, hdr, &hdr_dirty);
 	pthread_mutex_unlock(&s->bat_lock);
-	if (!r && fdatasync(top->file->fd))
+	if (!r && (wrote || n || hdr_dirty) && fdatasync(top->file->fd))
 		r = -errno;
 	for (int i = 0; i < n && !r; i++)
 		r = pio_write(top->file, runs[i].buf, runs[i].end - runs[i].start, runs[i].start);
@@ -600,6 +603,7 @@ int dev_flush_locked(struct srv *s)
 				top->dirty_pages[pg / 8] |= (uint8_t)(1u << (pg % 8));
 		top->header_dirty |= hdr_dirty;
 		pthread_mutex_unlock(&s->bat_lock);
+		__atomic_add_fetch(&s->writes_since_flush, 1, __ATOMIC_RELEASE);
 	}
 	for (int i = 0; i < n; i++)
 		free(runs[i].buf);
@@ -663,6 +667,7 @@ int dev_discard(struct srv *s, uint64_t off, uint64_t len)
 		len -= piece;
 	}
 	free(zeros);
+	__atomic_add_fetch(&s->writes_since_flush, 1, __ATOMIC_RELEASE);
 	pthread_rwlock_unlock(&s->io_lock);
 	return r;
 }

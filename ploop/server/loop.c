@@ -8,6 +8,9 @@
 #include <sys/ioctl.h>
 #include <linux/fs.h>
 #include <signal.h>
+#include <sched.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -31,8 +34,56 @@ static void sleep_ms(int ms)
  * its /dev/fuse descriptor, so the wait is never answered - a process stuck for good. Such calls run
  * in a child holding none of our descriptors: when we die, the FUSE connection is aborted and the
  * child's wait ends with an error.
+ *
+ * The child shares our memory (CLONE_VM: no page tables to copy or tear down, which costs
+ * milliseconds in a server with many threads and buffers) but not our descriptor table, and runs
+ * on a stack of its own. It makes system calls only.
  */
-static void drop_descriptors(int keep_below)
+#define CHILD_STACK (64 * 1024)
+
+struct child {
+	pid_t pid;
+	void *stack;
+};
+
+static int child_start(struct child *c, int (*fn)(void *), void *arg)
+{
+	c->stack = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (c->stack == MAP_FAILED) {
+		c->stack = NULL;
+		return -errno;
+	}
+	c->pid = clone(fn, (char *)c->stack + CHILD_STACK, CLONE_VM | SIGCHLD, arg);
+	if (c->pid < 0) {
+		int e = errno;
+
+		munmap(c->stack, CHILD_STACK);
+		c->stack = NULL;
+		return -e;
+	}
+	return 0;
+}
+
+/* Waits for the child; its exit status is an errno value (0: done). */
+static int child_wait(struct child *c)
+{
+	int st, r;
+
+	while (waitpid(c->pid, &st, __WALL) < 0)
+		if (errno != EINTR) {
+			r = -errno;
+			goto out;
+		}
+	r = WIFEXITED(st) ? -WEXITSTATUS(st) : -EINTR;
+out:
+	munmap(c->stack, CHILD_STACK);
+	c->stack = NULL;
+	c->pid = -1;
+	return r;
+}
+
+/* In the child: no descriptor of ours but @keep_below and up, default signal handling. */
+static void drop_descriptors(unsigned keep_below)
 {
 	struct sigaction sa = { .sa_handler = SIG_IGN };
 	sigset_t none;
@@ -40,105 +91,140 @@ static void drop_descriptors(int keep_below)
 	sigaction(SIGPIPE, &sa, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	close_range((unsigned)keep_below, ~0U, 0);
+	close_range(keep_below, ~0U, 0);
 }
 
-/* Waits for child @pid; its exit status is an errno value (0: done). */
-static int child_result(pid_t pid)
-{
-	int st;
+struct mount_call {
+	const char *dev, *dir, *type, *opts;
+	unsigned long flags;
+	bool umount;
+};
 
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	if (!WIFEXITED(st))
-		return -EINTR;
-	return -WEXITSTATUS(st);
+static int mount_child(void *arg)
+{
+	struct mount_call *m = arg;
+
+	drop_descriptors(3);
+	if (m->umount)
+		_exit(umount2(m->dir, 0) ? errno : 0);
+	_exit(mount(m->dev, m->dir, m->type, m->flags, m->opts) ? errno : 0);
+}
+
+static int detached_mount_call(struct mount_call *m)
+{
+	struct child c;
+	int r = child_start(&c, mount_child, m);
+
+	return r ? r : child_wait(&c);
 }
 
 static int detached_mount(const char *dev, const char *dir, const char *type, unsigned long flags,
 			  const char *opts)
 {
-	pid_t pid = fork();
+	struct mount_call m = { .dev = dev, .dir = dir, .type = type, .opts = opts, .flags = flags };
 
-	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		drop_descriptors(3);
-		_exit(mount(dev, dir, type, flags, opts) ? errno : 0);
-	}
-	return child_result(pid);
+	return detached_mount_call(&m);
 }
 
 static int detached_umount(const char *dir)
 {
-	pid_t pid = fork();
+	struct mount_call m = { .dir = dir, .umount = true };
 
-	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		drop_descriptors(3);
-		_exit(umount2(dir, 0) ? errno : 0);
-	}
-	return child_result(pid);
+	return detached_mount_call(&m);
 }
 
 /*
  * The freezer child freezes the filesystem at @dir, reports, and thaws when told to - or when we
- * die (its end of the pipe reads EOF), so a dead server never leaves a filesystem frozen.
+ * die (its end of the command pipe reads EOF), so a dead server never leaves a filesystem frozen.
+ * Its descriptors: 3 the command pipe, 4 the result pipe.
  */
-int fs_freeze(const char *dir, struct freezer *fz)
+struct freeze_call {
+	const char *dir;
+	int cmd, res;
+};
+
+static int freezer_child(void *arg)
 {
-	int cmd[2], res[2];
+	struct freeze_call *f = arg;
+	int fd, e = 0;
 	char r;
 
+	if (dup2(f->cmd, 100) < 0 || dup2(f->res, 101) < 0 || dup2(100, 3) < 0 || dup2(101, 4) < 0)
+		_exit(EBADF);
+	drop_descriptors(5);
+	fd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || ioctl(fd, FIFREEZE, 0))
+		e = errno ? errno : EIO;
+	r = (char)e;
+	if (write(4, &r, 1) != 1 || e)
+		_exit(e);
+	while (read(3, &r, 1) < 0 && errno == EINTR)
+		;
+	e = ioctl(fd, FITHAW, 0) ? errno : 0;
+	r = (char)e;
+	(void)!write(4, &r, 1);
+	_exit(e);
+}
+
+/* A child whose exit we have not collected yet: the freezer, once it has reported its thaw. */
+static struct child reap_later = { .pid = -1 };
+static pthread_mutex_t reap_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void reap_pending(void)
+{
+	pthread_mutex_lock(&reap_lock);
+	if (reap_later.pid > 0)
+		child_wait(&reap_later);
+	pthread_mutex_unlock(&reap_lock);
+}
+
+static char result_byte(int fd)
+{
+	char r;
+	ssize_t n;
+
+	while ((n = read(fd, &r, 1)) < 0 && errno == EINTR)
+		;
+	return n == 1 ? r : (char)EIO;
+}
+
+int fs_freeze(const char *dir, struct freezer *fz)
+{
+	struct freeze_call f = { .dir = dir };
+	struct child c;
+	int cmd[2], res[2], r;
+
 	fz->pid = -1;
+	reap_pending();
 	if (pipe2(cmd, O_CLOEXEC))
 		return -errno;
 	if (pipe2(res, O_CLOEXEC)) {
-		int e = errno;
-
+		r = -errno;
 		close(cmd[0]);
 		close(cmd[1]);
-		return -e;
+		return r;
 	}
-	fz->pid = fork();
-	if (fz->pid == 0) {
-		int fd, e = 0;
-
-		/* descriptors 3 and 4: the command and the result pipe */
-		if (dup2(cmd[0], 100) < 0 || dup2(res[1], 101) < 0 || dup2(100, 3) < 0 || dup2(101, 4) < 0)
-			_exit(1);
-		drop_descriptors(5);
-		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd < 0 || ioctl(fd, FIFREEZE, 0))
-			e = errno ? errno : EIO;
-		r = (char)e;
-		if (write(4, &r, 1) != 1 || e)
-			_exit(e);
-		while (read(3, &r, 1) < 0 && errno == EINTR)
-			;
-		e = ioctl(fd, FITHAW, 0) ? errno : 0;
-		r = (char)e;
-		(void)!write(4, &r, 1);
-		_exit(e);
-	}
+	f.cmd = cmd[0];
+	f.res = res[1];
+	r = child_start(&c, freezer_child, &f);
 	close(cmd[0]);
 	close(res[1]);
-	if (fz->pid < 0) {
-		int e = errno;
-
+	if (r) {
 		close(cmd[1]);
 		close(res[0]);
-		return -e;
+		return r;
 	}
+	fz->pid = c.pid;
+	fz->stack = c.stack;
 	fz->cmd = cmd[1];
 	fz->res = res[0];
-	while (read(fz->res, &r, 1) < 0 && errno == EINTR)
-		;
+	r = result_byte(fz->res);
 	if (r) {
-		fs_thaw(fz);
-		return -(int)r;
+		close(fz->cmd);
+		close(fz->res);
+		child_wait(&c);
+		fz->pid = -1;
+		return -r;
 	}
 	return 0;
 }
@@ -146,16 +232,21 @@ int fs_freeze(const char *dir, struct freezer *fz)
 int fs_thaw(struct freezer *fz)
 {
 	char r = 0;
-	int rc;
 
 	if (fz->pid <= 0)
 		return 0;
 	(void)!write(fz->cmd, &r, 1);
+	r = result_byte(fz->res);
 	close(fz->cmd);
 	close(fz->res);
-	rc = child_result(fz->pid);
+	/* Thawed: the child only has to exit now; collect it later, not on the caller's time. */
+	pthread_mutex_lock(&reap_lock);
+	if (reap_later.pid > 0)
+		child_wait(&reap_later);
+	reap_later = (struct child){ .pid = fz->pid, .stack = fz->stack };
+	pthread_mutex_unlock(&reap_lock);
 	fz->pid = -1;
-	return rc;
+	return -r;
 }
 
 static int read_sysfs(const char *path, char *buf, size_t len)

@@ -21,6 +21,7 @@ int fs_umount_device(const char *dev, char *dir, size_t len);
 /* A filesystem frozen by a child process, which thaws it when told to or when the server dies. */
 struct freezer {
 	pid_t pid;
+	void *stack;
 	int cmd, res;
 };
 int fs_freeze(const char *dir, struct freezer *fz);
