@@ -243,8 +243,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	err = do_lookup(fs_of(req), inode_of(req, parent), name, &e);
 	if (err == ENOENT) {
-		/* A negative entry is not cached: the host may create the name behind our back. */
+		/* Negative entries live as long as positive ones: every create goes through us and
+		 * drops them; a name created on the host directly shows after the timeout. */
 		memset(&e, 0, sizeof(e));
+		e.entry_timeout = fs_of(req)->timeout;
 		fuse_reply_entry(req, &e);
 	} else if (err) {
 		fuse_reply_err(req, err);
@@ -522,6 +524,7 @@ static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enu
 
 		fi->fh = (uint64_t)fd;
 		fi->keep_cache = 0;
+		fi->noflush = 1;
 		if (n != &fs->root) {
 			n->open_seen = true;
 			n->open_size = e.attr.st_size;

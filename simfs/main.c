@@ -28,9 +28,9 @@ static const char usage_text[] =
 	"  ro | rw       read-only or read-write view (rw)\n"
 	"  timeout=SEC   kernel entry/attribute cache lifetime (30); changes made on the host\n"
 	"                directly in PRIVATE show after at most SEC s (0: at once, slower)\n"
-	"  writeback     kernel writeback cache (default without quota; with quota a write over\n"
-	"                the limit could then fail after write() returned)\n"
-	"  nowriteback   no writeback cache\n"
+	"  writeback     kernel writeback cache (with quota, a write over the limit then fails\n"
+	"                at writeback or close instead of in write())\n"
+	"  nowriteback   no writeback cache (default)\n"
 	"  threads=N     at most N request threads (16)\n"
 	"  foreground    stay in the foreground (mount only; for debugging)\n"
 	"environment: SIMFS_RUN_DIR (default /run/simfs); VZQ_DIR, VZQ_RUN_DIR for the quota library\n"
@@ -425,7 +425,7 @@ static int cmd_mount(int argc, char **argv)
 		die(SIMFS_ERR_USAGE, "usage: simfs mount PRIVATE ROOT [-o OPTIONS]");
 	fs.ro = o.ro;
 	fs.timeout = o.timeout;
-	fs.writeback = o.writeback < 0 ? !o.quota : o.writeback;
+	fs.writeback = o.writeback > 0;
 	fs.private_dir = realpath(pos[0], NULL);
 	if (!fs.private_dir)
 		die(SIMFS_ERR_DIR, "%s: %s", pos[0], strerror(errno));
