@@ -50,6 +50,7 @@ enum ploop_status {
 	PLOOP_ERR_FSCK = 41,
 	PLOOP_ERR_NOSNAP = 43,		/* no such snapshot */
 	PLOOP_ERR_UMOUNT_BUSY = 46,	/* the filesystem is in use */
+	PLOOP_ERR_NO_KMOD = 60,		/* mount --kernel: the dm-ploop target is not loaded */
 };
 
 struct ploop_error {
@@ -344,7 +345,8 @@ struct ploop_instance {
 	char mount[4096];		/* where it is mounted, or empty */
 	char fstype[32];		/* with which type and options, if the server mounted it */
 	char options[1024];
-	char file[4096];		/* the FUSE file the loop device reads */
+	char file[4096];		/* the FUSE file the loop device reads; kernel: the top delta */
+	bool kernel;			/* served by the dm-ploop kernel target, not a server */
 };
 
 struct ploop_mount_params {
@@ -354,6 +356,7 @@ struct ploop_mount_params {
 	const char *mount_dir;		/* NULL: attach the device only */
 	const char *fstype;		/* NULL: ext4 */
 	const char *options;		/* filesystem mount options, or NULL */
+	bool kernel;			/* map the chain with the dm-ploop target (device only) */
 };
 
 /* The server's path: $PLOOPD, else ploopd beside the running program, else ploopd in $PATH. */

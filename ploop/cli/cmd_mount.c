@@ -52,11 +52,13 @@ int cmd_mount(int argc, char **argv)
 	struct ploop_instance in;
 	char guid[PLOOP_GUID_BUF];
 	struct stat st;
+	static const struct option longopts[] = { { "kernel", no_argument, NULL, 'k' }, { NULL, 0, NULL, 0 } };
 	int c;
 
-	while ((c = getopt(argc, argv, "rm:t:o:u:")) != -1) {
+	while ((c = getopt_long(argc, argv, "rkm:t:o:u:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'r': p.ro = true; break;
+		case 'k': p.kernel = true; break;	/* the dm-ploop target instead of the server */
 		case 'm': p.mount_dir = optarg; break;
 		case 't': p.fstype = optarg; break;
 		case 'o': p.options = optarg; break;

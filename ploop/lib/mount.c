@@ -2,10 +2,12 @@
  * finding servers by descriptor, device or mount point, talking to their control sockets, and
  * stopping them -- or cleaning up after one that died. */
 #include <dirent.h>
+#include <endian.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/loop.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -104,6 +106,8 @@ static int read_state(const char *id, struct ploop_instance *in)
 			copy_field(in->options, sizeof(in->options), eq);
 		else if (!strcmp(line, "file"))
 			copy_field(in->file, sizeof(in->file), eq);
+		else if (!strcmp(line, "kernel"))
+			in->kernel = atoi(eq);
 	}
 	fclose(f);
 	return 0;
@@ -143,9 +147,10 @@ static bool instance_alive(const struct ploop_instance *in)
 static int load_instance(const char *id, struct ploop_instance *out)
 {
 	int r = read_state(id, out);
+	struct stat st;
 
 	if (!r)
-		out->alive = instance_alive(out);
+		out->alive = out->kernel ? !stat(out->device, &st) && S_ISBLK(st.st_mode) : instance_alive(out);
 	return r;
 }
 
@@ -329,6 +334,198 @@ static int cleanup_dead(const struct ploop_instance *in, struct ploop_error *err
 	return 0;
 }
 
+/* ---- the kernel data path: the dm-ploop target (kernel/dm-ploop) ------------------------------------
+ * `mount --kernel` maps the chain with `dmsetup create ploop-ID --table "0 SECTORS ploop LOG base ... top"`
+ * after marking the top in use; umount removes the mapping and clears the marker. The state file has
+ * kernel=1 and no server pid. */
+#define KMOD_SYSFS "/sys/module/dm_ploop"
+
+/* Runs dmsetup with @argv (NULL-terminated, argv[0] = "dmsetup"); 0 if it exited with 0. */
+static int run_dmsetup(const char *const *argv)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		dup2(null, 0);
+		dup2(null, 1);
+		execvp("dmsetup", (char *const *)argv);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
+
+/* Sets or clears the dirty marker of a v2 delta (the target requires it on a writable top). */
+static int set_disk_in_use(const char *path, bool in_use, struct ploop_error *err)
+{
+	struct ploop_pvd_header hdr;
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	uint32_t v = htole32(in_use ? PLOOP_DISK_IN_USE : 0);
+
+	if (fd < 0)
+		return ploop_fail(err, PLOOP_ERR_OPEN, errno, "%s", path);
+	if (pread(fd, &hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || memcmp(hdr.m_Sig, PLOOP_SIG_V2, PLOOP_SIG_LEN)) {
+		close(fd);
+		return ploop_fail(err, PLOOP_ERR_FORMAT, 0, "%s: not a ploop v2 delta (the kernel target takes v2 only)",
+				  path);
+	}
+	if (pwrite(fd, &v, sizeof(v), offsetof(struct ploop_pvd_header, m_DiskInUse)) != (ssize_t)sizeof(v) ||
+	    fsync(fd)) {
+		int e = errno;
+
+		close(fd);
+		return ploop_fail(err, PLOOP_ERR_WRITE, e, "%s: cannot update the dirty marker", path);
+	}
+	close(fd);
+	return 0;
+}
+
+static int write_kernel_state(const char *id, const char *descriptor, const char *guid, bool ro, const char *device,
+			      const char *top, struct ploop_error *err)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 16];
+	FILE *f;
+
+	mkdir(PLOOP_RUN_DIR, 0755);
+	snprintf(dir, sizeof(dir), "%s/%s", PLOOP_RUN_DIR, id);
+	if (mkdir(dir, 0700) && errno != EEXIST)
+		return ploop_fail(err, PLOOP_ERR_MKDIR, errno, "%s", dir);
+	snprintf(path, sizeof(path), "%s/state", dir);
+	f = fopen(path, "we");
+	if (!f)
+		return ploop_fail(err, PLOOP_ERR_CREAT, errno, "%s", path);
+	fprintf(f, "pid=0\nkernel=1\nro=%d\ndescriptor=%s\nguid=%s\ndevice=%s\npart=%s\nfile=%s\n", ro, descriptor, guid,
+		device, device, top);
+	if (fclose(f))
+		return ploop_fail(err, PLOOP_ERR_WRITE, errno, "%s", path);
+	return 0;
+}
+
+static void remove_kernel_state(const char *id)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s/state", PLOOP_RUN_DIR, id);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/%s", PLOOP_RUN_DIR, id);
+	rmdir(path);
+}
+
+static int kernel_mount(const struct ploop_mount_params *p, const char *rp, const char *id, const char *guid,
+			struct ploop_instance *out, struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = NULL;
+	char name[32], device[64], *table = NULL;
+	int idx[PLOOP_MAX_CHAIN], n, r, log = 0;
+	bool ro = p->ro || guid[0];
+	const char *top;
+	size_t len = 64, off;
+
+	if (access(KMOD_SYSFS, F_OK))
+		return ploop_fail(err, PLOOP_ERR_NO_KMOD, 0,
+				  "the dm-ploop kernel target is not loaded (insmod dm-ploop.ko, or mount without --kernel)");
+	if (p->mount_dir)
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "--kernel maps the device only: mount its filesystem yourself");
+	if (ploop_descriptor_read(rp, &dd, err) || ploop_descriptor_chain(dd, guid[0] ? guid : NULL, idx, &n, err)) {
+		ploop_descriptor_free(dd);
+		return err->status;
+	}
+	while ((1u << log) < dd->blocksize)
+		log++;
+	for (int i = 0; i < n; i++)
+		len += strlen(dd->images[idx[i]].path) + 8;
+	table = malloc(len);
+	if (!table) {
+		ploop_descriptor_free(dd);
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "table");
+	}
+	off = (size_t)snprintf(table, len, "0 %llu ploop %d", (unsigned long long)dd->disk_size, log);
+	for (int i = 0; i < n; i++)
+		off += (size_t)snprintf(table + off, len - off, " %s%s", i == 0 && dd->raw ? "raw@" : "",
+					dd->images[idx[i]].path);
+	top = dd->images[idx[n - 1]].path;
+	snprintf(name, sizeof(name), "ploop-%s", id);
+	snprintf(device, sizeof(device), "/dev/mapper/%s", name);
+	r = 0;
+	if (!ro && !(n == 1 && dd->raw))
+		r = set_disk_in_use(top, true, err);
+	if (!r) {
+		const char *argv[] = { "dmsetup", "create", name, "--table", table, ro ? "--readonly" : NULL, NULL };
+
+		if (run_dmsetup(argv)) {
+			if (!ro && !(n == 1 && dd->raw))
+				set_disk_in_use(top, false, err);
+			r = ploop_fail(err, PLOOP_ERR_DEVICE, 0,
+				       "%s: the dm-ploop target refused the chain (dmsetup create failed; see dmesg)",
+				       p->descriptor);
+		}
+	}
+	if (!r && write_kernel_state(id, rp, guid, ro, device, top, err)) {
+		const char *argv[] = { "dmsetup", "remove", name, NULL };
+
+		run_dmsetup(argv);
+		r = err->status;
+	}
+	free(table);
+	ploop_descriptor_free(dd);
+	if (r)
+		return r;
+	if (load_instance(id, out))
+		return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: mapped, but its state is unreadable", p->descriptor);
+	return 0;
+}
+
+/* The top delta of the live table (a snapshot reload may have changed it since mount). */
+static void kernel_live_top(const char *name, char *top, size_t len)
+{
+	char cmd[128], line[16384];
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "dmsetup table %s 2>/dev/null", name);
+	f = popen(cmd, "re");
+	if (!f)
+		return;
+	if (fgets(line, sizeof(line), f)) {
+		char *last = strrchr(line, ' ');
+
+		line[strcspn(line, "\n")] = '\0';
+		if (last && last[1] == '/')
+			snprintf(top, len, "%s", last + 1);
+	}
+	pclose(f);
+}
+
+static int kernel_umount(const struct ploop_instance *in, struct ploop_error *err)
+{
+	const char *name = strrchr(in->device, '/') ? strrchr(in->device, '/') + 1 : in->device;
+	const char *argv[] = { "dmsetup", "remove", name, NULL };
+	char top[4096];
+
+	snprintf(top, sizeof(top), "%s", in->file);
+	if (in->alive) {
+		char dir[PATH_MAX];
+
+		for (int i = 0; i < 64 && ploop_mounted_at(in, dir, sizeof(dir)); i++)
+			if (umount2(dir, 0))
+				return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, errno, "%s: the filesystem on %s is busy",
+						  dir, in->device);
+		kernel_live_top(name, top, sizeof(top));
+		if (run_dmsetup(argv))
+			return ploop_fail(err, PLOOP_ERR_UMOUNT, 0, "%s: dmsetup remove failed (device busy?)",
+					  in->device);
+	}
+	if (!in->ro && set_disk_in_use(top, false, err) && err->status != PLOOP_ERR_FORMAT)
+		return err->status;
+	remove_kernel_state(in->id);
+	return 0;
+}
+
 int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, struct ploop_error *err)
 {
 	char server[PATH_MAX], id[17], msg[4096], g[PLOOP_GUID_BUF] = "";
@@ -347,6 +544,11 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 	}
 	ploop_instance_id(rp, g, id);
 	if (!load_instance(id, &old)) {
+		if (old.alive && p->kernel && !old.kernel) {
+			free(rp);
+			return ploop_fail(err, PLOOP_ERR_MOUNT, 0, "%s is already mounted (device %s)", p->descriptor,
+					  old.device);
+		}
 		if (old.alive) {
 			free(rp);
 			return ploop_fail(err, PLOOP_ERR_MOUNT, 0, "%s is already mounted (device %s)", p->descriptor,
@@ -357,6 +559,12 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 			free(rp);
 			return err->status;
 		}
+	}
+	if (p->kernel) {
+		int r = kernel_mount(p, rp, id, g, out, err);
+
+		free(rp);
+		return r;
 	}
 	server_path(server, sizeof(server));
 	argv[argc++] = server;
@@ -439,6 +647,8 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 
 int ploop_umount(const struct ploop_instance *in, struct ploop_error *err)
 {
+	if (in->kernel)
+		return kernel_umount(in, err);
 	if (!in->alive) {
 		PNOTICE("The server of %s is not running; cleaning up what it left", in->descriptor);
 		return cleanup_dead(in, err);

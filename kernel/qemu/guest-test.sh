@@ -1,0 +1,141 @@
+#!/bin/sh
+# In-guest test of dm-ploop (busybox sh, run by /init with the modules loaded, cwd /tmp on tmpfs).
+# Prints "ok NAME" / "not ok NAME" per check; exits non-zero if any failed.
+set -u
+fails=0
+ok() { echo "ok $1"; }
+bad() { echo "not ok $1${2:+ # $2}"; fails=$((fails + 1)); }
+check() { n=$1; shift; if "$@" >/tmp/check.out 2>&1; then ok "$n"; else cat /tmp/check.out; bad "$n"; fi; }
+sum() { sha256sum "$1" | cut -d' ' -f1; }
+devsum() { dd if="$1" bs=1M iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1; }
+# wr DEV KIB_OFFSET KIB_LEN [direct]: the same random data to DEV and to the shadow copy
+wr() {
+	dd if=/dev/urandom of=/tmp/pat bs=1K count="$3" 2>/dev/null
+	dd if=/tmp/pat of="$1" bs=1K seek="$2" conv=notrunc ${4:+oflag=direct} 2>/dev/null || return 1
+	dd if=/tmp/pat of=/tmp/shadow bs=1K seek="$2" conv=notrunc 2>/dev/null
+}
+same() { sync; echo 3 >/proc/sys/vm/drop_caches; [ "$(devsum "$1")" = "$(sum /tmp/shadow)" ]; }
+mark_dirty() { printf 'Ynot' | dd of="$1" bs=1 seek=44 conv=notrunc 2>/dev/null; }
+status() { dmsetup status "$1" | cut -d' ' -f4-; }
+
+dmsetup targets | grep -q '^ploop ' && ok target_registered || bad target_registered
+
+# ---- one image mapped with dmsetup (as upstream's userspace does): write, snapshot by reload,
+# write, merge by message, unmap; our offline tools work on the chain while the target is suspended.
+mkdir -p /tmp/img && cd /tmp/img
+ploop init -s 128M -t none root.hds >/dev/null || bad init
+dd if=/dev/zero of=/tmp/shadow bs=1M count=128 2>/dev/null
+mark_dirty root.hds
+NAME=chain
+DEV=/dev/mapper/$NAME
+check map_chain dmsetup create "$NAME" --table "0 262144 ploop 11 /tmp/img/root.hds"
+[ -b "$DEV" ] || { bad device_node; exit 1; }
+[ "$(blockdev --getsz "$DEV")" = 262144 ] && ok device_size || bad device_size
+check write_direct_full_clusters wr "$DEV" 0 2048 direct
+check write_direct_partial_alloc wr "$DEV" 5132 4 direct
+check write_buffered_cross_cluster wr "$DEV" 7268 300
+check write_direct_overwrite_allocated wr "$DEV" 64 8 direct
+check write_buffered_last_cluster wr "$DEV" 130048 1024
+check readback_after_writes same "$DEV"
+echo "KTEST: status $(status "$NAME")"
+
+# snapshot: suspend (the target syncs), let our tool make the new top, reload with the longer chain
+check snapshot_suspend dmsetup suspend "$NAME"
+ploop check -d root.hds >/dev/null		# the old top becomes a read-only lower delta
+check snapshot_create ploop snapshot DiskDescriptor.xml
+TOP=$(ls /tmp/img/root.hds.*)
+mark_dirty "$TOP"
+check snapshot_reload dmsetup reload "$NAME" --table "0 262144 ploop 11 /tmp/img/root.hds $TOP"
+check snapshot_resume dmsetup resume "$NAME"
+dmsetup info "$NAME" | grep -q SUSPENDED && { dmsetup resume "$NAME"; bad still_suspended; }
+[ "$(dmsetup status "$NAME" | cut -d' ' -f4)" = 2 ] && ok snapshot_two_deltas || bad snapshot_two_deltas
+check readback_after_snapshot same "$DEV"
+check cow_write_direct wr "$DEV" 1032 4 direct
+check cow_write_buffered wr "$DEV" 2 20
+check write_new_cluster_over_snapshot wr "$DEV" 102400 64 direct
+check readback_after_cow same "$DEV"
+status "$NAME" | grep -q 'cows=[1-9]' && ok cow_counted || bad cow_counted "$(status "$NAME")"
+echo "KTEST: status $(status "$NAME")"
+# the userspace reader sees the same chain (after the target synced it)
+dmsetup suspend "$NAME" && ploop export DiskDescriptor.xml /tmp/exp.raw >/dev/null && dmsetup resume "$NAME"
+[ "$(sum /tmp/exp.raw)" = "$(sum /tmp/shadow)" ] && ok userspace_reads_live_chain || bad userspace_reads_live_chain
+rm -f /tmp/exp.raw
+
+# merge: the target copies the snapshot up into the top and drops it; reload with the top alone
+check merge_message dmsetup message "$NAME" 0 merge
+[ "$(dmsetup status "$NAME" | cut -d' ' -f4)" = 1 ] && ok merge_one_delta_left || bad merge_one_delta_left
+check merge_reload sh -c "dmsetup suspend $NAME && dmsetup reload $NAME --table '0 262144 ploop 11 $TOP' && dmsetup resume $NAME"
+dmsetup info "$NAME" | grep -q SUSPENDED && { dmsetup resume "$NAME"; bad still_suspended; }
+check write_after_merge wr "$DEV" 4100 16 direct
+check readback_after_merge same "$DEV"
+check unmap_chain dmsetup remove "$NAME"
+[ -e "$DEV" ] && bad device_removed || ok device_removed
+ploop check -d "$TOP" >/dev/null	# what umount does: the target leaves the marker to userspace
+check check_base ploop check -f root.hds
+check check_top ploop check -f "$TOP"
+ploop export "$TOP" /tmp/exp.raw >/dev/null
+[ "$(sum /tmp/exp.raw)" = "$(sum /tmp/shadow)" ] && ok userspace_reads_merged_top || bad userspace_reads_merged_top
+rm -f /tmp/exp.raw /tmp/shadow
+
+# ---- raw base under a ploop top ----
+mkdir -p /tmp/raw && cd /tmp/raw
+dd if=/dev/urandom of=/tmp/raw/base.raw bs=1M count=32 2>/dev/null
+cp /tmp/raw/base.raw /tmp/shadow
+ploop init -s 32M -t none top.hds >/dev/null && mark_dirty top.hds
+check raw_base_map dmsetup create rawchain --table "0 65536 ploop 11 raw@/tmp/raw/base.raw /tmp/raw/top.hds"
+check raw_base_read same /dev/mapper/rawchain
+check raw_base_cow wr /dev/mapper/rawchain 3000 8 direct
+check raw_base_readback same /dev/mapper/rawchain
+check raw_base_remove dmsetup remove rawchain
+ploop check -d top.hds >/dev/null
+check raw_base_check_top ploop check -f top.hds
+rm -f /tmp/shadow /tmp/raw/base.raw
+
+# ---- a filesystem on the target ----
+mkdir -p /tmp/fs /mnt && cd /tmp/fs
+ploop init -s 128M -t none root.hds >/dev/null
+FDEV=$(ploop mount --kernel DiskDescriptor.xml)
+[ -b "$FDEV" ] && ok mount_kernel || { bad mount_kernel "$FDEV"; exit 1; }
+ploop list -H | grep -q "$FDEV" && ok list_shows_kernel_device || bad list_shows_kernel_device
+check mkfs_ext4 mkfs.ext4 -q -F "$FDEV"
+check fs_mount mount -t ext4 "$FDEV" /mnt
+dd if=/dev/urandom of=/mnt/big bs=1M count=12 2>/dev/null
+cp /bin/busybox /mnt/busybox
+mkdir -p /mnt/d && for i in 1 2 3 4 5 6 7 8; do echo "file $i" >/mnt/d/f$i; done
+want=$(cat /mnt/big /mnt/busybox | sha256sum)
+sync
+check fs_umount umount /mnt
+echo 3 >/proc/sys/vm/drop_caches
+check fs_remount mount -t ext4 "$FDEV" /mnt
+[ "$(cat /mnt/big /mnt/busybox | sha256sum)" = "$want" ] && ok fs_files_intact || bad fs_files_intact
+umount /mnt
+dmsetup status "${FDEV#/dev/mapper/}" | grep -q 'flushes=[1-9]' && ok fs_flushes_reach_target || bad fs_flushes_reach_target "$(dmsetup status "${FDEV#/dev/mapper/}")"
+check e2fsck_clean e2fsck -fn "$FDEV"
+check fs_umount_kernel ploop umount DiskDescriptor.xml
+[ -e "$FDEV" ] && bad umount_kernel_removed_device || ok umount_kernel_removed_device
+check fs_check_delta ploop check -f root.hds	# also proves umount cleared the dirty marker
+
+# ---- bad images are refused at table load ----
+mkdir -p /tmp/bad && cd /tmp/bad
+ploop init -s 64M -t none good.hds >/dev/null
+cp good.hds clean.hds
+mark_dirty good.hds
+check good_image_loads dmsetup create good --table "0 131072 ploop 11 /tmp/bad/good.hds"
+dmsetup remove good
+dmsetup create bad1 --table "0 131072 ploop 11 /tmp/bad/clean.hds" 2>/dev/null && bad reject_rw_top_not_in_use || ok reject_rw_top_not_in_use
+cp good.hds bat.hds
+printf '\377\377\377\177' | dd of=bat.hds bs=1 seek=64 conv=notrunc 2>/dev/null
+dmsetup create bad2 --table "0 131072 ploop 11 /tmp/bad/bat.hds" 2>/dev/null && bad reject_bat_past_eof || ok reject_bat_past_eof
+cp good.hds sig.hds
+printf 'X' | dd of=sig.hds bs=1 seek=3 conv=notrunc 2>/dev/null
+dmsetup create bad3 --table "0 131072 ploop 11 /tmp/bad/sig.hds" 2>/dev/null && bad reject_bad_signature || ok reject_bad_signature
+cp good.hds fbo.hds
+printf '\000\020' | dd of=fbo.hds bs=1 seek=48 conv=notrunc 2>/dev/null
+dmsetup create bad4 --table "0 131072 ploop 11 /tmp/bad/fbo.hds" 2>/dev/null && bad reject_custom_fbo || ok reject_custom_fbo
+dmsetup create bad5 --table "0 131072 ploop 12 /tmp/bad/good.hds" 2>/dev/null && bad reject_cluster_mismatch || ok reject_cluster_mismatch
+[ -z "$(dmsetup ls 2>/dev/null | grep -v 'No devices')" ] && ok no_devices_left || bad no_devices_left "$(dmsetup ls)"
+dmesg | grep -E 'device-mapper: (table|ploop)' | tail -8
+
+check rmmod rmmod dm_ploop
+echo "KTEST: $fails failed"
+[ "$fails" = 0 ]
