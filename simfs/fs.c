@@ -83,6 +83,76 @@ static void itable_grow(struct simfs *fs)
 	fs->itable_size = nsize;
 }
 
+/* Closes descriptors of idle inodes that can be reopened, down to 7/8 of the limit (a sweep over
+ * the table from where the last one stopped). Under itable_lock. */
+static void evict_fds(struct simfs *fs)
+{
+	for (size_t scanned = 0; fs->open_fds > fs->max_fds / 8 * 7 && scanned < fs->itable_size; scanned++) {
+		for (struct sinode *x = fs->itable[fs->evict_cursor & (fs->itable_size - 1)]; x; x = x->next) {
+			if (x->fd >= 0 && !x->users && x->handle) {
+				close(x->fd);
+				x->fd = -1;
+				fs->open_fds--;
+			}
+		}
+		fs->evict_cursor = (fs->evict_cursor + 1) & (fs->itable_size - 1);
+	}
+}
+
+/* Pins @n's descriptor for an operation (reopening it from its handle if it was closed). */
+static struct sinode *iget(struct simfs *fs, struct sinode *n, int *err)
+{
+	if (n == &fs->root)
+		return n;
+	pthread_mutex_lock(&fs->itable_lock);
+	if (n->fd < 0) {
+		int fd = open_by_handle_at(fs->mount_fd, n->handle, O_PATH | O_CLOEXEC);
+
+		if (fd < 0) {
+			*err = errno;
+			pthread_mutex_unlock(&fs->itable_lock);
+			return NULL;
+		}
+		n->fd = fd;
+		fs->open_fds++;
+	}
+	n->users++;
+	if (fs->open_fds > fs->max_fds)
+		evict_fds(fs);
+	pthread_mutex_unlock(&fs->itable_lock);
+	return n;
+}
+
+static void iput(struct simfs *fs, struct sinode *n)
+{
+	if (n == &fs->root)
+		return;
+	pthread_mutex_lock(&fs->itable_lock);
+	n->users--;
+	pthread_mutex_unlock(&fs->itable_lock);
+}
+
+/* The file handle of @fd, when its filesystem has them and it is PRIVATE's. */
+static struct file_handle *handle_of(struct simfs *fs, int fd, const struct stat *st)
+{
+	struct {
+		struct file_handle fh;
+		unsigned char bytes[MAX_HANDLE_SZ];
+	} buf;
+	struct file_handle *h;
+	int mount_id;
+
+	if (st->st_dev != fs->root.dev)
+		return NULL;
+	buf.fh.handle_bytes = MAX_HANDLE_SZ;
+	if (name_to_handle_at(fd, "", &buf.fh, &mount_id, AT_EMPTY_PATH))
+		return NULL;
+	h = malloc(sizeof(*h) + buf.fh.handle_bytes);
+	if (h)
+		memcpy(h, &buf.fh, sizeof(*h) + buf.fh.handle_bytes);
+	return h;
+}
+
 /* Finds or adds the inode of @fd (consumed) and counts one lookup. */
 static struct sinode *inode_get(struct simfs *fs, int fd, const struct stat *st, int *err)
 {
@@ -100,8 +170,14 @@ static struct sinode *inode_get(struct simfs *fs, int fd, const struct stat *st,
 			break;
 	if (n) {
 		n->nlookup++;
+		if (n->fd < 0) {	/* closed for the limit: the new descriptor serves */
+			n->fd = fd;
+			fs->open_fds++;
+			fd = -1;
+		}
 		pthread_mutex_unlock(&fs->itable_lock);
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		return n;
 	}
 	n = calloc(1, sizeof(*n));
@@ -118,9 +194,23 @@ static struct sinode *inode_get(struct simfs *fs, int fd, const struct stat *st,
 	pthread_mutex_init(&n->qlock, NULL);
 	n->next = fs->itable[h];
 	fs->itable[h] = n;
+	fs->open_fds++;
 	if (++fs->itable_count > fs->itable_size)
 		itable_grow(fs);
 	pthread_mutex_unlock(&fs->itable_lock);
+	/* Outside the lock: a syscall; nobody closes fd before handle is set (no handle, no close). */
+	{
+		struct file_handle *fh = handle_of(fs, fd, st);
+
+		pthread_mutex_lock(&fs->itable_lock);
+		if (n->handle)
+			free(fh);
+		else
+			n->handle = fh;
+		if (fs->open_fds > fs->max_fds)
+			evict_fds(fs);
+		pthread_mutex_unlock(&fs->itable_lock);
+	}
 	return n;
 }
 
@@ -141,13 +231,17 @@ static void inode_forget(struct simfs *fs, struct sinode *n, uint64_t count)
 	if (*p)
 		*p = n->next;
 	fs->itable_count--;
+	if (n->fd >= 0)
+		fs->open_fds--;
 	pthread_mutex_unlock(&fs->itable_lock);
 	if (n->orphan_bytes && fs->quota) {
 		struct qcharge c = { -n->orphan_bytes, 0, n->orphan_uid, n->orphan_gid };
 
 		qlive_apply(fs->quota, &c);
 	}
-	close(n->fd);
+	if (n->fd >= 0)
+		close(n->fd);
+	free(n->handle);
 	pthread_mutex_destroy(&n->qlock);
 	free(n);
 }
@@ -491,13 +585,19 @@ static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enu
 		struct sinode *n = e.ino == FUSE_ROOT_ID ? &fs->root : (struct sinode *)(uintptr_t)e.ino;
 		char proc[64];
 
+		if (!iget(fs, n, &err)) {
+			inode_forget(fs, n, 1);
+			goto made;
+		}
 		if (fchownat(n->fd, "", ctx->uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 &&
 		    kind != MK_SYMLINK && kind != MK_DIR && (mode & (S_ISUID | S_ISGID))) {
 			proc_name(proc, sizeof(proc), n->fd);
 			chmod(proc, mode & 07777);
 		}
 		stat_fd(n->fd, &e.attr);
+		iput(fs, n);
 	}
+made:
 	if (fs->quota) {
 		struct qcharge undo = { -res.bytes, -res.inodes, res.uid, res.gid };
 
@@ -1103,7 +1203,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 		bfree = q.bsoft > q.bcurrent ? (q.bsoft - q.bcurrent) / bs : 0;
 		adj = bfree > sv.f_bfree ? bfree - sv.f_bfree : 0;
 		sv.f_blocks = q.bsoft / bs - adj;
-		sv.f_bavail = sv.f_bavail < bfree - adj ? sv.f_bavail : bfree - adj;
+		sv.f_bavail = sv.f_bavail < bfree ? sv.f_bavail : bfree;
 		sv.f_bfree = bfree - adj;
 		sv.f_frsize = bs;
 		ifree = q.isoft > q.icurrent ? q.isoft - q.icurrent : 0;
@@ -1243,37 +1343,196 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	fuse_reply_err(req, r);
 }
 
+/* ---- descriptor pinning around the operations that use an inode's descriptor ------------------ */
+
+#define PIN1(req, ino, n)                                        \
+	struct simfs *pfs_ = fs_of(req);                         \
+	int perr_ = 0;                                           \
+	struct sinode *n = iget(pfs_, inode_of(req, ino), &perr_); \
+	if (!n) {                                                \
+		fuse_reply_err(req, perr_);                      \
+		return;                                          \
+	}
+
+static void p_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	PIN1(req, parent, n);
+	op_lookup(req, parent, name);
+	iput(pfs_, n);
+}
+
+static void p_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	PIN1(req, ino, n);
+	op_getattr(req, ino, fi);
+	iput(pfs_, n);
+}
+
+static void p_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid, struct fuse_file_info *fi)
+{
+	PIN1(req, ino, n);
+	op_setattr(req, ino, attr, valid, fi);
+	iput(pfs_, n);
+}
+
+static void p_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	PIN1(req, ino, n);
+	op_readlink(req, ino);
+	iput(pfs_, n);
+}
+
+static void p_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	PIN1(req, parent, n);
+	op_mknod(req, parent, name, mode, rdev);
+	iput(pfs_, n);
+}
+
+static void p_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	PIN1(req, parent, n);
+	op_mkdir(req, parent, name, mode);
+	iput(pfs_, n);
+}
+
+static void p_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	PIN1(req, parent, n);
+	op_symlink(req, link, parent, name);
+	iput(pfs_, n);
+}
+
+static void p_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+	PIN1(req, parent, n);
+	op_create(req, parent, name, mode, fi);
+	iput(pfs_, n);
+}
+
+static void p_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	PIN1(req, parent, n);
+	op_unlink(req, parent, name);
+	iput(pfs_, n);
+}
+
+static void p_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	PIN1(req, parent, n);
+	op_rmdir(req, parent, name);
+	iput(pfs_, n);
+}
+
+static void p_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
+		     unsigned int flags)
+{
+	PIN1(req, parent, n);
+	struct sinode *np = iget(pfs_, inode_of(req, newparent), &perr_);
+
+	if (!np)
+		fuse_reply_err(req, perr_);
+	else
+		op_rename(req, parent, name, newparent, newname, flags);
+	if (np)
+		iput(pfs_, np);
+	iput(pfs_, n);
+}
+
+static void p_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	PIN1(req, ino, n);
+	struct sinode *np = iget(pfs_, inode_of(req, newparent), &perr_);
+
+	if (!np)
+		fuse_reply_err(req, perr_);
+	else
+		op_link(req, ino, newparent, newname);
+	if (np)
+		iput(pfs_, np);
+	iput(pfs_, n);
+}
+
+static void p_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	PIN1(req, ino, n);
+	op_open(req, ino, fi);
+	iput(pfs_, n);
+}
+
+static void p_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	PIN1(req, ino, n);
+	op_opendir(req, ino, fi);
+	iput(pfs_, n);
+}
+
+static void p_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi)
+{
+	PIN1(req, ino, n);
+	op_readdirplus(req, ino, size, offset, fi);
+	iput(pfs_, n);
+}
+
+static void p_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
+{
+	PIN1(req, ino, n);
+	op_setxattr(req, ino, name, value, size, flags);
+	iput(pfs_, n);
+}
+
+static void p_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	PIN1(req, ino, n);
+	op_getxattr(req, ino, name, size);
+	iput(pfs_, n);
+}
+
+static void p_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	PIN1(req, ino, n);
+	op_listxattr(req, ino, size);
+	iput(pfs_, n);
+}
+
+static void p_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	PIN1(req, ino, n);
+	op_removexattr(req, ino, name);
+	iput(pfs_, n);
+}
+
 const struct fuse_lowlevel_ops simfs_ops = {
 	.init = op_init,
-	.lookup = op_lookup,
+	.lookup = p_lookup,
 	.forget = op_forget,
 	.forget_multi = op_forget_multi,
-	.getattr = op_getattr,
-	.setattr = op_setattr,
-	.readlink = op_readlink,
-	.mknod = op_mknod,
-	.mkdir = op_mkdir,
-	.symlink = op_symlink,
-	.unlink = op_unlink,
-	.rmdir = op_rmdir,
-	.rename = op_rename,
-	.link = op_link,
-	.open = op_open,
+	.getattr = p_getattr,
+	.setattr = p_setattr,
+	.readlink = p_readlink,
+	.mknod = p_mknod,
+	.mkdir = p_mkdir,
+	.symlink = p_symlink,
+	.unlink = p_unlink,
+	.rmdir = p_rmdir,
+	.rename = p_rename,
+	.link = p_link,
+	.open = p_open,
 	.read = op_read,
 	.write_buf = op_write_buf,
 	.release = op_release,
 	.fsync = op_fsync,
-	.opendir = op_opendir,
+	.opendir = p_opendir,
 	.readdir = op_readdir,
-	.readdirplus = op_readdirplus,
+	.readdirplus = p_readdirplus,
 	.releasedir = op_releasedir,
 	.fsyncdir = op_fsyncdir,
 	.statfs = op_statfs,
-	.setxattr = op_setxattr,
-	.getxattr = op_getxattr,
-	.listxattr = op_listxattr,
-	.removexattr = op_removexattr,
-	.create = op_create,
+	.setxattr = p_setxattr,
+	.getxattr = p_getxattr,
+	.listxattr = p_listxattr,
+	.removexattr = p_removexattr,
+	.create = p_create,
 	.fallocate = op_fallocate,
 	.lseek = op_lseek,
 };

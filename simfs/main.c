@@ -32,6 +32,8 @@ static const char usage_text[] =
 	"                at writeback or close instead of in write())\n"
 	"  nowriteback   no writeback cache (default)\n"
 	"  threads=N     at most N request threads (16)\n"
+	"  inode_fds=N   descriptors kept open for inodes the kernel remembers (half of the\n"
+	"                open-files limit); beyond, they are reopened from file handles\n"
 	"  foreground    stay in the foreground (mount only; for debugging)\n"
 	"environment: SIMFS_RUN_DIR (default /run/simfs); VZQ_DIR, VZQ_RUN_DIR for the quota library\n"
 	"exit codes: 0 ok, 1 system error, 2 bad arguments or options, 3 PRIVATE or ROOT missing or\n"
@@ -194,6 +196,7 @@ struct mount_opts {
 	uint32_t quota_id;
 	double timeout;
 	unsigned threads;
+	size_t inode_fds;
 };
 
 static int parse_opts(char *s, struct mount_opts *o, char *msg, size_t len)
@@ -230,6 +233,14 @@ static int parse_opts(char *s, struct mount_opts *o, char *msg, size_t len)
 				snprintf(msg, len, "bad timeout '%s'", v);
 				return -1;
 			}
+		} else if (!strcmp(t, "inode_fds") && v) {
+			unsigned long n = strtoul(v, &end, 10);
+
+			if (!*v || *end || n < 16) {
+				snprintf(msg, len, "bad inode_fds '%s'", v);
+				return -1;
+			}
+			o->inode_fds = n;
 		} else if (!strcmp(t, "threads") && v) {
 			unsigned long n = strtoul(v, &end, 10);
 
@@ -304,8 +315,14 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 		}
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
+	/* Half of the descriptors for inodes, the rest for open files and directories. */
+	if (!o->inode_fds)
+		fs->max_fds = rl.rlim_cur / 2 > 256 ? rl.rlim_cur / 2 : 256;
+	else
+		fs->max_fds = o->inode_fds;
+	fs->mount_fd = open(fs->private_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	fs->root.fd = open(fs->private_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (fs->root.fd < 0 || fstat(fs->root.fd, &st))
+	if (fs->mount_fd < 0 || fs->root.fd < 0 || fstat(fs->root.fd, &st))
 		fail_start(ready_fd, SIMFS_ERR_DIR, "%s: %s", fs->private_dir, strerror(errno));
 	fs->root.dev = st.st_dev;
 	fs->root.ino = st.st_ino;

@@ -30,10 +30,12 @@ enum simfs_status {
 
 /* One object of PRIVATE the kernel knows: an O_PATH descriptor, never a path. */
 struct sinode {
-	int fd;
+	int fd;				/* -1 while closed (reopened from the handle) */
+	struct file_handle *handle;	/* NULL: the descriptor stays open for the inode's life */
+	unsigned users;			/* operations using fd now: it is not closed under them */
 	dev_t dev;
 	ino_t ino;
-	uint64_t nlookup;		/* under fs->itable_lock */
+	uint64_t nlookup;		/* under fs->itable_lock, as are fd, users */
 	pthread_mutex_t qlock;		/* serializes measure-operate-measure for quota charging */
 	int64_t orphan_bytes;		/* charged to an unlinked-but-open inode, freed when it goes */
 	uid_t orphan_uid;
@@ -58,6 +60,10 @@ struct simfs {
 	pthread_mutex_t itable_lock;
 	struct sinode **itable;
 	size_t itable_size, itable_count;
+	/* The kernel may remember more inodes than we may hold descriptors: beyond max_fds, the
+	 * descriptors of idle inodes are closed and reopened from their file handles when needed. */
+	int mount_fd;		/* PRIVATE, O_RDONLY: for open_by_handle_at */
+	size_t open_fds, max_fds, evict_cursor;
 	struct qlive *quota;	/* NULL: a plain bind view */
 	struct fuse_session *se;
 };

@@ -164,4 +164,19 @@ if [ "$a" = "$b" ]; then ok "after all operations, usage equals a fresh scan"; e
 	not_ok "after all operations, usage differs from a fresh scan (daemon: $(echo $a) / scan: $(echo $b))"
 fi
 expect_rc "umount with quota" 0 sf umount "$R2"
+
+# The same with very few inode descriptors: most inodes are reopened from their file handles.
+P3=$T/p3 R3=$T/r3
+mkdir -p "$P3" "$R3"
+expect_rc "mount with inode_fds=16" 0 sf mount "$P3" "$R3" -o inode_fds=16
+bash "$T/ops.sh" "$R3" >"$T/fds.out" 2>&1
+if diff -u "$T/host.out" "$T/fds.out" >"$T/diff3"; then
+	ok "with 16 inode descriptors, every operation behaves as on the host"
+else
+	not_ok "with 16 inode descriptors, simfs differs from the host:"
+	sed 's/^/# /' "$T/diff3"
+fi
+pid=$(sed -n 's/^pid=//p' "$(grep -l "^root=$R3\$" "$SIMFS_RUN_DIR"/*.state)")
+check "the daemon holds few descriptors after all that" test "$(ls "/proc/$pid/fd" | wc -l)" -lt 64
+expect_rc "umount inode_fds=16" 0 sf umount "$R3"
 finish
