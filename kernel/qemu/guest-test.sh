@@ -108,6 +108,18 @@ check fs_umount umount /mnt
 echo 3 >/proc/sys/vm/drop_caches
 check fs_remount mount -t ext4 "$FDEV" /mnt
 [ "$(cat /mnt/big /mnt/busybox | sha256sum)" = "$want" ] && ok fs_files_intact || bad fs_files_intact
+# the same commands as with the server: online snapshot and merge of the mounted filesystem
+FNAME=${FDEV#/dev/mapper/}
+check online_snapshot ploop snapshot DiskDescriptor.xml
+[ "$(dmsetup status "$FNAME" | cut -d' ' -f4)" = 2 ] && ok online_snapshot_two_deltas || bad online_snapshot_two_deltas
+dd if=/dev/urandom of=/mnt/big2 bs=1M count=4 2>/dev/null
+echo changed >/mnt/d/f1
+want2=$(cat /mnt/big /mnt/big2 /mnt/busybox /mnt/d/f1 | sha256sum)
+check online_snapshot_merge ploop snapshot-merge DiskDescriptor.xml
+[ "$(dmsetup status "$FNAME" | cut -d' ' -f4)" = 1 ] && ok online_merge_one_delta || bad online_merge_one_delta
+[ "$(ploop snapshot-list -H DiskDescriptor.xml | wc -l)" = 1 ] && ok online_merge_descriptor || bad online_merge_descriptor
+echo 3 >/proc/sys/vm/drop_caches
+[ "$(cat /mnt/big /mnt/big2 /mnt/busybox /mnt/d/f1 | sha256sum)" = "$want2" ] && ok fs_files_after_merge || bad fs_files_after_merge
 umount /mnt
 dmsetup status "${FDEV#/dev/mapper/}" | grep -q 'flushes=[1-9]' && ok fs_flushes_reach_target || bad fs_flushes_reach_target "$(dmsetup status "${FDEV#/dev/mapper/}")"
 check e2fsck_clean e2fsck -fn "$FDEV"

@@ -144,22 +144,38 @@ static bool instance_alive(const struct ploop_instance *in)
 	return true;
 }
 
+/* A kernel-mapped set whose device is suspended while an offline operation of ours rewrites its chain
+ * (snapshot, merge, delete: see kernel_call): it counts as not mounted meanwhile. */
+static const char *kernel_offline_id;
+
 static int load_instance(const char *id, struct ploop_instance *out)
 {
 	int r = read_state(id, out);
 	struct stat st;
 
-	if (!r)
-		out->alive = out->kernel ? !stat(out->device, &st) && S_ISBLK(st.st_mode) : instance_alive(out);
+	if (!r && out->kernel)
+		out->alive = !stat(out->device, &st) && S_ISBLK(st.st_mode) &&
+			     !(kernel_offline_id && !strcmp(kernel_offline_id, id));
+	else if (!r)
+		out->alive = instance_alive(out);
 	return r;
 }
+
+static int kernel_call(const struct ploop_instance *in, const char *cmd, struct ploop_error *err);
 
 int ploop_instance_call(const struct ploop_instance *in, const char *cmd, char *reply, size_t len,
 			struct ploop_error *err)
 {
 	char buf[4096];
 	ssize_t n;
-	int fd = connect_instance(in->id);
+	int fd;
+
+	if (in->kernel) {
+		if (reply && len)
+			reply[0] = '\0';
+		return kernel_call(in, cmd, err);
+	}
+	fd = connect_instance(in->id);
 
 	if (fd < 0)
 		return ploop_fail(err, PLOOP_ERR_DEVICE, -fd, "the server of %s does not answer", in->descriptor);
@@ -417,50 +433,36 @@ static void remove_kernel_state(const char *id)
 	rmdir(path);
 }
 
+static int kernel_table(const char *descriptor, const char *guid, char **table, char *top, size_t top_len,
+			bool *raw_only, struct ploop_error *err);
+
 static int kernel_mount(const struct ploop_mount_params *p, const char *rp, const char *id, const char *guid,
 			struct ploop_instance *out, struct ploop_error *err)
 {
-	struct ploop_descriptor *dd = NULL;
-	char name[32], device[64], *table = NULL;
-	int idx[PLOOP_MAX_CHAIN], n, r, log = 0;
-	bool ro = p->ro || guid[0];
-	const char *top;
-	size_t len = 64, off;
+	char name[32], device[64], top[4096], *table = NULL;
+	bool ro = p->ro || guid[0], raw_only = false;
+	int r;
 
 	if (access(KMOD_SYSFS, F_OK))
 		return ploop_fail(err, PLOOP_ERR_NO_KMOD, 0,
 				  "the dm-ploop kernel target is not loaded (insmod dm-ploop.ko, or mount without --kernel)");
 	if (p->mount_dir)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "--kernel maps the device only: mount its filesystem yourself");
-	if (ploop_descriptor_read(rp, &dd, err) || ploop_descriptor_chain(dd, guid[0] ? guid : NULL, idx, &n, err)) {
-		ploop_descriptor_free(dd);
+	if (kernel_table(rp, guid, &table, top, sizeof(top), &raw_only, err))
 		return err->status;
-	}
-	while ((1u << log) < dd->blocksize)
-		log++;
-	for (int i = 0; i < n; i++)
-		len += strlen(dd->images[idx[i]].path) + 8;
-	table = malloc(len);
-	if (!table) {
-		ploop_descriptor_free(dd);
-		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "table");
-	}
-	off = (size_t)snprintf(table, len, "0 %llu ploop %d", (unsigned long long)dd->disk_size, log);
-	for (int i = 0; i < n; i++)
-		off += (size_t)snprintf(table + off, len - off, " %s%s", i == 0 && dd->raw ? "raw@" : "",
-					dd->images[idx[i]].path);
-	top = dd->images[idx[n - 1]].path;
 	snprintf(name, sizeof(name), "ploop-%s", id);
 	snprintf(device, sizeof(device), "/dev/mapper/%s", name);
 	r = 0;
-	if (!ro && !(n == 1 && dd->raw))
+	if (!ro && !raw_only)
 		r = set_disk_in_use(top, true, err);
 	if (!r) {
 		const char *argv[] = { "dmsetup", "create", name, "--table", table, ro ? "--readonly" : NULL, NULL };
 
 		if (run_dmsetup(argv)) {
-			if (!ro && !(n == 1 && dd->raw))
-				set_disk_in_use(top, false, err);
+			struct ploop_error e2 = { 0 };
+
+			if (!ro && !raw_only)
+				set_disk_in_use(top, false, &e2);
 			r = ploop_fail(err, PLOOP_ERR_DEVICE, 0,
 				       "%s: the dm-ploop target refused the chain (dmsetup create failed; see dmesg)",
 				       p->descriptor);
@@ -473,7 +475,6 @@ static int kernel_mount(const struct ploop_mount_params *p, const char *rp, cons
 		r = err->status;
 	}
 	free(table);
-	ploop_descriptor_free(dd);
 	if (r)
 		return r;
 	if (load_instance(id, out))
@@ -524,6 +525,97 @@ static int kernel_umount(const struct ploop_instance *in, struct ploop_error *er
 		return err->status;
 	remove_kernel_state(in->id);
 	return 0;
+}
+
+/* The chain of the descriptor as a table line, and its top. */
+static int kernel_table(const char *descriptor, const char *guid, char **table, char *top, size_t top_len,
+			bool *raw_only, struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = NULL;
+	int idx[PLOOP_MAX_CHAIN], n, log = 0;
+	size_t len = 64, off;
+
+	if (ploop_descriptor_read(descriptor, &dd, err) ||
+	    ploop_descriptor_chain(dd, guid && guid[0] ? guid : NULL, idx, &n, err)) {
+		ploop_descriptor_free(dd);
+		return err->status;
+	}
+	while ((1u << log) < dd->blocksize)
+		log++;
+	for (int i = 0; i < n; i++)
+		len += strlen(dd->images[idx[i]].path) + 8;
+	*table = malloc(len);
+	if (!*table) {
+		ploop_descriptor_free(dd);
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "table");
+	}
+	off = (size_t)snprintf(*table, len, "0 %llu ploop %d", (unsigned long long)dd->disk_size, log);
+	for (int i = 0; i < n; i++)
+		off += (size_t)snprintf(*table + off, len - off, " %s%s", i == 0 && dd->raw ? "raw@" : "",
+					dd->images[idx[i]].path);
+	snprintf(top, top_len, "%s", dd->images[idx[n - 1]].path);
+	*raw_only = n == 1 && dd->raw;
+	ploop_descriptor_free(dd);
+	return 0;
+}
+
+/*
+ * What the server does online, done for a kernel-mapped set: suspend the device (the filesystem on
+ * it is frozen and the target syncs the top), run the same operation offline on the chain, mark the
+ * new top in use, reload the table with the new chain and resume. On failure the old table resumes.
+ */
+static int kernel_call(const struct ploop_instance *in, const char *cmd, struct ploop_error *err)
+{
+	const char *name = strrchr(in->device, '/') ? strrchr(in->device, '/') + 1 : in->device;
+	char op[32] = "", arg[PLOOP_GUID_BUF + 8] = "", top[4096], new_top[4096];
+	const char *suspend[] = { "dmsetup", "suspend", name, NULL };
+	const char *resume[] = { "dmsetup", "resume", name, NULL };
+	struct ploop_error e2 = { 0 };
+	char *table = NULL;
+	bool raw_only = false;
+	int r;
+
+	sscanf(cmd, "%31s %46s", op, arg);
+	if (in->ro || in->guid[0])
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: a read-only kernel mapping cannot %s", in->device, op);
+	if (strcmp(op, "snapshot") && strcmp(op, "merge") && strcmp(op, "merge-all") && strcmp(op, "delete"))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: '%s' is not supported on a kernel mapping (mount without --kernel)",
+				  in->device, op);
+	snprintf(top, sizeof(top), "%s", in->file);
+	kernel_live_top(name, top, sizeof(top));
+	if (run_dmsetup(suspend))
+		return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup suspend failed", in->device);
+	r = set_disk_in_use(top, false, err);
+	if (!r) {
+		kernel_offline_id = in->id;
+		if (!strcmp(op, "snapshot"))
+			r = ploop_snapshot(in->descriptor, arg, NULL, err);
+		else if (!strcmp(op, "delete"))
+			r = ploop_snapshot_delete(in->descriptor, arg, err);
+		else
+			r = ploop_snapshot_merge(in->descriptor, strcmp(arg, "-") ? arg : NULL, !strcmp(op, "merge-all"),
+						 err);
+		kernel_offline_id = NULL;
+	}
+	if (!r)
+		r = kernel_table(in->descriptor, NULL, &table, new_top, sizeof(new_top), &raw_only, err);
+	if (!r && !raw_only)
+		r = set_disk_in_use(new_top, true, err);
+	if (!r) {
+		const char *reload[] = { "dmsetup", "reload", name, "--table", table, NULL };
+
+		if (run_dmsetup(reload))
+			r = ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: the target refused the new chain (see dmesg)",
+				       in->device);
+		else
+			write_kernel_state(in->id, in->descriptor, "", false, in->device, new_top, err);
+	}
+	if (r && strcmp(new_top, top))
+		set_disk_in_use(top, true, &e2);	/* the old table goes on: its top is in use again */
+	if (run_dmsetup(resume) && !r)
+		r = ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup resume failed", in->device);
+	free(table);
+	return r;
 }
 
 int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, struct ploop_error *err)
