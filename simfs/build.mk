@@ -22,3 +22,10 @@ $(BUILD)/bin/simfs-qtool: tests/tools/simfs-qtool.c quota/quota.h $(BUILD)/libvz
 $(BUILD)/bin/simfs-escape: tests/tools/simfs-escape.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -static -o $@ $< || $(CC) $(ALL_CFLAGS) -o $@ $<
+
+# The daemon under AddressSanitizer + UBSan: the POSIX test runs one instance of it.
+COMPONENT_BINS += $(BUILD)/san/bin/simfs
+$(BUILD)/san/bin/simfs: $(SIMFS_SRCS) $(SIMFS_HDRS) $(BUILD)/san/libvzquota.a
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_FLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 $(FUSE_CFLAGS) -pthread -o $@ \
+		$(SIMFS_SRCS) $(BUILD)/san/libvzquota.a $(FUSE_LIBS)

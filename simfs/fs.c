@@ -123,13 +123,20 @@ static struct sinode *iget(struct simfs *fs, struct sinode *n, int *err)
 	return n;
 }
 
+static void inode_free(struct simfs *fs, struct sinode *n);
+
+/* Unpins; an inode the kernel forgot while we used it (it may, once we replied) goes now. */
 static void iput(struct simfs *fs, struct sinode *n)
 {
+	bool gone;
+
 	if (n == &fs->root)
 		return;
 	pthread_mutex_lock(&fs->itable_lock);
-	n->users--;
+	gone = --n->users == 0 && n->forgotten;
 	pthread_mutex_unlock(&fs->itable_lock);
+	if (gone)
+		inode_free(fs, n);
 }
 
 /* The file handle of @fd, when its filesystem has them and it is PRIVATE's. */
@@ -233,7 +240,17 @@ static void inode_forget(struct simfs *fs, struct sinode *n, uint64_t count)
 	fs->itable_count--;
 	if (n->fd >= 0)
 		fs->open_fds--;
+	n->forgotten = true;
+	if (n->users) {
+		pthread_mutex_unlock(&fs->itable_lock);
+		return;
+	}
 	pthread_mutex_unlock(&fs->itable_lock);
+	inode_free(fs, n);
+}
+
+static void inode_free(struct simfs *fs, struct sinode *n)
+{
 	if (n->orphan_bytes && fs->quota) {
 		struct qcharge c = { -n->orphan_bytes, 0, n->orphan_uid, n->orphan_gid };
 

@@ -33,6 +33,7 @@ struct sinode {
 	int fd;				/* -1 while closed (reopened from the handle) */
 	struct file_handle *handle;	/* NULL: the descriptor stays open for the inode's life */
 	unsigned users;			/* operations using fd now: it is not closed under them */
+	bool forgotten;			/* out of the table; freed when the last user goes */
 	dev_t dev;
 	ino_t ino;
 	uint64_t nlookup;		/* under fs->itable_lock, as are fd, users */

@@ -33,7 +33,11 @@ now() { date +%s%N; }
 timed() {
 	local t0 t1
 	t0=$(now)
-	"$@" >/dev/null 2>"$B/.err" || { echo "simfs bench: command failed: $* ($(head -c 300 "$B/.err"))" >&2; exit 1; }
+	"$@" >/dev/null 2>"$B/.err" || {
+		echo "simfs bench: command failed: $* ($(head -c 300 "$B/.err"))" >&2
+		cat "$SIMFS_RUN_DIR"/*.log >&2 2>/dev/null
+		exit 1
+	}
 	t1=$(now)
 	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }'
 }
