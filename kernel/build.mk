@@ -16,9 +16,11 @@ $(KMOD): kernel/dm-ploop/dm-ploop.c ploop/ploop_format.h
 	@test -d $(KDIR) || { echo "kernel-module: no headers in $(KDIR) (make deps)"; exit 1; }
 	@mkdir -p $(KMOD_DIR)
 	cp kernel/dm-ploop/dm-ploop.c ploop/ploop_format.h $(KMOD_DIR)/
-	echo 'obj-m += dm-ploop.o' >$(KMOD_DIR)/Kbuild
-	$(MAKE) -s -C $(KDIR) M=$(abspath $(KMOD_DIR)) modules 2>&1 | grep -v 'Skipping BTF' || true
-	@test -f $@
+	printf 'ccflags-y += -Werror\nobj-m += dm-ploop.o\n' >$(KMOD_DIR)/Kbuild
+	@rm -f $@
+	@$(MAKE) -s -C $(KDIR) M=$(abspath $(KMOD_DIR)) modules >$(KMOD_DIR)/build.log 2>&1 || \
+		{ cat $(KMOD_DIR)/build.log; exit 1; }
+	@grep -v 'Skipping BTF' $(KMOD_DIR)/build.log || true
 
 kernel-test: kernel-module $(BUILD)/bin/ploop
 	tests/integration/kernel_dm_ploop.sh

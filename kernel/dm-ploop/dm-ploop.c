@@ -162,10 +162,6 @@ static int ploop_load_delta(struct ploop_target *pt, int level, char **error)
 	u32 v, n;
 	int r;
 
-	if (size & (pt->cluster_bytes - 1) && !d->raw) {
-		*error = "Delta file size is not a multiple of the cluster";
-		return -EPROTO;
-	}
 	d->file_clusters = size >> (pt->cluster_log + SECTOR_SHIFT);
 	if (d->raw) {
 		d->l2_size = min_t(u64, d->file_clusters, U32_MAX);
@@ -192,6 +188,11 @@ static int ploop_load_delta(struct ploop_target *pt, int level, char **error)
 	r = ploop_check_header(pt, d, hdr, top, error);
 	if (r)
 		goto out;
+	if (size & (pt->cluster_bytes - 1)) {
+		*error = "Delta file size is not a multiple of the cluster";
+		r = -EPROTO;
+		goto out;
+	}
 	if (top) {
 		pt->l2_size = d->l2_size;
 		pt->hdr_flags = le32_to_cpu(hdr->m_Flags);
@@ -286,7 +287,7 @@ static int ploop_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	unsigned int cluster_log;
 	u64 max_clusters;
 	char dummy;
-	int i, r;
+	int i, j, r;
 
 	if (argc < 2) {
 		ti->error = "Need <cluster_log> <base> ... <top>";
@@ -355,6 +356,14 @@ static int ploop_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 			ti->error = "Delta is not a regular file";
 			r = -EINVAL;
 			goto bad;
+		}
+		for (j = 0; j < pt->nr_deltas - 1; j++) {
+			if (file_inode(pt->deltas[j].file) ==
+			    file_inode(d->file)) {
+				ti->error = "A delta appears twice in the chain";
+				r = -EINVAL;
+				goto bad;
+			}
 		}
 	}
 

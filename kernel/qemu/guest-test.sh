@@ -17,6 +17,12 @@ wr() {
 same() { sync; echo 3 >/proc/sys/vm/drop_caches; [ "$(devsum "$1")" = "$(sum /tmp/shadow)" ]; }
 mark_dirty() { printf 'Ynot' | dd of="$1" bs=1 seek=44 conv=notrunc 2>/dev/null; }
 status() { dmsetup status "$1" | cut -d' ' -f4-; }
+# rejects NAME TABLE REASON: the table load fails, and the kernel log says why
+rejects() {
+	if dmsetup create badmap --table "$2" 2>/dev/null; then dmsetup remove badmap; bad "$1" "loaded"
+	elif dmesg | tail -3 | grep -q "ploop: $3"; then ok "$1"
+	else bad "$1" "$(dmesg | tail -2 | tr '\n' ' ')"; fi
+}
 
 dmsetup targets | grep -q '^ploop ' && ok target_registered || bad target_registered
 
@@ -134,17 +140,35 @@ cp good.hds clean.hds
 mark_dirty good.hds
 check good_image_loads dmsetup create good --table "0 131072 ploop 11 /tmp/bad/good.hds"
 dmsetup remove good
-dmsetup create bad1 --table "0 131072 ploop 11 /tmp/bad/clean.hds" 2>/dev/null && bad reject_rw_top_not_in_use || ok reject_rw_top_not_in_use
+rejects reject_rw_top_not_in_use "0 131072 ploop 11 /tmp/bad/clean.hds" "Writable top delta is not marked in use"
 cp good.hds bat.hds
 printf '\377\377\377\177' | dd of=bat.hds bs=1 seek=64 conv=notrunc 2>/dev/null
-dmsetup create bad2 --table "0 131072 ploop 11 /tmp/bad/bat.hds" 2>/dev/null && bad reject_bat_past_eof || ok reject_bat_past_eof
+rejects reject_bat_past_eof "0 131072 ploop 11 /tmp/bad/bat.hds" "BAT entry points outside"
 cp good.hds sig.hds
 printf 'X' | dd of=sig.hds bs=1 seek=3 conv=notrunc 2>/dev/null
-dmsetup create bad3 --table "0 131072 ploop 11 /tmp/bad/sig.hds" 2>/dev/null && bad reject_bad_signature || ok reject_bad_signature
+rejects reject_bad_signature "0 131072 ploop 11 /tmp/bad/sig.hds" "Not a ploop v2 delta"
 cp good.hds fbo.hds
 printf '\000\020' | dd of=fbo.hds bs=1 seek=48 conv=notrunc 2>/dev/null
-dmsetup create bad4 --table "0 131072 ploop 11 /tmp/bad/fbo.hds" 2>/dev/null && bad reject_custom_fbo || ok reject_custom_fbo
-dmsetup create bad5 --table "0 131072 ploop 12 /tmp/bad/good.hds" 2>/dev/null && bad reject_cluster_mismatch || ok reject_cluster_mismatch
+rejects reject_custom_fbo "0 131072 ploop 11 /tmp/bad/fbo.hds" "Custom FirstBlockOffset"
+rejects reject_cluster_mismatch "0 131072 ploop 12 /tmp/bad/good.hds" "Cluster size differs"
+cp good.hds dup.hds
+truncate -s 3M dup.hds
+printf '\001\000\000\000\001\000\000\000' | dd of=dup.hds bs=1 seek=64 conv=notrunc 2>/dev/null
+rejects reject_shared_cluster "0 131072 ploop 11 /tmp/bad/dup.hds" "Two BAT entries share"
+rejects reject_delta_twice "0 131072 ploop 11 /tmp/bad/good.hds /tmp/bad/good.hds" "A delta appears twice"
+mkdir -p v1 && ploop init -v 1 -s 64M -t none v1/v1.hds >/dev/null && mark_dirty v1/v1.hds
+rejects reject_v1 "0 131072 ploop 11 /tmp/bad/v1/v1.hds" "v1 deltas are not supported"
+truncate -s 1572864 bad9.hds && dd if=good.hds of=bad9.hds bs=1M count=1 conv=notrunc 2>/dev/null
+rejects reject_unaligned_file "0 131072 ploop 11 /tmp/bad/bad9.hds" "Delta file size is not a multiple"
+# a read-only mapping: reads work, writes fail, the image is not touched
+mkdir -p /tmp/ro && cd /tmp/ro && ploop init -s 64M -t none root.hds >/dev/null
+before=$(sum root.hds)
+RDEV=$(ploop mount --kernel -r DiskDescriptor.xml) && ok mount_kernel_ro || bad mount_kernel_ro
+dd if="$RDEV" of=/dev/null bs=1M count=4 iflag=direct 2>/dev/null && ok ro_read || bad ro_read
+dd if=/dev/zero of="$RDEV" bs=4K count=1 oflag=direct 2>/dev/null && bad ro_write_refused || ok ro_write_refused
+check umount_kernel_ro ploop umount DiskDescriptor.xml
+[ "$(sum root.hds)" = "$before" ] && ok ro_image_untouched || bad ro_image_untouched
+cd /tmp/bad
 [ -z "$(dmsetup ls 2>/dev/null | grep -v 'No devices')" ] && ok no_devices_left || bad no_devices_left "$(dmsetup ls)"
 dmesg | grep -E 'device-mapper: (table|ploop)' | tail -8
 
