@@ -133,6 +133,19 @@ check fs_umount_kernel ploop umount DiskDescriptor.xml
 [ -e "$FDEV" ] && bad umount_kernel_removed_device || ok umount_kernel_removed_device
 check fs_check_delta ploop check -f root.hds	# also proves umount cleared the dirty marker
 
+# ---- concurrent random writes with verification (fio, libaio QD16) across a snapshot ----
+mkdir -p /tmp/fio && cd /tmp/fio
+ploop init -s 64M -t none root.hds >/dev/null
+VDEV=$(ploop mount --kernel DiskDescriptor.xml)
+check fio_verify_fresh fio --name=v1 --filename="$VDEV" --rw=randwrite --bs=4k --size=48M --io_size=16M \
+	--ioengine=libaio --iodepth=16 --direct=1 --verify=crc32c --randrepeat=1 --output=/dev/null
+check fio_snapshot ploop snapshot DiskDescriptor.xml
+check fio_verify_cow fio --name=v2 --filename="$VDEV" --rw=randwrite --bs=16k --size=64M --io_size=16M \
+	--ioengine=libaio --iodepth=16 --direct=1 --verify=crc32c --randrepeat=0 --output=/dev/null
+check fio_umount ploop umount DiskDescriptor.xml
+check fio_check_base ploop check -f root.hds
+check fio_check_top ploop check -f root.hds.*
+
 # ---- bad images are refused at table load ----
 mkdir -p /tmp/bad && cd /tmp/bad
 ploop init -s 64M -t none good.hds >/dev/null
@@ -166,7 +179,7 @@ before=$(sum root.hds)
 RDEV=$(ploop mount --kernel -r DiskDescriptor.xml) && ok mount_kernel_ro || bad mount_kernel_ro
 dd if="$RDEV" of=/dev/null bs=1M count=4 iflag=direct 2>/dev/null && ok ro_read || bad ro_read
 dd if=/dev/zero of="$RDEV" bs=4K count=1 oflag=direct 2>/dev/null && bad ro_write_refused || ok ro_write_refused
-check umount_kernel_ro ploop umount DiskDescriptor.xml
+check umount_kernel_by_device ploop umount -d "$RDEV"
 [ "$(sum root.hds)" = "$before" ] && ok ro_image_untouched || bad ro_image_untouched
 cd /tmp/bad
 [ -z "$(dmsetup ls 2>/dev/null | grep -v 'No devices')" ] && ok no_devices_left || bad no_devices_left "$(dmsetup ls)"

@@ -542,8 +542,16 @@ static int kernel_table(const char *descriptor, const char *guid, char **table, 
 	}
 	while ((1u << log) < dd->blocksize)
 		log++;
-	for (int i = 0; i < n; i++)
-		len += strlen(dd->images[idx[i]].path) + 8;
+	for (int i = 0; i < n; i++) {
+		const char *path = dd->images[idx[i]].path;
+
+		if (strpbrk(path, " \t\n")) {
+			ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: a device-mapper table cannot name a file with blanks", path);
+			ploop_descriptor_free(dd);
+			return err->status;
+		}
+		len += strlen(path) + 8;
+	}
 	*table = malloc(len);
 	if (!*table) {
 		ploop_descriptor_free(dd);
