@@ -133,6 +133,28 @@ check fs_umount_kernel ploop umount DiskDescriptor.xml
 [ -e "$FDEV" ] && bad umount_kernel_removed_device || ok umount_kernel_removed_device
 check fs_check_delta ploop check -f root.hds	# also proves umount cleared the dirty marker
 
+# ---- an image made by `ploop init -t ext4` on the host (GPT + ext4): mount --kernel -m, online
+# snapshot and merge under the mounted filesystem, umount, read-only remount ----
+if [ -f /data/DiskDescriptor.xml ]; then
+	mkdir -p /tmp/gpt /mnt2 && cp /data/DiskDescriptor.xml /data/root.hds /tmp/gpt/ && cd /tmp/gpt
+	check gpt_mount_kernel_fs ploop mount --kernel -m /mnt2 DiskDescriptor.xml
+	grep -q ' /mnt2 ext4 ' /proc/mounts && ok gpt_fs_mounted || bad gpt_fs_mounted
+	dd if=/dev/urandom of=/mnt2/a bs=1M count=3 2>/dev/null
+	check gpt_online_snapshot ploop snapshot DiskDescriptor.xml
+	dd if=/dev/urandom of=/mnt2/b bs=1M count=2 2>/dev/null
+	check gpt_online_merge ploop snapshot-merge DiskDescriptor.xml
+	want=$(cat /mnt2/a /mnt2/b | sha256sum)
+	check gpt_umount ploop umount DiskDescriptor.xml
+	grep -q ' /mnt2 ' /proc/mounts && bad gpt_fs_unmounted || ok gpt_fs_unmounted
+	dmsetup ls | grep -q 'ploop-' && bad gpt_maps_removed "$(dmsetup ls)" || ok gpt_maps_removed
+	check gpt_check_delta ploop check -f root.hds
+	check gpt_remount_ro ploop mount --kernel -r -m /mnt2 DiskDescriptor.xml
+	[ "$(cat /mnt2/a /mnt2/b | sha256sum)" = "$want" ] && ok gpt_files_intact || bad gpt_files_intact
+	check gpt_umount_by_dir ploop umount -m /mnt2
+else
+	bad gpt_image_missing
+fi
+
 # ---- concurrent random writes with verification (fio, libaio QD16) across a snapshot ----
 mkdir -p /tmp/fio && cd /tmp/fio
 ploop init -s 64M -t none root.hds >/dev/null

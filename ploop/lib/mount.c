@@ -403,9 +403,10 @@ static int set_disk_in_use(const char *path, bool in_use, struct ploop_error *er
 }
 
 static int write_kernel_state(const char *id, const char *descriptor, const char *guid, bool ro, const char *device,
+			      const char *part, const char *mnt, const char *fstype, const char *options,
 			      const char *top, struct ploop_error *err)
 {
-	char dir[PATH_MAX], path[PATH_MAX + 16];
+	char dir[PATH_MAX], path[PATH_MAX + 16], tmp[PATH_MAX + 16];
 	FILE *f;
 
 	mkdir(PLOOP_RUN_DIR, 0755);
@@ -413,12 +414,13 @@ static int write_kernel_state(const char *id, const char *descriptor, const char
 	if (mkdir(dir, 0700) && errno != EEXIST)
 		return ploop_fail(err, PLOOP_ERR_MKDIR, errno, "%s", dir);
 	snprintf(path, sizeof(path), "%s/state", dir);
-	f = fopen(path, "we");
+	snprintf(tmp, sizeof(tmp), "%s/state.tmp", dir);
+	f = fopen(tmp, "we");
 	if (!f)
-		return ploop_fail(err, PLOOP_ERR_CREAT, errno, "%s", path);
-	fprintf(f, "pid=0\nkernel=1\nro=%d\ndescriptor=%s\nguid=%s\ndevice=%s\npart=%s\nfile=%s\n", ro, descriptor, guid,
-		device, device, top);
-	if (fclose(f))
+		return ploop_fail(err, PLOOP_ERR_CREAT, errno, "%s", tmp);
+	fprintf(f, "pid=0\nkernel=1\nro=%d\ndescriptor=%s\nguid=%s\ndevice=%s\npart=%s\nmount=%s\nfstype=%s\n"
+		"options=%s\nfile=%s\n", ro, descriptor, guid, device, part, mnt, fstype, options, top);
+	if (fclose(f) || rename(tmp, path))
 		return ploop_fail(err, PLOOP_ERR_WRITE, errno, "%s", path);
 	return 0;
 }
@@ -436,22 +438,69 @@ static void remove_kernel_state(const char *id)
 static int kernel_table(const char *descriptor, const char *guid, char **table, char *top, size_t top_len,
 			bool *raw_only, struct ploop_error *err);
 
+/*
+ * The filesystem's device: with a GPT (what `ploop init -t ext4` makes) a linear map NAME-p1 over
+ * partition 1, since device-mapper devices get no partitions of their own; else the device itself.
+ */
+static int kernel_partition(const char *name, const char *device, char *part, size_t len, struct ploop_error *err)
+{
+	char sec[8], table[128], pname[48];
+	uint64_t first, last;
+	int fd = open(device, O_RDONLY | O_CLOEXEC);
+	bool gpt;
+
+	snprintf(part, len, "%s", device);
+	if (fd < 0)
+		return ploop_fail(err, PLOOP_ERR_OPEN, errno, "%s", device);
+	gpt = pread(fd, sec, sizeof(sec), 512) == (ssize_t)sizeof(sec) && !memcmp(sec, "EFI PART", 8);
+	if (gpt && ploop_gpt_partition(fd, &first, &last, err)) {
+		close(fd);
+		return err->status;
+	}
+	close(fd);
+	if (!gpt)
+		return 0;
+	snprintf(pname, sizeof(pname), "%s-p1", name);
+	snprintf(table, sizeof(table), "0 %llu linear %s %llu", (unsigned long long)(last - first + 1), device,
+		 (unsigned long long)first);
+	{
+		const char *argv[] = { "dmsetup", "create", pname, "--table", table, NULL };
+
+		if (run_dmsetup(argv))
+			return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: cannot map its partition (dmsetup create %s)",
+					  device, pname);
+	}
+	snprintf(part, len, "/dev/mapper/%s", pname);
+	return 0;
+}
+
+/* Removes the partition map (if any) and the device. */
+static int kernel_remove(const char *name, const char *part)
+{
+	const char *argv_p[] = { "dmsetup", "remove", part + 12, NULL };
+	const char *argv[] = { "dmsetup", "remove", name, NULL };
+
+	if (strncmp(part, "/dev/mapper/", 12) == 0 && strcmp(part + 12, name) && run_dmsetup(argv_p))
+		return -EBUSY;
+	return run_dmsetup(argv);
+}
+
 static int kernel_mount(const struct ploop_mount_params *p, const char *rp, const char *id, const char *guid,
 			struct ploop_instance *out, struct ploop_error *err)
 {
-	char name[32], device[64], top[4096], *table = NULL;
+	char name[32], device[64], part[80], top[4096], *table = NULL;
 	bool ro = p->ro || guid[0], raw_only = false;
+	const char *fstype = p->fstype ? p->fstype : "ext4";
 	int r;
 
 	if (access(KMOD_SYSFS, F_OK))
 		return ploop_fail(err, PLOOP_ERR_NO_KMOD, 0,
 				  "the dm-ploop kernel target is not loaded (insmod dm-ploop.ko, or mount without --kernel)");
-	if (p->mount_dir)
-		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "--kernel maps the device only: mount its filesystem yourself");
 	if (kernel_table(rp, guid, &table, top, sizeof(top), &raw_only, err))
 		return err->status;
 	snprintf(name, sizeof(name), "ploop-%s", id);
 	snprintf(device, sizeof(device), "/dev/mapper/%s", name);
+	snprintf(part, sizeof(part), "%s", device);
 	r = 0;
 	if (!ro && !raw_only)
 		r = set_disk_in_use(top, true, err);
@@ -463,20 +512,31 @@ static int kernel_mount(const struct ploop_mount_params *p, const char *rp, cons
 
 			if (!ro && !raw_only)
 				set_disk_in_use(top, false, &e2);
-			r = ploop_fail(err, PLOOP_ERR_DEVICE, 0,
-				       "%s: the dm-ploop target refused the chain (dmsetup create failed; see dmesg)",
-				       p->descriptor);
+			free(table);
+			return ploop_fail(err, PLOOP_ERR_DEVICE, 0,
+					  "%s: the dm-ploop target refused the chain (dmsetup create failed; see dmesg)",
+					  p->descriptor);
 		}
 	}
-	if (!r && write_kernel_state(id, rp, guid, ro, device, top, err)) {
-		const char *argv[] = { "dmsetup", "remove", name, NULL };
-
-		run_dmsetup(argv);
-		r = err->status;
-	}
 	free(table);
-	if (r)
+	if (!r)
+		r = kernel_partition(name, device, part, sizeof(part), err);
+	if (!r && p->mount_dir &&
+	    mount(part, p->mount_dir, fstype, ro ? MS_RDONLY : 0, p->options ? p->options : ""))
+		r = ploop_fail(err, PLOOP_ERR_MOUNT, errno, "%s on %s (%s)", part, p->mount_dir, fstype);
+	if (!r)
+		r = write_kernel_state(id, rp, guid, ro, device, part, p->mount_dir ? p->mount_dir : "", fstype,
+				       p->options ? p->options : "", top, err);
+	if (r) {
+		struct ploop_error e2 = { 0 };
+
+		if (p->mount_dir)
+			umount2(p->mount_dir, 0);
+		kernel_remove(name, part);
+		if (!ro && !raw_only)
+			set_disk_in_use(top, false, &e2);
 		return r;
+	}
 	if (load_instance(id, out))
 		return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: mapped, but its state is unreadable", p->descriptor);
 	return 0;
@@ -505,7 +565,6 @@ static void kernel_live_top(const char *name, char *top, size_t len)
 static int kernel_umount(const struct ploop_instance *in, struct ploop_error *err)
 {
 	const char *name = strrchr(in->device, '/') ? strrchr(in->device, '/') + 1 : in->device;
-	const char *argv[] = { "dmsetup", "remove", name, NULL };
 	char top[4096];
 
 	snprintf(top, sizeof(top), "%s", in->file);
@@ -517,7 +576,7 @@ static int kernel_umount(const struct ploop_instance *in, struct ploop_error *er
 				return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, errno, "%s: the filesystem on %s is busy",
 						  dir, in->device);
 		kernel_live_top(name, top, sizeof(top));
-		if (run_dmsetup(argv))
+		if (kernel_remove(name, in->part[0] ? in->part : in->device))
 			return ploop_fail(err, PLOOP_ERR_UMOUNT, 0, "%s: dmsetup remove failed (device busy?)",
 					  in->device);
 	}
@@ -578,6 +637,10 @@ static int kernel_call(const struct ploop_instance *in, const char *cmd, struct 
 	char op[32] = "", arg[PLOOP_GUID_BUF + 8] = "", top[4096], new_top[4096];
 	const char *suspend[] = { "dmsetup", "suspend", name, NULL };
 	const char *resume[] = { "dmsetup", "resume", name, NULL };
+	/* A filesystem on the partition map is frozen by suspending that map first. */
+	bool has_part = !strncmp(in->part, "/dev/mapper/", 12) && strcmp(in->part, in->device);
+	const char *suspend_part[] = { "dmsetup", "suspend", in->part + 12, NULL };
+	const char *resume_part[] = { "dmsetup", "resume", in->part + 12, NULL };
 	struct ploop_error e2 = { 0 };
 	char *table = NULL;
 	bool raw_only = false;
@@ -591,8 +654,13 @@ static int kernel_call(const struct ploop_instance *in, const char *cmd, struct 
 				  in->device, op);
 	snprintf(top, sizeof(top), "%s", in->file);
 	kernel_live_top(name, top, sizeof(top));
-	if (run_dmsetup(suspend))
+	if (has_part && run_dmsetup(suspend_part))
+		return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup suspend failed", in->part);
+	if (run_dmsetup(suspend)) {
+		if (has_part)
+			run_dmsetup(resume_part);
 		return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup suspend failed", in->device);
+	}
 	r = set_disk_in_use(top, false, err);
 	if (!r) {
 		kernel_offline_id = in->id;
@@ -616,12 +684,15 @@ static int kernel_call(const struct ploop_instance *in, const char *cmd, struct 
 			r = ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: the target refused the new chain (see dmesg)",
 				       in->device);
 		else
-			write_kernel_state(in->id, in->descriptor, "", false, in->device, new_top, err);
+			write_kernel_state(in->id, in->descriptor, "", false, in->device, in->part, in->mount, in->fstype,
+					   in->options, new_top, err);
 	}
 	if (r && strcmp(new_top, top))
 		set_disk_in_use(top, true, &e2);	/* the old table goes on: its top is in use again */
 	if (run_dmsetup(resume) && !r)
 		r = ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup resume failed", in->device);
+	if (has_part && run_dmsetup(resume_part) && !r)
+		r = ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup resume failed", in->part);
 	free(table);
 	return r;
 }
