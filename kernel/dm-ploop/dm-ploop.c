@@ -37,6 +37,10 @@
 
 /* Clusters merged per batch: one data sync, then their BAT entries. */
 #define PLOOP_MERGE_BATCH 64
+/* BAT entries read per chunk at load time (1 MiB). */
+#define PLOOP_BAT_CHUNK (1U << 18)
+/* The map holds 5 bytes per cluster in arrays kvmalloc can allocate. */
+#define PLOOP_MAX_MAP_CLUSTERS ((u64)INT_MAX / sizeof(u32))
 
 struct ploop_delta {
 	struct file *file;
@@ -203,15 +207,14 @@ static int ploop_load_delta(struct ploop_target *pt, int level, char **error)
 	}
 
 	bat_clusters = ploop_bat_clusters(d->l2_size, pt->cluster_bytes);
-	bat = kvmalloc_array(d->l2_size, sizeof(*bat), GFP_KERNEL);
+	bat = kvmalloc_array(PLOOP_BAT_CHUNK, sizeof(*bat), GFP_KERNEL);
 	if (!bat) {
 		r = -ENOMEM;
 		goto out;
 	}
-	r = ploop_read_at(d->file, bat, (size_t)d->l2_size * sizeof(*bat),
-			  sizeof(*hdr));
-	if (r) {
-		*error = "Cannot read BAT";
+	if (d->file_clusters > U32_MAX) {
+		*error = "Delta file is too large";
+		r = -EFBIG;
 		goto out;
 	}
 	if (top) {
@@ -223,7 +226,18 @@ static int ploop_load_delta(struct ploop_target *pt, int level, char **error)
 	}
 	max_used = bat_clusters;
 	for (v = 0; v < d->l2_size; v++) {
-		u32 e = le32_to_cpu(bat[v]);
+		u32 e;
+
+		if (v % PLOOP_BAT_CHUNK == 0) {
+			n = min(d->l2_size - v, PLOOP_BAT_CHUNK);
+			r = ploop_read_at(d->file, bat, n * sizeof(*bat),
+					  sizeof(*hdr) + (loff_t)v * 4);
+			if (r) {
+				*error = "Cannot read BAT";
+				goto out;
+			}
+		}
+		e = le32_to_cpu(bat[v % PLOOP_BAT_CHUNK]);
 
 		if (e == PLOOP_BAT_HOLE)
 			continue;
@@ -382,9 +396,27 @@ static int ploop_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 				goto bad;
 			}
 			max_clusters = le32_to_cpu(hdr.m_Size);
+			if (le32_to_cpu(hdr.m_Sectors) != (1U << cluster_log)) {
+				ti->error = "Cluster size differs from the table's cluster_log";
+				r = -EINVAL;
+				goto bad;
+			}
 		}
 		if (!max_clusters || max_clusters > U32_MAX) {
 			ti->error = "Invalid top delta size";
+			r = -EINVAL;
+			goto bad;
+		}
+		if (max_clusters > PLOOP_MAX_MAP_CLUSTERS) {
+			ti->error = "Disk has too many clusters for the map";
+			r = -EFBIG;
+			goto bad;
+		}
+		/* Before sizing the map by it: the file must hold that BAT. */
+		if (!top->raw &&
+		    ploop_bat_clusters(max_clusters, pt->cluster_bytes) *
+		    pt->cluster_bytes > size) {
+			ti->error = "Delta file is shorter than its BAT";
 			r = -EINVAL;
 			goto bad;
 		}

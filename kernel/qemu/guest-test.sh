@@ -195,6 +195,9 @@ mkdir -p v1 && ploop init -v 1 -s 64M -t none v1/v1.hds >/dev/null && mark_dirty
 rejects reject_v1 "0 131072 ploop 11 /tmp/bad/v1/v1.hds" "v1 deltas are not supported"
 truncate -s 1572864 bad9.hds && dd if=good.hds of=bad9.hds bs=1M count=1 conv=notrunc 2>/dev/null
 rejects reject_unaligned_file "0 131072 ploop 11 /tmp/bad/bad9.hds" "Delta file size is not a multiple"
+cp good.hds huge.hds	# 1M clusters claimed (2 TiB at 1 MiB clusters), a 1 MiB file
+printf '\000\000\020\000\000\000\000\200\000' | dd of=huge.hds bs=1 seek=32 conv=notrunc 2>/dev/null
+rejects reject_bat_beyond_file "0 131072 ploop 11 /tmp/bad/huge.hds" "Delta file is shorter than its BAT"
 # a read-only mapping: reads work, writes fail, the image is not touched
 mkdir -p /tmp/ro && cd /tmp/ro && ploop init -s 64M -t none root.hds >/dev/null
 before=$(sum root.hds)
