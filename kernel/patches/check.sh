@@ -3,6 +3,9 @@
 # applies to Debian's linux-source-6.1 with `patch --dry-run`, and is checkpatch-clean (0 errors,
 # 0 warnings). Installs linux-source-6.1 (140 MB) when missing and run as root; unpacks only
 # MAINTAINERS, drivers/md and scripts into DIR (default build/kernel/linux-source).
+# KERNEL_PATCH_BUILD=1 also builds the patched tree's drivers/md for Debian's kernel (full tree in
+# DIR/full, 1.5 GB, about 3 minutes: olddefconfig with DM_PLOOP=m, modules_prepare, M=drivers/md)
+# and, with KERNEL_PATCH_BUILD=guest, runs the QEMU guest test with that in-tree dm-ploop.ko.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -42,4 +45,31 @@ for p in "${patches[@]}"; do
 	fi
 	echo "ok checkpatch $(basename "$p") ($(grep '^total:' <<<"$out"))"
 done
+if [ -n "${KERNEL_PATCH_BUILD:-}" ]; then
+	KVER=$(dpkg-query -W -f='${Depends}' linux-image-amd64 | sed -n 's/^linux-image-\([^ ,]*\).*/\1/p')
+	rm -rf "$DIR/full" && mkdir -p "$DIR/full"
+	tar -C "$DIR/full" -xf "$TAR"
+	FULL=$DIR/full/linux-source-6.1
+	for p in "${patches[@]}"; do (cd "$FULL" && patch -p1 --quiet <"$p"); done
+	(
+		cd "$FULL"
+		cp "/boot/config-$KVER" .config
+		scripts/config --module DM_PLOOP
+		make -s olddefconfig
+		grep -q '^CONFIG_DM_PLOOP=m' .config
+		make -s -j"$(nproc)" KERNELRELEASE="$KVER" modules_prepare
+		cp "/usr/src/linux-headers-$KVER/Module.symvers" .
+		make -s -j"$(nproc)" KERNELRELEASE="$KVER" M="$FULL/drivers/md" modules
+	) >"$DIR/full/build.log" 2>&1 || { tail -30 "$DIR/full/build.log"; fail "the patched tree does not build"; }
+	modinfo -F vermagic "$FULL/drivers/md/dm-ploop.ko" | grep -q "^$KVER " || fail "in-tree dm-ploop.ko: wrong vermagic"
+	echo "ok in_tree_build drivers/md/dm-ploop.ko (CONFIG_DM_PLOOP=m, $KVER)"
+	if [ "$KERNEL_PATCH_BUILD" = guest ]; then
+		mkdir -p "$tmp/ext4"
+		"$ROOT/build/bin/ploop" init -s 128M -t ext4 "$tmp/ext4/root.hds" >/dev/null
+		GUEST_FILES="$tmp/ext4/DiskDescriptor.xml $tmp/ext4/root.hds" KO=$FULL/drivers/md/dm-ploop.ko \
+			WORK=$ROOT/build/kernel/qemu-intree "$ROOT/kernel/qemu/run-guest.sh" >"$DIR/full/guest.log" 2>&1 ||
+			fail "the in-tree module fails the guest test ($DIR/full/guest.log)"
+		echo "ok in_tree_module_guest_test ($(grep -c '^ok ' "$DIR/full/guest.log") checks)"
+	fi
+fi
 echo "kernel-patch-check: ${#patches[@]} patch(es) OK against $(basename "$TAR")"
