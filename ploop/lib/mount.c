@@ -38,27 +38,50 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Whether @pid runs (a zombie does not: nobody may be reaping it). */
-static bool pid_running(int pid)
+/* Whether a task's /proc stat file says it is a zombie (or it is gone). */
+static bool task_dead(const char *stat_path)
 {
-	char path[64], buf[256];
-	int fd;
+	char buf[256], *close_paren;
+	int fd = open(stat_path, O_RDONLY | O_CLOEXEC);
 	ssize_t n;
-	char *close_paren;
 
-	if (pid <= 0 || kill(pid, 0))
-		return false;
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return false;
+		return true;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
-		return false;
+		return true;
 	buf[n] = '\0';
 	close_paren = strrchr(buf, ')');
-	return !close_paren || close_paren[2] != 'Z';
+	return close_paren && close_paren[1] && close_paren[2] == 'Z';
+}
+
+/* Whether @pid runs: any of its threads is not a zombie. (A zombie does not run: nobody may be
+ * reaping it. Its group leader turns zombie while other threads still exit, holding the process's
+ * files - and with them its image locks - until the last is gone.) */
+static bool pid_running(int pid)
+{
+	char path[64];
+	struct dirent *e;
+	bool running = false;
+	DIR *tasks;
+
+	if (pid <= 0 || kill(pid, 0))
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	tasks = opendir(path);
+	if (!tasks)
+		return false;
+	while (!running && (e = readdir(tasks))) {
+		char stat_path[400];
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(stat_path, sizeof(stat_path), "/proc/%d/task/%s/stat", pid, e->d_name);
+		running = !task_dead(stat_path);
+	}
+	closedir(tasks);
+	return running;
 }
 
 /* ---- state files ------------------------------------------------------------------------------- */
