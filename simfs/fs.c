@@ -83,12 +83,37 @@ static void itable_grow(struct simfs *fs)
 	fs->itable_size = nsize;
 }
 
+/* The file handle of @fd, when its filesystem has them and it is PRIVATE's. */
+static struct file_handle *handle_of(struct simfs *fs, int fd, dev_t dev)
+{
+	struct {
+		struct file_handle fh;
+		unsigned char bytes[MAX_HANDLE_SZ];
+	} buf;
+	struct file_handle *h;
+	int mount_id;
+
+	if (dev != fs->root.dev)
+		return NULL;
+	buf.fh.handle_bytes = MAX_HANDLE_SZ;
+	if (name_to_handle_at(fd, "", &buf.fh, &mount_id, AT_EMPTY_PATH))
+		return NULL;
+	h = malloc(sizeof(*h) + buf.fh.handle_bytes);
+	if (h)
+		memcpy(h, &buf.fh, sizeof(*h) + buf.fh.handle_bytes);
+	return h;
+}
+
 /* Closes descriptors of idle inodes that can be reopened, down to 7/8 of the limit (a sweep over
  * the table from where the last one stopped). Under itable_lock. */
 static void evict_fds(struct simfs *fs)
 {
 	for (size_t scanned = 0; fs->open_fds > fs->max_fds / 8 * 7 && scanned < fs->itable_size; scanned++) {
 		for (struct sinode *x = fs->itable[fs->evict_cursor & (fs->itable_size - 1)]; x; x = x->next) {
+			/* The handle is taken when first needed: lookups do not pay for it. */
+			if (x->fd >= 0 && !x->users && !x->handle && !x->no_handle &&
+			    !(x->handle = handle_of(fs, x->fd, x->dev)))
+				x->no_handle = true;
 			if (x->fd >= 0 && !x->users && x->handle) {
 				close(x->fd);
 				x->fd = -1;
@@ -139,27 +164,6 @@ static void iput(struct simfs *fs, struct sinode *n)
 		inode_free(fs, n);
 }
 
-/* The file handle of @fd, when its filesystem has them and it is PRIVATE's. */
-static struct file_handle *handle_of(struct simfs *fs, int fd, const struct stat *st)
-{
-	struct {
-		struct file_handle fh;
-		unsigned char bytes[MAX_HANDLE_SZ];
-	} buf;
-	struct file_handle *h;
-	int mount_id;
-
-	if (st->st_dev != fs->root.dev)
-		return NULL;
-	buf.fh.handle_bytes = MAX_HANDLE_SZ;
-	if (name_to_handle_at(fd, "", &buf.fh, &mount_id, AT_EMPTY_PATH))
-		return NULL;
-	h = malloc(sizeof(*h) + buf.fh.handle_bytes);
-	if (h)
-		memcpy(h, &buf.fh, sizeof(*h) + buf.fh.handle_bytes);
-	return h;
-}
-
 /* Finds or adds the inode of @fd (consumed) and counts one lookup. */
 static struct sinode *inode_get(struct simfs *fs, int fd, const struct stat *st, int *err)
 {
@@ -204,20 +208,12 @@ static struct sinode *inode_get(struct simfs *fs, int fd, const struct stat *st,
 	fs->open_fds++;
 	if (++fs->itable_count > fs->itable_size)
 		itable_grow(fs);
+	/* Not this one: the caller has not counted it as used yet. */
+	n->users++;
+	if (fs->open_fds > fs->max_fds)
+		evict_fds(fs);
+	n->users--;
 	pthread_mutex_unlock(&fs->itable_lock);
-	/* Outside the lock: a syscall; nobody closes fd before handle is set (no handle, no close). */
-	{
-		struct file_handle *fh = handle_of(fs, fd, st);
-
-		pthread_mutex_lock(&fs->itable_lock);
-		if (n->handle)
-			free(fh);
-		else
-			n->handle = fh;
-		if (fs->open_fds > fs->max_fds)
-			evict_fds(fs);
-		pthread_mutex_unlock(&fs->itable_lock);
-	}
 	return n;
 }
 

@@ -31,9 +31,10 @@ enum simfs_status {
 /* One object of PRIVATE the kernel knows: an O_PATH descriptor, never a path. */
 struct sinode {
 	int fd;				/* -1 while closed (reopened from the handle) */
-	struct file_handle *handle;	/* NULL: the descriptor stays open for the inode's life */
+	struct file_handle *handle;	/* taken before fd is first closed early */
 	unsigned users;			/* operations using fd now: it is not closed under them */
 	bool forgotten;			/* out of the table; freed when the last user goes */
+	bool no_handle;			/* name_to_handle_at failed: never closed early */
 	dev_t dev;
 	ino_t ino;
 	uint64_t nlookup;		/* under fs->itable_lock, as are fd, users */

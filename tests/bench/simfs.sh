@@ -87,22 +87,23 @@ os.rmdir(d)
 PY
 
 declare -A RES
-# measure OP CONFIG SETUP COLD CMD: median time of CMD in config CONFIG (SETUP untimed before each
-# run; COLD=1 drops caches after the setup).
-measure() {
-	local op=$1 c=$2 setup=$3 cold=$4 cmd=$5 i t=()
-	for i in $(seq "$RUNS"); do
-		D=${DIR[$c]} sh -c "$setup" >/dev/null 2>&1 || true
-		[ "$cold" = 1 ] && drop_caches
-		t+=("$(D=${DIR[$c]} timed sh -c "$cmd")")
-	done
-	RES[$op,$c]=$(printf '%s\n' "${t[@]}" | median)
-}
+# op NAME SETUP COLD CMD: CMD in every configuration, round robin RUNS times (so that a burst of
+# load on this shared machine hits all of them alike); SETUP untimed before each run, then sync,
+# and with COLD=1 a cache drop. Records the median per configuration.
 OPS=()
 op() {
-	local name=$1 c
+	local name=$1 setup=$2 cold=$3 cmd=$4 i c
+	declare -A t=()
 	OPS+=("$name")
-	for c in "${CONFIGS[@]}"; do measure "$name" "$c" "$2" "$3" "$4"; done
+	for i in $(seq "$RUNS"); do
+		for c in "${CONFIGS[@]}"; do
+			D=${DIR[$c]} sh -c "$setup" >/dev/null 2>&1 || true
+			sync
+			[ "$cold" = 1 ] && drop_caches
+			t[$c]+="$(D=${DIR[$c]} timed sh -c "$cmd") "
+		done
+	done
+	for c in "${CONFIGS[@]}"; do RES[$name,$c]=$(printf '%s\n' ${t[$c]} | median); done
 }
 EXTRACT='rm -rf "$D/t"; mkdir "$D/t"'
 TREE='[ -d "$D/t/d000" ] || { mkdir -p "$D/t" && tar -C "$D/t" -xf '"$B"'/tree.tar; }'
