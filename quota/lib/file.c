@@ -16,6 +16,13 @@ struct vzq_handle {
 	char fname[PATH_MAX];
 };
 
+static const char *default_dir(void)
+{
+	const char *dir = getenv("VZQ_DIR");
+
+	return dir && *dir ? dir : "/var/vzquota";
+}
+
 int vzq_file_name(uint32_t id, const char *file, bool relative, const char *path, char *out, size_t len,
 		  struct vzq_error *err)
 {
@@ -34,13 +41,21 @@ int vzq_file_name(uint32_t id, const char *file, bool relative, const char *path
 		strcpy(copy2, path);
 		n = snprintf(out, len, "%s/quota.%s", dirname(copy1), basename(copy2));
 	} else {
-		const char *dir = getenv("VZQ_DIR");
-
-		n = snprintf(out, len, "%s/quota.%u", dir && *dir ? dir : "/var/vzquota", id);
+		n = snprintf(out, len, "%s/quota.%u", default_dir(), id);
 	}
 	if (n < 0 || (size_t)n >= len)
 		return vzq_fail(err, VZQ_ERR_USAGE, ENAMETOOLONG, "quota file name of quota %u", id);
 	return 0;
+}
+
+/* Creates the default quota directory (as vzquota's package does) when a new file is to go there. */
+static void make_default_dir(const char *fname)
+{
+	const char *dir = default_dir();
+	size_t n = strlen(dir);
+
+	if (!strncmp(fname, dir, n) && fname[n] == '/' && !strchr(fname + n + 1, '/'))
+		mkdir(dir, 0700);
 }
 
 void vzq_quota_free(struct vzq_quota *q)
@@ -146,6 +161,7 @@ int vzq_open(const char *fname, int mode, struct vzq_handle **out, struct vzq_qu
 		rc = open_locked(h, O_RDWR, err);
 		if (rc == VZQ_ERR_NOFILE && (mode & VZQ_CREATE)) {
 			memset(err, 0, sizeof(*err));
+			make_default_dir(fname);
 			rc = open_locked(h, O_RDWR | O_CREAT | O_EXCL, err);
 			if (rc == 0) {
 				*out = h;
