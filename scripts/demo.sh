@@ -6,9 +6,17 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 PLOOP=$ROOT/build/bin/ploop
 PLOOP_IO=$ROOT/build/bin/ploop-io
+VZQUOTA=$ROOT/build/bin/vzquota
+SIMFS=$ROOT/build/bin/simfs
 D=$(mktemp -d "${TMPDIR:-/tmp}/ploop-demo.XXXXXX")
+# The demo's quota files and run directories stay inside its scratch directory.
+export VZQ_DIR=$D/vzquota VZQ_RUN_DIR=$D/run-vzquota SIMFS_RUN_DIR=$D/run-simfs
 cleanup() {
-	[ -f "$D/ct3/DiskDescriptor.xml" ] && "$PLOOP" umount "$D/ct3/DiskDescriptor.xml" >/dev/null 2>&1
+	set +e
+	if [ -f "$D/ct3/DiskDescriptor.xml" ] && "$PLOOP" list 2>/dev/null | grep -qF "$D/ct3/"; then
+		"$PLOOP" umount "$D/ct3/DiskDescriptor.xml" >/dev/null 2>&1
+	fi
+	mountpoint -q "$D/root4" && "$SIMFS" umount -l "$D/root4" >/dev/null 2>&1
 	rm -rf "$D"
 }
 trap cleanup EXIT
@@ -92,4 +100,28 @@ step "Unmount: the server flushes, clears the dirty flag and exits; every rule c
 run "$PLOOP" umount ct3/DiskDescriptor.xml
 run "$PLOOP" check -f -c ct3/root.hds && echo "check: consistent"
 
-step "Done. simfs, vzquota and containers (vzctl) come with the next issues; see README.md."
+step "The simfs layout: a private directory shown as a container root, with a vzquota disk quota"
+mkdir -p private4 root4
+cp -a /usr/share/doc/bash private4/ 2>/dev/null || mkdir -p private4/bash
+echo "Limits: 8 MiB soft, 10 MiB hard (1k blocks), 500/600 inodes, 1 hour of grace."
+run "$VZQUOTA" init 104 -p "$D/private4" -b 8192 -B 10240 -i 500 -I 600 -e 1h -n 1h
+run "$VZQUOTA" on 104
+run "$SIMFS" mount private4 root4 -o quota=104
+run "$SIMFS" list
+echo "df inside shows the quota's soft limits, not the host's disk:"
+run df -h root4
+run df -i root4
+echo '$ dd if=/dev/urandom of=root4/big bs=1M count=9    # over the soft limit: grace starts'
+dd if=/dev/urandom of=root4/big bs=1M count=9 status=none
+run "$VZQUOTA" stat 104
+echo '$ dd if=/dev/urandom of=root4/more bs=1M count=4   # over the hard limit: refused'
+dd if=/dev/urandom of=root4/more bs=1M count=4 status=none 2>&1 | sed 's/^/  /' || true
+run "$VZQUOTA" stat 104
+echo '$ rm root4/big root4/more'
+rm -f root4/big root4/more
+run "$VZQUOTA" stat 104
+run "$SIMFS" umount root4
+run "$VZQUOTA" off 104
+run "$VZQUOTA" show 104
+
+step "Done. Containers (vzctl) come with the next issues; see README.md."
