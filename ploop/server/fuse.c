@@ -92,32 +92,18 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_buf(req, (const char *)&out, sizeof(out));
 }
 
-/* Answers a request of the asynchronous path, from the reaper thread. */
-static void read_done(void *ctx, int err, const void *data, size_t len)
-{
-	if (err)
-		fuse_reply_err(ctx, -err);
-	else
-		fuse_reply_buf(ctx, data, len);
-}
-
-static void write_done(void *ctx, int err, const void *data, size_t len)
-{
-	(void)data;
-	if (err)
-		fuse_reply_err(ctx, -err);
-	else
-		fuse_reply_write(ctx, len);
-}
-
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct srv *s = srv_of(req);
-	uint8_t *buf;
+	uint8_t *buf = dev_reply_buffer(MAX_IO);
 	int r;
 
 	(void)ino;
 	(void)fi;
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
 	if ((uint64_t)off >= s->size) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
@@ -126,13 +112,6 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		size = MAX_IO;
 	if ((uint64_t)off + size > s->size)
 		size = (size_t)(s->size - (uint64_t)off);
-	if (!dev_read_async(s, size, (uint64_t)off, read_done, req))
-		return;
-	buf = dev_reply_buffer(MAX_IO);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
 	r = dev_read(s, buf, size, (uint64_t)off);
 	if (r)
 		fuse_reply_err(req, -r);
@@ -152,8 +131,6 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_err(req, ENOSPC);
 		return;
 	}
-	if (!dev_write_async(s, buf, size, (uint64_t)off, write_done, req))
-		return;
 	r = dev_write(s, buf, size, (uint64_t)off);
 	if (r)
 		fuse_reply_err(req, -r);

@@ -388,13 +388,10 @@ int main(int argc, char **argv)
 		while (loop_detach(dev) == -EBUSY)
 			slog("%s is still in use; waiting for its last close", dev);
 	}
-	dev_quiesce(s);
-	pthread_rwlock_unlock(&s->io_lock);
 	if (dev_flush(s) || dev_trim_tail(s))
 		slog("final flush failed");
 	fuse_stop(s);
 	pthread_join(fuse_tid, NULL);
-	dev_fini(s);
 	control_stop(s);
 	if (ploop_chain_close(s->chain, &err))
 		slog("closing the image: %s", err.msg);

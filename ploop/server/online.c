@@ -179,7 +179,7 @@ static int cmd_snapshot(struct srv *s, const char *arg, char *reply, size_t len)
 	if (!strcmp(g, PLOOP_TOP_GUID) || !strcmp(g, PLOOP_NONE_GUID))
 		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s is reserved", g);
 	freeze(s, &frozen);
-	dev_quiesce(s);
+	pthread_rwlock_wrlock(&s->io_lock);
 	top = top_delta(s);
 	if (dev_flush_locked(s) || dev_trim_tail(s)) {
 		ploop_fail(&err, PLOOP_ERR_FSYNC, EIO, "%s: cannot flush the top delta", top->path);
@@ -355,7 +355,7 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 	}
 
 	/* Pass 2, I/O stopped: what was written meanwhile; then the chain changes. */
-	dev_quiesce(s);
+	pthread_rwlock_wrlock(&s->io_lock);
 	if (is_top) {
 		uint8_t *bits = s->merge_dirty;
 
@@ -511,7 +511,7 @@ static int cmd_resize(struct srv *s, const char *arg, char *reply, size_t len)
 		snprintf(reply, len, "ok %" PRIu64, size);
 		return 0;
 	}
-	dev_quiesce(s);
+	pthread_rwlock_wrlock(&s->io_lock);
 	if (dev_flush_locked(s))
 		ploop_fail(&err, PLOOP_ERR_FSYNC, EIO, "cannot flush");
 	else if (!read_dd(s, &dd, idx, &n, &err) && !ploop_delta_grow(top_delta(s), size, &err)) {
@@ -546,7 +546,7 @@ static int cmd_compact(struct srv *s, char *reply, size_t len)
 
 	if (s->ro || s->guid[0] || top->raw)
 		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s: nothing to compact (read-only or raw)", s->dd_path);
-	dev_quiesce(s);
+	pthread_rwlock_wrlock(&s->io_lock);
 	if (dev_flush_locked(s) || dev_trim_tail(s))
 		ploop_fail(&err, PLOOP_ERR_FSYNC, EIO, "%s: cannot flush", top->path);
 	before = top->file_size;

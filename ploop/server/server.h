@@ -64,14 +64,6 @@ int dev_read(struct srv *s, void *buf, size_t len, uint64_t off);
 /* The calling thread's buffer for read replies (@len: the largest request; the same every call). */
 void *dev_reply_buffer(size_t len);
 int dev_write(struct srv *s, const void *buf, size_t len, uint64_t off);
-/* The fast path: submits the request and returns 0, @done being called (from another thread) with
- * the result and, for a read, the data; -EAGAIN when the request needs the synchronous path (a
- * write into a cluster the top does not hold yet, or too many pieces). */
-typedef void (*dev_done_fn)(void *ctx, int err, const void *data, size_t len);
-int dev_read_async(struct srv *s, size_t len, uint64_t off, dev_done_fn done, void *ctx);
-int dev_write_async(struct srv *s, const void *data, size_t len, uint64_t off, dev_done_fn done, void *ctx);
-/* Takes io_lock exclusive and waits for the requests in flight: the chain may change then. */
-void dev_quiesce(struct srv *s);
 int dev_flush(struct srv *s);
 int dev_flush_locked(struct srv *s);	/* the caller holds io_lock */
 /* Punch (discard: reads as zeros afterwards) or zero a range. */
