@@ -1,7 +1,7 @@
 # simfs: the FUSE bind filesystem with vzquota enforcement, and its test helpers (included by the
 # top Makefile).
-SIMFS_SRCS := $(wildcard simfs/*.c)
-SIMFS_HDRS := simfs/simfs.h quota/quota.h
+SIMFS_SRCS := $(wildcard simfs/*.c) common/fuse_ring.c
+SIMFS_HDRS := simfs/simfs.h quota/quota.h common/fuse_ring.h
 SIMFS_OBJS := $(SIMFS_SRCS:%.c=$(BUILD)/simfs-obj/%.o)
 
 COMPONENT_BINS += $(BUILD)/bin/simfs $(BUILD)/bin/simfs-qtool $(BUILD)/bin/simfs-escape
@@ -12,7 +12,7 @@ $(BUILD)/simfs-obj/%.o: %.c $(SIMFS_HDRS)
 
 $(BUILD)/bin/simfs: $(SIMFS_OBJS) $(BUILD)/libvzquota.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -pthread -o $@ $^ $(FUSE_LIBS)
+	$(CC) $(CFLAGS) -pthread -o $@ $^ $(FUSE_LIBS) -luring
 
 # Test helpers: quota usage of a file against a fresh scan; escape attempts from inside a chroot.
 $(BUILD)/bin/simfs-qtool: tests/tools/simfs-qtool.c quota/quota.h $(BUILD)/libvzquota.a
@@ -28,4 +28,4 @@ COMPONENT_BINS += $(BUILD)/san/bin/simfs
 $(BUILD)/san/bin/simfs: $(SIMFS_SRCS) $(SIMFS_HDRS) $(BUILD)/san/libvzquota.a
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_FLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 $(FUSE_CFLAGS) -pthread -o $@ \
-		$(SIMFS_SRCS) $(BUILD)/san/libvzquota.a $(FUSE_LIBS)
+		$(SIMFS_SRCS) $(BUILD)/san/libvzquota.a $(FUSE_LIBS) -luring

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/fuse_ring.h"
 #include "simfs.h"
 
 static const char usage_text[] =
@@ -31,7 +32,9 @@ static const char usage_text[] =
 	"  writeback     kernel writeback cache (with quota, a write over the limit then fails\n"
 	"                at writeback or close instead of in write())\n"
 	"  nowriteback   no writeback cache (default)\n"
-	"  threads=N     at most N request threads (16)\n"
+	"  threads=N     at most N request threads on /dev/fuse (16)\n"
+	"  nouring       stay on /dev/fuse when the kernel offers FUSE over io_uring\n"
+	"                (fuse.enable_uring=1), used otherwise: 4 threads per CPU, each bound to it\n"
 	"  inode_fds=N   descriptors kept open for inodes the kernel remembers (half of the\n"
 	"                open-files limit); beyond, they are reopened from file handles\n"
 	"  foreground    stay in the foreground (mount only; for debugging)\n"
@@ -191,7 +194,7 @@ static int abs_path_no_follow(const char *path, char *out, size_t len)
 /* ---- the daemon ------------------------------------------------------------------------------- */
 
 struct mount_opts {
-	bool quota, ro, foreground;
+	bool quota, ro, foreground, nouring;
 	int writeback;	/* -1: default */
 	uint32_t quota_id;
 	double timeout;
@@ -227,6 +230,8 @@ static int parse_opts(char *s, struct mount_opts *o, char *msg, size_t len)
 			o->writeback = 0;
 		} else if (!strcmp(t, "foreground") && !v) {
 			o->foreground = true;
+		} else if (!strcmp(t, "nouring") && !v) {
+			o->nouring = true;
 		} else if (!strcmp(t, "timeout") && v) {
 			o->timeout = strtod(v, &end);
 			if (!*v || *end || o->timeout < 0 || o->timeout > 1e7) {
@@ -354,6 +359,13 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 			qlive_stop(fs->quota);
 		fail_start(ready_fd, SIMFS_ERR_MOUNT, "mount of %s failed", fs->root_dir);
 	}
+	/* Metadata requests come one at a time from each caller: served on the caller's CPU. */
+	if (fuse_ring_attach(fs->se, 4, true, !o->nouring)) {
+		fuse_session_unmount(fs->se);
+		if (fs->quota)
+			qlive_stop(fs->quota);
+		fail_start(ready_fd, SIMFS_ERR_MOUNT, "cannot set up the FUSE transport");
+	}
 	if (fs->quota && (r = qlive_run(fs->quota, msg, sizeof(msg)))) {
 		fuse_session_unmount(fs->se);
 		qlive_stop(fs->quota);
@@ -393,6 +405,7 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 	fuse_loop_cfg_destroy(cfg);
 	fuse_remove_signal_handlers(fs->se);
 	fuse_session_unmount(fs->se);
+	fuse_ring_detach();
 	if (fs->quota)
 		qlive_stop(fs->quota);
 	unlink(spath);
