@@ -44,18 +44,33 @@ timed() {
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # ---- the configurations: name -> directory the workload runs in ----
-CONFIGS=(native simfs simfs-quota bindfs)
+# simfs on /dev/fuse, and on FUSE over io_uring where the kernel has it (fuse.enable_uring is
+# turned on for those mounts only: a connection keeps the transport it started with).
+URING=/sys/module/fuse/parameters/enable_uring
+CONFIGS=(native simfs)
 declare -A DIR
 mkdir -p "$B/native" "$B/priv-simfs" "$B/priv-quota" "$B/priv-bindfs" "$B/mnt-simfs" "$B/mnt-quota" "$B/mnt-bindfs"
 DIR[native]=$B/native
-"$SIMFS" mount "$B/priv-simfs" "$B/mnt-simfs"
+"$SIMFS" mount "$B/priv-simfs" "$B/mnt-simfs" -o nouring
 DIR[simfs]=$B/mnt-simfs
 "$VZQUOTA" -q init 9001 -p "$B/priv-quota" -b 100000000 -B 100000000 -i 10000000 -I 10000000 -e 0 -n 0 >/dev/null
 "$VZQUOTA" -q on 9001 -p "$B/priv-quota" >/dev/null
-"$SIMFS" mount "$B/priv-quota" "$B/mnt-quota" -o quota=9001
+QOPT=quota=9001,nouring
+if [ -w "$URING" ]; then
+	uring_was=$(cat "$URING")
+	echo Y >"$URING"
+	mkdir -p "$B/priv-ring" "$B/mnt-ring"
+	"$SIMFS" mount "$B/priv-ring" "$B/mnt-ring"
+	DIR[simfs-ring]=$B/mnt-ring
+	CONFIGS+=(simfs-ring)
+	QOPT=quota=9001
+fi
+"$SIMFS" mount "$B/priv-quota" "$B/mnt-quota" -o "$QOPT"
+[ -w "$URING" ] && echo "$uring_was" >"$URING"
 DIR[simfs-quota]=$B/mnt-quota
 bindfs "$B/priv-bindfs" "$B/mnt-bindfs"
 DIR[bindfs]=$B/mnt-bindfs
+CONFIGS+=(simfs-quota bindfs)
 
 # ---- the source tree: FILES small files in 100-file directories, as a tar ----
 python3 - "$B/src" "$FILES" <<'PY'
@@ -118,12 +133,22 @@ op "sequential read $SEQ_MIB MiB, 1 MiB blocks, cold" '[ -f "$D/seq" ] || cp '"$
 
 # ---- the table ----
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+SIMFS_CONFIGS=(simfs)
+[ -n "${DIR[simfs-ring]:-}" ] && SIMFS_CONFIGS+=(simfs-ring)
+SIMFS_CONFIGS+=(simfs-quota)
 echo "# simfs bench, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(uname -r), bindfs $(bindfs --version 2>/dev/null | head -1 | awk '{ print $2 }'), median of $RUNS"
-echo "| operation | native | simfs | simfs + quota | bindfs | simfs speed vs native | simfs vs bindfs | simfs+quota vs native | simfs+quota vs bindfs |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "# simfs: /dev/fuse; simfs-ring: FUSE over io_uring; simfs-quota: with a vzquota enforced ($QOPT)"
+hdr="| operation |" sep="|---|"
+for c in "${CONFIGS[@]}"; do hdr+=" $c |"; sep+="---|"; done
+for c in "${SIMFS_CONFIGS[@]}"; do hdr+=" $c vs native | $c vs bindfs |"; sep+="---|---|"; done
+echo "$hdr"
+echo "$sep"
 for o in "${OPS[@]}"; do
-	n=${RES[$o,native]} s=${RES[$o,simfs]} q=${RES[$o,simfs-quota]} b=${RES[$o,bindfs]}
-	printf '| %s | %.3f s | %.3f s | %.3f s | %.3f s | %sx | %sx | %sx | %sx |\n' "$o" "$n" "$s" "$q" "$b" \
-		"$(ratio "$n" "$s")" "$(ratio "$b" "$s")" "$(ratio "$n" "$q")" "$(ratio "$b" "$q")"
+	line="| $o |"
+	for c in "${CONFIGS[@]}"; do line+=" $(printf '%.3f' "${RES[$o,$c]}") s |"; done
+	for c in "${SIMFS_CONFIGS[@]}"; do
+		line+=" $(ratio "${RES[$o,native]}" "${RES[$o,$c]}")x | $(ratio "${RES[$o,bindfs]}" "${RES[$o,$c]}")x |"
+	done
+	echo "$line"
 done
-echo "(speed vs native: native time / simfs time, 1.00 = as fast as native; vs bindfs: bindfs time / simfs time, > 1 = faster than bindfs)"
+echo "(vs native: native time / simfs time, 1.00 = as fast as native; vs bindfs: bindfs time / simfs time, > 1 = faster than bindfs)"

@@ -2,7 +2,7 @@
 # simfs on FUSE over io_uring (fuse.enable_uring=1, kernel 6.14+): the daemon takes its requests
 # from per-CPU ring queues. Checked: the ring is in use; parallel writers and readers see exactly
 # their data; quota limits hold (EDQUOT, exact usage); kill -9 during a workload leaves no stuck
-# process and the next mount works; and the POSIX and quota suites pass again over the ring.
+# process and the next mount works; and the POSIX, quota and lifecycle suites pass again over the ring.
 # The kernel parameter is global: it is set for this test and put back however the test ends.
 source "$(dirname "$0")/../lib.sh"
 source "$ROOT/tests/tools/simfs-lib.sh"
@@ -88,8 +88,8 @@ expect_rc "mount again after kill -9" 0 sf mount "$P" "$R"
 check "files written before the kill are there" test -f "$R/k1"
 expect_rc "umount" 0 sf umount "$R"
 
-# ---- the POSIX and quota suites again, over the ring ----
-for suite in simfs_posix simfs_quota; do
+# ---- the POSIX, quota and lifecycle suites again, over the ring ----
+for suite in simfs_posix simfs_quota simfs_lifecycle; do
 	out=$(bash "$ROOT/tests/integration/$suite.sh" 2>&1)
 	rc=$?
 	n=$(grep -c '^ok ' <<<"$out")
