@@ -5,6 +5,7 @@
 #include "fuse_ring.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
 #include <linux/fuse.h>
 #include <pthread.h>
@@ -78,17 +79,10 @@ static struct {
 	struct ring_thread *threads;
 	unsigned nthreads;
 	struct fuse_custom_io io;
-	char why_not[80];
-	char desc[128];
 } R = { .fd = -1 };
 
 static __thread struct ring_thread *cur;
 static __thread bool init_reply_next;
-
-static void note_off(const char *why)
-{
-	snprintf(R.why_not, sizeof(R.why_not), "%s", why);
-}
 
 /* ---- the ring threads --------------------------------------------------------------------------- */
 
@@ -234,14 +228,12 @@ static int prepare_threads(const struct fuse_init_out *out)
 		payload = 8192;
 	R.nqueues = possible_cpus();
 	if (!R.nqueues || R.nqueues > 1024) {
-		note_off("cannot count the CPUs");
 		return -1;
 	}
 	R.nthreads = R.nqueues * R.per_queue;
 	R.threads = calloc(R.nthreads, sizeof(*R.threads));
 	if (!R.threads) {
 		R.nthreads = 0;
-		note_off("out of memory");
 		return -1;
 	}
 	for (unsigned i = 0; i < R.nthreads; i++) {
@@ -255,7 +247,6 @@ static int prepare_threads(const struct fuse_init_out *out)
 			free(h);
 			free(b);
 			free_threads();
-			note_off("out of memory");
 			return -1;
 		}
 		t->hdr = h;
@@ -266,7 +257,6 @@ static int prepare_threads(const struct fuse_init_out *out)
 		if (io_uring_queue_init(4, &t->ring, IORING_SETUP_SQE128)) {
 			t->ring.ring_fd = -1;
 			free_threads();
-			note_off("io_uring with 128-byte entries unavailable");
 			return -1;
 		}
 	}
@@ -295,13 +285,11 @@ static void start_threads(void)
 		struct ring_thread *t = &R.threads[i];
 
 		if (pthread_create(&t->tid, NULL, ring_main, t)) {
-			note_off("cannot start the ring threads");
 			refuse_ring();
 			return;
 		}
 		t->running = true;
 	}
-	snprintf(R.desc, sizeof(R.desc), "io_uring, %u queues x %u threads", R.nqueues, R.per_queue);
 }
 
 /* ---- the session's I/O -------------------------------------------------------------------------- */
@@ -339,7 +327,6 @@ static ssize_t init_reply(int fd, struct iovec *iov, int count)
 		if (r < 0) {
 			free_threads();
 			R.requested = false;
-			note_off("INIT reply failed");
 		} else {
 			start_threads();
 		}
@@ -402,16 +389,18 @@ int fuse_ring_attach(struct fuse_session *se, unsigned threads_per_queue, bool p
 {
 	R.pin = pin;
 	R.se = se;
-	R.fd = fuse_session_fd(se);
 	R.enable = enable;
 	R.per_queue = threads_per_queue ? threads_per_queue : 1;
-	snprintf(R.desc, sizeof(R.desc), "/dev/fuse");
-	note_off(enable ? "the kernel does not offer it (fuse.enable_uring=0?)" : "disabled");
 	if (!enable)
 		return 0;
+	/* Our own descriptor of the connection: the ring threads may still commit after libfuse has
+	 * closed the session's, and must not hit a reused number. */
+	R.fd = fcntl(fuse_session_fd(se), F_DUPFD_CLOEXEC, 3);
+	if (R.fd < 0)
+		return -errno;
 	R.io.read = ring_read;
 	R.io.writev = ring_writev;
-	return fuse_session_custom_io(se, &R.io, R.fd) ? -EINVAL : 0;
+	return fuse_session_custom_io(se, &R.io, fuse_session_fd(se)) ? -EINVAL : 0;
 }
 
 void fuse_ring_init(struct fuse_conn_info *conn)
@@ -438,19 +427,9 @@ void fuse_ring_detach(void)
 		t->running = false;
 	}
 	free_threads();
-}
-
-bool fuse_ring_active(void)
-{
-	return R.requested && R.nthreads;
-}
-
-const char *fuse_ring_describe(void)
-{
-	if (R.requested && R.nthreads)
-		return R.desc;
-	snprintf(R.desc, sizeof(R.desc), "/dev/fuse (io_uring: %s)", R.why_not);
-	return R.desc;
+	if (R.fd >= 0)
+		close(R.fd);
+	R.fd = -1;
 }
 
 void *fuse_ring_reply_buffer(size_t len)

@@ -31,12 +31,6 @@ void fuse_ring_init(struct fuse_conn_info *conn);
  * connection goes). */
 void fuse_ring_detach(void);
 
-/* Whether requests come through the ring now. */
-bool fuse_ring_active(void);
-
-/* "io_uring, Q queues x T threads" or "/dev/fuse (REASON)", for status output and logs. */
-const char *fuse_ring_describe(void);
-
 /* The payload buffer of the ring entry the calling thread serves now (NULL off the ring): a read
  * handler that builds its reply there saves one copy of the data. */
 void *fuse_ring_reply_buffer(size_t len);
