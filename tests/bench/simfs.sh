@@ -16,8 +16,11 @@ mkdir -p "$B"
 B=$(mktemp -d "$B/run.XXXXXX")
 export SIMFS_RUN_DIR=$B/run VZQ_DIR=$B/vzq VZQ_RUN_DIR=$B/vzq-run
 mkdir -p "$VZQ_DIR" "$VZQ_RUN_DIR"
+URING=/sys/module/fuse/parameters/enable_uring
+uring_was=
 cleanup() {
 	cd /
+	[ -n "$uring_was" ] && echo "$uring_was" >"$URING"
 	for m in "$B"/mnt-*; do
 		[ -d "$m" ] || continue
 		"$SIMFS" umount "$m" 2>/dev/null || fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
@@ -46,7 +49,6 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 # ---- the configurations: name -> directory the workload runs in ----
 # simfs on /dev/fuse, and on FUSE over io_uring where the kernel has it (fuse.enable_uring is
 # turned on for those mounts only: a connection keeps the transport it started with).
-URING=/sys/module/fuse/parameters/enable_uring
 CONFIGS=(native simfs)
 declare -A DIR
 mkdir -p "$B/native" "$B/priv-simfs" "$B/priv-quota" "$B/priv-bindfs" "$B/mnt-simfs" "$B/mnt-quota" "$B/mnt-bindfs"
@@ -66,7 +68,10 @@ if [ -w "$URING" ]; then
 	QOPT=quota=9001
 fi
 "$SIMFS" mount "$B/priv-quota" "$B/mnt-quota" -o "$QOPT"
-[ -w "$URING" ] && echo "$uring_was" >"$URING"
+if [ -n "$uring_was" ]; then
+	echo "$uring_was" >"$URING"
+	uring_was=
+fi
 DIR[simfs-quota]=$B/mnt-quota
 bindfs "$B/priv-bindfs" "$B/mnt-bindfs"
 DIR[bindfs]=$B/mnt-bindfs
