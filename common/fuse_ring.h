@@ -1,6 +1,7 @@
 /* FUSE over io_uring for a libfuse 3.14 low-level session: the kernel (6.14 and later, with
  * fuse.enable_uring=1) hands requests to per-CPU queues of ring entries instead of /dev/fuse reads,
- * and a request issued on one CPU is served by a thread bound to that CPU. Shared by ploopd and simfs.
+ * and a request issued on one CPU is served by a thread of that CPU's queue. Used by simfs (ploopd
+ * measured no gain from it, see BENCHMARKS.md).
  *
  * libfuse 3.14 knows nothing of it: the transport sits under the session as its custom I/O. It
  * asks for FUSE_OVER_IO_URING in the INIT reply, then feeds each request taken from a ring entry to
