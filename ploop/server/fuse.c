@@ -3,10 +3,12 @@
  * direct writes, so a loop device with direct I/O reaches us without a page cache in between. */
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
+#include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fuse.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "server.h"
 
@@ -249,9 +251,38 @@ void fuse_stop(struct srv *s)
 	fuse_session_unmount(s->se);
 }
 
-/* The kernel caches the attributes for a second; a resize should be seen at once. */
-void fuse_size_changed(struct srv *s)
+/*
+ * The kernel keeps the file's size, and cuts direct reads at it (a loop device fails what is cut
+ * with EIO). After a resize an invalidation alone is not enough under load: the kernel drops the
+ * attributes of a GETATTR during which a write completed, and keeps the old size. So the size is
+ * read back through the file (lseek to the end, which holds the inode lock: no new write starts
+ * meanwhile) until the kernel has the new one.
+ */
+int fuse_size_changed(struct srv *s)
 {
-	if (s->se)
+	int fd, r = -EAGAIN;
+
+	if (!s->se)
+		return 0;
+	fd = open(s->disk_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	for (int tries = 0; tries < 500; tries++) {
+		off_t end;
+
 		fuse_lowlevel_notify_inval_inode(s->se, FUSE_ROOT_ID, -1, 0);
+		end = lseek(fd, 0, SEEK_END);
+		if (end == (off_t)s->size) {
+			r = 0;
+			break;
+		}
+		if (end < 0) {
+			r = -errno;
+			break;
+		}
+		if (tries >= 10)
+			usleep(2000);
+	}
+	close(fd);
+	return r;
 }

@@ -526,7 +526,8 @@ static int cmd_resize(struct srv *s, const char *arg, char *reply, size_t len)
 	ploop_descriptor_free(dd);
 	if (err.status)
 		return reply_error(reply, len, &err);
-	fuse_size_changed(s);
+	if (fuse_size_changed(s))
+		return reply_err(reply, len, PLOOP_ERR_DEVICE, "%s: the kernel did not take the new size", s->disk_path);
 	if (loop_set_size(s->device, 0, 0))
 		return reply_err(reply, len, PLOOP_ERR_DEVICE, "%s: cannot set the new capacity", s->device);
 	slog("grown to %" PRIu64 " sectors", size);

@@ -79,7 +79,7 @@ int dev_trim_tail(struct srv *s);
 int fuse_start(struct srv *s, char *errbuf, size_t errlen);
 int fuse_run(struct srv *s);	/* until unmounted or stopped */
 void fuse_stop(struct srv *s);
-void fuse_size_changed(struct srv *s);
+int fuse_size_changed(struct srv *s);	/* until the kernel sees the new size */
 
 /* control.c */
 int control_start(struct srv *s, char *errbuf, size_t errlen);

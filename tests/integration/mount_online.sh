@@ -476,4 +476,37 @@ verify_all "offline compact: every record, blob and file checks" mC exact
 inst "$C" && must "offline compact: e2fsck -fn is clean" e2fsck -fn "$I_PART"
 umount_set "final umount" "$C"
 checked "final: every delta checks clean" "$C"
+
+# ---- growing a disk that is being written with direct I/O, step after step ----
+# Each write that completes while the kernel asks the server for the file's attributes makes the
+# kernel drop the answer and keep the old size, which then cuts reads at the old end: the new end of
+# the disk read as EIO and the partition table could not be written (6 of 12 resizes failed so
+# before the server read the size back until the kernel had it).
+mkdir -p G mG
+MNTS+=("$RT/mG")
+GD=$RT/G/DiskDescriptor.xml
+must "grow under load: init -s 256M -t ext4" pl init -s 256M -t ext4 G/root.hds
+mount_set "grow under load: mount" "$GD" -m mG
+inst "$GD"
+fio --name=w --directory=mG --filename=f --size=100M --rw=randwrite --bs=4k --iodepth=16 --ioengine=io_uring \
+	--direct=1 --time_based --runtime=120 >/dev/null 2>&1 &
+gpid=$!
+at_exit "kill $gpid"
+sleep 1
+bad=""
+for step in 1 2 3 4 5 6 7 8; do
+	pl resize -s $((256 + step * 32))M "$GD" >/dev/null 2>"$T/.err"
+	rc=$?
+	# 0 with CAP_SYS_RESOURCE (the filesystem grew too), else 46 (the disk and partition grew)
+	if [ $rc != 0 ] && [ $rc != 46 ]; then bad+=" step $step: exit $rc ($(head -c 120 "$T/.err"));"; continue; fi
+	sz=$(devsize "$I_DEV")
+	[ "$sz" = $(((256 + step * 32) * MiB)) ] || bad+=" step $step: disk is $sz bytes;"
+	dd if="$I_DEV" of=/dev/null bs=4096 count=1 skip=$((sz / 4096 - 1)) iflag=direct status=none 2>/dev/null ||
+		bad+=" step $step: the last block does not read;"
+done
+kill $gpid 2>/dev/null
+wait $gpid 2>/dev/null
+check "grow under load: 8 online resizes during direct writes, each disk end readable${bad:+ -$bad}" test -z "$bad"
+umount_set "grow under load: umount" "$GD"
+checked "grow under load: every delta checks clean" "$GD"
 finish
