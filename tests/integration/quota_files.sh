@@ -10,6 +10,26 @@ export VZQ_DIR=$T/var VZQ_RUN_DIR=$T/run
 mkdir -p "$VZQ_DIR" "$T/tree/d"
 echo data >"$T/tree/d/f"
 q() { "$VZQ" "$@"; }
+# with_flags SRC DST FLAGS: DST is quota file SRC with the flags word of its header set to FLAGS
+# ("|BITS": BITS or'ed in) and the checksum made valid again.
+with_flags() {
+	python3 - "$@" <<'PY'
+import struct, sys
+src, dst, flags = sys.argv[1:4]
+b = bytearray(open(src, 'rb').read())
+def crc32c(data):
+    crc = 0xffffffff
+    for x in data:
+        crc ^= x
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82f63b78 if crc & 1 else crc >> 1
+    return crc ^ 0xffffffff
+old = struct.unpack_from('<I', b, 16)[0]
+struct.pack_into('<I', b, 16, old | int(flags[1:], 0) if flags.startswith('|') else int(flags, 0))
+struct.pack_into('<I', b, len(b) - 8, crc32c(bytes(b[:-8])))
+open(dst, 'wb').write(b)
+PY
+}
 F=$VZQ_DIR/quota.7
 q init 7 -p "$T/tree" -b 100 -B 200 -i 10 -I 20 -e 60 -n 60 -s 1 >/dev/null 2>&1
 cp "$F" "$T/good"
@@ -41,20 +61,7 @@ done
 cp "$T/good" "$T/bad"; echo junk >>"$T/bad"; cp "$T/bad" "$F"; bad "trailing-junk"
 head -c 4096 /dev/urandom >"$T/bad"; cp "$T/bad" "$F"; bad "random"
 # a well-formed file (valid checksum) with a field out of range
-python3 - "$T/good" "$T/bad" <<'PY'
-import struct, sys, zlib
-b = bytearray(open(sys.argv[1], 'rb').read())
-def crc32c(data):
-    crc = 0xffffffff
-    for x in data:
-        crc ^= x
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82f63b78 if crc & 1 else crc >> 1
-    return crc ^ 0xffffffff
-struct.pack_into('<I', b, 16, 0x80000)          # unknown flag
-struct.pack_into('<I', b, len(b) - 8, crc32c(bytes(b[:-8])))
-open(sys.argv[2], 'wb').write(b)
-PY
+with_flags "$T/good" "$T/bad" 0x80000	# an unknown flag
 cp "$T/bad" "$F"; bad "unknown-flag-valid-crc"
 expect_rc "drop -f removes a corrupt file" 0 q drop 7 -f
 check "gone" test ! -e "$F"
@@ -124,37 +131,10 @@ q on 8 >/dev/null 2>&1
 check "on recounted a dirty file" test "$(q -b show 8 2>/dev/null | awk 'NR==2{print $1}')" = 4
 q off 8 >/dev/null
 echo more >"$T/tree/d/h"
-python3 - "$VZQ_DIR/quota.8" <<'PY'
-import struct, sys
-p = sys.argv[1]; b = bytearray(open(p, 'rb').read())
-def crc32c(data):
-    crc = 0xffffffff
-    for x in data:
-        crc ^= x
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82f63b78 if crc & 1 else crc >> 1
-    return crc ^ 0xffffffff
-flags = struct.unpack_from('<I', b, 16)[0] | 0x100   # LIVE, as a killed daemon leaves it
-struct.pack_into('<I', b, 16, flags)
-struct.pack_into('<I', b, len(b) - 8, crc32c(bytes(b[:-8])))
-open(p, 'wb').write(b)
-PY
+with_flags "$VZQ_DIR/quota.8" "$VZQ_DIR/quota.8" "|0x100"	# LIVE, as a killed daemon leaves it
 expect_rc "on --nocheck keeps the stale count" 0 bash -c "'$VZQ' on 8 --nocheck && '$VZQ' off 8"
 check "stale count" test "$(q -b show 8 2>/dev/null | awk 'NR==2{print $1}')" = 4
-python3 - "$VZQ_DIR/quota.8" <<'PY'
-import struct, sys
-p = sys.argv[1]; b = bytearray(open(p, 'rb').read())
-def crc32c(data):
-    crc = 0xffffffff
-    for x in data:
-        crc ^= x
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82f63b78 if crc & 1 else crc >> 1
-    return crc ^ 0xffffffff
-struct.pack_into('<I', b, 16, struct.unpack_from('<I', b, 16)[0] | 0x100)
-struct.pack_into('<I', b, len(b) - 8, crc32c(bytes(b[:-8])))
-open(p, 'wb').write(b)
-PY
+with_flags "$VZQ_DIR/quota.8" "$VZQ_DIR/quota.8" "|0x100"
 q on 8 >/dev/null 2>&1
 check "on recounted a file left LIVE by a dead daemon" test "$(q -b show 8 2>/dev/null | awk 'NR==2{print $1}')" = 5
 finish
