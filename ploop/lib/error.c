@@ -2,6 +2,7 @@
  * hands verbose messages to a callback; it never prints. */
 #include <stdio.h>
 
+#include "../../common/errmsg.h"
 #include "internal.h"
 
 static ploop_log_fn log_fn;
@@ -30,21 +31,13 @@ void ploop_log(int level, const char *fmt, ...)
 int ploop_fail(struct ploop_error *err, int status, int errnum, const char *fmt, ...)
 {
 	va_list ap;
-	size_t n;
 
 	if (!err || err->status)
 		return err && err->status ? err->status : status;
 	err->status = status;
 	err->err = errnum;
 	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	errmsg_format(err->msg, sizeof(err->msg), errnum, fmt, ap);
 	va_end(ap);
-	n = strlen(err->msg);
-	if (errnum && n < sizeof(err->msg) - 4)
-		snprintf(err->msg + n, sizeof(err->msg) - n, ": %s", strerror(errnum));
-	/* One line, whatever bytes from a file or an argument the message quotes. */
-	for (char *c = err->msg; *c; c++)
-		if ((unsigned char)*c < 0x20 || *c == 0x7f)
-			*c = '?';
 	return status;
 }
