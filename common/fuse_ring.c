@@ -400,7 +400,12 @@ int fuse_ring_attach(struct fuse_session *se, unsigned threads_per_queue, bool p
 		return -errno;
 	R.io.read = ring_read;
 	R.io.writev = ring_writev;
-	return fuse_session_custom_io(se, &R.io, fuse_session_fd(se)) ? -EINVAL : 0;
+	if (fuse_session_custom_io(se, &R.io, fuse_session_fd(se))) {
+		close(R.fd);
+		R.fd = -1;
+		return -EINVAL;
+	}
+	return 0;
 }
 
 void fuse_ring_init(struct fuse_conn_info *conn)
