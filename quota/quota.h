@@ -158,6 +158,8 @@ struct vzq_charge {
  * over a hard limit, or over a soft limit whose grace has expired. Frees (negative) always pass.
  * Changes nothing. */
 int vzq_check(const struct vzq_quota *q, const struct vzq_charge *c, time_t now);
+/* The same against the hard limits only (soft limits and grace do not refuse). */
+int vzq_check_hard(const struct vzq_quota *q, const struct vzq_charge *c);
 /* Applies a charge (after vzq_check said yes, or unconditionally for frees and for usage that
  * already exists), starting grace periods as limits are crossed. Records are created as needed;
  * -ENOMEM if one cannot be. */

@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -246,13 +249,48 @@ static void inode_forget(struct simfs *fs, struct sinode *n, uint64_t count)
 	inode_free(fs, n);
 }
 
+/* The inode (@dev, @ino) if the kernel knows it, pinned (iput() when done); else NULL. */
+static struct sinode *itable_find(struct simfs *fs, dev_t dev, ino_t ino)
+{
+	struct sinode *n;
+
+	pthread_mutex_lock(&fs->itable_lock);
+	for (n = fs->itable[ihash(dev, ino, fs->itable_size)]; n; n = n->next)
+		if (n->ino == ino && n->dev == dev)
+			break;
+	if (n)
+		n->users++;
+	pthread_mutex_unlock(&fs->itable_lock);
+	return n;
+}
+
+/* Gives back what an orphan still holds. Under n->qlock (or with no other user left). */
+static void orphan_free(struct simfs *fs, struct sinode *n)
+{
+	struct qcharge c = { -n->orphan_bytes, -1, n->orphan_uid, n->orphan_gid };
+
+	if (!n->orphan)
+		return;
+	qlive_apply(fs->quota, &c);
+	n->orphan = false;
+	n->orphan_bytes = 0;
+}
+
+void simfs_release_orphans(struct simfs *fs)
+{
+	if (!fs->quota)
+		return;
+	pthread_mutex_lock(&fs->itable_lock);
+	for (size_t i = 0; i < fs->itable_size; i++)
+		for (struct sinode *n = fs->itable[i]; n; n = n->next)
+			orphan_free(fs, n);
+	pthread_mutex_unlock(&fs->itable_lock);
+}
+
 static void inode_free(struct simfs *fs, struct sinode *n)
 {
-	if (n->orphan_bytes && fs->quota) {
-		struct qcharge c = { -n->orphan_bytes, 0, n->orphan_uid, n->orphan_gid };
-
-		qlive_apply(fs->quota, &c);
-	}
+	if (fs->quota)
+		orphan_free(fs, n);
 	if (n->fd >= 0)
 		close(n->fd);
 	free(n->handle);
@@ -409,6 +447,9 @@ static int do_chown(struct simfs *fs, struct sinode *n, uid_t uid, gid_t gid)
 		if (!r && fchownat(n->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) {
 			r = -errno;
 			qlive_move(fs->quota, bytes, 1, nu, ng, st.st_uid, st.st_gid);
+		} else if (!r && n->orphan) {
+			n->orphan_uid = nu;
+			n->orphan_gid = ng;
 		}
 	}
 	pthread_mutex_unlock(&n->qlock);
@@ -445,6 +486,8 @@ static int do_truncate(struct simfs *fs, struct sinode *n, struct fuse_file_info
 		struct qcharge c = { alloc_bytes(&after) - alloc_bytes(&before), 0, after.st_uid, after.st_gid };
 
 		qlive_apply(fs->quota, &c);
+		if (n->orphan)
+			n->orphan_bytes += c.bytes;
 	}
 out:
 	if (fs->quota)
@@ -523,11 +566,42 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	}
 }
 
+/* Open files per inode, for the orphan rule of free_entry(). */
+static void file_opened(struct simfs *fs, struct sinode *n)
+{
+	if (!fs->quota || n == &fs->root)
+		return;
+	pthread_mutex_lock(&n->qlock);
+	n->opens++;
+	pthread_mutex_unlock(&n->qlock);
+}
+
+static void file_closed(struct simfs *fs, struct sinode *n)
+{
+	if (!fs->quota || n == &fs->root)
+		return;
+	pthread_mutex_lock(&n->qlock);
+	if (n->opens && !--n->opens)
+		orphan_free(fs, n);
+	pthread_mutex_unlock(&n->qlock);
+}
+
 enum mk_kind { MK_NODE, MK_DIR, MK_SYMLINK, MK_FILE };
 
+/* What a new object may take before it is measured: a directory has its first block, a symlink
+ * too long for the inode (ext4 keeps up to 59 bytes there) a block of its own. */
+static int64_t make_worst_case(enum mk_kind kind, const char *link)
+{
+	if (kind == MK_DIR)
+		return BLOCK;
+	if (kind == MK_SYMLINK && strlen(link) >= 60)
+		return ((int64_t)strlen(link) + BLOCK) / BLOCK * BLOCK;
+	return 0;
+}
+
 /* Creates @name in @parent as the caller (owner fixed up after a root create), charging one
- * inode (and a block for a directory) before. For MK_FILE the opened descriptor is returned in
- * @fdp. Replies to @req. */
+ * inode and the worst case of blocks before, the measured blocks after. For MK_FILE the file is
+ * opened (fi->fh) and counted open. Replies to @req. */
 static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enum mk_kind kind, mode_t mode,
 		    dev_t rdev, const char *link, struct fuse_file_info *fi)
 {
@@ -536,7 +610,8 @@ static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enu
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct fuse_entry_param e;
 	struct stat pst, st;
-	struct qcharge res = { kind == MK_DIR ? BLOCK : 0, 1, ctx->uid, ctx->gid };
+	/* The directory may grow by a block for the new name: that must fit under the hard limit. */
+	struct qcharge res = { make_worst_case(kind, link), 1, ctx->uid, ctx->gid };
 	int r = 0, fd = -1, err;
 	gid_t gid;
 
@@ -557,7 +632,7 @@ static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enu
 	gid = (pst.st_mode & S_ISGID) ? pst.st_gid : ctx->gid;
 	res.gid = gid;
 	if (fs->quota) {
-		r = qlive_reserve(fs->quota, &res);
+		r = qlive_reserve(fs->quota, &res, BLOCK);
 		if (r)
 			goto out;
 	}
@@ -576,19 +651,16 @@ static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enu
 
 		/* An O_CREAT without O_EXCL on an existing name: the kernel looked it up first, so
 		 * EEXIST only races with the host. */
-		if (fs->writeback) {
-			if ((flags & O_ACCMODE) == O_WRONLY)
-				flags = (flags & ~O_ACCMODE) | O_RDWR;
-			flags &= ~O_APPEND;
-		}
-		fd = openat(parent->fd, name, flags, mode);
+		if (fs->writeback && (flags & O_ACCMODE) == O_WRONLY)
+			flags = (flags & ~O_ACCMODE) | O_RDWR;
+		fd = openat(parent->fd, name, flags & ~O_APPEND, mode);
 		r = fd < 0 ? -errno : 0;
 		break;
 	}
 	}
 	if (r) {
 		if (fs->quota) {
-			struct qcharge undo = { -res.bytes, -res.inodes, res.uid, res.gid };
+			struct qcharge undo = { -res.bytes - BLOCK, -res.inodes, res.uid, res.gid };
 
 			qlive_apply(fs->quota, &undo);
 		}
@@ -614,7 +686,7 @@ static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enu
 	}
 made:
 	if (fs->quota) {
-		struct qcharge undo = { -res.bytes, -res.inodes, res.uid, res.gid };
+		struct qcharge undo = { -res.bytes - BLOCK, -res.inodes, res.uid, res.gid };
 
 		qlive_apply(fs->quota, &undo);
 		if (!err) {
@@ -645,8 +717,11 @@ made:
 			n->open_size = e.attr.st_size;
 			n->open_mtime = e.attr.st_mtim;
 		}
-		if (fuse_reply_create(req, &e, fi) == -ENOENT)
+		file_opened(fs, n);
+		if (fuse_reply_create(req, &e, fi) == -ENOENT) {
 			close(fd);
+			file_closed(fs, n);
+		}
 	} else {
 		fuse_reply_entry(req, &e);
 	}
@@ -677,13 +752,51 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	do_make(req, parent, name, MK_FILE, mode, 0, NULL, fi);
 }
 
-/* The usage an entry gives back when it goes: a directory, or the last link of anything else. */
-static void free_entry(struct simfs *fs, const struct stat *st)
+/* The inode of @name in @dir (whose stat is @st), pinned and with its quota lock held, when @name
+ * is the last link of a non-directory the kernel knows, which may be open; @st is read again
+ * under the lock. NULL otherwise. */
+static struct sinode *lock_last_link(struct simfs *fs, int dir, const char *name, struct stat *st)
+{
+	struct sinode *n;
+	struct stat now;
+
+	if (S_ISDIR(st->st_mode) || st->st_nlink != 1 || !(n = itable_find(fs, st->st_dev, st->st_ino)))
+		return NULL;
+	pthread_mutex_lock(&n->qlock);
+	if (!fstatat(dir, name, &now, AT_SYMLINK_NOFOLLOW)) {
+		*st = now;
+		if (now.st_ino == n->ino && now.st_dev == n->dev)
+			return n;
+	}
+	pthread_mutex_unlock(&n->qlock);
+	iput(fs, n);
+	return NULL;
+}
+
+static void unlock_inode(struct simfs *fs, struct sinode *n)
+{
+	if (!n)
+		return;
+	pthread_mutex_unlock(&n->qlock);
+	iput(fs, n);
+}
+
+/* The usage an entry (@st) gives back when it goes: a directory, or the last link of anything
+ * else - unless that is open (@n from lock_last_link()): the orphan stays charged until its
+ * last release, as its blocks stay allocated until then. */
+static void free_entry(struct simfs *fs, const struct stat *st, struct sinode *n)
 {
 	struct qcharge c;
 
 	if (!S_ISDIR(st->st_mode) && st->st_nlink > 1)
 		return;
+	if (n && n->opens) {
+		n->orphan = true;
+		n->orphan_bytes = alloc_bytes(st);
+		n->orphan_uid = st->st_uid;
+		n->orphan_gid = st->st_gid;
+		return;
+	}
 	c = (struct qcharge){ -alloc_bytes(st), -1, st->st_uid, st->st_gid };
 	qlive_apply(fs->quota, &c);
 }
@@ -714,9 +827,12 @@ static void do_remove(fuse_req_t req, fuse_ino_t parent_ino, const char *name, i
 	if (fstatat(parent->fd, name, &st, AT_SYMLINK_NOFOLLOW)) {
 		r = errno;
 	} else {
+		struct sinode *n = lock_last_link(fs, parent->fd, name, &st);
+
 		r = unlinkat(parent->fd, name, flags) ? errno : 0;
 		if (!r)
-			free_entry(fs, &st);
+			free_entry(fs, &st, n);
+		unlock_inode(fs, n);
 		charge_dir_delta(fs, parent, pbytes);
 	}
 	pthread_mutex_unlock(&parent->qlock);
@@ -758,7 +874,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent_ino, const char *name, f
 		      const char *newname, unsigned int flags)
 {
 	struct simfs *fs = fs_of(req);
-	struct sinode *p = inode_of(req, parent_ino), *np = inode_of(req, newparent_ino);
+	struct sinode *p = inode_of(req, parent_ino), *np = inode_of(req, newparent_ino), *tn = NULL;
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	/* RENAME_WHITEOUT leaves a new inode (a 0/0 character device) at the old name. */
+	struct qcharge wh = { 0, (flags & RENAME_WHITEOUT) ? 1 : 0, ctx->uid, ctx->gid };
 	struct stat target;
 	bool had_target;
 	int64_t pb, npb;
@@ -778,9 +897,17 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent_ino, const char *name, f
 		return;
 	}
 	lock_two(p, np);
+	r = -qlive_reserve(fs->quota, &wh, 0);
+	if (r) {
+		unlock_two(p, np);
+		fuse_reply_err(req, r);
+		return;
+	}
 	pb = blocks_of(p->fd);
 	npb = blocks_of(np->fd);
 	had_target = !(flags & RENAME_EXCHANGE) && !fstatat(np->fd, newname, &target, AT_SYMLINK_NOFOLLOW);
+	if (had_target)
+		tn = lock_last_link(fs, np->fd, newname, &target);
 	r = renameat2(p->fd, name, np->fd, newname, flags) ? errno : 0;
 	if (!r && had_target) {
 		struct stat src;
@@ -788,7 +915,19 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent_ino, const char *name, f
 		/* Renaming a name onto another link of the same inode removes nothing. */
 		if (fstatat(np->fd, newname, &src, AT_SYMLINK_NOFOLLOW) ||
 		    src.st_ino != target.st_ino || src.st_dev != target.st_dev)
-			free_entry(fs, &target);
+			free_entry(fs, &target, tn);
+	}
+	unlock_inode(fs, tn);
+	if (wh.inodes) {
+		struct qcharge undo = { 0, -1, wh.uid, wh.gid };
+		struct stat w;
+
+		qlive_apply(fs->quota, &undo);
+		if (!r && !fstatat(p->fd, name, &w, AT_SYMLINK_NOFOLLOW)) {
+			struct qcharge c = { alloc_bytes(&w), 1, w.st_uid, w.st_gid };
+
+			qlive_apply(fs->quota, &c);
+		}
 	}
 	charge_dir_delta(fs, p, pb);
 	if (np != p)
@@ -801,6 +940,9 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent_ino, co
 {
 	struct simfs *fs = fs_of(req);
 	struct sinode *n = inode_of(req, ino), *np = inode_of(req, newparent_ino);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	/* The directory may grow by a block for the new name. */
+	struct qcharge room = { 0, 0, ctx->uid, ctx->gid };
 	struct fuse_entry_param e;
 	char proc[64];
 	int64_t npb = 0;
@@ -817,6 +959,12 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent_ino, co
 	if (fs->quota) {
 		pthread_mutex_lock(&np->qlock);
 		npb = blocks_of(np->fd);
+		r = qlive_reserve(fs->quota, &room, BLOCK);
+		if (r) {
+			pthread_mutex_unlock(&np->qlock);
+			fuse_reply_err(req, -r);
+			return;
+		}
 	}
 	/* linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH, which we have as root; the magic link
 	 * is the fallback. */
@@ -828,6 +976,9 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent_ino, co
 	if (!r)
 		r = -do_lookup(fs, np, newname, &e);
 	if (fs->quota) {
+		struct qcharge undo = { -BLOCK, 0, room.uid, room.gid };
+
+		qlive_apply(fs->quota, &undo);
 		charge_dir_delta(fs, np, npb);
 		pthread_mutex_unlock(&np->qlock);
 	}
@@ -851,12 +1002,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	if (fs->writeback) {
-		/* The kernel reads pages of write-only files and handles O_APPEND itself. */
-		if ((flags & O_ACCMODE) == O_WRONLY)
-			flags = (flags & ~O_ACCMODE) | O_RDWR;
-		flags &= ~O_APPEND;
-	}
+	/* The kernel reads pages of write-only files in writeback mode. O_APPEND stays off the host
+	 * descriptor: pages written back from a shared mapping may come through it, and they go
+	 * where they belong (op_write_buf appends the writes of write()). */
+	if (fs->writeback && (flags & O_ACCMODE) == O_WRONLY)
+		flags = (flags & ~O_ACCMODE) | O_RDWR;
+	flags &= ~O_APPEND;
 	/* O_TRUNC frees blocks: do it through setattr's accounting. */
 	if ((flags & O_TRUNC) && fs->quota) {
 		int r = do_truncate(fs, n, NULL, 0);
@@ -883,8 +1034,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		n->open_mtime = st.st_mtim;
 	}
 	fi->noflush = 1;
-	if (fuse_reply_open(req, fi) == -ENOENT)
+	file_opened(fs, n);
+	if (fuse_reply_open(req, fi) == -ENOENT) {
 		close(fd);
+		file_closed(fs, n);
+	}
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -898,6 +1052,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		n->open_mtime = st.st_mtim;
 	}
 	close((int)fi->fh);
+	file_closed(fs_of(req), n);
 	fuse_reply_err(req, 0);
 }
 
@@ -933,16 +1088,80 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
-/* Worst-case new allocation of writing [off, off+len): the whole range in blocks, less what a
- * fully allocated file already has below its size. */
-static int64_t write_worst_case(const struct stat *st, off_t off, size_t len)
+/* Bytes of [start, end) that @fd has as data, by SEEK_DATA/SEEK_HOLE (for filesystems without
+ * an extent map; these may report preallocated space as holes, which only overestimates). */
+static int64_t data_by_seek(int fd, int64_t start, int64_t end)
+{
+	int64_t got = 0;
+
+	for (int64_t pos = start; pos < end;) {
+		off_t d = lseek(fd, pos, SEEK_DATA), h;
+
+		if (d < 0)
+			return errno == ENXIO ? got : 0;
+		if (d >= end)
+			break;
+		h = lseek(fd, d, SEEK_HOLE);
+		if (h < 0)
+			return 0;
+		got += (h < end ? h : end) - d;
+		pos = h;
+	}
+	return got;
+}
+
+/* Bytes of [start, end) that @fd has allocated (written, preallocated or waiting for delayed
+ * allocation), from its extent map; 0 when that cannot be told. */
+static int64_t allocated_in(int fd, int64_t start, int64_t end)
+{
+	enum { N = 32 };
+	union {
+		struct fiemap fm;
+		char bytes[sizeof(struct fiemap) + N * sizeof(struct fiemap_extent)];
+	} u;
+	int64_t got = 0;
+
+	for (int64_t pos = start; pos < end;) {
+		uint32_t i;
+
+		memset(&u.fm, 0, sizeof(u.fm));
+		u.fm.fm_start = (uint64_t)pos;
+		u.fm.fm_length = (uint64_t)(end - pos);
+		u.fm.fm_extent_count = N;
+		if (ioctl(fd, FS_IOC_FIEMAP, &u.fm))
+			return data_by_seek(fd, start, end);
+		for (i = 0; i < u.fm.fm_mapped_extents; i++) {
+			const struct fiemap_extent *x = &u.fm.fm_extents[i];
+			int64_t a = (int64_t)x->fe_logical, b = a + (int64_t)x->fe_length;
+
+			if (a < pos)
+				a = pos;
+			if (b > end)
+				b = end;
+			/* Data kept inside the inode takes a block once it grows. */
+			if (b > a && !(x->fe_flags & FIEMAP_EXTENT_DATA_INLINE))
+				got += b - a;
+			pos = b > pos ? b : pos;
+			if (x->fe_flags & FIEMAP_EXTENT_LAST)
+				return got;
+		}
+		if (u.fm.fm_mapped_extents < N)
+			break;
+	}
+	return got;
+}
+
+/* Worst-case new allocation of writing [off, off+len) to @fd: the range in whole blocks, less
+ * what of it is allocated already. */
+static int64_t write_worst_case(int fd, const struct stat *st, off_t off, size_t len)
 {
 	int64_t start = off / BLOCK * BLOCK, end = ((int64_t)off + (int64_t)len + BLOCK - 1) / BLOCK * BLOCK;
-	int64_t alloc_end = (st->st_size + BLOCK - 1) / BLOCK * BLOCK;
 
-	if (alloc_bytes(st) >= alloc_end && start < alloc_end)
-		start = alloc_end;
-	return end > start ? end - start : 0;
+	if (end <= start)
+		return 0;
+	if (!alloc_bytes(st))
+		return end - start;
+	return end - start - allocated_in(fd, start, end);
 }
 
 /* Writes @in to the host file. The request's data sits unaligned in our buffer: for a file opened
@@ -980,10 +1199,21 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	struct qcharge res = { 0 };
 	ssize_t r;
 
+	/* write() on an O_APPEND file appends to what the host file has; pages written back (from
+	 * a shared mapping) go to their offset. */
+	bool append = (fi->flags & O_APPEND) && !fi->writepage;
+
 	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	out.buf[0].fd = (int)fi->fh;
 	out.buf[0].pos = off;
 	if (!fs->quota) {
+		if (append) {
+			if (fstat((int)fi->fh, &before)) {
+				fuse_reply_err(req, errno);
+				return;
+			}
+			out.buf[0].pos = before.st_size;
+		}
 		r = write_data(&out, in, fi);
 		if (r < 0)
 			fuse_reply_err(req, (int)-r);
@@ -996,10 +1226,10 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		r = -errno;
 		goto out;
 	}
-	if (fi->flags & O_APPEND)
-		off = before.st_size;
-	res = (struct qcharge){ write_worst_case(&before, off, size), 0, before.st_uid, before.st_gid };
-	r = qlive_reserve(fs->quota, &res);
+	if (append)
+		out.buf[0].pos = off = before.st_size;
+	res = (struct qcharge){ write_worst_case((int)fi->fh, &before, off, size), 0, before.st_uid, before.st_gid };
+	r = qlive_reserve(fs->quota, &res, 0);
 	if (r)
 		goto out;
 	r = write_data(&out, in, fi);
@@ -1010,11 +1240,8 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		struct qcharge c = { delta - res.bytes, 0, before.st_uid, before.st_gid };
 
 		qlive_apply(fs->quota, &c);
-		if (after.st_nlink == 0) {
+		if (n->orphan)
 			n->orphan_bytes += delta;
-			n->orphan_uid = before.st_uid;
-			n->orphan_gid = before.st_gid;
-		}
 	}
 out:
 	pthread_mutex_unlock(&n->qlock);
@@ -1046,11 +1273,11 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 			goto out;
 		}
 		if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE)))
-			res = (struct qcharge){ write_worst_case(&before, off, (size_t)len), 0, before.st_uid,
-						before.st_gid };
+			res = (struct qcharge){ write_worst_case((int)fi->fh, &before, off, (size_t)len), 0,
+						before.st_uid, before.st_gid };
 		if (mode & FALLOC_FL_INSERT_RANGE)
 			res.bytes = (len + BLOCK - 1) / BLOCK * BLOCK;
-		r = qlive_reserve(fs->quota, &res);
+		r = qlive_reserve(fs->quota, &res, 0);
 		if (r)
 			goto out;
 	}
@@ -1062,6 +1289,8 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 				     before.st_gid };
 
 		qlive_apply(fs->quota, &c);
+		if (n->orphan)
+			n->orphan_bytes += alloc_bytes(&after) - alloc_bytes(&before);
 	}
 out:
 	if (fs->quota)
@@ -1278,7 +1507,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 		/* An xattr may need a block of its own: that block is checked first. */
 		struct qcharge res = { BLOCK, 0, before.st_uid, before.st_gid };
 
-		r = -qlive_reserve(fs->quota, &res);
+		r = -qlive_reserve(fs->quota, &res, 0);
 		if (!r) {
 			r = setxattr(proc, name, value, size, flags) ? errno : 0;
 			struct qcharge c = { blocks_of(n->fd) - alloc_bytes(&before) - BLOCK, 0, before.st_uid,

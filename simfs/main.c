@@ -406,8 +406,10 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 	fuse_remove_signal_handlers(fs->se);
 	fuse_session_unmount(fs->se);
 	fuse_ring_detach();
-	if (fs->quota)
+	if (fs->quota) {
+		simfs_release_orphans(fs);
 		qlive_stop(fs->quota);
+	}
 	unlink(spath);
 	{
 		/* The log goes with a clean stop unless something was logged. */

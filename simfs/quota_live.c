@@ -315,18 +315,21 @@ void qlive_stop(struct qlive *ql)
 	free(ql);
 }
 
-int qlive_reserve(struct qlive *ql, const struct qcharge *c)
+int qlive_reserve(struct qlive *ql, const struct qcharge *c, int64_t slack)
 {
 	struct vzq_charge vc = { c->bytes, c->inodes, c->uid, c->gid };
+	struct vzq_charge all = { c->bytes + slack, c->inodes, c->uid, c->gid };
 	time_t t = now();
 	int r;
 
-	if (!c->bytes && !c->inodes)
+	if (!all.bytes && !all.inodes)
 		return 0;
 	pthread_mutex_lock(&ql->lock);
 	r = vzq_check(&ql->q, &vc, t);
+	if (!r && slack)
+		r = vzq_check_hard(&ql->q, &all);
 	if (!r) {
-		r = vzq_apply(&ql->q, &vc, t);
+		r = vzq_apply(&ql->q, &all, t);
 		ql->dirty = true;
 	}
 	pthread_mutex_unlock(&ql->lock);

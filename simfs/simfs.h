@@ -39,7 +39,12 @@ struct sinode {
 	ino_t ino;
 	uint64_t nlookup;		/* under fs->itable_lock, as are fd, users */
 	pthread_mutex_t qlock;		/* serializes measure-operate-measure for quota charging */
-	int64_t orphan_bytes;		/* charged to an unlinked-but-open inode, freed when it goes */
+	/* Under qlock, with a quota: open files of this inode, and whether its last name went while
+	 * it was open. Such an orphan keeps its blocks and inode charged (to orphan_uid/gid) until
+	 * its last file is released, as with kernel quota. */
+	unsigned opens;
+	bool orphan;
+	int64_t orphan_bytes;
 	uid_t orphan_uid;
 	gid_t orphan_gid;
 	/* size and mtime at the last open: unchanged -> the page cache is kept */
@@ -71,6 +76,9 @@ struct simfs {
 };
 
 extern const struct fuse_lowlevel_ops simfs_ops;
+/* When the session is over: the charge of orphans whose files were never released goes (their
+ * blocks go with our descriptors). */
+void simfs_release_orphans(struct simfs *fs);
 
 /* ---- quota_live.c: the live holder of a vzquota id -------------------------------------------- */
 
@@ -89,8 +97,10 @@ struct qcharge {
 	uid_t uid;
 	gid_t gid;
 };
-/* Checks and reserves @c: -EDQUOT if it may not be made. */
-int qlive_reserve(struct qlive *q, const struct qcharge *c);
+/* Checks and reserves @c, and @slack bytes on top: -EDQUOT if it may not be made. The slack is
+ * what may come besides (a directory growing by a block): it must fit under the hard limits, not
+ * under a soft limit past its grace. */
+int qlive_reserve(struct qlive *q, const struct qcharge *c, int64_t slack);
 /* Applies a change unconditionally (frees, measured deltas, undoing a reservation). */
 void qlive_apply(struct qlive *q, const struct qcharge *c);
 /* Moves @bytes + @inodes from (ouid, ogid) to (nuid, ngid): -EDQUOT if the destination may not

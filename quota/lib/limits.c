@@ -41,9 +41,9 @@ void vzq_update_grace(struct vzq_quota *q, time_t now)
 	}
 }
 
-/* One resource of one object: may @cur grow by @req? */
+/* One resource of one object: may @cur grow by @req? (@hard_only: under the hard limit is enough.) */
 static bool allowed(uint64_t cur, int64_t req, uint64_t soft, uint64_t hard, int64_t end, bool zero_unlimited,
-		    time_t now)
+		    bool hard_only, time_t now)
 {
 	uint64_t want;
 
@@ -52,15 +52,16 @@ static bool allowed(uint64_t cur, int64_t req, uint64_t soft, uint64_t hard, int
 	want = add_clamped(cur, req);
 	if (!(zero_unlimited && hard == 0) && want > hard)
 		return false;
-	if (over(want, soft, zero_unlimited) && end != 0 && now >= end)
+	if (!hard_only && over(want, soft, zero_unlimited) && end != 0 && now >= end)
 		return false;	/* grace expired; no end yet: the charge starts it */
 	return true;
 }
 
-static bool stat_allows(const struct vzq_stat *s, const struct vzq_charge *c, bool zero_unlimited, time_t now)
+static bool stat_allows(const struct vzq_stat *s, const struct vzq_charge *c, bool zero_unlimited, bool hard_only,
+			time_t now)
 {
-	return allowed(s->bcurrent, c->bytes, s->bsoft, s->bhard, s->btime, zero_unlimited, now) &&
-	       allowed(s->icurrent, c->inodes, s->isoft, s->ihard, s->itime, zero_unlimited, now);
+	return allowed(s->bcurrent, c->bytes, s->bsoft, s->bhard, s->btime, zero_unlimited, hard_only, now) &&
+	       allowed(s->icurrent, c->inodes, s->isoft, s->ihard, s->itime, zero_unlimited, hard_only, now);
 }
 
 static struct vzq_ugid *find(const struct vzq_quota *q, uint32_t type, uint32_t id)
@@ -68,21 +69,31 @@ static struct vzq_ugid *find(const struct vzq_quota *q, uint32_t type, uint32_t 
 	return vzq_ugid_get((struct vzq_quota *)q, type, id, false, NULL);
 }
 
-int vzq_check(const struct vzq_quota *q, const struct vzq_charge *c, time_t now)
+static int check(const struct vzq_quota *q, const struct vzq_charge *c, bool hard_only, time_t now)
 {
-	if (!stat_allows(&q->stat, c, false, now))
+	if (!stat_allows(&q->stat, c, false, hard_only, now))
 		return -EDQUOT;
 	if (q->flags & VZQ_FLAG_UGID_ON) {
 		const struct vzq_ugid *u = find(q, VZQ_USER, c->uid);
 		const struct vzq_ugid *g = find(q, VZQ_GROUP, c->gid);
 
 		/* An absent record has no limits. */
-		if (u && !stat_allows(&u->stat, c, true, now))
+		if (u && !stat_allows(&u->stat, c, true, hard_only, now))
 			return -EDQUOT;
-		if (g && !stat_allows(&g->stat, c, true, now))
+		if (g && !stat_allows(&g->stat, c, true, hard_only, now))
 			return -EDQUOT;
 	}
 	return 0;
+}
+
+int vzq_check(const struct vzq_quota *q, const struct vzq_charge *c, time_t now)
+{
+	return check(q, c, false, now);
+}
+
+int vzq_check_hard(const struct vzq_quota *q, const struct vzq_charge *c)
+{
+	return check(q, c, true, 0);
 }
 
 static void charge_stat(struct vzq_stat *s, const struct vzq_charge *c, const struct vzq_grace *g,

@@ -87,6 +87,12 @@ py 'import mmap,os
 fd=os.open("mm",os.O_RDWR|os.O_CREAT,0o644); os.ftruncate(fd,8192)
 m=mmap.mmap(fd,8192); m[0:5]=b"hello"; m[4096:4101]=b"world"; m.flush(); m.close(); os.close(fd)
 print(open("mm","rb").read().strip(b"\0").replace(b"\0",b"."))'
+echo "== mmap of a file opened O_APPEND: pages go where they are, write() appends"
+py 'import mmap,os
+open("ma","wb").write(b"A"*8192)
+fd=os.open("ma",os.O_RDWR|os.O_APPEND); m=mmap.mmap(fd,8192); m[0:4]=b"ZZZZ"; m.flush(); m.close()
+os.write(fd,b"tail"); os.close(fd)
+d=open("ma","rb").read(); print(len(d), d[:6], d[-6:])'
 echo "== locks"
 : >lk
 flock -n lk sleep 2 & sleep 0.5
