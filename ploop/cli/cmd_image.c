@@ -125,7 +125,7 @@ int cmd_info(int argc, char **argv)
 	}
 	ploop_delta_get_info(top, &info);
 	printf("size:\t\t%llu\nblocksize:\t%u\nfmt_version:\t%d\n", (unsigned long long)info.size_sectors,
-	       info.cluster_sectors, info.version ? info.version : 2);
+	       info.cluster_sectors, info.version);	/* 0 for a raw image, as upstream */
 	ploop_delta_close(top, NULL);
 	ploop_descriptor_free(dd);
 	ploop_unlock_descriptor(lock);

@@ -138,7 +138,7 @@ static ssize_t stream_pread(struct ploop_file *f, void *buf, size_t len, uint64_
 	size_t done = 0;
 
 	if (off != st->pos)
-		return -ESPIPE;
+		return st->eof ? 0 : -ESPIPE;	/* past an end already seen: nothing more */
 	while (done < len && !st->eof) {
 		ssize_t n = read(f->fd, (uint8_t *)buf + done, len - done);
 
@@ -241,6 +241,16 @@ static int import_data(int fd, bool is_stream, uint64_t size, struct ploop_delta
 	if (is_stream && st.pos < size)
 		return ploop_fail(err, PLOOP_ERR_READ, 0, "import: input ended at %" PRIu64 " of %" PRIu64 " bytes",
 				  st.pos, size);
+	if (is_stream && !st.eof) {
+		uint8_t more;
+		ssize_t n;
+
+		while ((n = read(fd, &more, 1)) < 0 && errno == EINTR)
+			;
+		if (n > 0)
+			return ploop_fail(err, PLOOP_ERR_PARAM, 0, "import: the input is longer than -s %" PRIu64 " bytes",
+					  size);
+	}
 	return 0;
 }
 
@@ -266,6 +276,10 @@ int ploop_import(int fd, uint64_t size, const char *delta_path, const struct plo
 	}
 	if (!size)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "import: the input is empty");
+	if (!stream && (uint64_t)st.st_size > size)
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0,
+				  "import: the input (%" PRIu64 " bytes) is larger than -s %" PRIu64 " bytes",
+				  (uint64_t)st.st_size, size);
 	if (p.mode != PLOOP_MODE_EXPANDED)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "import: creates expanded (ploop1) images only");
 	p.size_sectors = (size + PLOOP_SECTOR_SIZE - 1) / PLOOP_SECTOR_SIZE;

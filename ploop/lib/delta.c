@@ -348,9 +348,11 @@ int ploop_delta_create(const char *path, const struct ploop_create_params *in, s
 	if (r)
 		goto fail;
 	what = "write";
-	/* Cluster 0 is written whole (upstream's check rejects unwritten extents that do not cover
-	 * whole clusters); the header goes in last: a file without it is not an image. */
-	r = write_zeros(f, sizeof(h), cs_bytes - sizeof(h));
+	/* The BAT clusters are written whole, as upstream does: fallocated space is an unwritten
+	 * extent, and BAT pages written into it later would leave parts of a cluster unwritten, which
+	 * upstream's check rejects ("image is sparse"). The header goes in last: a file without it is
+	 * not an image. */
+	r = write_zeros(f, sizeof(h), l1 * cs_bytes - sizeof(h));
 	if (r)
 		goto fail;
 	if (p.mode == PLOOP_MODE_PREALLOCATED) {
@@ -693,7 +695,12 @@ int ploop_delta_alloc(struct ploop_delta *d, uint64_t n, bool fill, uint64_t *fi
 		return ploop_fail(err, PLOOP_ERR_WRITE, EFBIG,
 				  "%s: image file is full (format v%d cannot address more clusters)", d->path,
 				  d->version);
-	if (fill)
+	/* A partial cluster at the end of the file (a crash while it grew) holds old bytes: a cluster
+	 * handed out filled must read as zeros. */
+	if (fill && d->alloc_head * d->cluster_bytes < d->file_size)
+		r = write_zeros(d->file, d->alloc_head * d->cluster_bytes,
+				d->file_size - d->alloc_head * d->cluster_bytes);
+	if (fill && !r)
 		r = pio_allocate(d->file, d->alloc_head * d->cluster_bytes, n * d->cluster_bytes);
 	if (r)
 		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,

@@ -103,14 +103,21 @@ static int posix_truncate(struct ploop_file *f, uint64_t size)
  * a plain size extension, which reads as zeros too. */
 static int posix_allocate(struct ploop_file *f, uint64_t off, uint64_t len)
 {
-	struct stat st;
+	struct stat st, now;
+	int e;
 
-	if (!fallocate(f->fd, 0, (off_t)off, (off_t)len))
-		return 0;
-	if (errno != EOPNOTSUPP && errno != ENOSYS)
-		return -errno;
 	if (fstat(f->fd, &st))
 		return -errno;
+	if (!fallocate(f->fd, 0, (off_t)off, (off_t)len))
+		return 0;
+	e = errno;
+	if (e != EOPNOTSUPP && e != ENOSYS) {
+		/* A fallocate that fails part-way (ENOSPC) keeps what it got and the size it reached:
+		 * the file goes back to its size, so an image never ends in a partial cluster. */
+		if (!fstat(f->fd, &now) && now.st_size > st.st_size && ftruncate(f->fd, st.st_size))
+			return -errno;
+		return -e;
+	}
 	if ((uint64_t)st.st_size < off + len && ftruncate(f->fd, (off_t)(off + len)))
 		return -errno;
 	return 0;

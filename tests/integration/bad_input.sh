@@ -755,5 +755,32 @@ outcome "20|7"
 	problem "left behind: $(find "$SMALL/pre" -type f ! -name '*.lck' | tr '\n' ' ')"
 verdict "full-disk:init-preallocated"
 
+# On ext4, unlike tmpfs, a fallocate that runs out of space part-way keeps what it got and the size
+# it reached: convert -f preallocated of a 20 MiB image with about 3 MiB free must not leave the
+# delta ending in a partial cluster.
+EXT=$T/ext4
+mkdir -p "$EXT"
+truncate -s 40M "$T/ext4.img"
+mkfs.ext4 -qF "$T/ext4.img"
+if LOOPDEV=$(losetup -f --show "$T/ext4.img" 2>/dev/null); then
+	at_exit "losetup -d $LOOPDEV"
+	mount "$LOOPDEV" "$EXT" && at_exit "umount '$EXT' || umount -l '$EXT'"
+fi
+if mountpoint -q "$EXT"; then
+	E=$EXT/conv
+	mkdir -p "$E"
+	"$PLOOP" init -s 20M -t none "$E/root.hds" >/dev/null
+	head -c 1M /dev/urandom | "$PLOOP_IO" write "$E/DiskDescriptor.xml" 0
+	conv_content=$(content "$E/DiskDescriptor.xml")
+	fallocate -l $(($(stat -f -c '%f * %S' "$EXT") - 3 * 1048576)) "$EXT/fill"
+	run "$PLOOP_SAN" convert -f preallocated "$E/DiskDescriptor.xml"
+	outcome "20|7"
+	set_consistent "$E" "$conv_content"
+	[ $(($(stat -c %s "$E/root.hds") % 1048576)) = 0 ] || problem "the delta ends in a partial cluster"
+	verdict "full-disk-ext4:convert-preallocated"
+else
+	ok "full-disk-ext4 # SKIP cannot mount an ext4 image here"
+fi
+
 echo "# bad_input.sh took ${SECONDS}s"
 finish

@@ -402,6 +402,20 @@ verify "import from stdin" I2/DiskDescriptor.xml in.raw
 check "export - (stdout) through a pipe" bash -c "'$PLOOP' export I2/DiskDescriptor.xml - | cmp -s - in.raw"
 check "import of a stream shorter than -s fails" bash -c "! head -c 5000000 in.raw | '$PLOOP' import -s 8M - I3/root.hds 2>/dev/null"
 check "failed import leaves no image behind" test ! -e I3/root.hds -a ! -e I3/DiskDescriptor.xml
+expect_rc "a stream ending chunks before -s fails as a short input" 6 bash -c "head -c $((3 * MiB)) in.raw | '$PLOOP' import -s 10M - I3/root.hds"
+check "... and says where it ended" bash -c "head -c $((3 * MiB)) in.raw | '$PLOOP' import -s 10M - I3/root.hds 2>&1 | grep -q 'input ended at $((3 * MiB)) of'"
+expect_rc "a stream longer than -s is refused" 38 bash -c "cat in.raw | '$PLOOP' import -s 2M - I3/root.hds"
+expect_rc "a file larger than -s is refused" 38 "$PLOOP" import -s 2M in.raw I3/root.hds
+check "refused imports leave no image behind" test ! -e I3/root.hds -a ! -e I3/DiskDescriptor.xml
+# A partial cluster at the end of a delta (a crash while the file grew) holds old bytes: convert
+# -f preallocated hands it out for an empty cluster, which must still read as zeros.
+mkdir PT
+quiet "$PLOOP" init -s 10M -b 64 -t none PT/root.hds
+truncate -s 10M mPT
+put PT/DiskDescriptor.xml mPT 0 32768
+head -c 1000 /dev/zero | tr '\0' Z >>PT/root.hds
+check "convert -f preallocated of a delta ending in a partial cluster" quiet "$PLOOP" convert -f preallocated PT/DiskDescriptor.xml
+same_content "convert -f preallocated: empty clusters still read as zeros" PT/DiskDescriptor.xml mPT
 mkdir S
 quiet "$PLOOP" init -s 64M -t none S/root.hds
 truncate -s 64M mS

@@ -130,6 +130,9 @@ for spec in "-v 2 -b 64" "-v 2 -b 256" "-v 2 -b 2048" "-v 1 -b 64" "-v 1 -b 256"
 	verify "ours $spec + writes" $d/DiskDescriptor.xml m$d
 	same_info "ours $spec" $d/DiskDescriptor.xml
 done
+mkdir Araw
+quiet "$PLOOP" init -s 8M -f raw -t none Araw/root.hds
+same_info "ours -f raw" Araw/DiskDescriptor.xml
 head -c $((2 * MiB + 777)) /dev/urandom >imp.raw
 truncate -s $((9 * MiB)) imp.raw
 for v in 1 2; do
@@ -188,6 +191,18 @@ check "our grow with BAT relocation (40M -> 260M, 32K clusters)" quiet "$PLOOP" 
 truncate -s 260M mch
 put $CD mch $((259 * MiB)) 5555
 verify "our grow with BAT relocation" $CD mch
+
+# A BAT of two clusters (300M, 32K clusters): an entry in its second cluster written by a merge,
+# then every entry rewritten by convert -v. 1.15 rejects BAT clusters left partly unwritten.
+mkdir mb
+quiet "$PLOOP" init -s 300M -b 64 -t none mb/root.hds
+quiet "$PLOOP" snapshot mb/DiskDescriptor.xml
+truncate -s 300M mmb
+put mb/DiskDescriptor.xml mmb 310000000 4096
+check "our snapshot-merge into the second BAT cluster" quiet "$PLOOP" snapshot-merge mb/DiskDescriptor.xml
+verify "our snapshot-merge into the second BAT cluster" mb/DiskDescriptor.xml mmb
+check "our convert -v 1 of a two-cluster BAT" quiet "$PLOOP" convert -v 1 mb/DiskDescriptor.xml
+verify "our convert -v 1 of a two-cluster BAT" mb/DiskDescriptor.xml mmb
 
 mkdir pw
 quiet "$PLOOP" init -s 12M -b 256 -t none pw/root.hds
