@@ -134,6 +134,15 @@ static void delta_relock(struct ploop_delta *d)
 	fcntl(d->file->fd, F_OFD_SETLK, &fl);
 }
 
+/* A delta the server wrote (flushed and marked clean) stays open as a lower, read-only one: nothing
+ * writes it any more and its lock becomes shared. Nothing can fail here, unlike closing and opening
+ * it again, so it is done once the descriptor no longer names it as the top. */
+static void delta_make_readonly(struct ploop_delta *d)
+{
+	d->rw = false;
+	delta_relock(d);	/* converts this descriptor's write lock to a read lock */
+}
+
 /* ---- status, stop, flush ------------------------------------------------------------------------ */
 
 static int cmd_status(struct srv *s, char *reply, size_t len)
@@ -158,19 +167,22 @@ static int cmd_stop(struct srv *s, char *reply, size_t len)
 /* ---- snapshot ----------------------------------------------------------------------------------- */
 
 /*
- * Freeze the filesystem, stop I/O, make the top durable, create the new delta, mark the old top
- * clean, store the descriptor naming the new top, switch writes to it, resume, thaw. A crash before
- * the descriptor is stored leaves the old top in charge; after, the new (empty) one.
+ * Freeze the filesystem, stop I/O, make the top durable, create and open the new delta, mark the
+ * old top clean, store the descriptor naming the new top, switch writes to it, resume, thaw. Every
+ * step that can fail comes before the descriptor is stored and is undone on failure, so the server
+ * goes on with the old chain; after it, the old top only becomes read-only in place (no reopen). A
+ * crash before the descriptor is stored leaves the old top in charge; after, the new (empty) one.
  */
 static int cmd_snapshot(struct srv *s, const char *arg, char *reply, size_t len)
 {
 	struct ploop_error err = { 0 };
 	struct ploop_descriptor *dd = NULL;
-	struct ploop_delta *top, *newtop = NULL, *old_ro = NULL;
+	struct ploop_delta *top, *newtop = NULL;
 	char g[PLOOP_GUID_BUF];
-	char *file = NULL, *path = NULL, *old_path = NULL;
+	char *file = NULL, *path = NULL;
 	int idx[PLOOP_MAX_CHAIN], n;
 	struct freezer frozen;
+	bool was_marked;
 
 	if (s->ro)
 		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s is mounted read-only", s->dd_path);
@@ -181,6 +193,7 @@ static int cmd_snapshot(struct srv *s, const char *arg, char *reply, size_t len)
 	freeze(s, &frozen);
 	pthread_rwlock_wrlock(&s->io_lock);
 	top = top_delta(s);
+	was_marked = top->marked_dirty;
 	if (dev_flush_locked(s) || dev_trim_tail(s)) {
 		ploop_fail(&err, PLOOP_ERR_FSYNC, EIO, "%s: cannot flush the top delta", top->path);
 		goto out;
@@ -195,49 +208,40 @@ static int cmd_snapshot(struct srv *s, const char *arg, char *reply, size_t len)
 		ploop_fail(&err, PLOOP_ERR_PARAM, 0, "%s: too many snapshots", s->dd_path);
 		goto out;
 	}
-	old_path = strdup(top->path);
-	if (!old_path || ploop_new_delta_like(dd, top, &file, &path, &err))
+	if (ploop_new_delta_like(dd, top, &file, &path, &err))
 		goto out;
-	if (ploop_delta_set_dirty(top, false, &err)) {
-		unlink(path);
-		goto out;
+	if (ploop_delta_open(path, PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY, 0, 0, &newtop, &err))
+		goto drop_new;
+	/* (A raw top has no header, and no dirty marker to clear.) */
+	if (was_marked) {
+		if (ploop_delta_set_dirty(top, false, &err))
+			goto drop_new;
+		top->marked_dirty = false;
 	}
-	top->marked_dirty = false;
 	ploop_descriptor_rename_guid(dd, PLOOP_TOP_GUID, g);
 	strcpy(dd->top_guid, PLOOP_TOP_GUID);
-	if (ploop_descriptor_add_image(dd, PLOOP_TOP_GUID, file, g, &err) || ploop_descriptor_store(dd, &err)) {
-		if (!err.status || !(err.status == PLOOP_ERR_FSYNC)) {
-			unlink(path);
-			ploop_delta_set_dirty(top, true, &(struct ploop_error){ 0 });
+	if ((ploop_descriptor_add_image(dd, PLOOP_TOP_GUID, file, g, &err) || ploop_descriptor_store(dd, &err)) &&
+	    !ploop_descriptor_committed(&err)) {
+		if (was_marked && !ploop_delta_set_dirty(top, true, &(struct ploop_error){ 0 }))
 			top->marked_dirty = true;
-			goto out;
-		}
+		goto drop_new;
 	}
 	/* The descriptor names the new top now: from here on, the old one is never written. */
-	if (ploop_delta_open(path, PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY, 0, 0, &newtop, &err)) {
-		s->ro = true;
-		slog("cannot open the new top %s: serving read-only", path);
-		goto out;
-	}
-	ploop_delta_close(top, NULL);
-	if (ploop_delta_open(old_path, 0, 0, 0, &old_ro, &err)) {
-		/* Without its lower delta the new top cannot be served. */
-		s->ro = true;
-		slog("cannot reopen %s: serving read-only", old_path);
-		ploop_delta_close(newtop, NULL);
-		goto out;
-	}
-	s->chain->deltas[s->chain->depth - 1] = old_ro;
+	delta_make_readonly(top);
 	s->chain->deltas[s->chain->depth++] = newtop;
+	newtop = NULL;
 	s->prealloc_end = 0;
 	memset(&err, 0, sizeof(err));
+	goto out;
+drop_new:
+	ploop_delta_close(newtop, NULL);
+	unlink(path);
 out:
 	pthread_rwlock_unlock(&s->io_lock);
 	thaw(&frozen);
 	ploop_descriptor_free(dd);
 	free(file);
 	free(path);
-	free(old_path);
 	if (err.status)
 		return reply_error(reply, len, &err);
 	slog("snapshot %s: new top %s", g, top_delta(s)->path);
@@ -304,7 +308,6 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 	struct ploop_descriptor *dd = NULL;
 	struct ploop_delta *parent, *child, *dst = NULL, snap;
 	uint32_t *bat_copy = NULL;
-	char *parent_path = NULL;
 	int idx[PLOOP_MAX_CHAIN], n, a = gl - 1;
 	bool is_top = gl == s->chain->depth - 1, raw;
 
@@ -366,12 +369,14 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 			goto out;
 		}
 		free(bits);
-	}
-	parent_path = strdup(parent->path);
-	if (!parent_path) {
-		ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "merge");
-		pthread_rwlock_unlock(&s->io_lock);
-		goto out;
+	} else {
+		/* The parent stays a lower delta: clean and durable before the commit, read-only after it
+		 * (in place: nothing may fail once the descriptor has dropped the child). */
+		if (dst->marked_dirty ? ploop_delta_set_dirty(dst, false, err) : ploop_delta_flush(dst, err)) {
+			pthread_rwlock_unlock(&s->io_lock);
+			goto out;
+		}
+		dst->marked_dirty = false;
 	}
 	if (ploop_merge_commit(dd, idx, a, gl, survivor, err)) {
 		pthread_rwlock_unlock(&s->io_lock);
@@ -381,20 +386,11 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 	child->rw = false;
 	ploop_delta_close(child, NULL);
 	ploop_delta_close(parent, NULL);
-	if (is_top) {
-		s->chain->deltas[a] = dst;	/* the parent, open for writing, is the top now */
-		s->prealloc_end = 0;
-	} else {
-		struct ploop_delta *ro = NULL;
-		uint32_t dst_cs = dst->cluster_sectors;
-
-		ploop_delta_close(dst, err);
-		if (ploop_delta_open(parent_path, raw ? PLOOP_OPEN_RAW : 0, dst_cs, 0, &ro, err)) {
-			s->ro = true;
-			slog("cannot reopen the merged delta: serving read-only");
-		}
-		s->chain->deltas[a] = ro;
-	}
+	if (is_top)
+		s->prealloc_end = 0;	/* the parent, open for writing, is the top now */
+	else
+		delta_make_readonly(dst);
+	s->chain->deltas[a] = dst;
 	dst = NULL;
 	memmove(&s->chain->deltas[gl], &s->chain->deltas[gl + 1],
 		(size_t)(s->chain->depth - gl - 1) * sizeof(s->chain->deltas[0]));
@@ -410,7 +406,6 @@ out:
 		delta_relock(s->chain->deltas[a]);
 	}
 	free(bat_copy);
-	free(parent_path);
 	ploop_descriptor_free(dd);
 	return err->status;
 }
