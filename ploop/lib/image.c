@@ -683,6 +683,12 @@ static int delete_leaf(struct image_set *s, int sn, struct ploop_error *err)
 	return ploop_unlink_file(path, err);
 }
 
+static void notice_temporary(const char *guid, int children)
+{
+	PNOTICE("Snapshot %s has %d children; it is marked temporary and will be merged when only one is left", guid,
+		children);
+}
+
 int ploop_snapshot_delete(const char *dd_path, const char *guid, struct ploop_error *err)
 {
 	struct image_set s;
@@ -696,8 +702,14 @@ int ploop_snapshot_delete(const char *dd_path, const char *guid, struct ploop_er
 		char cmd[64];
 
 		if (mounted(dd_path, &in)) {
+			char reply[64];
+
 			snprintf(cmd, sizeof(cmd), "delete %s", g);
-			return ploop_instance_call(&in, cmd, NULL, 0, err);
+			if (ploop_instance_call(&in, cmd, reply, sizeof(reply), err))
+				return err->status;
+			if (sscanf(reply, "temporary %d", &k) == 1)
+				notice_temporary(g, k);
+			return 0;
 		}
 	}
 	if (ploop_set_open(&s, dd_path, err))
@@ -722,9 +734,7 @@ int ploop_snapshot_delete(const char *dd_path, const char *guid, struct ploop_er
 		/* As upstream: deleted once all but one of its children are gone. */
 		s.dd->snapshots[sn].temporary = PLOOP_TEMP;
 		if (!ploop_descriptor_store(s.dd, err))
-			PNOTICE("Snapshot %s has %d children; it is marked temporary and will be merged when only one "
-				"is left",
-				g, k);
+			notice_temporary(g, k);
 	}
 out:
 	ploop_set_release(&s);

@@ -458,29 +458,82 @@ static int cmd_merge(struct srv *s, const char *arg, bool all, char *reply, size
 	return 0;
 }
 
-/* "delete GUID": a snapshot of the mounted chain with one child goes by merging the child into it. */
+/* Removes leaf snapshot @g, which the server does not serve: its entry, then its file (as offline;
+ * nobody may hold the file: a read-only view of it would). */
+static int delete_unserved_leaf(struct srv *s, struct ploop_descriptor *dd, const char *g, struct ploop_error *err)
+{
+	int im = ploop_descriptor_find_image(dd, g);
+	struct ploop_delta *d = NULL;
+	char *path = strdup(dd->images[im].path);
+
+	if (!path)
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", s->dd_path);
+	if (!ploop_delta_open(path, PLOOP_OPEN_RDWR | PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY |
+				      (dd->raw && im == 0 ? PLOOP_OPEN_RAW : 0),
+			      dd->blocksize, 0, &d, err)) {
+		ploop_descriptor_remove_image(dd, g);
+		if (!ploop_descriptor_store(dd, err) || ploop_descriptor_committed(err))
+			ploop_unlink_file(path, err);
+		d->rw = false;	/* (only opened to hold its lock meanwhile) */
+		ploop_delta_close(d, NULL);
+	}
+	free(path);
+	return err->status;
+}
+
+/*
+ * "delete GUID", as offline: a snapshot with two or more children is marked temporary (merged once
+ * one is left); a leaf the server does not serve is removed; a snapshot of the served chain goes by
+ * merging its only child into it. What cannot be done while mounted -- the running top, a snapshot
+ * outside the served chain with one child -- is refused.
+ */
 static int cmd_delete(struct srv *s, const char *arg, char *reply, size_t len)
 {
 	struct ploop_error err = { 0 };
+	struct ploop_descriptor *dd = NULL;
 	char g[PLOOP_GUID_BUF], survivor[PLOOP_GUID_BUF];
-	int gl;
+	int idx[PLOOP_MAX_CHAIN], n, sn, children, gl = -1;
 
 	if (s->ro || s->guid[0])
 		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s is mounted read-only", s->dd_path);
 	if (ploop_parse_guid(arg, g))
 		return reply_err(reply, len, PLOOP_ERR_PARAM, "'%s' is not a GUID", arg);
-	gl = level_of(s, g, &err);
+	if (read_dd(s, &dd, idx, &n, &err))
+		goto out;
+	sn = ploop_descriptor_find_snapshot(dd, g);
+	if (sn < 0) {
+		ploop_fail(&err, PLOOP_ERR_NOSNAP, 0, "%s: no snapshot %s", s->dd_path, g);
+		goto out;
+	}
+	for (int i = 0; i < n; i++)
+		if (!strcmp(dd->images[idx[i]].guid, g))
+			gl = i;
+	children = ploop_descriptor_children(dd, g, NULL);
+	if (children > 1) {
+		/* As upstream: deleted once all but one of its children are gone. */
+		dd->snapshots[sn].temporary = PLOOP_TEMP;
+		if (!ploop_descriptor_store(dd, &err))
+			snprintf(reply, len, "ok temporary %d", children);
+	} else if (gl == n - 1) {
+		ploop_fail(&err, PLOOP_ERR_PARAM, 0, "%s: %s is the running top; it cannot be deleted", s->dd_path, g);
+	} else if (gl >= 0) {
+		if (!online_merge(s, gl + 1, survivor, &err))
+			snprintf(reply, len, "ok");
+	} else if (!strcmp(dd->snapshots[sn].parent, PLOOP_NONE_GUID)) {
+		ploop_fail(&err, PLOOP_ERR_PARAM, 0, "%s: unable to delete the base image %s", s->dd_path, g);
+	} else if (children == 0) {
+		if (!delete_unserved_leaf(s, dd, g, &err))
+			snprintf(reply, len, "ok");
+	} else {
+		ploop_fail(&err, PLOOP_ERR_BUSY, 0,
+			   "%s: %s is outside the mounted chain and has a child to merge into it; unmount to delete it",
+			   s->dd_path, g);
+	}
+out:
+	ploop_descriptor_free(dd);
 	if (err.status)
 		return reply_error(reply, len, &err);
-	if (gl < 0)
-		return reply_err(reply, len, PLOOP_ERR_NOSNAP, "%s: snapshot %s is not in the mounted chain", s->dd_path,
-				 g);
-	if (gl == s->chain->depth - 1)
-		return reply_err(reply, len, PLOOP_ERR_PARAM, "%s: %s is the running top; it cannot be deleted",
-				 s->dd_path, g);
-	if (online_merge(s, gl + 1, survivor, &err))
-		return reply_error(reply, len, &err);
-	snprintf(reply, len, "ok");
+	slog("deleted %s: %s", g, reply);
 	return 0;
 }
 

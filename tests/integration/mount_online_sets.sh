@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Online operations on image sets of other shapes than mount_online's single line of snapshots: an
 # online snapshot of a raw-based set (the server goes on read-write, data reads back, umount is
-# clean) and one that fails half-way (the old chain served read-write, the descriptor unchanged).
+# clean) and one that fails half-way (the old chain served read-write, the descriptor unchanged);
+# compact with a snapshot (mounted, the top does not grow; unmounted, what it holds itself is given
+# back), write-zeroes over snapshot data (zeros read back); snapshot-delete while mounted of a snapshot with
+# two children (marked temporary) and of a leaf outside the served chain (removed), as offline.
 # Every mount this test makes is undone by the EXIT trap, however the test ends.
 source "$(dirname "$0")/../lib.sh"
 source "$ROOT/tests/mount_ops_lib.sh"
@@ -17,6 +20,11 @@ writable() {
 	else
 		not_ok "$1"
 	fi
+}
+# shots DD: "GUID PARENT" of every snapshot of the descriptor.
+shots() {
+	tr -d ' \n' <"$1" | grep -o '<Shot>[^S]*</Shot>' |
+		sed 's:<Shot><GUID>\([^<]*\)</GUID><ParentGUID>\([^<]*\)</ParentGUID>.*:\1 \2:'
 }
 # dd_digest DD: the files of DD's directory and the descriptor's digest.
 dd_digest() { (cd "$(dirname "$1")" && ls -A && sha256sum DiskDescriptor.xml); }
@@ -72,5 +80,94 @@ else
 	ok "failed snapshot # SKIP chattr +i is not supported here"
 fi
 umount_set "raw: final umount" "$R"
+
+# ---- compact with a snapshot ----------------------------------------------------------------------------------
+# A discard must read back as zeros (the loop device sends write-zeroes as the same punch), so
+# trimming what a snapshot holds would copy zeros into the top: mounted, compact gives nothing back
+# with snapshots and says so (upstream's dm-ploop discards on a single delta only); unmounted, it
+# gives back the top's free clusters, found in the ext4 block bitmap.
+mkdir -p K mK
+MNTS+=("$RT/mK")
+K=$RT/K/DiskDescriptor.xml
+kib() { du -sk "$(deltas "$K" | tail -1)" | cut -f1; }
+must "snapshots: init -s 1G" pl init -s 1G K/root.hds
+mount_set "snapshots: mount" "$K" -m mK
+head -c $((200 * MiB)) /dev/urandom >mK/big
+sync -f mK
+must "snapshots: online snapshot over a 200M file" pl snapshot "$K"
+put_files mK k1
+rm mK/big
+head -c $((100 * MiB)) /dev/urandom >mK/top-only
+sync -f mK
+rm mK/top-only
+sync -f mK
+du0=$(kib)
+must "snapshots: compact while mounted" pl compact "$K"
+du1=$(kib)
+check "snapshots: compact did not grow the top ($du0 -> $du1 KiB)" test "$du1" -le "$du0"
+check "snapshots: ... and says why it gave nothing back" grep -q "has snapshots" "$T/.out" "$T/.err"
+drop_caches
+verify_files "snapshots: the files read back" mK k1
+umount_set "snapshots: umount" "$K"
+must "snapshots: compact unmounted" pl compact "$K"
+du2=$(kib)
+check "snapshots: unmounted, the clusters only the top held left it ($du1 -> $du2 KiB)" test $((du1 - du2)) -gt $((90 * 1024))
+checked "snapshots: every delta checks clean" "$K"
+mount_set "snapshots: mount again" "$K" -m mK
+verify_files "snapshots: the files read back after compact" mK k1
+umount_set "snapshots: final umount" "$K"
+
+# ---- write-zeroes that must not unmap still zero what only a snapshot holds ----------------------------------
+mkdir -p Z
+Z=$RT/Z/DiskDescriptor.xml
+must "zeroes: init -s 64M -t none" pl init -s 64M -t none Z/root.hds
+mount_set "zeroes: mount (device only)" "$Z"
+if inst "$Z"; then
+	head -c $((8 * MiB)) /dev/urandom >"$T/z.data"
+	dd if="$T/z.data" of="$I_DEV" bs=1M oflag=direct status=none
+	must "zeroes: online snapshot" pl snapshot "$Z"
+	blkdiscard -z -o $((MiB + 4096)) -l $((3 * MiB)) "$I_DEV"
+	head -c $((3 * MiB)) /dev/zero >"$T/z.zeros"
+	drop_caches
+	check "zeroes: blkdiscard -z over snapshot data reads back as zeros" \
+		cmp -s "$T/z.zeros" <(dd if="$I_DEV" bs=4096 skip=257 count=768 iflag=direct status=none)
+	check "zeroes: the data around it is intact" \
+		cmp -s <(head -c $((MiB + 4096)) "$T/z.data") <(head -c $((MiB + 4096)) "$I_DEV")
+fi
+umount_set "zeroes: umount" "$Z"
+
+# ---- snapshot-delete of a snapshot tree while mounted ----------------------------------------------------------
+# snapshot, snapshot, snapshot-switch -u S1 -D: S1 (the base) has two children, X and the served top;
+# K, the old top kept by -D, is a leaf under X. As offline: S1 is marked temporary; K, which the
+# server does not use, is removed.
+mkdir -p B mB
+MNTS+=("$RT/mB")
+B=$RT/B/DiskDescriptor.xml
+must "tree: init" pl init -s 256M B/root.hds
+must "tree: snapshot S1" pl snapshot "$B"
+S1=$(sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p' "$T/.out")
+must "tree: snapshot X" pl snapshot "$B"
+X=$(sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p' "$T/.out")
+must "tree: snapshot-switch -u S1 -D" pl snapshot-switch -u "$S1" -D "$B"
+K=$(shots "$B" | awk -v x="$X" 'tolower($2) == tolower(x) { print $1 }')
+mount_set "tree: mount" "$B" -m mB
+put_files mB t1
+K_FILE=$(pl snapshot-list -H -o uuid,fname "$B" | awk -v g="$K" 'tolower($1) == tolower(g) { print $2 }')
+check "tree: K is a leaf under X with a file of its own" test -n "$K" -a -n "$K_FILE" -a -f "$K_FILE"
+must "tree: snapshot-delete of S1 (two children) while mounted" pl snapshot-delete -u "$S1" "$B"
+check "tree: S1 is marked temporary, still 4 images" \
+	test "$(tr -d ' \n\t' <"$B" | grep -o "<GUID>$S1</GUID><ParentGUID>[^<]*</ParentGUID><Temporary/>" | wc -l)" = 1 -a "$(ndeltas "$B")" = 4
+check "tree: ... and the notice says so" grep -q "marked temporary" "$T/.out" "$T/.err"
+must "tree: snapshot-delete of the unserved leaf K while mounted" pl snapshot-delete -u "$K" "$B"
+check "tree: K is gone from the descriptor and the disk" \
+	test "$(ndeltas "$B")" = 3 -a ! -e "$K_FILE" -a -z "$(pl snapshot-list -H -o uuid "$B" | grep -iF "$K")"
+refuse "tree: snapshot-delete of an unknown snapshot: exit 43" 43 \
+	pl snapshot-delete -u '{01234567-89ab-cdef-0123-456789abcdef}' "$B"
+refuse "tree: snapshot-delete of the running top: refused" 38 pl snapshot-delete -u "$TOPG" "$B"
+drop_caches
+verify_files "tree: the files read back" mB t1
+writable "tree: the top still takes writes" mB
+umount_set "tree: umount" "$B"
+checked "tree: every delta checks clean" "$B"
 
 finish
