@@ -237,11 +237,42 @@ out:
 	return err->status;
 }
 
+/* Whether the served top has a parent. */
+static int has_snapshots(const char *dd_path, bool *yes, struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = NULL;
+	int idx[PLOOP_MAX_CHAIN], n = 0;
+
+	if (ploop_descriptor_read(dd_path, &dd, err) || ploop_descriptor_chain(dd, NULL, idx, &n, err)) {
+		ploop_descriptor_free(dd);
+		return err->status;
+	}
+	ploop_descriptor_free(dd);
+	*yes = n > 1;
+	return 0;
+}
+
+/*
+ * Mounted: FITRIM makes ext4 discard its free blocks, and the server punches whole clusters the
+ * top holds out of its file; then tail clusters move into the holes. With snapshots nothing is
+ * given back, as with upstream's dm-ploop (discard on a single delta only): the loop device sends a
+ * write-zeroes as the same punch as a discard, so what a snapshot holds must read back as zeros and
+ * the server writes them into the top - trimming would grow the image. Unmounted, compact works
+ * from the ext4 block bitmap instead and needs no discard.
+ */
 static int compact_online(const struct ploop_instance *in, uint64_t *freed, struct ploop_error *err)
 {
 	char dir[4096], reply[256];
 	unsigned long long before = 0, after = 0;
+	bool snapshots = false;
 
+	if (has_snapshots(in->descriptor, &snapshots, err))
+		return err->status;
+	if (snapshots) {
+		PNOTICE("%s has snapshots: nothing is given back while it is mounted (merge them, or compact it "
+		     "unmounted)", in->descriptor);
+		return 0;
+	}
 	if (ploop_mounted_at(in, dir, sizeof(dir))) {
 		struct fstrim_range range = { .start = 0, .len = UINT64_MAX, .minlen = 0 };
 		int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
