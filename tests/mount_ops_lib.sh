@@ -27,6 +27,17 @@ our_ids() {
 	done
 	printf '%s\n' "${IDS[@]}"
 }
+# run_id DD [GUID]: the name of the run directory of DD's server (ploop_instance_id: FNV-1a of the
+# descriptor's real path, a 0xff byte and the GUID).
+run_id() {
+	local LC_ALL=C s h=$((0xcbf29ce484222325)) i c
+	s="$(realpath "$1")"$'\xff'"${2:-}"
+	for ((i = 0; i < ${#s}; i++)); do
+		printf -v c '%d' "'${s:i:1}"
+		h=$(((h ^ (c & 255)) * 0x100000001b3))
+	done
+	printf '%016x\n' "$h"
+}
 state_of() { sed -n "s/^$2=//p" "/run/ploop/$1/state" 2>/dev/null; }
 # loop_back DEV: the backing file of a loop device ("" when detached).
 loop_back() { cat "/sys/block/${1#/dev/}/loop/backing_file" 2>/dev/null; }

@@ -69,6 +69,9 @@ int control_start(struct srv *s, char *errbuf, size_t errlen)
 	}
 	if (pthread_create(&thread, NULL, control_loop, s)) {
 		snprintf(errbuf, errlen, "cannot start the control thread");
+		close(s->ctl_fd);
+		s->ctl_fd = -1;
+		unlink(s->sock_path);
 		return -EAGAIN;
 	}
 	return 0;

@@ -13,7 +13,9 @@
 #include "loop.h"
 #include "server.h"
 
-static struct srv S = { .ctl_fd = -1, .lock_fd = -1 };
+static struct srv S = { .ctl_fd = -1, .lock_fd = -1, .run_fd = -1 };
+static pthread_t fuse_tid;
+static bool fuse_thread_started;
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stop_cv = PTHREAD_COND_INITIALIZER;
 static bool stop_requested;
@@ -136,7 +138,51 @@ int server_write_state(struct srv *s)
 	return 0;
 }
 
-/* Reports a start-up failure to ploop mount and exits with its code. */
+/*
+ * Undoes what start-up set up, in reverse order: at the stop and at a failed start alike. Each step
+ * undoes only what was done (a device attached, a thread started, the chain opened...).
+ */
+static void server_teardown(struct srv *s)
+{
+	struct ploop_error err = { 0 };
+	char path[4200];
+
+	s->stopping = true;
+	/* Something may have opened a device since it was released: the image is served until the
+	 * kernel lets the device go at its last close. */
+	for (int i = 0; i < 2; i++) {
+		const char *dev = i ? s->device : s->part;
+
+		if (!dev[0] || (i == 0 && !strcmp(s->part, s->device)))
+			continue;
+		while (loop_detach(dev) == -EBUSY)
+			slog("%s is still in use; waiting for its last close", dev);
+	}
+	if (s->chain && (dev_flush(s) || dev_trim_tail(s)))
+		slog("final flush failed");
+	fuse_stop(s);
+	if (fuse_thread_started)
+		pthread_join(fuse_tid, NULL);
+	control_stop(s);
+	if (ploop_chain_close(s->chain, &err))
+		slog("closing the image: %s", err.msg);
+	s->chain = NULL;
+	ploop_unlock_descriptor(s->lock_fd);
+	s->lock_fd = -1;
+	/* What the run directory holds is ours once the image is (not a dead server's leftovers). */
+	if (s->owns_run_dir) {
+		unlink(s->disk_path);
+		snprintf(path, sizeof(path), "%s/state", s->run_dir);
+		unlink(path);
+		slog("stopped");
+		snprintf(path, sizeof(path), "%s/log", s->run_dir);
+		unlink(path);
+	}
+	if (s->run_dir)
+		rmdir(s->run_dir);
+}
+
+/* Reports a start-up failure to ploop mount once what was set up is undone, and exits with its code. */
 __attribute__((noreturn, format(printf, 3, 4)))
 static void fail_start(int ready_fd, int code, const char *fmt, ...)
 {
@@ -150,20 +196,9 @@ static void fail_start(int ready_fd, int code, const char *fmt, ...)
 		if (*c == '\n')
 			*c = ' ';
 	slog("start failed: %s", msg);
+	server_teardown(&S);
 	if (ready_fd >= 0)
 		dprintf(ready_fd, "err %d %s\n", code, msg);
-	/* The run directory goes unless another server owns it (the image was in use). */
-	if (S.owns_run_dir) {
-		char path[4200];
-
-		unlink(S.disk_path);
-		snprintf(path, sizeof(path), "%s/state", S.run_dir);
-		unlink(path);
-		snprintf(path, sizeof(path), "%s/log", S.run_dir);
-		unlink(path);
-	}
-	if (S.run_dir)
-		rmdir(S.run_dir);
 	exit(code);
 }
 
@@ -274,8 +309,8 @@ int main(int argc, char **argv)
 	struct ploop_error err = { 0 };
 	const char *mount_dir = NULL, *fstype = NULL, *opts = NULL;
 	char msg[1024], path[4200];
-	int ready_fd = -1, run_fd, c;
-	pthread_t fuse_tid, sig_tid;
+	int ready_fd = -1, c;
+	pthread_t sig_tid;
 	sigset_t sigs;
 
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -304,8 +339,8 @@ int main(int argc, char **argv)
 	if ((mkdir(PLOOP_RUN_DIR, 0700) && errno != EEXIST) || (mkdir(s->run_dir, 0700) && errno != EEXIST))
 		fail_start(ready_fd, PLOOP_ERR_MKDIR, "%s: %s", s->run_dir, strerror(errno));
 	/* One server per run directory, whatever the image lock allows (read-only views share it). */
-	run_fd = open(s->run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (run_fd < 0 || flock(run_fd, LOCK_EX | LOCK_NB))
+	s->run_fd = open(s->run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->run_fd < 0 || flock(s->run_fd, LOCK_EX | LOCK_NB))
 		fail_start(ready_fd, PLOOP_ERR_MOUNT, "%s is already being served", s->dd_path);
 
 	/* Signals go to one thread; the others never see them. */
@@ -316,6 +351,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	/* Set up in this order; server_teardown() undoes it in reverse, also when start-up fails. */
 	dev_init(s);
 	if (open_image(s, &err))
 		fail_start(ready_fd, err.status, "%s", err.msg);
@@ -330,32 +366,21 @@ int main(int argc, char **argv)
 		if (!f || fclose(f))
 			fail_start(ready_fd, PLOOP_ERR_CREAT, "%s: %s", s->disk_path, strerror(errno));
 	}
-	if (fuse_start(s, msg, sizeof(msg)))
+	if (fuse_start(s, msg, sizeof(msg)) || control_start(s, msg, sizeof(msg)))
 		fail_start(ready_fd, PLOOP_ERR_DEVICE, "%s", msg);
-	if (control_start(s, msg, sizeof(msg)) || pthread_create(&fuse_tid, NULL, fuse_thread, s)) {
-		fuse_stop(s);
-		fail_start(ready_fd, PLOOP_ERR_DEVICE, "%s", msg);
-	}
-	if (loop_attach(s->disk_path, s->ro, 0, 0, s->device, sizeof(s->device), msg, sizeof(msg))) {
-		fuse_stop(s);
+	if (pthread_create(&fuse_tid, NULL, fuse_thread, s))
+		fail_start(ready_fd, PLOOP_ERR_DEVICE, "cannot start the FUSE thread");
+	fuse_thread_started = true;
+	if (loop_attach(s->disk_path, s->ro, 0, 0, s->device, sizeof(s->device), msg, sizeof(msg)) ||
+	    server_attach_partition(s, msg, sizeof(msg)))
 		fail_start(ready_fd, PLOOP_ERR_LOOP, "%s", msg);
-	}
-	if (server_attach_partition(s, msg, sizeof(msg))) {
-		loop_detach(s->device);
-		fuse_stop(s);
-		fail_start(ready_fd, PLOOP_ERR_LOOP, "%s", msg);
-	}
 	if (mount_dir) {
 		char *rd = realpath(mount_dir, NULL);
 
-		if (!rd || fs_mount(s->part, rd, fstype, opts, s->ro, msg, sizeof(msg))) {
-			if (!rd)
-				snprintf(msg, sizeof(msg), "%s: %s", mount_dir, strerror(errno));
+		if (!rd)
+			fail_start(ready_fd, PLOOP_ERR_MOUNT, "%s: %s", mount_dir, strerror(errno));
+		if (fs_mount(s->part, rd, fstype, opts, s->ro, msg, sizeof(msg))) {
 			free(rd);
-			if (strcmp(s->part, s->device))
-				loop_detach(s->part);
-			loop_detach(s->device);
-			fuse_stop(s);
 			fail_start(ready_fd, PLOOP_ERR_MOUNT, "%s", msg);
 		}
 		snprintf(s->mount_dir, sizeof(s->mount_dir), "%s", rd);
@@ -377,30 +402,6 @@ int main(int argc, char **argv)
 	pthread_mutex_unlock(&stop_mu);
 
 	/* The filesystem is unmounted by whoever asked to stop; the rest happens here. */
-	s->stopping = true;
-	/* Something may have opened a device since it was released: the image is served until the
-	 * kernel lets the device go at its last close. */
-	for (int i = 0; i < 2; i++) {
-		const char *dev = i ? s->device : s->part;
-
-		if (i == 0 && !strcmp(s->part, s->device))
-			continue;
-		while (loop_detach(dev) == -EBUSY)
-			slog("%s is still in use; waiting for its last close", dev);
-	}
-	if (dev_flush(s) || dev_trim_tail(s))
-		slog("final flush failed");
-	fuse_stop(s);
-	pthread_join(fuse_tid, NULL);
-	control_stop(s);
-	if (ploop_chain_close(s->chain, &err))
-		slog("closing the image: %s", err.msg);
-	unlink(s->disk_path);
-	snprintf(path, sizeof(path), "%s/state", s->run_dir);
-	unlink(path);
-	slog("stopped");
-	snprintf(path, sizeof(path), "%s/log", s->run_dir);
-	unlink(path);
-	rmdir(s->run_dir);
+	server_teardown(s);
 	return 0;
 }

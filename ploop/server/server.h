@@ -24,7 +24,7 @@ struct srv {
 	char *dd_path;
 	char guid[PLOOP_GUID_BUF];	/* the image served (top, or a snapshot for read-only views) */
 	bool ro;
-	bool owns_run_dir;		/* the image is locked by this server: so is its run directory */
+	bool owns_run_dir;		/* the image is locked by this server: so is what its run directory holds */
 	struct ploop_chain *chain;	/* levels 0 (base) .. depth-1 (top) */
 	uint64_t size;			/* bytes */
 	uint64_t cs;			/* cluster bytes */
@@ -44,6 +44,7 @@ struct srv {
 	/* Runtime. */
 	char id[17];			/* names the run directory */
 	char *run_dir;			/* /run/ploop/<id> */
+	int run_fd;			/* run_dir, flock()ed */
 	char *disk_path;		/* <run_dir>/disk: the FUSE mount point, a regular file */
 	char *sock_path;		/* <run_dir>/control */
 	char device[64];		/* /dev/loopN once attached */
