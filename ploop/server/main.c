@@ -169,7 +169,8 @@ static void server_teardown(struct srv *s)
 	s->chain = NULL;
 	ploop_unlock_descriptor(s->lock_fd);
 	s->lock_fd = -1;
-	/* What the run directory holds is ours once the image is (not a dead server's leftovers). */
+	/* What the run directory holds is ours once the image is (not a dead server's leftovers);
+	 * the directory itself while we hold its lock. */
 	if (s->owns_run_dir) {
 		unlink(s->disk_path);
 		snprintf(path, sizeof(path), "%s/state", s->run_dir);
@@ -178,8 +179,11 @@ static void server_teardown(struct srv *s)
 		snprintf(path, sizeof(path), "%s/log", s->run_dir);
 		unlink(path);
 	}
-	if (s->run_dir)
+	if (s->run_fd >= 0) {
 		rmdir(s->run_dir);
+		close(s->run_fd);
+		s->run_fd = -1;
+	}
 }
 
 /* Reports a start-up failure to ploop mount once what was set up is undone, and exits with its code. */
@@ -200,6 +204,39 @@ static void fail_start(int ready_fd, int code, const char *fmt, ...)
 	if (ready_fd >= 0)
 		dprintf(ready_fd, "err %d %s\n", code, msg);
 	exit(code);
+}
+
+/*
+ * One server per run directory, whatever the image lock allows (read-only views share it). A server
+ * that fails to start removes the directory it held; one that opened it meanwhile makes it again.
+ */
+static int lock_run_dir(struct srv *s)
+{
+	for (int tries = 0; tries < 100; tries++) {
+		struct stat held, named;
+		int fd;
+
+		if ((mkdir(PLOOP_RUN_DIR, 0700) && errno != EEXIST) || (mkdir(s->run_dir, 0700) && errno != EEXIST))
+			return -errno;
+		fd = open(s->run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0 && errno == ENOENT)
+			continue;
+		if (fd < 0)
+			return -errno;
+		if (flock(fd, LOCK_EX | LOCK_NB)) {
+			int e = errno;
+
+			close(fd);
+			return e == EWOULDBLOCK ? -EBUSY : -e;
+		}
+		if (!fstat(fd, &held) && !stat(s->run_dir, &named) && held.st_ino == named.st_ino &&
+		    held.st_dev == named.st_dev) {
+			s->run_fd = fd;
+			return 0;
+		}
+		close(fd);
+	}
+	return -EAGAIN;
 }
 
 /* Checks and opens the chain: interrupted operations completed, a dirty delta (a crash) checked
@@ -336,12 +373,11 @@ int main(int argc, char **argv)
 	if (asprintf(&s->run_dir, "%s/%s", PLOOP_RUN_DIR, s->id) < 0 ||
 	    asprintf(&s->disk_path, "%s/disk", s->run_dir) < 0 || asprintf(&s->sock_path, "%s/control", s->run_dir) < 0)
 		fail_start(ready_fd, PLOOP_ERR_MALLOC, "out of memory");
-	if ((mkdir(PLOOP_RUN_DIR, 0700) && errno != EEXIST) || (mkdir(s->run_dir, 0700) && errno != EEXIST))
-		fail_start(ready_fd, PLOOP_ERR_MKDIR, "%s: %s", s->run_dir, strerror(errno));
-	/* One server per run directory, whatever the image lock allows (read-only views share it). */
-	s->run_fd = open(s->run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (s->run_fd < 0 || flock(s->run_fd, LOCK_EX | LOCK_NB))
+	c = lock_run_dir(s);
+	if (c == -EBUSY)
 		fail_start(ready_fd, PLOOP_ERR_MOUNT, "%s is already being served", s->dd_path);
+	if (c)
+		fail_start(ready_fd, PLOOP_ERR_MKDIR, "%s: %s", s->run_dir, strerror(-c));
 
 	/* Signals go to one thread; the others never see them. */
 	sigemptyset(&sigs);

@@ -44,7 +44,7 @@ struct srv {
 	/* Runtime. */
 	char id[17];			/* names the run directory */
 	char *run_dir;			/* /run/ploop/<id> */
-	int run_fd;			/* run_dir, flock()ed */
+	int run_fd;			/* run_dir, flock()ed: one server per run directory */
 	char *disk_path;		/* <run_dir>/disk: the FUSE mount point, a regular file */
 	char *sock_path;		/* <run_dir>/control */
 	char device[64];		/* /dev/loopN once attached */
