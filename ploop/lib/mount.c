@@ -186,20 +186,17 @@ static int load_instance(const char *id, struct ploop_instance *out)
 
 static int kernel_call(const struct ploop_instance *in, const char *cmd, struct ploop_error *err);
 
-int ploop_instance_call(const struct ploop_instance *in, const char *cmd, char *reply, size_t len,
-			struct ploop_error *err)
+/* Sends @cmd to the server and reads its reply; *@lost says whether a failure is the server's
+ * answer or no answer at all (refused, reset or closed connection: a server that died). */
+static int call_server(const struct ploop_instance *in, const char *cmd, char *reply, size_t len, bool *lost,
+		       struct ploop_error *err)
 {
 	char buf[4096];
 	ssize_t n;
 	int fd;
 
-	if (in->kernel) {
-		if (reply && len)
-			reply[0] = '\0';
-		return kernel_call(in, cmd, err);
-	}
+	*lost = true;
 	fd = connect_instance(in->id);
-
 	if (fd < 0)
 		return ploop_fail(err, PLOOP_ERR_DEVICE, -fd, "the server of %s does not answer", in->descriptor);
 	if (send(fd, cmd, strlen(cmd), MSG_NOSIGNAL) < 0) {
@@ -211,6 +208,7 @@ int ploop_instance_call(const struct ploop_instance *in, const char *cmd, char *
 	if (n <= 0)
 		return ploop_fail(err, PLOOP_ERR_DEVICE, n < 0 ? errno : 0,
 				  "the server of %s closed the connection", in->descriptor);
+	*lost = false;
 	buf[n] = '\0';
 	buf[strcspn(buf, "\n")] = '\0';
 	if (!strncmp(buf, "ok", 2)) {
@@ -226,6 +224,19 @@ int ploop_instance_call(const struct ploop_instance *in, const char *cmd, char *
 				  msg && *msg ? msg + 1 : "failed");
 	}
 	return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "the server of %s replied '%.100s'", in->descriptor, buf);
+}
+
+int ploop_instance_call(const struct ploop_instance *in, const char *cmd, char *reply, size_t len,
+			struct ploop_error *err)
+{
+	bool lost;
+
+	if (in->kernel) {
+		if (reply && len)
+			reply[0] = '\0';
+		return kernel_call(in, cmd, err);
+	}
+	return call_server(in, cmd, reply, len, &lost, err);
 }
 
 /* ---- finding instances ----------------------------------------------------------------------- */
@@ -841,14 +852,27 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 
 int ploop_umount(const struct ploop_instance *in, struct ploop_error *err)
 {
+	bool lost;
+
 	if (in->kernel)
 		return kernel_umount(in, err);
 	if (!in->alive) {
 		PNOTICE("The server of %s is not running; cleaning up what it left", in->descriptor);
 		return cleanup_dead(in, err);
 	}
-	if (ploop_instance_call(in, "stop", NULL, 0, err))
-		return err->status;
+	if (call_server(in, "stop", NULL, 0, &lost, err)) {
+		/* No answer: a server killed a moment ago still runs while its threads exit, and may
+		 * have accepted the connection. Once it is gone, it is cleaned up after as a dead one. */
+		if (!lost)
+			return err->status;
+		for (int i = 0; i < 500 && pid_running(in->pid); i++)
+			sleep_ms(10);
+		if (pid_running(in->pid))
+			return err->status;
+		PNOTICE("The server of %s died; cleaning up what it left", in->descriptor);
+		*err = (struct ploop_error){ 0 };
+		return cleanup_dead(in, err);
+	}
 	/* The server exits once its data is durable and its image closed. */
 	for (int i = 0; i < 3000 && pid_running(in->pid); i++)
 		sleep_ms(10);

@@ -42,4 +42,38 @@ for round in $(seq 10); do
 	fi
 	checked "$name: every delta checks clean, not marked in use" "$A"
 done
+
+# ---- ploop umount right after kill -9 of the server ------------------------------------------------------
+# A server killed during direct writes takes a moment to exit (its in-flight I/O is reaped first), and
+# meanwhile resets the connection of the umount that asks it to stop: umount cleans up at the first call.
+# (Raw writes onto the device of a set without a filesystem: open files would rightly keep one mounted.)
+B=$RT/B/DiskDescriptor.xml
+mkdir -p B
+must "init -t none (a set without a filesystem)" pl init -s 512M -t none B/root.hds
+IDS+=("$(run_id "$B")")
+for round in $(seq 20); do
+	name="umount right after kill -9 during writes, round $round"
+	mount_set "$name: mount" "$B" || break
+	inst "$B"
+	pid=$I_PID dev=$I_DEV part=$I_PART id=$(run_id "$B")
+	writers=()
+	for w in 0 1 2 3; do
+		dd if=/dev/zero of="$dev" bs=1M seek=$((w * 100)) count=100 oflag=direct conv=notrunc status=none 2>/dev/null &
+		writers+=($!)
+	done
+	sleep 0.3
+	kill -9 "$pid"
+	pl umount "$B" >"$T/.out" 2>"$T/.err"
+	rc=$?
+	wait "${writers[@]}"
+	for _ in $(seq 50); do pid_gone "$pid" && break; sleep 0.1; done
+	left=$(leftovers "$id" "$pid" "$dev" "$part" "")
+	if [ $rc = 0 ] && [ -z "$left" ]; then ok "$name: the first ploop umount cleans up"; else
+		not_ok "$name: the first ploop umount: exit $rc ($(head -c 200 "$T/.err")), left behind:${left:- nothing}"
+		pl umount "$B" >/dev/null 2>&1
+	fi
+	# The top stays marked in use until the next mount checks it.
+	mount_set "$name: mount again" "$B" && umount_set "$name: umount" "$B"
+	checked "$name: every delta checks clean" "$B"
+done
 finish
