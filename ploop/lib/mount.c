@@ -13,6 +13,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -300,14 +301,48 @@ static int match_instance(void *ctx, const struct ploop_instance *in)
 	return 0;
 }
 
+/* The device of the filesystem mounted at @dir (the last mounted there, which is what shows), or 0. */
+static dev_t device_mounted_at(const char *dir)
+{
+	char line[8192];
+	dev_t dev = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned maj, min;
+		char d[4096], *o = d;
+
+		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, d) != 3)
+			continue;
+		/* Blanks and backslashes in the mount point are octal escapes (\040). */
+		for (const char *c = d; *c; c++, o++) {
+			if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] && c[3]) {
+				*o = (char)((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
+				c += 3;
+			} else {
+				*o = *c;
+			}
+		}
+		*o = '\0';
+		if (!strcmp(d, dir))
+			dev = makedev(maj, min);
+	}
+	if (f)
+		fclose(f);
+	return dev;
+}
+
 int ploop_find_instance_by(const char *what, struct ploop_instance *out, struct ploop_error *err)
 {
 	char *rp = realpath(what, NULL);
 	struct find_by f = { .what = rp ? rp : what, .out = out };
 	struct stat st;
 
+	/* A device, or a directory with one of them mounted on it, however it was mounted. */
 	if (!stat(f.what, &st) && S_ISBLK(st.st_mode))
 		f.rdev = st.st_rdev;
+	else if (rp && !stat(rp, &st) && S_ISDIR(st.st_mode))
+		f.rdev = device_mounted_at(rp);
 	ploop_list_instances(match_instance, &f, err);
 	free(rp);
 	if (!f.found)

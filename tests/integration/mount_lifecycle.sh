@@ -76,4 +76,15 @@ for round in $(seq 20); do
 	mount_set "$name: mount again" "$B" && umount_set "$name: umount" "$B"
 	checked "$name: every delta checks clean" "$B"
 done
+
+# ---- umount -m DIR of a filesystem mounted by hand ------------------------------------------------------
+mount_set "mount without -m (device only)" "$A"
+if inst "$A" && mount "$I_PART" mX; then
+	check "the hand-mounted directory is not in the set's state (list shows no mount point)" test "$I_MNT" = -
+	umount_set "umount -m DIR finds the set by the device mounted at DIR" "$A" -m "$RT/mX"
+	check_not "umount -m DIR: the filesystem is unmounted" mountpoint -q mX
+	checked "umount -m DIR: every delta checks clean" "$A"
+else
+	not_ok "mount the partition by hand"
+fi
 finish
