@@ -14,8 +14,8 @@
 
 #include "internal.h"
 
-/* Runs a tool; on failure, fails @err with @status and the last line the tool printed. */
-static int run_tool(struct ploop_error *err, int status, const char *const argv[])
+/* Runs a tool; an exit above @ok_exit fails @err with @status and the last line the tool printed. */
+static int run_tool_upto(struct ploop_error *err, int status, int ok_exit, const char *const argv[])
 {
 	char out[4096] = "", *last, *nl;
 	size_t got = 0;
@@ -57,7 +57,7 @@ static int run_tool(struct ploop_error *err, int status, const char *const argv[
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
 	PLOG("%s: exit %d", argv[0], WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+	if (WIFEXITED(st) && WEXITSTATUS(st) <= ok_exit)
 		return 0;
 	while (got && (out[got - 1] == '\n' || out[got - 1] == ' '))
 		out[--got] = '\0';
@@ -66,6 +66,21 @@ static int run_tool(struct ploop_error *err, int status, const char *const argv[
 		last = nl + 1;
 	return ploop_fail(err, status, 0, "%s failed (exit %d): %.300s", argv[0], WIFEXITED(st) ? WEXITSTATUS(st) : -1,
 			  *last ? last : "no output");
+}
+
+static int run_tool(struct ploop_error *err, int status, const char *const argv[])
+{
+	return run_tool_upto(err, status, 0, argv);
+}
+
+/* e2fsck -f -p of a filesystem that is not mounted: exit 1 is errors corrected (the journal of a
+ * crashed filesystem replayed, say) and 2 the same with a reboot advised (for a mounted root only);
+ * 4 and up are failures. */
+static int check_fs(const char *part, struct ploop_error *err)
+{
+	const char *fsck[] = { "e2fsck", "-f", "-p", part, NULL };
+
+	return run_tool_upto(err, PLOOP_ERR_FSCK, 2, fsck);
 }
 
 /* ---- init -t ext4 -------------------------------------------------------------------------------- */
@@ -227,6 +242,9 @@ static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t
 	char cmd[64], dir[4096];
 	bool fs_mounted = ploop_mounted_at(in, dir, sizeof(dir));
 
+	/* A filesystem that does not check does not grow: found before the disk grows under it. */
+	if (!fs_mounted && check_fs(in->part, err))
+		return err->status;
 	snprintf(cmd, sizeof(cmd), "resize %" PRIu64, size);
 	if (ploop_instance_call(in, cmd, NULL, 0, err))
 		return err->status;
@@ -241,12 +259,11 @@ static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t
 			return err->status;
 	}
 	{
-		const char *fsck[] = { "e2fsck", "-f", "-p", in->part, NULL };
 		const char *rs[] = { "resize2fs", in->part, NULL };
 		struct ploop_error online = { 0 };
 
 		if (!fs_mounted)
-			return run_tool(err, PLOOP_ERR_FSCK, fsck) || run_tool(err, PLOOP_ERR_RESIZE_FS, rs) ? err->status : 0;
+			return run_tool(err, PLOOP_ERR_RESIZE_FS, rs);
 		if (have_cap_sys_resource()) {
 			if (run_tool(&online, PLOOP_ERR_RESIZE_FS, rs))
 				return ploop_fail(err, online.status, 0, "%s", online.msg);
@@ -260,7 +277,7 @@ static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t
 					  "%s: the disk grew, but the filesystem can neither grow while mounted (no "
 					  "CAP_SYS_RESOURCE) nor be unmounted to grow",
 					  dir);
-		if (!run_tool(err, PLOOP_ERR_FSCK, fsck))
+		if (!check_fs(in->part, err))
 			run_tool(err, PLOOP_ERR_RESIZE_FS, rs);
 		if (mount(in->part, dir, in->fstype[0] ? in->fstype : "ext4", 0, in->options[0] ? in->options : NULL))
 			return ploop_fail(err, PLOOP_ERR_MOUNT, errno, "%s: cannot mount %s again", dir, in->part);
@@ -290,10 +307,9 @@ static int shrink_fs(const struct ploop_instance *in, uint64_t size, uint32_t cs
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%" PRIu64 " sectors is too small for the filesystem", size);
 	snprintf(fs_size, sizeof(fs_size), "%" PRIu64 "s", fs_end - first);
 	{
-		const char *fsck[] = { "e2fsck", "-f", "-p", in->part, NULL };
 		const char *rs[] = { "resize2fs", in->part, fs_size, NULL };
 
-		if (run_tool(err, PLOOP_ERR_FSCK, fsck) || run_tool(err, PLOOP_ERR_RESIZE_FS, rs))
+		if (check_fs(in->part, err) || run_tool(err, PLOOP_ERR_RESIZE_FS, rs))
 			return err->status;
 	}
 	if (gpt) {

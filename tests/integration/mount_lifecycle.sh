@@ -87,4 +87,23 @@ if inst "$A" && mount "$I_PART" mX; then
 else
 	not_ok "mount the partition by hand"
 fi
+
+# ---- resize after a crash -------------------------------------------------------------------------------
+# The filesystem of a killed server needs its journal replayed: e2fsck -p exits 1 (errors corrected).
+mount_set "resize after a crash: mount -m" "$A" -m mA
+head -c $((20 * MiB)) /dev/urandom >mA/crash-data
+sync -f mA
+inst "$A"
+kill -9 "$I_PID"
+for _ in $(seq 50); do pid_gone "$I_PID" && break; sleep 0.1; done
+umount_set "resize after a crash: umount cleans up after the killed server" "$A"
+must "resize after a crash: resize -s 600M" pl resize -s 600M "$A"
+check "resize after a crash: the disk is 600M" test "$(pl info -s "$A" | awk '/^size:/ {print $2}')" = $((600 * 2048))
+if mount_set "resize after a crash: mount the device only" "$A" && inst "$A"; then
+	fs_bytes=$(dumpe2fs -h "$I_PART" 2>/dev/null | awk -F: '/^Block count/ {c = $2} /^Block size/ {b = $2} END {print c * b}')
+	check "resize after a crash: the filesystem grew with the disk ($fs_bytes bytes)" test "${fs_bytes:-0}" -gt $((550 * MiB))
+	must "resize after a crash: e2fsck -fn is clean" e2fsck -fn "$I_PART"
+	umount_set "resize after a crash: umount" "$A"
+fi
+checked "resize after a crash: every delta checks clean" "$A"
 finish
