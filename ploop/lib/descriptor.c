@@ -843,8 +843,13 @@ static int lock_descriptor(const char *dd_path, bool exclusive, bool create, int
 		int e = errno;
 
 		close(fd);
-		if (e == EAGAIN || e == EACCES)
+		if (e == EAGAIN || e == EACCES) {
+			char holders[512];
+
+			if (ploop_describe_servers(dd_path, holders, sizeof(holders)))
+				return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: image is locked: %s", dd_path, holders);
 			return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: image is locked by another process", dd_path);
+		}
 		return ploop_fail(err, PLOOP_ERR_LOCK, e, "%s: cannot lock", lck);
 	}
 	*lock_fd = fd;
@@ -859,6 +864,17 @@ int ploop_lock_descriptor(const char *dd_path, bool exclusive, int *lock_fd, str
 int ploop_lock_new_descriptor(const char *dd_path, int *lock_fd, struct ploop_error *err)
 {
 	return lock_descriptor(dd_path, true, true, lock_fd, err);
+}
+
+int ploop_lock_descriptor_server(const char *dd_path, int *lock_fd, bool *exclusive, struct ploop_error *err)
+{
+	*exclusive = true;
+	if (!lock_descriptor(dd_path, true, true, lock_fd, err) || err->status != PLOOP_ERR_LOCK)
+		return err->status;
+	/* Held: by readers (snapshot views of the set), which a shared lock lets in, or by a writer. */
+	*exclusive = false;
+	*err = (struct ploop_error){ 0 };
+	return lock_descriptor(dd_path, false, false, lock_fd, err);
 }
 
 void ploop_unlock_descriptor(int lock_fd)

@@ -150,6 +150,10 @@ int ploop_descriptor_store(const struct ploop_descriptor *dd, struct ploop_error
 bool ploop_descriptor_committed(const struct ploop_error *err);
 /* The exclusive lock for a descriptor about to be created (init, restore-descriptor). */
 int ploop_lock_new_descriptor(const char *dd_path, int *lock_fd, struct ploop_error *err);
+/* The lock of a read-write server while it starts: exclusive if nothing holds it (interrupted
+ * operations may then be completed), else shared if only readers do (snapshot views of the set):
+ * offline writers stay away either way. *@exclusive says which it got. */
+int ploop_lock_descriptor_server(const char *dd_path, int *lock_fd, bool *exclusive, struct ploop_error *err);
 int ploop_descriptor_new(const char *dd_path, const char *file, const struct ploop_create_params *p,
 			 struct ploop_descriptor **out, struct ploop_error *err);
 
@@ -158,6 +162,9 @@ int ploop_descriptor_new(const char *dd_path, const char *file, const struct plo
 void ploop_instance_id(const char *dd_realpath, const char *guid, char id[17]);
 /* Where the filesystem on @in's device is mounted (first mount point), if anywhere (fs.c). */
 bool ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len);
+/* The running servers of a descriptor, in words ("snapshot {...} is mounted read-only (/dev/loop3)"),
+ * for messages that refuse something they hold; false when there is none. */
+bool ploop_describe_servers(const char *dd_path, char *buf, size_t len);
 
 /* ---- GPT (gpt.c), on an open block device; sizes in sectors ---- */
 int ploop_gpt_create(int fd, uint64_t size, uint32_t cs, struct ploop_error *err);

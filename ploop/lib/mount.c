@@ -261,6 +261,43 @@ int ploop_list_instances(int (*fn)(void *ctx, const struct ploop_instance *in), 
 	return r;
 }
 
+struct describe_ctx {
+	const char *descriptor;
+	char *buf;
+	size_t len, used;
+};
+
+static int describe_one(void *ctx, const struct ploop_instance *in)
+{
+	struct describe_ctx *d = ctx;
+
+	if (!in->alive || strcmp(in->descriptor, d->descriptor) || d->used >= d->len)
+		return 0;
+	if (in->guid[0])
+		d->used += (size_t)snprintf(d->buf + d->used, d->len - d->used,
+					    "%ssnapshot %s is mounted %s (%s; ploop snapshot-umount -u %s)",
+					    d->used ? "; " : "", in->guid, in->ro ? "read-only" : "read-write", in->device,
+					    in->guid);
+	else
+		d->used += (size_t)snprintf(d->buf + d->used, d->len - d->used, "%sthe set is mounted (%s)",
+					    d->used ? "; " : "", in->device);
+	return 0;
+}
+
+bool ploop_describe_servers(const char *dd_path, char *buf, size_t len)
+{
+	char *rp = realpath(dd_path, NULL);
+	struct describe_ctx d = { .descriptor = rp, .buf = buf, .len = len };
+	struct ploop_error err = { 0 };
+
+	if (len)
+		buf[0] = '\0';
+	if (rp)
+		ploop_list_instances(describe_one, &d, &err);
+	free(rp);
+	return d.used > 0;
+}
+
 int ploop_find_instance(const char *descriptor, const char *guid, struct ploop_instance *out, struct ploop_error *err)
 {
 	char *rp = realpath(descriptor, NULL);

@@ -239,22 +239,36 @@ static int lock_run_dir(struct srv *s)
 	return -EAGAIN;
 }
 
-/* Checks and opens the chain: interrupted operations completed, a dirty delta (a crash) checked
- * with its dirty flag dropped, the top marked in use while served. */
+/*
+ * Checks and opens the chain: interrupted operations completed, a dirty delta (a crash) checked
+ * with its dirty flag dropped, the top marked in use while served. A read-only server (a snapshot
+ * view) shares the descriptor lock with the set's own server, whichever comes first; a read-write
+ * one completes interrupted operations only when it holds the lock alone.
+ */
 static int open_image(struct srv *s, struct ploop_error *err)
 {
 	struct ploop_descriptor *dd = NULL;
 	int idx[PLOOP_MAX_CHAIN], n;
 	const char *guid = s->guid[0] ? s->guid : NULL;
+	bool exclusive = false;
 
-	if (!s->ro && ploop_recover(s->dd_path, err))
-		return err->status;
-	/* A read-only server (a snapshot view) shares the lock with the set's own server. */
 	if (s->ro ? ploop_lock_descriptor(s->dd_path, false, &s->lock_fd, err)
-		  : ploop_lock_new_descriptor(s->dd_path, &s->lock_fd, err))
+		  : ploop_lock_descriptor_server(s->dd_path, &s->lock_fd, &exclusive, err))
 		return err->status;
+	if (exclusive && ploop_recover_locked(s->dd_path, NULL, err))
+		goto out;
 	if (ploop_descriptor_read(s->dd_path, &dd, err) || ploop_descriptor_chain(dd, guid, idx, &n, err))
 		goto out;
+	for (int i = 0; i < dd->n_snapshots && !s->ro && !exclusive; i++)
+		if (dd->snapshots[i].temporary) {
+			char holders[512];
+
+			ploop_describe_servers(s->dd_path, holders, sizeof(holders));
+			ploop_fail(err, PLOOP_ERR_LOCK, 0,
+				   "%s: an interrupted merge is to be completed first, which needs the set to itself: %s",
+				   s->dd_path, holders[0] ? holders : "another process holds it");
+			goto out;
+		}
 	if (guid && strcmp(guid, dd->top_guid) && !s->ro) {
 		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: snapshot %s has children; it can be mounted read-only only",
 			   s->dd_path, guid);
@@ -287,7 +301,7 @@ static int open_image(struct srv *s, struct ploop_error *err)
 out:
 	ploop_descriptor_free(dd);
 	if (!err->status && s->lock_fd >= 0) {
-		/* From now on shared: readers and snapshot views may come, offline writers may not. */
+		/* From now on shared (if it was not): snapshot views may come, offline writers may not. */
 		struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET };
 
 		fcntl(s->lock_fd, F_OFD_SETLK, &fl);

@@ -106,4 +106,26 @@ if mount_set "resize after a crash: mount the device only" "$A" && inst "$A"; th
 	umount_set "resize after a crash: umount" "$A"
 fi
 checked "resize after a crash: every delta checks clean" "$A"
+
+# ---- a snapshot view mounted before the top ---------------------------------------------------------------
+# Either order works; offline writers stay refused while the view serves, and are told what holds the set.
+S1=$(pl snapshot "$A" 2>&1 | sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p')
+check "offline snapshot S1" test -n "$S1"
+IDS+=("$(run_id "$A" "$S1")")
+mount_set "snapshot view of S1 (the top not mounted)" "$A" -u "$S1" -r -m mV
+mount_set "mount the top after the view" "$A" -m mA
+put_files mA after-view
+verify_files "the top mounted after the view is writable" mA after-view
+absent "the view does not see the top's new files" mV/after-view
+umount_set "umount the top (the view stays)" "$A"
+check "the view still serves" mountpoint -q mV
+must "resize -s 700M while only the view is mounted" pl resize -s 700M "$A"
+check "resize beside the view: the disk is 700M" test "$(pl info -s "$A" | awk '/^size:/ {print $2}')" = $((700 * 2048))
+refuse "offline snapshot-merge while the view is mounted is refused (exit 23)" 23 pl snapshot-merge "$A"
+check "the refusal names the view and how to unmount it" grep -q "snapshot $S1 is mounted read-only.*snapshot-umount" "$T/.err"
+G=$S1 UCMD=snapshot-umount umount_set "snapshot-umount the view" "$A" -u "$S1" "$A"
+mount_set "mount the top again" "$A" -m mA
+verify_files "the top's files are there" mA after-view
+umount_set "umount the top" "$A"
+checked "after the view: every delta checks clean" "$A"
 finish
