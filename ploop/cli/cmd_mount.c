@@ -27,6 +27,19 @@ static int resolve_base(const char *dd_path, const char *uuid, char out[PLOOP_GU
 	return 0;
 }
 
+/* Whether snapshot @guid has children (then it can be mounted read-only only, as upstream). */
+static bool has_children(const char *dd_path, const char *guid)
+{
+	struct ploop_error err = { 0 };
+	struct ploop_descriptor *dd = NULL;
+	bool children = false;
+
+	if (!ploop_descriptor_read(dd_path, &dd, &err))
+		children = ploop_descriptor_children(dd, guid, NULL) > 0;
+	ploop_descriptor_free(dd);
+	return children;
+}
+
 /* Whether @guid names the top of the descriptor (then the normal, writable mount is meant). */
 static bool is_top(const char *dd_path, const char *guid)
 {
@@ -77,7 +90,8 @@ int cmd_mount(int argc, char **argv)
 		if (is_top(p.descriptor, guid)) {
 			p.guid = NULL;
 		} else {
-			if (!p.ro)
+			/* A leaf snapshot (nothing over it) can be mounted read-write, as upstream. */
+			if (!p.ro && has_children(p.descriptor, guid))
 				return fail(PLOOP_ERR_PARAM, "snapshot %s has children: it can be mounted read-only (-r) only",
 					    guid);
 			p.guid = guid;

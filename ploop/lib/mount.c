@@ -837,6 +837,11 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 			return err->status;
 		}
 	}
+	if (p->kernel && g[0] && !p->ro) {
+		free(rp);
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: the kernel target maps a snapshot read-only (-r) only",
+				  p->descriptor);
+	}
 	if (p->kernel) {
 		int r = kernel_mount(p, rp, id, g, out, err);
 
@@ -845,7 +850,7 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 	}
 	server_path(server, sizeof(server));
 	argv[argc++] = server;
-	if (p->ro || g[0])
+	if (p->ro)
 		argv[argc++] = "--ro";
 	if (g[0]) {
 		argv[argc++] = "--guid";

@@ -269,7 +269,7 @@ static int open_image(struct srv *s, struct ploop_error *err)
 				   s->dd_path, holders[0] ? holders : "another process holds it");
 			goto out;
 		}
-	if (guid && strcmp(guid, dd->top_guid) && !s->ro) {
+	if (guid && !s->ro && ploop_descriptor_children(dd, guid, NULL) > 0) {
 		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: snapshot %s has children; it can be mounted read-only only",
 			   s->dd_path, guid);
 		goto out;

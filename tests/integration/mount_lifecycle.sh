@@ -128,4 +128,30 @@ mount_set "mount the top again" "$A" -m mA
 verify_files "the top's files are there" mA after-view
 umount_set "umount the top" "$A"
 checked "after the view: every delta checks clean" "$A"
+
+# ---- a leaf snapshot mounted read-write -------------------------------------------------------------------
+# snapshot-switch -D keeps the old top as snapshot K with nothing over it: as upstream, K can be
+# mounted read-write (only a snapshot with children is read-only only).
+before=$(pl snapshot-list -H -o uuid "$A" | sort)
+must "snapshot-switch -u S1 -D (the old top kept as a leaf snapshot)" pl snapshot-switch -u "$S1" -D "$A"
+K=$(comm -13 <(echo "$before") <(pl snapshot-list -H -o uuid "$A" | sort) | grep -vxF "$TOPG" | head -1)
+[ -n "$K" ] || K=$(comm -12 <(echo "$before") <(pl snapshot-list -H -o uuid "$A" | sort) | grep -vxF -e "$TOPG" -e "$S1" | head -1)
+check "the leaf snapshot K is listed ($K)" test -n "$K"
+IDS+=("$(run_id "$A" "$K")")
+refuse "mount -u S1 without -r is refused: S1 has children (exit 38)" 38 pl mount -u "$S1" -m mX "$A"
+check "the refusal says S1 has children" grep -q "has children" "$T/.err"
+mount_set "mount -u K (a leaf) read-write" "$A" -u "$K" -m mX
+if inst "$A" "$K"; then
+	check "the leaf's mount is read-write" test "$I_MODE" = rw
+	verify_files "the leaf has the old top's files" mX after-view
+	put_files mX on-leaf
+fi
+G=$K umount_set "umount -u K" "$A" -u "$K" "$A"
+mount_set "mount -u K -r" "$A" -u "$K" -r -m mX
+verify_files "the files written into the leaf are there" mX on-leaf
+G=$K umount_set "umount -u K (read-only)" "$A" -u "$K" "$A"
+mount_set "mount the top (over S1)" "$A" -m mA
+absent "the top does not see the leaf's files" mA/on-leaf
+umount_set "umount the top" "$A"
+checked "after the leaf's mount: every delta checks clean" "$A"
 finish
