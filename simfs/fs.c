@@ -1152,15 +1152,20 @@ static int64_t allocated_in(int fd, int64_t start, int64_t end)
 }
 
 /* Worst-case new allocation of writing [off, off+len) to @fd: the range in whole blocks, less
- * what of it is allocated already. */
+ * what of it is allocated already. A file with exactly the blocks of its size has them all below
+ * its end and none past it (the common case: no extent map needed); any other may have holes
+ * below, preallocation past, or both. */
 static int64_t write_worst_case(int fd, const struct stat *st, off_t off, size_t len)
 {
 	int64_t start = off / BLOCK * BLOCK, end = ((int64_t)off + (int64_t)len + BLOCK - 1) / BLOCK * BLOCK;
+	int64_t alloc_end = (st->st_size + BLOCK - 1) / BLOCK * BLOCK;
 
 	if (end <= start)
 		return 0;
 	if (!alloc_bytes(st))
 		return end - start;
+	if (alloc_bytes(st) == alloc_end)
+		return start >= alloc_end ? end - start : end > alloc_end ? end - alloc_end : 0;
 	return end - start - allocated_in(fd, start, end);
 }
 
