@@ -259,8 +259,9 @@ static int open_image(struct srv *s, struct ploop_error *err)
 		goto out;
 	if (ploop_descriptor_read(s->dd_path, &dd, err) || ploop_descriptor_chain(dd, guid, idx, &n, err))
 		goto out;
+	/* A temporary snapshot with one child is an interrupted merge (with more, it waits for them). */
 	for (int i = 0; i < dd->n_snapshots && !s->ro && !exclusive; i++)
-		if (dd->snapshots[i].temporary) {
+		if (dd->snapshots[i].temporary && ploop_descriptor_children(dd, dd->snapshots[i].guid, NULL) == 1) {
 			char holders[512];
 
 			ploop_describe_servers(s->dd_path, holders, sizeof(holders));

@@ -154,4 +154,14 @@ mount_set "mount the top (over S1)" "$A" -m mA
 absent "the top does not see the leaf's files" mA/on-leaf
 umount_set "umount the top" "$A"
 checked "after the leaf's mount: every delta checks clean" "$A"
+
+# ---- a snapshot marked temporary (two children) with a view mounted first ------------------------------------
+# S1 has two children: snapshot-delete marks it temporary, to be merged once one is left. That is no
+# interrupted merge: the top mounts beside a view as before.
+must "snapshot-delete -u S1 (two children: marked temporary)" pl snapshot-delete -u "$S1" "$A"
+mount_set "view of K (S1 temporary)" "$A" -u "$K" -r -m mX
+mount_set "mount the top after the view, S1 temporary" "$A" -m mA
+umount_set "umount the top (S1 temporary)" "$A"
+G=$K umount_set "umount the view of K" "$A" -u "$K" "$A"
+checked "with S1 temporary: every delta checks clean" "$A"
 finish
