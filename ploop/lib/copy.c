@@ -99,13 +99,13 @@ int ploop_export(struct ploop_chain *c, int fd, struct ploop_error *err)
 	int r;
 
 	if (fstat(fd, &st))
-		return ploop_fail(err, PLOOP_ERR_FSTAT, errno, "export: output");
+		return ploop_fail(err, PLOOP_ERR_FSTAT, errno, "output");
 	x.stream = !S_ISREG(st.st_mode);
 	x.out.fd = fd;
 	x.out.ops = ploop_io_posix();
 	/* Only a non-empty file is truncated: ext4 flushes a file truncated to zero when it is closed. */
 	if (!x.stream && st.st_size && ftruncate(fd, 0))
-		return ploop_fail(err, PLOOP_ERR_FTRUNCATE, errno, "export: cannot truncate the output");
+		return ploop_fail(err, PLOOP_ERR_FTRUNCATE, errno, "cannot truncate the output");
 	r = pio_pipe_new(PIO_PIPE_DEPTH, PIO_PIPE_CHUNK, 0, export_consume, &x, &x.pipe);
 	if (r)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, -r, "export buffers");
@@ -114,9 +114,9 @@ int ploop_export(struct ploop_chain *c, int fd, struct ploop_error *err)
 	r = pio_pipe_finish(x.pipe);
 	pio_pipe_free(x.pipe);
 	if (r)
-		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "export: cannot copy the disk");
+		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "cannot copy the disk");
 	if (!x.stream && ftruncate(fd, (off_t)c->size_bytes))
-		return ploop_fail(err, PLOOP_ERR_FTRUNCATE, errno, "export: cannot size the output");
+		return ploop_fail(err, PLOOP_ERR_FTRUNCATE, errno, "cannot size the output");
 	return 0;
 }
 
@@ -236,10 +236,10 @@ static int import_data(int fd, bool is_stream, uint64_t size, struct ploop_delta
 	if (err->status)
 		return err->status;
 	if (r)
-		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "import: %s",
+		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "%s",
 				  r == -ESPIPE ? "input is not readable in order" : "cannot copy the input");
 	if (is_stream && st.pos < size)
-		return ploop_fail(err, PLOOP_ERR_READ, 0, "import: input ended at %" PRIu64 " of %" PRIu64 " bytes",
+		return ploop_fail(err, PLOOP_ERR_READ, 0, "input ended at %" PRIu64 " of %" PRIu64 " bytes",
 				  st.pos, size);
 	if (is_stream && !st.eof) {
 		uint8_t more;
@@ -248,7 +248,7 @@ static int import_data(int fd, bool is_stream, uint64_t size, struct ploop_delta
 		while ((n = read(fd, &more, 1)) < 0 && errno == EINTR)
 			;
 		if (n > 0)
-			return ploop_fail(err, PLOOP_ERR_PARAM, 0, "import: the input is longer than -s %" PRIu64 " bytes",
+			return ploop_fail(err, PLOOP_ERR_PARAM, 0, "the input is longer than -s %" PRIu64 " bytes",
 					  size);
 	}
 	return 0;
@@ -267,21 +267,21 @@ int ploop_import(int fd, uint64_t size, const char *delta_path, const struct plo
 	if (!dd_path)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", delta_path);
 	if (fstat(fd, &st))
-		return ploop_fail(err, PLOOP_ERR_FSTAT, errno, "import: input");
+		return ploop_fail(err, PLOOP_ERR_FSTAT, errno, "input");
 	stream = !S_ISREG(st.st_mode);
 	if (!size) {
 		if (stream)
-			return ploop_fail(err, PLOOP_ERR_PARAM, 0, "import: the size of a stream must be given (-s)");
+			return ploop_fail(err, PLOOP_ERR_PARAM, 0, "the size of a stream must be given (-s)");
 		size = (uint64_t)st.st_size;
 	}
 	if (!size)
-		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "import: the input is empty");
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "the input is empty");
 	if (!stream && (uint64_t)st.st_size > size)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0,
-				  "import: the input (%" PRIu64 " bytes) is larger than -s %" PRIu64 " bytes",
+				  "the input (%" PRIu64 " bytes) is larger than -s %" PRIu64 " bytes",
 				  (uint64_t)st.st_size, size);
 	if (p.mode != PLOOP_MODE_EXPANDED)
-		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "import: creates expanded (ploop1) images only");
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "creates expanded (ploop1) images only");
 	p.size_sectors = (size + PLOOP_SECTOR_SIZE - 1) / PLOOP_SECTOR_SIZE;
 	if (ploop_init_image(delta_path, &p, err))
 		return err->status;
