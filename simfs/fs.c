@@ -46,6 +46,20 @@ static void proc_name(char *buf, size_t len, int fd)
 	snprintf(buf, len, "/proc/self/fd/%d", fd);
 }
 
+/* An open file's handle: the host descriptor, and whether it was opened O_DIRECT (pages written
+ * back from the kernel's cache may come through it, and need no alignment). */
+#define FH_DIRECT (1ull << 32)
+
+static uint64_t fh_make(int fd, int flags)
+{
+	return (uint64_t)(unsigned)fd | ((flags & O_DIRECT) ? FH_DIRECT : 0);
+}
+
+static int fh_fd(const struct fuse_file_info *fi)
+{
+	return (int)(fi->fh & 0xffffffffu);
+}
+
 static int stat_fd(int fd, struct stat *st)
 {
 	return fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) ? -errno : 0;
@@ -348,6 +362,17 @@ static void charge_dir_delta(struct simfs *fs, struct sinode *dir, int64_t befor
 	qlive_apply(fs->quota, &c);
 }
 
+/* Settles a measured change of @n's blocks (@delta) against what was reserved for it, under
+ * n->qlock: the quota, and what an orphan gives back at its last close. */
+static void settle_blocks(struct simfs *fs, struct sinode *n, int64_t delta, int64_t reserved, uid_t uid, gid_t gid)
+{
+	struct qcharge c = { delta - reserved, 0, uid, gid };
+
+	qlive_apply(fs->quota, &c);
+	if (n->orphan)
+		n->orphan_bytes += delta;
+}
+
 /* ---- operations ------------------------------------------------------------------------------- */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -420,7 +445,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct stat st;
 	int r;
 
-	r = fi ? (fstat((int)fi->fh, &st) ? -errno : 0) : stat_fd(ifd(req, ino), &st);
+	r = fi ? (fstat(fh_fd(fi), &st) ? -errno : 0) : stat_fd(ifd(req, ino), &st);
 	if (r)
 		fuse_reply_err(req, -r);
 	else
@@ -469,7 +494,7 @@ static int do_truncate(struct simfs *fs, struct sinode *n, struct fuse_file_info
 		goto out;
 	}
 	if (fi) {
-		fd = (int)fi->fh;
+		fd = fh_fd(fi);
 	} else {
 		proc_name(proc, sizeof(proc), n->fd);
 		fd = open(proc, O_WRONLY | O_CLOEXEC);
@@ -482,13 +507,8 @@ static int do_truncate(struct simfs *fs, struct sinode *n, struct fuse_file_info
 		r = -errno;
 	if (!fi)
 		close(fd);
-	if (fs->quota && !stat_fd(n->fd, &after) && alloc_bytes(&after) != alloc_bytes(&before)) {
-		struct qcharge c = { alloc_bytes(&after) - alloc_bytes(&before), 0, after.st_uid, after.st_gid };
-
-		qlive_apply(fs->quota, &c);
-		if (n->orphan)
-			n->orphan_bytes += c.bytes;
-	}
+	if (fs->quota && !stat_fd(n->fd, &after))
+		settle_blocks(fs, n, alloc_bytes(&after) - alloc_bytes(&before), 0, after.st_uid, after.st_gid);
 out:
 	if (fs->quota)
 		pthread_mutex_unlock(&n->qlock);
@@ -504,7 +524,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 
 	if (valid & FUSE_SET_ATTR_MODE) {
 		if (fi) {
-			r = fchmod((int)fi->fh, attr->st_mode) ? -errno : 0;
+			r = fchmod(fh_fd(fi), attr->st_mode) ? -errno : 0;
 		} else {
 			proc_name(proc, sizeof(proc), n->fd);
 			r = chmod(proc, attr->st_mode) ? -errno : 0;
@@ -538,7 +558,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 		else if (valid & FUSE_SET_ATTR_MTIME)
 			tv[1] = attr->st_mtim;
 		if (fi)
-			r = futimens((int)fi->fh, tv) ? -errno : 0;
+			r = futimens(fh_fd(fi), tv) ? -errno : 0;
 		else
 			r = utimensat(n->fd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) ? -errno : 0;
 		if (r)
@@ -709,7 +729,7 @@ made:
 	if (kind == MK_FILE) {
 		struct sinode *n = (struct sinode *)(uintptr_t)e.ino;
 
-		fi->fh = (uint64_t)fd;
+		fi->fh = fh_make(fd, (int)fi->flags);
 		fi->keep_cache = 0;
 		fi->noflush = 1;
 		if (n != &fs->root) {
@@ -1024,7 +1044,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, errno);
 		return;
 	}
-	fi->fh = (uint64_t)fd;
+	fi->fh = fh_make(fd, flags);
 	/* The page cache stays while the file is unchanged since its last open. */
 	if (fs->timeout > 0 && !fstat(fd, &st) && n != &fs->root) {
 		fi->keep_cache = n->open_seen && n->open_size == st.st_size &&
@@ -1047,11 +1067,11 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct sinode *n = inode_of(req, ino);
 
 	/* Written through this descriptor: what is in the page cache is what we wrote. */
-	if ((fi->flags & O_ACCMODE) != O_RDONLY && n != &fs_of(req)->root && !fstat((int)fi->fh, &st)) {
+	if ((fi->flags & O_ACCMODE) != O_RDONLY && n != &fs_of(req)->root && !fstat(fh_fd(fi), &st)) {
 		n->open_size = st.st_size;
 		n->open_mtime = st.st_mtim;
 	}
-	close((int)fi->fh);
+	close(fh_fd(fi));
 	file_closed(fs_of(req), n);
 	fuse_reply_err(req, 0);
 }
@@ -1067,7 +1087,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		size_t got = 0;
 
 		while (got < size) {
-			ssize_t n = pread((int)fi->fh, ring + got, size - got, off + (off_t)got);
+			ssize_t n = pread(fh_fd(fi), ring + got, size - got, off + (off_t)got);
 
 			if (n < 0 && errno == EINTR)
 				continue;
@@ -1083,7 +1103,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		return;
 	}
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	buf.buf[0].fd = (int)fi->fh;
+	buf.buf[0].fd = fh_fd(fi);
 	buf.buf[0].pos = off;
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
@@ -1152,9 +1172,9 @@ static int64_t allocated_in(int fd, int64_t start, int64_t end)
 }
 
 /* Worst-case new allocation of writing [off, off+len) to @fd: the range in whole blocks, less
- * what of it is allocated already. A file with exactly the blocks of its size has them all below
- * its end and none past it (the common case: no extent map needed); any other may have holes
- * below, preallocation past, or both. */
+ * what of it is allocated already (from the extent map). Past the end of the file (appends, the
+ * common case) the whole range counts without asking: space preallocated there is rare, and
+ * counting it only makes the check stricter. */
 static int64_t write_worst_case(int fd, const struct stat *st, off_t off, size_t len)
 {
 	int64_t start = off / BLOCK * BLOCK, end = ((int64_t)off + (int64_t)len + BLOCK - 1) / BLOCK * BLOCK;
@@ -1162,15 +1182,14 @@ static int64_t write_worst_case(int fd, const struct stat *st, off_t off, size_t
 
 	if (end <= start)
 		return 0;
-	if (!alloc_bytes(st))
+	if (!alloc_bytes(st) || start >= alloc_end)
 		return end - start;
-	if (alloc_bytes(st) == alloc_end)
-		return start >= alloc_end ? end - start : end > alloc_end ? end - alloc_end : 0;
 	return end - start - allocated_in(fd, start, end);
 }
 
 /* Writes @in to the host file. The request's data sits unaligned in our buffer: for a file opened
- * with O_DIRECT it goes through an aligned copy. */
+ * with O_DIRECT it goes through an aligned copy - unless it is a page the kernel writes back from its
+ * cache through that handle (any length): then through a descriptor of its own without O_DIRECT. */
 static ssize_t write_data(struct fuse_bufvec *out, struct fuse_bufvec *in, struct fuse_file_info *fi)
 {
 	size_t size = fuse_buf_size(in);
@@ -1178,8 +1197,22 @@ static ssize_t write_data(struct fuse_bufvec *out, struct fuse_bufvec *in, struc
 	ssize_t r;
 	void *buf;
 
-	if (!(fi->flags & O_DIRECT))
+	if (!(fi->fh & FH_DIRECT))
 		return fuse_buf_copy(out, in, 0);
+	if (fi->writepage) {
+		char proc[64];
+		int fd, direct = out->buf[0].fd;
+
+		proc_name(proc, sizeof(proc), direct);
+		fd = open(proc, O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		out->buf[0].fd = fd;
+		r = fuse_buf_copy(out, in, 0);
+		out->buf[0].fd = direct;
+		close(fd);
+		return r;
+	}
 	if (posix_memalign(&buf, 4096, size ? size : 1))
 		return -ENOMEM;
 	mem.buf[0].mem = buf;
@@ -1205,15 +1238,16 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	ssize_t r;
 
 	/* write() on an O_APPEND file appends to what the host file has; pages written back (from
-	 * a shared mapping) go to their offset. */
-	bool append = (fi->flags & O_APPEND) && !fi->writepage;
+	 * a shared mapping) go to their offset. With the writeback cache the kernel appends itself
+	 * (the file's end may still be in its cache): its offset stands. */
+	bool append = !fs->writeback && (fi->flags & O_APPEND) && !fi->writepage;
 
 	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	out.buf[0].fd = (int)fi->fh;
+	out.buf[0].fd = fh_fd(fi);
 	out.buf[0].pos = off;
 	if (!fs->quota) {
 		if (append) {
-			if (fstat((int)fi->fh, &before)) {
+			if (fstat(fh_fd(fi), &before)) {
 				fuse_reply_err(req, errno);
 				return;
 			}
@@ -1227,27 +1261,20 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		return;
 	}
 	pthread_mutex_lock(&n->qlock);
-	if (fstat((int)fi->fh, &before)) {
+	if (fstat(fh_fd(fi), &before)) {
 		r = -errno;
 		goto out;
 	}
 	if (append)
 		out.buf[0].pos = off = before.st_size;
-	res = (struct qcharge){ write_worst_case((int)fi->fh, &before, off, size), 0, before.st_uid, before.st_gid };
+	res = (struct qcharge){ write_worst_case(fh_fd(fi), &before, off, size), 0, before.st_uid, before.st_gid };
 	r = qlive_reserve(fs->quota, &res, 0);
 	if (r)
 		goto out;
 	r = write_data(&out, in, fi);
-	if (fstat((int)fi->fh, &after))
+	if (fstat(fh_fd(fi), &after))
 		after = before;
-	{
-		int64_t delta = alloc_bytes(&after) - alloc_bytes(&before);
-		struct qcharge c = { delta - res.bytes, 0, before.st_uid, before.st_gid };
-
-		qlive_apply(fs->quota, &c);
-		if (n->orphan)
-			n->orphan_bytes += delta;
-	}
+	settle_blocks(fs, n, alloc_bytes(&after) - alloc_bytes(&before), res.bytes, before.st_uid, before.st_gid);
 out:
 	pthread_mutex_unlock(&n->qlock);
 	if (r < 0)
@@ -1258,7 +1285,7 @@ out:
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	int r = datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh);
+	int r = datasync ? fdatasync(fh_fd(fi)) : fsync(fh_fd(fi));
 
 	fuse_reply_err(req, r ? errno : 0);
 }
@@ -1273,12 +1300,12 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 
 	if (fs->quota) {
 		pthread_mutex_lock(&n->qlock);
-		if (fstat((int)fi->fh, &before)) {
+		if (fstat(fh_fd(fi), &before)) {
 			r = -errno;
 			goto out;
 		}
 		if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE)))
-			res = (struct qcharge){ write_worst_case((int)fi->fh, &before, off, (size_t)len), 0,
+			res = (struct qcharge){ write_worst_case(fh_fd(fi), &before, off, (size_t)len), 0,
 						before.st_uid, before.st_gid };
 		if (mode & FALLOC_FL_INSERT_RANGE)
 			res.bytes = (len + BLOCK - 1) / BLOCK * BLOCK;
@@ -1286,16 +1313,12 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		if (r)
 			goto out;
 	}
-	r = fallocate((int)fi->fh, mode, off, len) ? -errno : 0;
+	r = fallocate(fh_fd(fi), mode, off, len) ? -errno : 0;
 	if (fs->quota) {
-		if (fstat((int)fi->fh, &after))
+		if (fstat(fh_fd(fi), &after))
 			after = before;
-		struct qcharge c = { alloc_bytes(&after) - alloc_bytes(&before) - res.bytes, 0, before.st_uid,
-				     before.st_gid };
-
-		qlive_apply(fs->quota, &c);
-		if (n->orphan)
-			n->orphan_bytes += alloc_bytes(&after) - alloc_bytes(&before);
+		settle_blocks(fs, n, alloc_bytes(&after) - alloc_bytes(&before), res.bytes, before.st_uid,
+			      before.st_gid);
 	}
 out:
 	if (fs->quota)
@@ -1305,7 +1328,7 @@ out:
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
 {
-	off_t r = lseek((int)fi->fh, off, whence);
+	off_t r = lseek(fh_fd(fi), off, whence);
 
 	if (r < 0)
 		fuse_reply_err(req, errno);
@@ -1515,10 +1538,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 		r = -qlive_reserve(fs->quota, &res, 0);
 		if (!r) {
 			r = setxattr(proc, name, value, size, flags) ? errno : 0;
-			struct qcharge c = { blocks_of(n->fd) - alloc_bytes(&before) - BLOCK, 0, before.st_uid,
-					     before.st_gid };
-
-			qlive_apply(fs->quota, &c);
+			settle_blocks(fs, n, blocks_of(n->fd) - alloc_bytes(&before), BLOCK, before.st_uid, before.st_gid);
 		}
 		pthread_mutex_unlock(&n->qlock);
 	} else {
@@ -1604,11 +1624,8 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	if (fs->quota) {
 		struct stat st;
 
-		if (!stat_fd(n->fd, &st) && alloc_bytes(&st) != before) {
-			struct qcharge c = { alloc_bytes(&st) - before, 0, st.st_uid, st.st_gid };
-
-			qlive_apply(fs->quota, &c);
-		}
+		if (!stat_fd(n->fd, &st))
+			settle_blocks(fs, n, alloc_bytes(&st) - before, 0, st.st_uid, st.st_gid);
 		pthread_mutex_unlock(&n->qlock);
 	}
 	fuse_reply_err(req, r);

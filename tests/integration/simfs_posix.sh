@@ -93,6 +93,12 @@ open("ma","wb").write(b"A"*8192)
 fd=os.open("ma",os.O_RDWR|os.O_APPEND); m=mmap.mmap(fd,8192); m[0:4]=b"ZZZZ"; m.flush(); m.close()
 os.write(fd,b"tail"); os.close(fd)
 d=open("ma","rb").read(); print(len(d), d[:6], d[-6:])'
+echo "== O_APPEND through a cached and an O_DIRECT descriptor"
+py 'import mmap,os
+fd1=os.open("ad",os.O_WRONLY|os.O_CREAT|os.O_APPEND,0o644); os.write(fd1,b"A"*4096)
+fd2=os.open("ad",os.O_WRONLY|os.O_APPEND|os.O_DIRECT); b=mmap.mmap(-1,4096); b.write(b"B"*4096); os.write(fd2,b)
+os.write(fd1,b"C"*4096); os.close(fd2); os.close(fd1)
+d=open("ad","rb").read(); print(len(d), [d[i*4096:i*4096+1] for i in range(len(d)//4096)])'
 echo "== locks"
 : >lk
 flock -n lk sleep 2 & sleep 0.5
@@ -152,6 +158,20 @@ done <"$T/sections"
 check "the simfs view is PRIVATE itself" bash -c "cd '$P' && find . -printf '%p %y %m %U:%G %s %n\n' | sort | cmp -s - <(cd '$R' && find . -printf '%p %y %m %U:%G %s %n\n' | sort)"
 check "df without quota is the host's" test "$(stat -f -c '%b %S' "$R")" = "$(stat -f -c '%b %S' "$P")"
 expect_rc "umount" 0 sf umount "$R"
+
+# The same with the kernel's writeback cache (-o writeback): the kernel appends and extends files
+# from its cache, and pages reach us later.
+PW=$T/pw RW=$T/rw
+mkdir -p "$PW" "$RW"
+expect_rc "mount -o writeback" 0 sf mount "$PW" "$RW" -o writeback
+bash "$T/ops.sh" "$RW" >"$T/wb.out" 2>&1
+if diff -u "$T/host.out" "$T/wb.out" >"$T/diff3"; then
+	ok "with -o writeback, every operation behaves as on the host"
+else
+	not_ok "with -o writeback, simfs differs from the host:"
+	sed 's/^/# /' "$T/diff3"
+fi
+expect_rc "umount -o writeback" 0 sf umount "$RW"
 
 # The same with a quota enforced (other code paths: charging, no writeback cache).
 P2=$T/p2 R2=$T/r2

@@ -130,6 +130,10 @@ edquot "filling the hole below the end is charged (refused at the hard limit)" \
 	dd if=/dev/zero of="$R/pre" bs=1M count=$x conv=notrunc status=none
 check "usage does not exceed the hard limit" test "$(total_bytes)" -le $((20480 * 1024))
 rm -f "$R/pre"
+check "again, ${x} MiB past the end of a ${x} MiB hole" sh -c "truncate -s ${x}M '$R/pre' && fallocate -n -o ${x}M -l ${x}M '$R/pre'"
+edquot "fallocate of the hole below the end is charged (refused at the hard limit)" fallocate -o 0 -l ${x}M "$R/pre"
+check "usage still does not exceed the hard limit" test "$(total_bytes)" -le $((20480 * 1024))
+rm -f "$R/pre"
 b0=$(total_bytes)
 python3 - "$R" >"$T/orphan.out" 2>&1 <<'PY'
 import errno, os, sys
@@ -150,6 +154,21 @@ check "unlinked files held open keep their charge: the third 8 MiB is refused" \
 	grep -qx "write 2 EDQUOT" "$T/orphan.out"
 check "truncating an unlinked open file frees its blocks once" grep -qx truncated "$T/orphan.out"
 settled_as_scan "after the last close of unlinked files, usage equals a fresh scan"
+python3 - "$R" <<'PY'
+import os, sys
+R = sys.argv[1]
+fd = os.open(f"{R}/xa", os.O_CREAT | os.O_RDWR, 0o644)
+os.write(fd, b"x" * 8192)
+os.unlink(f"{R}/xa")
+os.setxattr(fd, "user.big", b"v" * 3000)
+os.close(fd)
+fd = os.open(f"{R}/xb", os.O_CREAT | os.O_RDWR, 0o644)
+os.setxattr(fd, "user.big", b"v" * 3000)
+os.unlink(f"{R}/xb")
+os.removexattr(fd, "user.big")
+os.close(fd)
+PY
+settled_as_scan "an xattr added to or removed from an unlinked open file: usage equals a fresh scan"
 exec 7<>"$R/open-rename"
 dd if=/dev/zero bs=1M count=1 status=none >&7
 : >"$R/victim-name"
