@@ -279,7 +279,10 @@ static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t
 					  dir);
 		if (!check_fs(in->part, err))
 			run_tool(err, PLOOP_ERR_RESIZE_FS, rs);
-		if (mount(in->part, dir, in->fstype[0] ? in->fstype : "ext4", 0, in->options[0] ? in->options : NULL))
+		char data[1024];
+		unsigned long flags = ploop_mount_options(in->options, 0, data, sizeof(data));
+
+		if (mount(in->part, dir, in->fstype[0] ? in->fstype : "ext4", flags, data))
 			return ploop_fail(err, PLOOP_ERR_MOUNT, errno, "%s: cannot mount %s again", dir, in->part);
 		return err->status;
 	}

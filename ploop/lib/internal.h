@@ -140,6 +140,9 @@ struct ploop_chain {
 /* ---- descriptor helpers ---- */
 char *ploop_dir_of(const char *path);
 char *ploop_join(const char *dir, const char *name);
+/* Splits mount(8)-style @opts into mount(2) flags (applied to @flags, returned) and the
+ * filesystem's own options (into @data, comma-separated). */
+unsigned long ploop_mount_options(const char *opts, unsigned long flags, char *data, size_t len);
 int ploop_descriptor_new_delta_name(const struct ploop_descriptor *dd, char **file, char **path,
 				    struct ploop_error *err);
 int ploop_descriptor_add_image(struct ploop_descriptor *dd, const char *guid, const char *file,

@@ -2,6 +2,7 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <sys/mount.h>
 #include <sys/random.h>
 
 #include "internal.h"
@@ -112,4 +113,52 @@ char *ploop_join(const char *dir, const char *name)
 	if (asprintf(&r, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", name) < 0)
 		return NULL;
 	return r;
+}
+
+/* mount(8)'s flag options, which mount(2) takes as flags, not in its data string. */
+static const struct {
+	const char *name;
+	unsigned long set, clear;
+} mount_flag_opts[] = {
+	{ "ro", MS_RDONLY, 0 },		 { "rw", 0, MS_RDONLY },
+	{ "nosuid", MS_NOSUID, 0 },	 { "suid", 0, MS_NOSUID },
+	{ "nodev", MS_NODEV, 0 },	 { "dev", 0, MS_NODEV },
+	{ "noexec", MS_NOEXEC, 0 },	 { "exec", 0, MS_NOEXEC },
+	{ "sync", MS_SYNCHRONOUS, 0 },	 { "async", 0, MS_SYNCHRONOUS },
+	{ "dirsync", MS_DIRSYNC, 0 },	 { "mand", MS_MANDLOCK, 0 },
+	{ "nomand", 0, MS_MANDLOCK },	 { "noatime", MS_NOATIME, 0 },
+	{ "atime", 0, MS_NOATIME },	 { "nodiratime", MS_NODIRATIME, 0 },
+	{ "diratime", 0, MS_NODIRATIME }, { "relatime", MS_RELATIME, MS_STRICTATIME },
+	{ "norelatime", 0, MS_RELATIME }, { "strictatime", MS_STRICTATIME, MS_RELATIME },
+	{ "lazytime", MS_LAZYTIME, 0 },	 { "nolazytime", 0, MS_LAZYTIME },
+	{ "defaults", 0, 0 },
+};
+
+unsigned long ploop_mount_options(const char *opts, unsigned long flags, char *data, size_t len)
+{
+	size_t o = 0;
+
+	if (len)
+		data[0] = '\0';
+	while (opts && *opts) {
+		size_t n = strcspn(opts, ",");
+		bool flag = false;
+
+		for (size_t i = 0; i < sizeof(mount_flag_opts) / sizeof(mount_flag_opts[0]) && !flag; i++)
+			if (strlen(mount_flag_opts[i].name) == n && !strncmp(opts, mount_flag_opts[i].name, n)) {
+				flags = (flags & ~mount_flag_opts[i].clear) | mount_flag_opts[i].set;
+				flag = true;
+			}
+		if (!flag && n && o + n + 2 <= len) {
+			if (o)
+				data[o++] = ',';
+			memcpy(data + o, opts, n);
+			o += n;
+			data[o] = '\0';
+		}
+		opts += n;
+		if (*opts == ',')
+			opts++;
+	}
+	return flags;
 }

@@ -388,14 +388,19 @@ int fs_mount(const char *dev, const char *dir, const char *fstype, const char *o
 	     size_t errlen)
 {
 	const char *type = fstype && *fstype ? fstype : "ext4";
-	int r = detached_mount(dev, dir, type, ro ? MS_RDONLY : 0, opts);
+	char data[1024];
+	unsigned long flags = ploop_mount_options(opts, ro ? MS_RDONLY : 0, data, sizeof(data));
+	int r;
 
+	if (ro)
+		flags |= MS_RDONLY;
+	r = detached_mount(dev, dir, type, flags, data);
 	/* A read-only view of an ext4 left unclean cannot replay its journal: it is shown as it is. */
-	if (r == -EROFS && ro && !strncmp(type, "ext", 3)) {
-		char o[1024];
+	if (r == -EROFS && (flags & MS_RDONLY) && !strncmp(type, "ext", 3)) {
+		char o[1040];
 
-		snprintf(o, sizeof(o), "%s%snoload", opts && *opts ? opts : "", opts && *opts ? "," : "");
-		r = detached_mount(dev, dir, type, MS_RDONLY, o);
+		snprintf(o, sizeof(o), "%s%snoload", data, *data ? "," : "");
+		r = detached_mount(dev, dir, type, flags, o);
 	}
 	if (r) {
 		snprintf(err, errlen, "cannot mount %s on %s: %s", dev, dir, strerror(-r));

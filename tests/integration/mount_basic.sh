@@ -313,6 +313,12 @@ for how in "-o no_such_option" "-t xfs"; do
 	checked "mount $how: every delta checks clean, the top is not marked in use" "$A"
 	must "mount $how: an offline snapshot works afterwards (nothing holds the set)" pl snapshot "$A"
 done
+# mount(8)'s flag options (noatime, nodev, ...) are mount flags, the rest the filesystem's options.
+mount_set "mount -o noatime,nodev,nosuid,data=ordered" "$A" -o noatime,nodev,nosuid,data=ordered -m mX
+check "the flags and the ext4 option are in effect" bash -c "findmnt -n -o OPTIONS --mountpoint '$RT/mX' |
+	grep -q 'nosuid' && findmnt -n -o OPTIONS --mountpoint '$RT/mX' | grep -q 'nodev' &&
+	findmnt -n -o OPTIONS --mountpoint '$RT/mX' | grep -q 'noatime' && findmnt -n -o OPTIONS --mountpoint '$RT/mX' | grep -q 'data=ordered'"
+umount_set "umount the noatime mount" "$A"
 check "nothing of this test is left mounted" test -z "$(our_ids | sort -u | while read -r i; do
 	[ -e "/run/ploop/$i/state" ] || grep -q " /run/ploop/$i/disk " /proc/mounts && echo "$i"; done)"
 finish
