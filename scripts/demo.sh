@@ -20,6 +20,10 @@ cleanup() {
 	rm -rf "$D"
 }
 trap cleanup EXIT
+# Killed (timeout, a CI job stopped), the same cleanup runs: nothing stays mounted.
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 cd "$D"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
