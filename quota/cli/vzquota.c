@@ -715,6 +715,8 @@ static int cmd_drop(const struct opts *o)
 	}
 	rc = vzq_unlink(s.h, &s.err) ? lib_fail(&s.err) : 0;
 	close_quota(&s);
+	if (!rc)
+		vzq_live_forget(o->id);
 	return rc;
 }
 

@@ -59,6 +59,22 @@ void vzq_live_release(int lock_fd)
 		close(lock_fd);	/* the lock goes with the last descriptor; the file stays (no unlink race) */
 }
 
+void vzq_live_forget(uint32_t id)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	if (run_path(id, "live", path, sizeof(path), NULL))
+		return;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	/* Only while nobody holds it; a holder that opened it meanwhile finds its quota gone. */
+	if (!flock(fd, LOCK_EX | LOCK_NB))
+		unlink(path);
+	close(fd);
+}
+
 bool vzq_live_held(uint32_t id)
 {
 	char path[PATH_MAX];

@@ -223,4 +223,8 @@ expect_rc "mount after kill -9 (rescans)" 0 sf mount "$P" "$R" -o quota=101
 same_as_scan "after kill -9 and remount, usage equals a fresh scan"
 expect_rc "final umount" 0 sf umount "$R"
 check "nothing left mounted" sh -c "! grep -q ' $R ' /proc/self/mountinfo"
+check "the live lock file stays while the quota exists" test -e "$VZQ_RUN_DIR/101.live"
+"$VZQUOTA" -q off 101 >/dev/null 2>&1
+expect_rc "drop" 0 "$VZQUOTA" -q drop 101
+check "drop removes the live lock file too" test ! -e "$VZQ_RUN_DIR/101.live"
 finish
