@@ -351,7 +351,7 @@ int ploop_resize(const char *dd_path, uint64_t size, struct ploop_error *err)
 	/* The same size still grows a filesystem that does not fill its disk (an interrupted resize). */
 	if (mounted) {
 		if (size < cur)
-			return ploop_fail(err, PLOOP_ERR_PARAM, 0,
+			return ploop_fail(err, PLOOP_ERR_BUSY, 0,
 					  "%s is mounted: shrinking needs it unmounted (ploop umount first)", dd_path);
 		return grow_mounted(&in, size, cs, err);
 	}

@@ -311,8 +311,12 @@ int ploop_find_instance(const char *descriptor, const char *guid, struct ploop_i
 	}
 	ploop_instance_id(rp, g, id);
 	free(rp);
-	if (load_instance(id, out))
+	if (load_instance(id, out)) {
+		if (g[0])
+			return ploop_fail(err, PLOOP_ERR_DEV_NOT_MOUNTED, 0, "snapshot %s of %s is not mounted", g,
+					  descriptor);
 		return ploop_fail(err, PLOOP_ERR_DEV_NOT_MOUNTED, 0, "%s is not mounted", descriptor);
+	}
 	return 0;
 }
 

@@ -416,10 +416,13 @@ static int level_of(struct srv *s, const char *guid, struct ploop_error *err)
 	struct ploop_descriptor *dd = NULL;
 	int idx[PLOOP_MAX_CHAIN], n, level = -1;
 
-	if (!read_dd(s, &dd, idx, &n, err))
+	if (!read_dd(s, &dd, idx, &n, err)) {
 		for (int i = 0; i < n; i++)
 			if (!strcmp(dd->images[idx[i]].guid, guid))
 				level = i;
+		if (level < 0 && ploop_descriptor_find_snapshot(dd, guid) < 0)
+			ploop_fail(err, PLOOP_ERR_NOSNAP, 0, "%s: no snapshot %s", s->dd_path, guid);
+	}
 	ploop_descriptor_free(dd);
 	return level;
 }

@@ -527,4 +527,8 @@ check "base-level interrupted merge completed" \
 	bash -c "! grep -q '$T1' '$XD' && ! grep -q Temporary '$XD' && test \$(grep -c '<Image>' '$XD') = 1"
 verify "base-level interrupted merge" "$XD" mX
 
+# A snapshot that does not exist is exit 43 wherever a command takes one.
+for c in snapshot-merge snapshot-switch snapshot-delete; do
+	expect_rc "$c -u of a snapshot that does not exist (exit 43)" 43 "$PLOOP" $c -u '{01234567-89ab-cdef-0123-456789abcdef}' "$DD"
+done
 finish

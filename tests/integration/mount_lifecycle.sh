@@ -164,4 +164,19 @@ mount_set "mount the top after the view, S1 temporary" "$A" -m mA
 umount_set "umount the top (S1 temporary)" "$A"
 G=$K umount_set "umount the view of K" "$A" -u "$K" "$A"
 checked "with S1 temporary: every delta checks clean" "$A"
+
+# ---- wrong targets while mounted: the documented exit codes, messages that name the right thing ---------------
+mkdir -p W mW
+MNTS+=("$RT/mW")
+W=$RT/W/DiskDescriptor.xml
+IDS+=("$(run_id "$W")")
+NOSUCH='{01234567-89ab-cdef-0123-456789abcdef}'
+must "wrong targets: init -s 512M" pl init -s 512M W/root.hds
+mount_set "wrong targets: mount" "$W" -m mW
+refuse "shrink while mounted needs the set unmounted (exit 17)" 17 pl resize -s 256M "$W"
+refuse "online merge of a snapshot that does not exist (exit 43)" 43 pl snapshot-merge -u "$NOSUCH" "$W"
+check "... says there is no such snapshot" grep -q "no snapshot $NOSUCH" "$T/.err"
+refuse "snapshot-umount of a view that is not mounted (exit 40)" 40 pl snapshot-umount -u "$NOSUCH" "$W"
+check "... names the snapshot, not the set" grep -q "snapshot $NOSUCH of .* is not mounted" "$T/.err"
+umount_set "wrong targets: umount" "$W"
 finish
