@@ -168,6 +168,8 @@ bool ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len);
 /* The running servers of a descriptor, in words ("snapshot {...} is mounted read-only (/dev/loop3)"),
  * for messages that refuse something they hold; false when there is none. */
 bool ploop_describe_servers(const char *dd_path, char *buf, size_t len);
+/* The same for the snapshot views (read-only mounts of snapshots) only. */
+bool ploop_describe_views(const char *dd_path, char *buf, size_t len);
 
 /* ---- GPT (gpt.c), on an open block device; sizes in sectors ---- */
 int ploop_gpt_create(int fd, uint64_t size, uint32_t cs, struct ploop_error *err);

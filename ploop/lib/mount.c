@@ -265,13 +265,14 @@ struct describe_ctx {
 	const char *descriptor;
 	char *buf;
 	size_t len, used;
+	bool views_only;
 };
 
 static int describe_one(void *ctx, const struct ploop_instance *in)
 {
 	struct describe_ctx *d = ctx;
 
-	if (!in->alive || strcmp(in->descriptor, d->descriptor) || d->used >= d->len)
+	if (!in->alive || strcmp(in->descriptor, d->descriptor) || d->used >= d->len || (d->views_only && !in->guid[0]))
 		return 0;
 	if (in->guid[0])
 		d->used += (size_t)snprintf(d->buf + d->used, d->len - d->used,
@@ -284,10 +285,10 @@ static int describe_one(void *ctx, const struct ploop_instance *in)
 	return 0;
 }
 
-bool ploop_describe_servers(const char *dd_path, char *buf, size_t len)
+static bool describe(const char *dd_path, bool views_only, char *buf, size_t len)
 {
 	char *rp = realpath(dd_path, NULL);
-	struct describe_ctx d = { .descriptor = rp, .buf = buf, .len = len };
+	struct describe_ctx d = { .descriptor = rp, .buf = buf, .len = len, .views_only = views_only };
 	struct ploop_error err = { 0 };
 
 	if (len)
@@ -296,6 +297,16 @@ bool ploop_describe_servers(const char *dd_path, char *buf, size_t len)
 		ploop_list_instances(describe_one, &d, &err);
 	free(rp);
 	return d.used > 0;
+}
+
+bool ploop_describe_servers(const char *dd_path, char *buf, size_t len)
+{
+	return describe(dd_path, false, buf, len);
+}
+
+bool ploop_describe_views(const char *dd_path, char *buf, size_t len)
+{
+	return describe(dd_path, true, buf, len);
 }
 
 int ploop_find_instance(const char *descriptor, const char *guid, struct ploop_instance *out, struct ploop_error *err)

@@ -33,6 +33,15 @@ static int reply_error(char *reply, size_t len, const struct ploop_error *err)
 	return reply_err(reply, len, err->status ? err->status : PLOOP_ERR_DEVICE, "%s", err->msg);
 }
 
+/* A delta the server could not lock for writing is held by a snapshot view: the message names it. */
+static void name_views(struct srv *s, struct ploop_error *err)
+{
+	char views[1024];
+
+	if (err->status == PLOOP_ERR_LOCK && ploop_describe_views(s->dd_path, views, sizeof(views)))
+		snprintf(err->msg + strlen(err->msg), sizeof(err->msg) - strlen(err->msg), "; %s", views);
+}
+
 static struct ploop_delta *top_delta(struct srv *s)
 {
 	return s->chain->deltas[s->chain->depth - 1];
@@ -323,6 +332,7 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 	if (ploop_delta_open(parent->path, PLOOP_OPEN_RDWR | PLOOP_OPEN_ALLOW_DIRTY | (raw ? PLOOP_OPEN_RAW : 0),
 			     parent->cluster_sectors, 0, &dst, err)) {
 		delta_relock(parent);
+		name_views(s, err);
 		goto out;
 	}
 	if (ploop_merge_mark(dd, idx, a, gl, err))
@@ -480,6 +490,7 @@ static int delete_unserved_leaf(struct srv *s, struct ploop_descriptor *dd, cons
 		d->rw = false;	/* (only opened to hold its lock meanwhile) */
 		ploop_delta_close(d, NULL);
 	}
+	name_views(s, err);
 	free(path);
 	return err->status;
 }

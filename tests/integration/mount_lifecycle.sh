@@ -178,5 +178,12 @@ refuse "online merge of a snapshot that does not exist (exit 43)" 43 pl snapshot
 check "... says there is no such snapshot" grep -q "no snapshot $NOSUCH" "$T/.err"
 refuse "snapshot-umount of a view that is not mounted (exit 40)" 40 pl snapshot-umount -u "$NOSUCH" "$W"
 check "... names the snapshot, not the set" grep -q "snapshot $NOSUCH of .* is not mounted" "$T/.err"
+must "wrong targets: online snapshot S" pl snapshot "$W"
+WS=$(sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p' "$T/.out")
+IDS+=("$(run_id "$W" "$WS")")
+mount_set "wrong targets: a view of S" "$W" -u "$WS" -r -m mX
+refuse "online merge into S while a view holds it (exit 23)" 23 pl snapshot-merge "$W"
+check "... names the view and how to unmount it" grep -q "snapshot $WS is mounted read-only.*snapshot-umount -u $WS" "$T/.err"
+G=$WS UCMD=snapshot-umount umount_set "wrong targets: snapshot-umount the view" "$W" -u "$WS" "$W"
 umount_set "wrong targets: umount" "$W"
 finish
