@@ -60,8 +60,16 @@ int cmd_init(int argc, char **argv)
 		case 'B': {
 			uint64_t v;
 
-			if (ploop_parse_size(optarg, &v) || (v != 2 && v != 4 && v != 8))
-				return fail(PLOOP_ERR_PARAM, "invalid filesystem block size '%s' (1K, 2K or 4K)", optarg);
+			/* Sectors (or a suffix), as every size here; 1024, 2048 or 4096 cannot be sectors of
+			 * a filesystem block: those are bytes. */
+			if (ploop_parse_size(optarg, &v))
+				v = 0;
+			else if (v == 1024 || v == 2048 || v == 4096)
+				v /= 512;
+			if (v != 2 && v != 4 && v != 8)
+				return fail(PLOOP_ERR_PARAM,
+					    "invalid filesystem block size '%s' (1K, 2K or 4K: 1024, 2048 or 4096 bytes)",
+					    optarg);
 			p.fs_blocksize = (uint32_t)(v * 512);
 			break;
 		}

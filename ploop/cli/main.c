@@ -147,6 +147,10 @@ int main(int argc, char **argv)
 		if (strcmp(commands[c].name, argv[i]))
 			continue;
 		prog_cmd = commands[c].name;
+		if (i + 1 < argc && (!strcmp(argv[i + 1], "-h") || !strcmp(argv[i + 1], "--help"))) {
+			printf("usage: ploop %s\n", commands[c].usage);
+			return 0;
+		}
 		optind = 1;
 		return commands[c].run(argc - i, argv + i);
 	}

@@ -531,4 +531,5 @@ verify "base-level interrupted merge" "$XD" mX
 for c in snapshot-merge snapshot-switch snapshot-delete; do
 	expect_rc "$c -u of a snapshot that does not exist (exit 43)" 43 "$PLOOP" $c -u '{01234567-89ab-cdef-0123-456789abcdef}' "$DD"
 done
+check "ploop COMMAND --help prints that command's usage (exit 0)" bash -c "'$PLOOP' init --help | grep -q '^usage: ploop init -s SIZE' && '$PLOOP' snapshot-merge -h | grep -q '^usage: ploop snapshot-merge'"
 finish

@@ -319,6 +319,14 @@ check "the flags and the ext4 option are in effect" bash -c "findmnt -n -o OPTIO
 	grep -q 'nosuid' && findmnt -n -o OPTIONS --mountpoint '$RT/mX' | grep -q 'nodev' &&
 	findmnt -n -o OPTIONS --mountpoint '$RT/mX' | grep -q 'noatime' && findmnt -n -o OPTIONS --mountpoint '$RT/mX' | grep -q 'data=ordered'"
 umount_set "umount the noatime mount" "$A"
+# -B in bytes (1024, 2048, 4096) or sectors (2, 4, 8, or with a suffix).
+mkdir -p FB
+FB=$RT/FB/DiskDescriptor.xml
+IDS+=("$(run_id "$FB")")
+must "init -B 2048 (bytes)" pl init -s 256M -B 2048 FB/root.hds
+mount_set "mount the -B 2048 image" "$FB" -m mX
+check "its ext4 has 2 KiB blocks" test "$(stat -f -c %S "$RT/mX")" = 2048
+umount_set "umount the -B 2048 image" "$FB"
 check "nothing of this test is left mounted" test -z "$(our_ids | sort -u | while read -r i; do
 	[ -e "/run/ploop/$i/state" ] || grep -q " /run/ploop/$i/disk " /proc/mounts && echo "$i"; done)"
 finish
