@@ -560,7 +560,7 @@ int ploop_snapshot_switch(const char *dd_path, const char *guid, bool keep_top, 
 		return err->status;
 	sn = ploop_descriptor_find_snapshot(s.dd, g);
 	if (sn < 0) {
-		ploop_fail(err, PLOOP_ERR_NOSNAP, 0, "%s: no snapshot %s", dd_path, g);
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: no snapshot %s", dd_path, g);
 		goto out;
 	}
 	if (!strcmp(g, s.dd->top_guid) || s.dd->snapshots[sn].temporary) {
@@ -641,7 +641,7 @@ int ploop_snapshot_merge(const char *dd_path, const char *guid, bool all, struct
 		goto out;
 	}
 	if (ploop_descriptor_find_snapshot(s.dd, g) < 0) {
-		ploop_fail(err, PLOOP_ERR_NOSNAP, 0, "%s: no snapshot %s", dd_path, g);
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: no snapshot %s", dd_path, g);
 		goto out;
 	}
 	if (ploop_descriptor_chain(s.dd, g, chain, &n, err))

@@ -431,7 +431,7 @@ static int level_of(struct srv *s, const char *guid, struct ploop_error *err)
 			if (!strcmp(dd->images[idx[i]].guid, guid))
 				level = i;
 		if (level < 0 && ploop_descriptor_find_snapshot(dd, guid) < 0)
-			ploop_fail(err, PLOOP_ERR_NOSNAP, 0, "%s: no snapshot %s", s->dd_path, guid);
+			ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: no snapshot %s", s->dd_path, guid);	/* 38, as offline */
 	}
 	ploop_descriptor_free(dd);
 	return level;

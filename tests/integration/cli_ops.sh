@@ -527,9 +527,10 @@ check "base-level interrupted merge completed" \
 	bash -c "! grep -q '$T1' '$XD' && ! grep -q Temporary '$XD' && test \$(grep -c '<Image>' '$XD') = 1"
 verify "base-level interrupted merge" "$XD" mX
 
-# A snapshot that does not exist is exit 43 wherever a command takes one.
-for c in snapshot-merge snapshot-switch snapshot-delete; do
-	expect_rc "$c -u of a snapshot that does not exist (exit 43)" 43 "$PLOOP" $c -u '{01234567-89ab-cdef-0123-456789abcdef}' "$DD"
+# A snapshot that does not exist: exit 43 for delete, 38 for merge and switch, as upstream.
+expect_rc "snapshot-delete -u of a snapshot that does not exist (exit 43)" 43 "$PLOOP" snapshot-delete -u '{01234567-89ab-cdef-0123-456789abcdef}' "$DD"
+for c in snapshot-merge snapshot-switch; do
+	expect_rc "$c -u of a snapshot that does not exist (exit 38, as upstream)" 38 "$PLOOP" $c -u '{01234567-89ab-cdef-0123-456789abcdef}' "$DD"
 done
 check "ploop COMMAND --help prints that command's usage (exit 0)" bash -c "'$PLOOP' init --help | grep -q '^usage: ploop init -s SIZE' && '$PLOOP' snapshot-merge -h | grep -q '^usage: ploop snapshot-merge'"
 finish

@@ -174,7 +174,7 @@ NOSUCH='{01234567-89ab-cdef-0123-456789abcdef}'
 must "wrong targets: init -s 512M" pl init -s 512M W/root.hds
 mount_set "wrong targets: mount" "$W" -m mW
 refuse "shrink while mounted needs the set unmounted (exit 17)" 17 pl resize -s 256M "$W"
-refuse "online merge of a snapshot that does not exist (exit 43)" 43 pl snapshot-merge -u "$NOSUCH" "$W"
+refuse "online merge of a snapshot that does not exist (exit 38, as offline and upstream)" 38 pl snapshot-merge -u "$NOSUCH" "$W"
 check "... says there is no such snapshot" grep -q "no snapshot $NOSUCH" "$T/.err"
 refuse "snapshot-umount of a view that is not mounted (exit 40)" 40 pl snapshot-umount -u "$NOSUCH" "$W"
 check "... names the snapshot, not the set" grep -q "snapshot $NOSUCH of .* is not mounted" "$T/.err"
