@@ -117,6 +117,14 @@ int qlive_start(uint32_t id, const char *private_dir, const char *root_dir, stru
 		snprintf(msg, len, "quota %u: %s", id, err.msg[0] ? err.msg : "out of memory");
 		goto fail;
 	}
+	/* Not in the quota directory: kept next to the tree (vzquota -R, quota.NAME), if it is there. */
+	if (access(ql->fname, F_OK) && errno == ENOENT) {
+		char rel[sizeof(ql->fname)];
+		struct vzq_error e2 = { 0 };
+
+		if (!vzq_file_name(id, NULL, true, private_dir, rel, sizeof(rel), &e2) && !access(rel, F_OK))
+			snprintf(ql->fname, sizeof(ql->fname), "%s", rel);
+	}
 	r = vzq_live_acquire(id, &ql->lock_fd, &err);
 	if (r) {
 		if (r == VZQ_ERR_LOCKED) {

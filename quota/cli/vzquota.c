@@ -120,13 +120,14 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out)
 	return 0;
 }
 
+/* 1k blocks; vzctl's "unlimited" (LONG_MAX, or more) saturates at the largest byte count. */
 static int parse_blocks(const char *s, uint64_t *bytes)
 {
 	uint64_t kib;
 
-	if (parse_u64(s, UINT64_MAX / 1024, &kib))
+	if (parse_u64(s, UINT64_MAX, &kib))
 		return -1;
-	*bytes = kib * 1024;
+	*bytes = kib > UINT64_MAX / 1024 ? UINT64_MAX : kib * 1024;
 	return 0;
 }
 
@@ -148,7 +149,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "force", no_argument, NULL, 'f' },
 		{ "user-group", no_argument, NULL, 't' },
 		{ "nocheck", no_argument, NULL, OPT_NOCHECK },
-		{ "rsquash", no_argument, NULL, 'r' },
+		{ "rsquash", required_argument, NULL, 'r' },
 		{ "path", required_argument, NULL, 'p' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -159,13 +160,13 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	switch (o->cmd) {
 	case C_INIT:
 	case C_ON:
-	case C_SETLIMIT: shorts = "-:p:c:Rfb:B:i:I:e:n:s:u:r"; break;
+	case C_SETLIMIT: shorts = "-:p:c:Rfb:B:i:I:e:n:s:u:r:"; break;
 	case C_OFF:
-	case C_DROP: shorts = "-:p:c:Rfr"; break;
-	case C_SETLIMIT2: shorts = "-:p:c:Ru:g:tr"; break;
-	case C_RELOAD2: shorts = "-:p:c:Rr"; break;
-	case C_STAT: shorts = "-:p:c:Rftr"; break;
-	default: shorts = "-:p:c:Rtr"; break;
+	case C_DROP: shorts = "-:p:c:Rfr:"; break;
+	case C_SETLIMIT2: shorts = "-:p:c:Ru:g:tr:"; break;
+	case C_RELOAD2: shorts = "-:p:c:Rr:"; break;
+	case C_STAT: shorts = "-:p:c:Rftr:"; break;
+	default: shorts = "-:p:c:Rtr:"; break;
 	}
 	o->set2_type = -2;
 	optind = 1;
@@ -192,7 +193,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'c': o->file = a; break;
 		case 'R': o->relative = true; break;
 		case 'f': o->force = true; break;
-		case 'r': break;	/* --rsquash: accepted, as upstream, and ignored */
+		case 'r': break;	/* -r/--rsquash 0|1 (vzctl passes -r 0): accepted, as upstream, and ignored */
 		case 'b':
 			if (parse_blocks(a, &o->bsoft))
 				return fail(VZQ_ERR_USAGE, "bad block soft limit '%s'", a);
@@ -556,8 +557,14 @@ static int open_quota(const struct opts *o, struct session *s, int mode)
 	if (rc)
 		return rc;
 	info("quota file %s", s->fname);
-	if (vzq_open(s->fname, mode, &s->h, &s->q, &s->err))
-		return lib_fail(&s->err);
+	/* A simfs serving the quota holds the file for a moment while it writes usage back: wait for
+	 * that (up to 2 s); another vzquota holding it is refused at once (exit 7), as upstream. */
+	for (int tries = 0; vzq_open(s->fname, mode, &s->h, &s->q, &s->err); tries++) {
+		if (s->err.status != VZQ_ERR_LOCKED || tries >= 200 || !vzq_live_held(o->id))
+			return lib_fail(&s->err);
+		memset(&s->err, 0, sizeof(s->err));
+		usleep(10000);
+	}
 	return 0;
 }
 
@@ -626,11 +633,11 @@ static int cmd_on(const struct opts *o)
 	rc = open_quota(o, &s, VZQ_RDWR);
 	if (rc)
 		return rc;
-	if (s.q.flags & VZQ_FLAG_ON) {
+	stale_live = s.q.flags & VZQ_FLAG_LIVE;	/* left by a simfs that is gone (we checked the lock) */
+	if ((s.q.flags & VZQ_FLAG_ON) && !stale_live) {
 		close_quota(&s);
 		return fail(VZQ_ERR_RUNNING, "quota %u is already running", o->id);
 	}
-	stale_live = s.q.flags & VZQ_FLAG_LIVE;
 	rescan = o->force || (s.q.flags & VZQ_FLAG_DIRTY) || stale_live ||
 		 (o->path && !o->relative && (!s.q.path || strcmp(s.q.path, o->path)));
 	if (o->path && !o->relative) {
@@ -640,7 +647,13 @@ static int cmd_on(const struct opts *o)
 			rescan = o->force || (s.q.flags & VZQ_FLAG_DIRTY) || stale_live;
 		rc = set_stored_path(o, &s.q);
 	}
+	bool ugid_was_on = s.q.flags & VZQ_FLAG_UGID_ON;
+	uint32_t old_limit = s.q.ugid_limit;
+
 	apply_limits(o, &s.q);
+	/* Per-uid/gid usage is counted only while the second level is on: turned on, it is counted. */
+	if ((s.q.flags & VZQ_FLAG_UGID_ON) && (!ugid_was_on || (old_limit == 0 && s.q.ugid_limit)))
+		rescan = true;
 	if (!rc && rescan && !o->nocheck) {
 		if (stale_live)
 			info("quota %u was left live by a simfs daemon that is gone: recounting", o->id);

@@ -229,6 +229,10 @@ static int decode_legacy(const char *fname, const unsigned char *buf, size_t len
 	q->flags = le32toh(h.flags);
 	if (q->flags & ~(VZQ_FLAG_ON | VZQ_FLAG_DIRTY | VZQ_FLAG_UGID_ON))
 		return CORRUPT("%s: corrupt legacy quota file: unknown flags 0x%" PRIx32, fname, q->flags);
+	/* Left on by the OpenVZ host (its container ran, or the host went down): nothing serves it
+	 * here, and its usage is of that moment. Off and dirty: the next `on` counts the tree. */
+	if (q->flags & VZQ_FLAG_ON)
+		q->flags = (q->flags & ~VZQ_FLAG_ON) | VZQ_FLAG_DIRTY;
 	off = sizeof(h) + stat_size;
 	memcpy(&path_len, buf + off, 8);
 	path_len = le64toh(path_len);

@@ -23,7 +23,7 @@ static void grace_one(uint64_t cur, uint64_t soft, int64_t *end, int64_t expire,
 	if (!over(cur, soft, zero_unlimited))
 		*end = 0;
 	else if (*end == 0)
-		*end = (int64_t)now + expire;
+		*end = expire > INT64_MAX - (int64_t)now ? INT64_MAX : (int64_t)now + expire;	/* no overflow */
 }
 
 static void grace_stat(struct vzq_stat *s, const struct vzq_grace *g, bool zero_unlimited, time_t now)

@@ -149,4 +149,22 @@ expect_rc "setlimit while live (reload)" 0 q setlimit 106 -b 5000
 expect_rc "reload2 while live" 0 q reload2 106
 kill $FL; wait $FL 2>/dev/null
 expect_rc "off after the daemon stopped" 0 q off 106
+
+# ---- what vzctl passes ----
+# vzctl starts a container with `on ID -r 0 ... -s 1 -u N` and gives "unlimited" as LONG_MAX 1k blocks.
+mkdir -p "$T/vz/d"
+printf 'x%.0s' $(seq 1 5000) >"$T/vz/d/f"
+chown 1001 "$T/vz/d/f"
+LONGMAX=9223372036854775807
+expect_rc "init -s 0 with LONG_MAX block limits (vzctl's unlimited)" 0 q init 107 -p "$T/vz" -b $LONGMAX -B $LONGMAX -i 100 -I 200 -e 259200 -n 259200 -s 0
+expect_rc "setlimit with more than LONG_MAX (saturates)" 0 q setlimit 107 -B 9223372036854775907
+expect_rc "on -r 0 -s 1 -u 100 (as vzctl)" 0 q on 107 -r 0 -s 1 -u 100 -b $LONGMAX
+check "turning the second level on counted uid 1001's usage" bash -c "'$VZQ' stat 107 -t | grep -Eq '^ *1001 +(user +)?1k-blocks +8 '"
+expect_rc "setlimit -r 0" 0 q setlimit 107 -r 0 -i 150
+expect_rc "off" 0 q off 107
+# A grace time beyond any date: the grace end saturates, and the file stays readable.
+expect_rc "init with a grace of 292471208677 years, over the soft limit" 0 q init 108 -p "$T/vz" -b 1 -B 2000 -i 100 -I 200 -e 292471208677y -n 1h
+expect_rc "the file it wrote reads back" 0 q show 108
+expect_rc "on" 0 q on 108
+expect_rc "show after on" 0 q show 108
 finish

@@ -69,12 +69,13 @@ expect_rc "init over a corrupt file" 0 bash -c "cp '$T/bad' '$F' && '$VZQ' init 
 expect_rc "show after init over it" 0 q show 7
 
 # ---- legacy files ----
-legacy() {	# legacy VERSION FILE PATH: a vzquota file with known values
+legacy() {	# legacy VERSION FILE PATH [V3FLAGS]: a vzquota file with known values
 	python3 - "$@" <<'PY'
 import struct, sys
 ver, out, path = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+flags = int(sys.argv[4], 0) if len(sys.argv) > 4 else 0x4
 if ver == 3:
-    b = struct.pack('<II', 0xFEDCBC27, 0x4)
+    b = struct.pack('<II', 0xFEDCBC27, flags)
     b += struct.pack('<QQqQIIqII', 2048000, 1024000, 1700000000, 5120000, 2000, 1000, 1700000500, 1500, 0)
     b += struct.pack('<qqII', 259200, 86400, 0, 0)
     b += struct.pack('<Q', len(path)) + path
@@ -116,6 +117,14 @@ legacy 3 "$T/l3" /x; printf '\x01' | dd of="$T/l3" bs=1 seek=30 conv=notrunc sta
 expect_rc "legacy v3 bad checksum: 4" 4 q show 1 -c "$T/l3"
 legacy 3 "$T/l3" /x; head -c 150 "$T/l3" >"$T/l3t"
 expect_rc "legacy v3 truncated: 4" 4 q show 1 -c "$T/l3t"
+# Left on by the OpenVZ host (flags ON): imported off and dirty, and `on` counts the tree.
+legacy 3 "$VZQ_DIR/quota.301" "$T/tree" 0x5
+expect_rc "legacy v3 left on: imported dirty (show: 10)" 10 q show 301
+expect_rc "legacy v3 left on: on counts the tree (not 'already running')" 0 q on 301
+expect_rc "legacy v3 left on: clean after on" 0 q show 301
+check "legacy v3 left on: usage is the tree's" test "$(q -b show 301 | awk 'NR == 1 { print $1 } NR == 2 { print $1 }' | tr '\n' ' ')" = "$("$ROOT/build/bin/vzdqcheck" -q "$T/tree" | tr '\n' ' ')"
+q off 301 >/dev/null 2>&1
+q drop 301 >/dev/null 2>&1
 legacy 2 "$T/l2" /vz/private/2
 expect_rc "legacy v2: dirty after import (10)" 10 q show 2 -c "$T/l2"
 check "legacy v2: values" test "$(q -b show 2 -c "$T/l2" | tr -s ' ' | tr '\n' ' ')" = " 5000 1000 2000 0 259200  1500 1000 2000 0 86400 "

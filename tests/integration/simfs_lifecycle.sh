@@ -116,5 +116,18 @@ mkdir -p "$T/r2"
 one_line "the same quota twice" 6 sf mount "$P" "$T/r2" -o quota=556
 check "vzquota stat reaches the daemon" "$VZQUOTA" stat 556
 expect_rc "umount with quota" 0 sf umount "$R"
+
+# ---- a quota file kept next to the tree (vzquota -R) ----
+PQ="$T/private dir/557"
+mkdir -p "$PQ" "$T/r3"
+echo data >"$PQ/f"
+"$VZQUOTA" -q init 557 -R -p "$PQ" -b 1000 -B 2000 -i 100 -I 200 -e 60 -n 60 >/dev/null &&
+	"$VZQUOTA" -q on 557 -R -p "$PQ" >/dev/null || not_ok "vzquota init/on -R"
+check "the quota file is next to the tree, not in the quota directory" test ! -e "$VZQ_DIR/quota.557"
+expect_rc "mount with a quota kept next to the tree" 0 sf mount "$PQ" "$T/r3" -o quota=557
+check "it is enforced" sh -c "! dd if=/dev/zero of='$T/r3/big' bs=1M count=3 status=none 2>/dev/null"
+check "vzquota stat -R reaches the daemon" "$VZQUOTA" stat 557 -R -p "$PQ"
+expect_rc "umount" 0 sf umount "$T/r3"
+"$VZQUOTA" -q off 557 -R -p "$PQ" >/dev/null && "$VZQUOTA" -q drop 557 -R -p "$PQ" >/dev/null || not_ok "vzquota off/drop -R"
 check "nothing of ours is mounted" sh -c "! grep ' fuse.simfs ' /proc/self/mountinfo | grep -q ' $T/'"
 finish

@@ -219,6 +219,7 @@ dd if=/dev/urandom of="$P/behind" bs=1M count=1 status=none	# changed while nobo
 check "a killed daemon leaves LIVE in the file" sh -c "test \$(( \$('$QTOOL' file 101 | awk '/^flags/ { print \$2 }') & 256 )) = 256"
 check "simfs list shows it dead" sh -c "'$SIMFS' list | grep -q ' dead\$'"
 expect_rc "umount after kill -9" 0 sf umount "$R"
+expect_rc "vzquota on after the kill: recounts (the quota was left live), not 'already running'" 0 "$VZQUOTA" -q on 101
 expect_rc "mount after kill -9 (rescans)" 0 sf mount "$P" "$R" -o quota=101
 same_as_scan "after kill -9 and remount, usage equals a fresh scan"
 expect_rc "final umount" 0 sf umount "$R"
