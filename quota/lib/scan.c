@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -90,62 +92,180 @@ static int do_statx(int dirfd, const char *name, int flags, struct statx *st)
 	return statx(dirfd, name, flags | AT_NO_AUTOMOUNT, STATX_BASIC_STATS | STATX_MNT_ID, st);
 }
 
-/* @fd: an open directory (taken over); @rel: its path under the root, for messages. */
-static int walk_dir(struct walk *w, int fd, const char *rel)
+/*
+ * The walk holds one directory open at a time and recurses on a heap stack, so no depth a tree
+ * can reach (a container can nest directories without end) runs out of descriptors or stack:
+ * each directory's names are read whole, then it is closed; a child is opened from it, and the
+ * walk climbs back through "..", checked to be the directory it came from.
+ */
+struct frame {
+	char **names;		/* entries not yet visited (read whole when the directory was entered) */
+	size_t n, next;
+	uint64_t ino, dev_major, dev_minor;	/* the directory itself, to check ".." against */
+	char *rel;		/* its path under the root, for messages */
+};
+
+static void frame_free(struct frame *f)
 {
-	DIR *d = fdopendir(fd);
+	for (size_t i = f->next; i < f->n; i++)
+		free(f->names[i]);
+	free(f->names);
+	free(f->rel);
+}
+
+/* Reads the names of directory @fd (not taken over) into @f. */
+static int read_names(struct walk *w, int fd, struct frame *f)
+{
+	int dup_fd = dup(fd);
+	DIR *d = dup_fd < 0 ? NULL : fdopendir(dup_fd);
 	struct dirent *de;
+	size_t cap = 0;
 	int rc = 0;
 
 	if (!d) {
-		close(fd);
-		return vzq_fail(w->err, VZQ_ERR_SYS, errno, "%s/%s", w->root, rel);
+		if (dup_fd >= 0)
+			close(dup_fd);
+		return vzq_fail(w->err, VZQ_ERR_SYS, errno, "%s/%s", w->root, f->rel);
 	}
-	while (!rc) {
-		struct statx st;
-
+	for (;;) {
 		errno = 0;
 		de = readdir(d);
 		if (!de) {
 			if (errno)
-				rc = vzq_fail(w->err, VZQ_ERR_SYS, errno, "%s/%s: readdir", w->root, rel);
+				rc = vzq_fail(w->err, VZQ_ERR_SYS, errno, "%s/%s: readdir", w->root, f->rel);
 			break;
 		}
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		if (do_statx(dirfd(d), de->d_name, AT_SYMLINK_NOFOLLOW, &st) < 0) {
-			if (errno == ENOENT)
-				continue;	/* removed while we walk */
-			rc = vzq_fail(w->err, VZQ_ERR_SYS, errno, "%s/%s/%s", w->root, rel, de->d_name);
-			break;
+		if (f->n == cap) {
+			char **nn = realloc(f->names, (cap = cap ? cap * 2 : 16) * sizeof(*nn));
+
+			if (!nn) {
+				rc = vzq_fail(w->err, VZQ_ERR_SYS, ENOMEM, "%s", w->root);
+				break;
+			}
+			f->names = nn;
 		}
-		if (st.stx_dev_major != w->dev_major || st.stx_dev_minor != w->dev_minor ||
-		    (w->have_mnt_id && (st.stx_mask & STATX_MNT_ID) && st.stx_mnt_id != w->mnt_id)) {
-			rc = vzq_fail(w->err, VZQ_ERR_MOUNTPOINT, 0, "%s: crossing mount point at %s/%s", w->root,
-				      rel, de->d_name);
-			break;
-		}
-		rc = account(w, &st);
-		if (rc || !S_ISDIR(st.stx_mode))
-			continue;
-		int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (sub < 0) {
-			if (errno == ENOENT)
-				continue;
-			rc = vzq_fail(w->err, VZQ_ERR_SYS, errno, "%s/%s/%s", w->root, rel, de->d_name);
-			break;
-		}
-		/* the relative path, for messages (kept off the stack: trees can be deep) */
-		char *path;
-		if (asprintf(&path, "%s%s%s", rel, *rel ? "/" : "", de->d_name) < 0) {
-			close(sub);
+		if (!(f->names[f->n] = strdup(de->d_name))) {
 			rc = vzq_fail(w->err, VZQ_ERR_SYS, ENOMEM, "%s", w->root);
 			break;
 		}
-		rc = walk_dir(w, sub, path);
-		free(path);
+		f->n++;
 	}
 	closedir(d);
+	return rc;
+}
+
+/* Enters directory @fd (whose statx is @st, path @rel, taken over) as a new frame on @stack. */
+static int push_dir(struct walk *w, struct frame **stack, size_t *depth, size_t *cap, int fd,
+		    const struct statx *st, char *rel)
+{
+	struct frame *f;
+
+	if (*depth == *cap) {
+		struct frame *ns = realloc(*stack, (*cap = *cap ? *cap * 2 : 64) * sizeof(*ns));
+
+		if (!ns) {
+			free(rel);
+			return vzq_fail(w->err, VZQ_ERR_SYS, ENOMEM, "%s", w->root);
+		}
+		*stack = ns;
+	}
+	f = &(*stack)[(*depth)++];
+	*f = (struct frame){ .ino = st->stx_ino, .dev_major = st->stx_dev_major, .dev_minor = st->stx_dev_minor,
+			     .rel = rel };
+	return read_names(w, fd, f);
+}
+
+/* @fd: the root directory (taken over). */
+static int walk_tree(struct walk *w, int fd, const struct statx *root_st)
+{
+	struct frame *stack = NULL;
+	size_t depth = 0, cap = 0;
+	char *rel = strdup("");
+	int rc = rel ? push_dir(w, &stack, &depth, &cap, fd, root_st, rel)
+		     : vzq_fail(w->err, VZQ_ERR_SYS, ENOMEM, "%s", w->root);
+
+	while (!rc && depth) {
+		struct frame *f = &stack[depth - 1];
+		struct statx st;
+
+		if (f->next == f->n) {
+			/* done here: back to the parent, which must be the directory we came from */
+			frame_free(f);
+			if (--depth == 0)
+				break;
+			struct frame *up = &stack[depth - 1];
+			int parent = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+			if (parent < 0 || do_statx(parent, "", AT_EMPTY_PATH, &st) < 0 || st.stx_ino != up->ino ||
+			    st.stx_dev_major != up->dev_major || st.stx_dev_minor != up->dev_minor) {
+				rc = vzq_fail(w->err, VZQ_ERR_SYS, parent < 0 ? errno : ESTALE,
+					      "%s/%s: the tree was moved while it was counted", w->root, up->rel);
+				if (parent >= 0)
+					close(parent);
+				break;
+			}
+			close(fd);
+			fd = parent;
+			continue;
+		}
+		char *name = f->names[f->next++];
+
+		if (do_statx(fd, name, AT_SYMLINK_NOFOLLOW, &st) < 0) {
+			if (errno != ENOENT)	/* else removed while we walk */
+				rc = vzq_fail(w->err, VZQ_ERR_SYS, errno, "%s/%s%s%s", w->root, f->rel,
+					      *f->rel ? "/" : "", name);
+			free(name);
+			continue;
+		}
+		if (st.stx_dev_major != w->dev_major || st.stx_dev_minor != w->dev_minor ||
+		    (w->have_mnt_id && (st.stx_mask & STATX_MNT_ID) && st.stx_mnt_id != w->mnt_id)) {
+			rc = vzq_fail(w->err, VZQ_ERR_MOUNTPOINT, 0, "%s: crossing mount point at %s/%s%s%s", w->root,
+				      w->root, f->rel, *f->rel ? "/" : "", name);
+			free(name);
+			break;
+		}
+		rc = account(w, &st);
+		if (rc || !S_ISDIR(st.stx_mode)) {
+			free(name);
+			continue;
+		}
+		int sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		char *path = NULL;
+
+		if (sub < 0) {
+			if (errno != ENOENT)
+				rc = vzq_fail(w->err, VZQ_ERR_SYS, errno, "%s/%s%s%s", w->root, f->rel,
+					      *f->rel ? "/" : "", name);
+			free(name);
+			continue;
+		}
+		if (asprintf(&path, "%s%s%s", f->rel, *f->rel ? "/" : "", name) < 0) {
+			close(sub);
+			free(name);
+			rc = vzq_fail(w->err, VZQ_ERR_SYS, ENOMEM, "%s", w->root);
+			break;
+		}
+		free(name);
+		/* the directory we enter is the one we counted (not swapped meanwhile) */
+		struct statx sst;
+
+		if (do_statx(sub, "", AT_EMPTY_PATH, &sst) < 0 || sst.stx_ino != st.stx_ino) {
+			close(sub);
+			rc = vzq_fail(w->err, VZQ_ERR_SYS, ESTALE, "%s/%s: the tree was moved while it was counted",
+				      w->root, path);
+			free(path);
+			break;
+		}
+		close(fd);
+		fd = sub;
+		rc = push_dir(w, &stack, &depth, &cap, fd, &st, path);
+	}
+	while (depth)
+		frame_free(&stack[--depth]);
+	free(stack);
+	close(fd);
 	return rc;
 }
 
@@ -181,7 +301,7 @@ int vzq_scan(const char *path, struct vzq_quota *q, time_t now, struct vzq_error
 		free(w.links.slots);
 		return rc;
 	}
-	rc = walk_dir(&w, fd, "");
+	rc = walk_tree(&w, fd, &st);
 	free(w.links.slots);
 	if (rc)
 		return rc;

@@ -167,4 +167,16 @@ expect_rc "init with a grace of 292471208677 years, over the soft limit" 0 q ini
 expect_rc "the file it wrote reads back" 0 q show 108
 expect_rc "on" 0 q on 108
 expect_rc "show after on" 0 q show 108
+
+# ---- a tree deeper than the descriptors and stack a walk may take ----
+mkdir -p "$T/deep"
+python3 -c '
+import os, sys
+os.chdir(sys.argv[1])
+for i in range(3000):
+    os.mkdir("d"); os.chdir("d")
+open("f", "w").write("x")
+' "$T/deep"
+check "vzdqcheck of 3000 nested directories with 32 descriptors" bash -c "ulimit -n 32; test \"\$('$DQCHECK' -q '$T/deep' | tr '\n' ' ')\" = '12008 3002 '"
+rm -rf "$T/deep"
 finish
