@@ -16,7 +16,8 @@
  * FUA from above syncs the top file.
  *
  * Messages: "merge" copies every cluster of delta N-1 (the one below the top)
- * into the top and drops that delta from the chain.
+ * into the top and drops that delta from the chain.  One merge runs at a
+ * time, never on a suspended device; a suspend interrupts a running one.
  */
 #include <linux/module.h>
 #include <linux/init.h>
@@ -64,6 +65,8 @@ struct ploop_target {
 	u32 hdr_flags;		/* top header m_Flags as on disk */
 	void *cluster_buf;	/* one cluster, for copy-up and merge */
 	struct mutex lock;	/* map, next_free, cluster_buf, deltas */
+	struct mutex merge_lock;	/* held by the one running merge */
+	bool suspending;	/* set from presuspend to resume */
 	spinlock_t bio_lock;
 	struct bio_list bios;
 	struct workqueue_struct *wq;
@@ -328,6 +331,7 @@ static int ploop_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	pt->cluster_bytes = (u64)SECTOR_SIZE << cluster_log;
 	pt->writable = dm_table_get_mode(ti->table) & FMODE_WRITE;
 	mutex_init(&pt->lock);
+	mutex_init(&pt->merge_lock);
 	spin_lock_init(&pt->bio_lock);
 	bio_list_init(&pt->bios);
 	INIT_WORK(&pt->work, ploop_work);
@@ -735,19 +739,43 @@ static int ploop_merge(struct ploop_target *pt)
 	struct file *file;
 	u32 v = 0;
 
+	/*
+	 * Device-mapper does not serialise messages, and a merge on a
+	 * suspended device would change the top under a table loaded
+	 * meanwhile: refuse both.  The chain changes only here, so it is
+	 * read once.
+	 */
+	if (!mutex_trylock(&pt->merge_lock)) {
+		DMERR("merge refused: a merge is already running");
+		return -EBUSY;
+	}
 	mutex_lock(&pt->lock);
 	lower = pt->nr_deltas - 2;
 	top_level = pt->nr_deltas - 1;
 	file = ploop_top(pt)->file;
+	if (pt->suspending || dm_suspended(pt->ti))
+		r = -EBUSY;
 	mutex_unlock(&pt->lock);
+	if (r) {
+		DMERR("merge refused: the device is suspended");
+		goto out;
+	}
 	if (lower < 0 || !pt->writable) {
 		DMERR("merge needs a writable top over at least one delta");
-		return -EINVAL;
+		r = -EINVAL;
+		goto out;
 	}
 	DMINFO("merging %s into %s", pt->deltas[lower].path,
 	       pt->deltas[top_level].path);
 	while (!r && v < pt->l2_size) {
 		mutex_lock(&pt->lock);
+		if (pt->suspending) {
+			/* What is merged stays merged: the map says so. */
+			mutex_unlock(&pt->lock);
+			DMERR("merge interrupted by a suspend");
+			r = -EINTR;
+			break;
+		}
 		for (n = 0; v < pt->l2_size && n < PLOOP_MERGE_BATCH; v++) {
 			u64 phys = pt->next_free;
 
@@ -781,9 +809,10 @@ static int ploop_merge(struct ploop_target *pt)
 		cond_resched();
 	}
 	if (r) {
-		DMERR("merge failed: %d", r);
+		if (r != -EINTR)
+			DMERR("merge failed: %d", r);
 		pt->merge_error = r;
-		return r;
+		goto out;
 	}
 	mutex_lock(&pt->lock);
 	r = vfs_fsync(file, 0);
@@ -793,6 +822,8 @@ static int ploop_merge(struct ploop_target *pt)
 	}
 	mutex_unlock(&pt->lock);
 	pt->merge_error = r;
+out:
+	mutex_unlock(&pt->merge_lock);
 	return r;
 }
 
@@ -844,6 +875,29 @@ static void ploop_status(struct dm_target *ti, status_type_t type,
 	mutex_unlock(&pt->lock);
 }
 
+/*
+ * A running merge stops at its next batch: the suspend waits for the message
+ * to return (device-mapper synchronises with it), and nothing may write the
+ * top once the device is suspended.
+ */
+static void ploop_presuspend(struct dm_target *ti)
+{
+	struct ploop_target *pt = ti->private;
+
+	mutex_lock(&pt->lock);
+	pt->suspending = true;
+	mutex_unlock(&pt->lock);
+}
+
+static void ploop_resume(struct dm_target *ti)
+{
+	struct ploop_target *pt = ti->private;
+
+	mutex_lock(&pt->lock);
+	pt->suspending = false;
+	mutex_unlock(&pt->lock);
+}
+
 /* Before a reload reads the chain again, everything must be on disk. */
 static void ploop_postsuspend(struct dm_target *ti)
 {
@@ -875,7 +929,10 @@ static struct target_type ploop_target_type = {
 	.ctr             = ploop_ctr,
 	.dtr             = ploop_dtr,
 	.map             = ploop_map,
+	.presuspend      = ploop_presuspend,
+	.presuspend_undo = ploop_resume,
 	.postsuspend     = ploop_postsuspend,
+	.resume          = ploop_resume,
 	.status          = ploop_status,
 	.message         = ploop_message,
 	.iterate_devices = ploop_iterate_devices,

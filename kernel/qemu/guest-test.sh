@@ -168,6 +168,84 @@ check fio_umount ploop umount DiskDescriptor.xml
 check fio_check_base ploop check -f root.hds
 check fio_check_top ploop check -f root.hds.*
 
+# ---- merge messages: one at a time, none on a suspended device, a suspend interrupts one ----
+mkdir -p /tmp/mx && cd /tmp/mx
+ploop init -s 96M -b 64 -t none base.hds >/dev/null && mark_dirty base.hds
+dmsetup create mx --table "0 196608 ploop 6 /tmp/mx/base.hds"
+dd if=/dev/urandom of=/dev/mapper/mx bs=1M count=64 oflag=direct 2>/dev/null
+dmsetup remove mx
+cp base.hds base.pristine
+MXTOP=/tmp/mx/t/top.hds
+MX="0 196608 ploop 6 /tmp/mx/base.hds $MXTOP"
+fsize() { stat -c %s "$1"; }
+mx_new() {	# the base with 64 MiB of data under a new empty top, mapped as mx
+	cp /tmp/mx/base.pristine /tmp/mx/base.hds && rm -rf /tmp/mx/t && mkdir -p /tmp/mx/t &&
+		ploop init -s 96M -b 64 -t none "$MXTOP" >/dev/null && mark_dirty "$MXTOP" &&
+		dmsetup create mx --table "$MX"
+}
+mx_merge_bg() {	# a merge message in the background; waits until it writes the top
+	s0=$(fsize "$MXTOP")
+	rm -f /tmp/mx/rc
+	(dmsetup message mx 0 merge 2>/dev/null; echo $? >/tmp/mx/rc) &
+	mpid=$!
+	n=0; while [ "$(fsize "$MXTOP")" = "$s0" ] && [ ! -e /tmp/mx/rc ] && [ $n -lt 5000 ]; do n=$((n + 1)); done
+}
+# mx_fresh NAME: unmapped, the chain loads again and its first 64 MiB are what the device showed
+mx_fresh() {
+	dmsetup remove mx
+	ploop check -d "$MXTOP" >/dev/null 2>&1
+	if dmsetup create --readonly mxro --table "$MX" 2>/dev/null; then
+		[ "$(dd if=/dev/mapper/mxro bs=1M count=64 iflag=direct 2>/dev/null | sha256sum)" = "$want" ] &&
+			ok "$1" || bad "$1" "first 64 MiB differ after a fresh load"
+		dmsetup remove mxro
+	else
+		bad "$1" "the chain no longer loads: $(dmesg | grep 'ploop:' | tail -1)"
+	fi
+}
+mx_want() { want=$(dd if=/dev/mapper/mx bs=1M count=64 iflag=direct 2>/dev/null | sha256sum); }
+# a merge sent to a suspended device (here after a reload of the same chain) is refused
+mx_new && mx_want
+dmsetup suspend mx && dmsetup reload mx --table "$MX"
+s0=$(fsize "$MXTOP")
+dmsetup message mx 0 merge 2>/dev/null && bad merge_refused_while_suspended || ok merge_refused_while_suspended
+[ "$(fsize "$MXTOP")" = "$s0" ] && ok merge_suspended_top_untouched || bad merge_suspended_top_untouched
+dmsetup resume mx
+dd if=/dev/urandom of=/dev/mapper/mx bs=1M seek=64 count=32 oflag=direct 2>/dev/null	# new clusters
+mx_fresh merge_suspended_image_intact
+mark_dirty "$MXTOP" && dmsetup create mx --table "$MX"
+check merge_after_refused_merge dmsetup message mx 0 merge
+dmsetup remove mx
+# a suspend while a merge runs: nothing writes the top once suspend returned; reload, resume, merge again
+mx_new && mx_want
+mx_merge_bg
+dmsetup suspend mx
+s1=$(fsize "$MXTOP"); sleep 1
+[ "$(fsize "$MXTOP")" = "$s1" ] && ok suspend_stops_merge_writes || bad suspend_stops_merge_writes
+wait $mpid
+echo "KTEST: merge during suspend: rc $(cat /tmp/mx/rc), status $(status mx)"
+dmsetup reload mx --table "$MX" && dmsetup resume mx
+[ "$(dmsetup status mx | cut -d' ' -f4)" = 2 ] && dmsetup message mx 0 merge
+[ "$(dmsetup status mx | cut -d' ' -f4)" = 1 ] && ok merge_resent_after_suspend || bad merge_resent_after_suspend "$(status mx)"
+dd if=/dev/urandom of=/dev/mapper/mx bs=1M seek=64 count=32 oflag=direct 2>/dev/null
+mx_fresh merge_suspend_reload_intact
+# two merge messages at once: the second is refused while the first runs
+mx_new && mx_want
+mx_merge_bg
+if dmsetup message mx 0 merge 2>/dev/null; then
+	bad concurrent_merge_refused "second merge accepted"
+elif dmesg | tail -3 | grep -q 'merge is already running'; then
+	ok concurrent_merge_refused
+else
+	ok "concurrent_merge_refused # SKIP the first merge ended first ($(dmesg | tail -1))"
+fi
+wait $mpid
+[ "$(cat /tmp/mx/rc)" = 0 ] && ok concurrent_first_merge_done || bad concurrent_first_merge_done
+[ "$(dmsetup status mx | cut -d' ' -f4)" = 1 ] && ok concurrent_merge_one_delta || bad concurrent_merge_one_delta "$(status mx)"
+dd if=/dev/urandom of=/dev/mapper/mx bs=4K seek=16484 count=1 oflag=direct 2>/dev/null && ok concurrent_merge_write ||
+	bad concurrent_merge_write
+mx_fresh concurrent_merge_intact
+cd /tmp && rm -rf /tmp/mx
+
 # ---- bad images are refused at table load ----
 mkdir -p /tmp/bad && cd /tmp/bad
 ploop init -s 64M -t none good.hds >/dev/null
