@@ -58,7 +58,7 @@ struct ploop_target {
 	bool writable;
 	int nr_deltas;
 	struct ploop_delta deltas[PLOOP_MAX_CHAIN];
-	u32 l2_size;		/* virtual clusters of the top */
+	u32 l2_size;		/* virtual clusters of the top and of the map */
 	u32 *map_phys;		/* per virtual cluster: cluster in its delta */
 	u8 *map_level;		/* ... and which delta holds it */
 	u64 next_free;		/* next cluster to append to the top */
@@ -67,6 +67,8 @@ struct ploop_target {
 	struct mutex lock;	/* map, next_free, cluster_buf, deltas */
 	struct mutex merge_lock;	/* held by the one running merge */
 	bool suspending;	/* set from presuspend to resume */
+	bool loaded;		/* the map was built once (ctr succeeded) */
+	bool map_stale;		/* a reread of the map failed */
 	spinlock_t bio_lock;
 	struct bio_list bios;
 	struct workqueue_struct *wq;
@@ -136,7 +138,7 @@ static int ploop_check_header(struct ploop_target *pt, struct ploop_delta *d,
 		*error = "Custom FirstBlockOffset is not supported";
 		return -EINVAL;
 	}
-	if (top && pt->writable &&
+	if (top && pt->writable && !pt->loaded &&
 	    le32_to_cpu(hdr->m_DiskInUse) != PLOOP_DISK_IN_USE) {
 		*error = "Writable top delta is not marked in use";
 		return -ENOLCK;
@@ -155,7 +157,10 @@ static int ploop_check_header(struct ploop_target *pt, struct ploop_delta *d,
 
 /*
  * Reads a delta's BAT and records its clusters in the map wherever no upper
- * delta did.  The top's entries are also checked for duplicates.
+ * delta did.  The top's entries are also checked for duplicates.  The map
+ * was sized by an earlier read of the top: a top whose size differs now
+ * (written meanwhile) is refused, so that the map is never indexed beyond
+ * its end.
  */
 static int ploop_load_delta(struct ploop_target *pt, int level, char **error)
 {
@@ -172,8 +177,12 @@ static int ploop_load_delta(struct ploop_target *pt, int level, char **error)
 	d->file_clusters = size >> (pt->cluster_log + SECTOR_SHIFT);
 	if (d->raw) {
 		d->l2_size = min_t(u64, d->file_clusters, U32_MAX);
+		if (top && d->l2_size != pt->l2_size) {
+			*error = "Top delta size changed while loading";
+			return -EAGAIN;
+		}
 		if (top)
-			pt->l2_size = d->l2_size;
+			pt->next_free = d->file_clusters;
 		n = min(d->l2_size, pt->l2_size);
 		for (v = 0; v < n; v++) {
 			if (pt->map_level[v] != U8_MAX)
@@ -200,8 +209,11 @@ static int ploop_load_delta(struct ploop_target *pt, int level, char **error)
 		r = -EPROTO;
 		goto out;
 	}
-	if (top) {
-		pt->l2_size = d->l2_size;
+	if (top && d->l2_size != pt->l2_size) {
+		*error = "Top delta size changed while loading";
+		r = -EAGAIN;
+		goto out;
+	} else if (top) {
 		pt->hdr_flags = le32_to_cpu(hdr->m_Flags);
 	} else if (d->l2_size > pt->l2_size) {
 		*error = "A lower delta is larger than the top";
@@ -271,6 +283,23 @@ out:
 	kvfree(bat);
 	kfree(hdr);
 	return r;
+}
+
+/* Builds the map from the BATs of the chain, top first. */
+static int ploop_load_map(struct ploop_target *pt, char **error)
+{
+	int i, r;
+
+	memset(pt->map_level, U8_MAX, pt->l2_size);
+	for (i = pt->nr_deltas - 1; i >= 0; i--) {
+		*error = "Cannot load delta";
+		r = ploop_load_delta(pt, i, error);
+		if (r) {
+			DMERR("%s: %s (%d)", pt->deltas[i].path, *error, r);
+			return r;
+		}
+	}
+	return 0;
 }
 
 static void ploop_free_deltas(struct ploop_target *pt)
@@ -434,18 +463,9 @@ static int ploop_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		r = -ENOMEM;
 		goto bad;
 	}
-	memset(pt->map_level, U8_MAX, pt->l2_size);
-
-	for (i = pt->nr_deltas - 1; i >= 0; i--) {
-		char *error = "Cannot load delta";
-
-		r = ploop_load_delta(pt, i, &error);
-		if (r) {
-			ti->error = error;
-			DMERR("%s: %s (%d)", pt->deltas[i].path, error, r);
-			goto bad;
-		}
-	}
+	r = ploop_load_map(pt, &ti->error);
+	if (r)
+		goto bad;
 	if (ti->len > ((u64)pt->l2_size << cluster_log)) {
 		ti->error = "Device is larger than the top delta";
 		r = -EINVAL;
@@ -467,6 +487,7 @@ static int ploop_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	ti->flush_supported = true;
 	ti->num_discard_bios = 0;
 	ti->private = pt;
+	pt->loaded = true;
 	return 0;
 bad:
 	ploop_destroy(pt);
@@ -898,6 +919,40 @@ static void ploop_resume(struct dm_target *ti)
 	mutex_unlock(&pt->lock);
 }
 
+/*
+ * This table may have been loaded while another table of the same top was
+ * live and allocating (dmsetup reload without a suspend first); that one is
+ * suspended and synced now.  All allocations append to the top, so a top
+ * longer than this table's next_free was written by someone else: build the
+ * map again, or the next allocation would reuse clusters in use.
+ */
+static int ploop_preresume(struct dm_target *ti)
+{
+	struct ploop_target *pt = ti->private;
+	struct file *file;
+	unsigned int noio;
+	char *error;
+	int r = 0;
+
+	mutex_lock(&pt->lock);
+	file = ploop_top(pt)->file;
+	if (!pt->map_stale && i_size_read(file_inode(file)) ==
+	    pt->next_free * pt->cluster_bytes)
+		goto out;
+	pt->map_stale = true;
+	noio = memalloc_noio_save();
+	r = ploop_load_map(pt, &error);
+	memalloc_noio_restore(noio);
+	if (!r) {
+		pt->map_stale = false;
+		DMINFO("%s changed since the table was loaded: map rebuilt",
+		       ploop_top(pt)->path);
+	}
+out:
+	mutex_unlock(&pt->lock);
+	return r;
+}
+
 /* Before a reload reads the chain again, everything must be on disk. */
 static void ploop_postsuspend(struct dm_target *ti)
 {
@@ -932,6 +987,7 @@ static struct target_type ploop_target_type = {
 	.presuspend      = ploop_presuspend,
 	.presuspend_undo = ploop_resume,
 	.postsuspend     = ploop_postsuspend,
+	.preresume       = ploop_preresume,
 	.resume          = ploop_resume,
 	.status          = ploop_status,
 	.message         = ploop_message,
