@@ -99,7 +99,24 @@ static int ploop_write_at(struct file *file, const void *buf, size_t len,
 
 	if (r < 0)
 		return r;
-	return r == len ? 0 : -EIO;
+	return r == len ? 0 : -ENOSPC;
+}
+
+/*
+ * Gives back what a failed append added to the top (a short write, or a
+ * fallocate that failed half-way): the file stays a whole number of
+ * clusters, and next_free, not advanced, matches it.
+ */
+static void ploop_truncate(struct file *file, loff_t size)
+{
+	long r;
+
+	if (i_size_read(file_inode(file)) <= size)
+		return;
+	r = vfs_truncate(&file->f_path, size);
+	if (r)
+		DMERR("cannot truncate the top back to %lld: %ld",
+		      (long long)size, r);
 }
 
 /* Validates a delta's header against the chain and fills in @d. */
@@ -537,7 +554,7 @@ static int ploop_bio_rw(struct file *file, struct bio *bio, loff_t pos,
 	if (r == size)
 		return 0;
 	if (write)
-		return -EIO;
+		return -ENOSPC;
 	/* Short read: past the end of a raw base, which reads as zeros. */
 	while (i.count) {
 		size_t z = iov_iter_zero(i.count, &i);
@@ -606,6 +623,7 @@ static int ploop_alloc_write(struct ploop_target *pt, struct bio *bio, u32 v,
 			     u64 off)
 {
 	struct file *file = ploop_top(pt)->file;
+	loff_t old_size = i_size_read(file_inode(file));
 	u64 phys = pt->next_free;
 	loff_t pos = phys * pt->cluster_bytes;
 	int r;
@@ -622,19 +640,21 @@ static int ploop_alloc_write(struct ploop_target *pt, struct bio *bio, u32 v,
 		if (pt->map_level[v] != U8_MAX)
 			atomic64_inc(&pt->nr_cows);
 		r = ploop_read_cluster(pt, v);
-		if (r)
-			return r;
-		ploop_copy_from_bio(pt, bio, off);
-		r = ploop_write_at(file, pt->cluster_buf, pt->cluster_bytes,
-				   pos);
+		if (!r) {
+			ploop_copy_from_bio(pt, bio, off);
+			r = ploop_write_at(file, pt->cluster_buf,
+					   pt->cluster_bytes, pos);
+		}
+	}
+	if (!r)
+		r = vfs_fsync_range(file, pos, pos + pt->cluster_bytes - 1, 1);
+	if (r) {
+		/* Nothing points at the cluster yet: give it back. */
+		ploop_truncate(file, old_size);
+		return r;
 	}
 	/* The cluster is used from now on, even if we fail below (a leak). */
 	pt->next_free++;
-	if (r)
-		return r;
-	r = vfs_fsync_range(file, pos, pos + pt->cluster_bytes - 1, 1);
-	if (r)
-		return r;
 	r = ploop_write_bat(pt, v, phys);
 	if (r)
 		return r;
@@ -789,7 +809,12 @@ static int ploop_merge(struct ploop_target *pt)
 	DMINFO("merging %s into %s", pt->deltas[lower].path,
 	       pt->deltas[top_level].path);
 	while (!r && v < pt->l2_size) {
+		u64 first_free;
+		loff_t old_size;
+
 		mutex_lock(&pt->lock);
+		first_free = pt->next_free;
+		old_size = i_size_read(file_inode(file));
 		if (pt->suspending) {
 			/* What is merged stays merged: the map says so. */
 			mutex_unlock(&pt->lock);
@@ -811,14 +836,20 @@ static int ploop_merge(struct ploop_target *pt)
 				r = ploop_write_at(file, pt->cluster_buf,
 						   pt->cluster_bytes,
 						   phys * pt->cluster_bytes);
-			pt->next_free++;
 			if (r)
 				break;
+			pt->next_free++;
 			batch_v[n] = v;
 			batch_phys[n++] = phys;
 		}
 		if (!r && n)
 			r = vfs_fsync(file, 1);
+		if (r) {
+			/* No BAT entry of this batch was written. */
+			ploop_truncate(file, old_size);
+			pt->next_free = first_free;
+			n = 0;
+		}
 		for (i = 0; !r && i < n; i++) {
 			r = ploop_write_bat(pt, batch_v[i], batch_phys[i]);
 			if (r)

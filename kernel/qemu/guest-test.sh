@@ -286,6 +286,60 @@ fi
 check top_size_change_remove dmsetup remove rl
 cd /tmp && rm -rf /tmp/rl /tmp/shadow
 
+# ---- the top's filesystem full (ENOSPC): a failed allocation or merge batch gives back what it
+# appended, so the top stays a whole number of clusters and loads again ----
+mkdir -p /tmp/full /tmp/fullb && mount -t tmpfs -o size=8500k tmpfs /tmp/full && cd /tmp/full
+ploop init -s 64M -t none root.hds >/dev/null && mark_dirty root.hds
+FT="0 131072 ploop 11 /tmp/full/root.hds"
+dmsetup create full --table "$FT"
+i=0; nf=0
+while [ $i -lt 12 ]; do
+	dd if=/dev/urandom of=/dev/mapper/full bs=4K seek=$((i * 256)) count=1 oflag=direct 2>/dev/null || nf=$((nf + 1))
+	i=$((i + 1))
+done
+dd if=/dev/urandom of=/dev/mapper/full bs=1M seek=40 count=1 oflag=direct 2>/dev/null && nf=$((nf + 100))
+[ $nf -gt 0 ] && [ $nf -lt 100 ] && ok enospc_writes_fail || bad enospc_writes_fail "$nf"
+want=$(dd if=/dev/mapper/full bs=1M count=12 iflag=direct 2>/dev/null | sha256sum)
+[ $(($(stat -c %s root.hds) % 1048576)) = 0 ] && ok enospc_top_whole_clusters ||
+	bad enospc_top_whole_clusters "$(stat -c %s root.hds)"
+dmsetup remove full
+ploop check -d root.hds >/dev/null 2>&1
+check enospc_check_top ploop check -f root.hds
+mark_dirty root.hds
+if dmsetup create full --table "$FT"; then
+	[ "$(dd if=/dev/mapper/full bs=1M count=12 iflag=direct 2>/dev/null | sha256sum)" = "$want" ] &&
+		ok enospc_image_loads || bad enospc_image_loads "data differ"
+	dmsetup remove full
+else
+	bad enospc_image_loads "$(dmesg | grep 'ploop:' | tail -1)"
+fi
+# a merge into a top on the full filesystem: it fails, the chain stays as it was
+rm -f /tmp/full/*
+cd /tmp/fullb && ploop init -s 64M -t none base.hds >/dev/null && mark_dirty base.hds
+dmsetup create full --table "0 131072 ploop 11 /tmp/fullb/base.hds"
+dd if=/dev/urandom of=/dev/mapper/full bs=1M count=16 oflag=direct 2>/dev/null
+dmsetup remove full
+cd /tmp/full && ploop init -s 64M -t none top.hds >/dev/null && mark_dirty top.hds
+FT="0 131072 ploop 11 /tmp/fullb/base.hds /tmp/full/top.hds"
+dmsetup create full --table "$FT"
+want=$(dd if=/dev/mapper/full bs=1M count=16 iflag=direct 2>/dev/null | sha256sum)
+dmsetup message full 0 merge 2>/dev/null && bad enospc_merge_fails || ok enospc_merge_fails
+echo "KTEST: status after the merge $(status full)"
+[ $(($(stat -c %s top.hds) % 1048576)) = 0 ] && ok enospc_merge_top_whole_clusters ||
+	bad enospc_merge_top_whole_clusters "$(stat -c %s top.hds)"
+[ "$(dd if=/dev/mapper/full bs=1M count=16 iflag=direct 2>/dev/null | sha256sum)" = "$want" ] &&
+	ok enospc_merge_data || bad enospc_merge_data
+dmsetup remove full
+ploop check -d top.hds >/dev/null 2>&1
+if dmsetup create --readonly full --table "$FT"; then
+	[ "$(dd if=/dev/mapper/full bs=1M count=16 iflag=direct 2>/dev/null | sha256sum)" = "$want" ] &&
+		ok enospc_merge_chain_loads || bad enospc_merge_chain_loads "data differ"
+	dmsetup remove full
+else
+	bad enospc_merge_chain_loads "$(dmesg | grep 'ploop:' | tail -1)"
+fi
+cd /tmp && umount /tmp/full && rm -rf /tmp/full /tmp/fullb
+
 # ---- bad images are refused at table load ----
 mkdir -p /tmp/bad && cd /tmp/bad
 ploop init -s 64M -t none good.hds >/dev/null
