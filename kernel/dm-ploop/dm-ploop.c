@@ -250,8 +250,21 @@ static int ploop_load_delta(struct ploop_target *pt, int level, char **error)
 		goto out;
 	}
 	if (top) {
-		used = bitmap_zalloc(d->file_clusters, GFP_KERNEL);
+		/*
+		 * One bit per data cluster of the file; a sparse file can be
+		 * huge, so it is bounded as the map is (at most 64 MiB).
+		 */
+		u64 data = d->file_clusters - bat_clusters;
+
+		if (data > PLOOP_MAX_MAP_CLUSTERS) {
+			*error = "Top delta file has too many clusters";
+			r = -EFBIG;
+			goto out;
+		}
+		used = kvcalloc(BITS_TO_LONGS(data + 1), sizeof(long),
+				GFP_KERNEL | __GFP_NOWARN);
 		if (!used) {
+			*error = "Cannot allocate the used-cluster bitmap";
 			r = -ENOMEM;
 			goto out;
 		}
@@ -280,7 +293,7 @@ static int ploop_load_delta(struct ploop_target *pt, int level, char **error)
 			goto out;
 		}
 		if (used) {
-			if (test_and_set_bit(e, used)) {
+			if (test_and_set_bit(e - bat_clusters, used)) {
 				*error = "Two BAT entries share a cluster";
 				r = -EINVAL;
 				goto out;
@@ -296,7 +309,7 @@ static int ploop_load_delta(struct ploop_target *pt, int level, char **error)
 		pt->next_free = max_t(u64, max_used, d->file_clusters);
 	r = 0;
 out:
-	bitmap_free(used);
+	kvfree(used);
 	kvfree(bat);
 	kfree(hdr);
 	return r;

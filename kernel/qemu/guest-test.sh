@@ -370,6 +370,19 @@ rejects reject_unaligned_file "0 131072 ploop 11 /tmp/bad/bad9.hds" "Delta file 
 cp good.hds huge.hds	# 1M clusters claimed (2 TiB at 1 MiB clusters), a 1 MiB file
 printf '\000\000\020\000\000\000\000\200\000' | dd of=huge.hds bs=1 seek=32 conv=notrunc 2>/dev/null
 rejects reject_bat_beyond_file "0 131072 ploop 11 /tmp/bad/huge.hds" "Delta file is shorter than its BAT"
+# a sparse top of 2 TiB loads (its used-cluster bitmap, 8 MiB, is not kmalloc'ed: no WARNING);
+# one with more data clusters than a map may have (17 TiB of 32 KiB clusters) is refused
+mkdir -p /tmp/bad/huge && ploop init -s 64M -b 64 -t none /tmp/bad/huge/big.hds >/dev/null
+truncate -s 2199023255552 /tmp/bad/huge/big.hds
+if dmsetup create --readonly hugef --table "0 131072 ploop 6 /tmp/bad/huge/big.hds"; then
+	dmsetup remove hugef
+	dmesg | grep -q 'WARNING:' && bad huge_sparse_top_loads "WARNING in the log" || ok huge_sparse_top_loads
+else
+	bad huge_sparse_top_loads "$(dmesg | tail -1)"
+fi
+truncate -s 18691697672192 /tmp/bad/huge/big.hds && mark_dirty /tmp/bad/huge/big.hds
+rejects reject_top_too_many_clusters "0 131072 ploop 6 /tmp/bad/huge/big.hds" "Top delta file has too many clusters"
+rm -rf /tmp/bad/huge
 # a read-only mapping: reads work, writes fail, the image is not touched
 mkdir -p /tmp/ro && cd /tmp/ro && ploop init -s 64M -t none root.hds >/dev/null
 before=$(sum root.hds)
