@@ -193,6 +193,11 @@ static int ploop_load_delta(struct ploop_target *pt, int level, char **error)
 
 	d->file_clusters = size >> (pt->cluster_log + SECTOR_SHIFT);
 	if (d->raw) {
+		/* A partial last cluster would read as zeros and copy up so. */
+		if (size & (pt->cluster_bytes - 1)) {
+			*error = "Raw delta size is not a multiple of the cluster";
+			return -EPROTO;
+		}
 		d->l2_size = min_t(u64, d->file_clusters, U32_MAX);
 		if (top && d->l2_size != pt->l2_size) {
 			*error = "Top delta size changed while loading";

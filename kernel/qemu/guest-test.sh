@@ -370,6 +370,12 @@ rejects reject_unaligned_file "0 131072 ploop 11 /tmp/bad/bad9.hds" "Delta file 
 cp good.hds huge.hds	# 1M clusters claimed (2 TiB at 1 MiB clusters), a 1 MiB file
 printf '\000\000\020\000\000\000\000\200\000' | dd of=huge.hds bs=1 seek=32 conv=notrunc 2>/dev/null
 rejects reject_bat_beyond_file "0 131072 ploop 11 /tmp/bad/huge.hds" "Delta file is shorter than its BAT"
+# a raw base of 32.5 MiB: its last half cluster would read as zeros (and copy up so): refused
+mkdir -p /tmp/bad/raw && dd if=/dev/urandom of=/tmp/bad/raw/base.raw bs=512K count=65 2>/dev/null
+ploop init -s 33M -t none /tmp/bad/raw/top.hds >/dev/null && mark_dirty /tmp/bad/raw/top.hds
+rejects reject_raw_unaligned "0 67584 ploop 11 raw@/tmp/bad/raw/base.raw /tmp/bad/raw/top.hds" \
+	"Raw delta size is not a multiple of the cluster"
+rm -rf /tmp/bad/raw
 # a sparse top of 2 TiB loads (its used-cluster bitmap, 8 MiB, is not kmalloc'ed: no WARNING);
 # one with more data clusters than a map may have (17 TiB of 32 KiB clusters) is refused
 mkdir -p /tmp/bad/huge && ploop init -s 64M -b 64 -t none /tmp/bad/huge/big.hds >/dev/null
