@@ -755,7 +755,7 @@ static int kernel_table(const char *descriptor, const char *guid, char **table, 
 static int kernel_call(const struct ploop_instance *in, const char *cmd, struct ploop_error *err)
 {
 	const char *name = strrchr(in->device, '/') ? strrchr(in->device, '/') + 1 : in->device;
-	char op[32] = "", arg[PLOOP_GUID_BUF + 8] = "", top[4096], new_top[4096];
+	char op[32] = "", arg[PLOOP_GUID_BUF + 8] = "", top[4096], new_top[4096] = "";
 	const char *suspend[] = { "dmsetup", "suspend", name, NULL };
 	const char *resume[] = { "dmsetup", "resume", name, NULL };
 	/* A filesystem on the partition map is frozen by suspending that map first. */
