@@ -22,7 +22,7 @@ $(KMOD): kernel/dm-ploop/dm-ploop.c ploop/ploop_format.h
 		{ cat $(KMOD_DIR)/build.log; exit 1; }
 	@grep -v 'Skipping BTF' $(KMOD_DIR)/build.log || true
 
-kernel-test: kernel-module $(BUILD)/bin/ploop
+kernel-test: kernel-module $(BUILD)/bin/ploop $(BUILD)/bin/ploopd
 	tests/integration/kernel_dm_ploop.sh
 
 # Regenerates kernel/patches from the sources (the series must stay in sync: kernel-patch-check).
