@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <linux/fuse.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -78,8 +80,11 @@ static struct {
 	unsigned per_queue, nqueues;
 	struct ring_thread *threads;
 	unsigned nthreads;
+	int stop_fd;		/* an eventfd every thread polls: written, they all leave */
 	struct fuse_custom_io io;
-} R = { .fd = -1 };
+} R = { .fd = -1, .stop_fd = -1 };
+
+#define RING_STOP_TAG 1ull	/* user_data of the stop poll (commands carry 0) */
 
 static __thread struct ring_thread *cur;
 static __thread bool init_reply_next;
@@ -159,18 +164,25 @@ static void *ring_main(void *arg)
 	}
 	sqe = io_uring_get_sqe(&t->ring);
 	prep_cmd(t, sqe, RING_CMD_REGISTER, 0);
+	sqe = io_uring_get_sqe(&t->ring);
+	if (sqe) {
+		io_uring_prep_poll_add(sqe, R.stop_fd, POLLIN);
+		io_uring_sqe_set_data64(sqe, RING_STOP_TAG);
+	}
 	for (;;) {
 		struct io_uring_cqe *cqe;
 		int r = io_uring_submit_and_wait(&t->ring, 1);
+		bool stop;
 
 		if (r < 0 && r != -EINTR)
 			break;
 		if (io_uring_peek_cqe(&t->ring, &cqe))
 			continue;
 		r = cqe->res;
+		stop = cqe->user_data == RING_STOP_TAG;
 		io_uring_cqe_seen(&t->ring, cqe);
-		if (r < 0)
-			break;	/* -ENOTCONN: the connection is gone */
+		if (stop || r < 0)
+			break;	/* told to stop, or -ENOTCONN: the connection is gone */
 		serve(t);
 		sqe = io_uring_get_sqe(&t->ring);
 		prep_cmd(t, sqe, RING_CMD_COMMIT_AND_FETCH, t->unique);
@@ -230,6 +242,8 @@ static int prepare_threads(const struct fuse_init_out *out)
 	if (!R.nqueues || R.nqueues > 1024) {
 		return -1;
 	}
+	if (R.stop_fd < 0 && (R.stop_fd = eventfd(0, EFD_CLOEXEC)) < 0)
+		return -1;
 	R.nthreads = R.nqueues * R.per_queue;
 	R.threads = calloc(R.nthreads, sizeof(*R.threads));
 	if (!R.threads) {
@@ -417,8 +431,17 @@ void fuse_ring_init(struct fuse_conn_info *conn)
 	init_reply_next = true;
 }
 
+/*
+ * The session is over and unmounted, but the connection lives while our descriptor and the
+ * threads' pending commands hold /dev/fuse: the threads would go on serving the clients of the
+ * detached mount. They are told to stop (each finishes the request it is in), joined, and their
+ * rings closed, which cancels the commands; closing the last descriptor then ends the connection,
+ * and the clients get ENOTCONN, as with /dev/fuse.
+ */
 void fuse_ring_detach(void)
 {
+	if (R.stop_fd >= 0)
+		(void)eventfd_write(R.stop_fd, 1);
 	for (unsigned i = 0; i < R.nthreads; i++) {
 		struct ring_thread *t = &R.threads[i];
 		struct timespec until;
@@ -426,15 +449,18 @@ void fuse_ring_detach(void)
 		if (!t->running)
 			continue;
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += 5;
+		until.tv_sec += 30;
 		if (pthread_timedjoin_np(t->tid, NULL, &until))
-			return;	/* still in a request: the process exit ends it */
+			return;	/* stuck in a request: the process exit ends it */
 		t->running = false;
 	}
 	free_threads();
 	if (R.fd >= 0)
 		close(R.fd);
 	R.fd = -1;
+	if (R.stop_fd >= 0)
+		close(R.stop_fd);
+	R.stop_fd = -1;
 }
 
 void *fuse_ring_reply_buffer(size_t len)

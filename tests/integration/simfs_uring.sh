@@ -72,6 +72,42 @@ scan=$("$QTOOL" scan "$P")
 check "usage kept over the ring equals a fresh scan" test -n "$used" -a "$used" = "$scan"
 expect_rc "umount with quota" 0 sf umount "$R"
 
+# ---- SIGTERM while files are open and written ----
+# The ring threads hold /dev/fuse: stopped, they must stop serving, so that nothing is charged
+# after the final write-back (the usage equals a scan) and the writers get an error at once.
+rm -rf "$P" && mkdir -p "$P"
+quota_init 778 "$P" 10000000 10000000 100000 100000 0
+expect_rc "mount with quota for SIGTERM" 0 sf mount "$P" "$R" -o quota=778
+pid=$(pid_of "$R")
+cat >"$T/tight.py" <<'PY'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+n = 0
+while True:
+    try:
+        os.write(fd, b"y" * 4096)
+        n += 1
+        if n % 256 == 0:
+            os.ftruncate(fd, 0)
+    except OSError:
+        print(time.monotonic())
+        break
+PY
+for k in 1 2 3; do python3 "$T/tight.py" "$R/t$k" >"$T/tight$k" 2>&1 & done
+sleep 1
+kill -TERM "$pid"
+stopped=$(python3 -c 'import time; print(time.monotonic())')
+check "the daemon stops" timeout 30 sh -c "while [ -d /proc/$pid ]; do sleep 0.1; done"
+wait
+check "the writers got an error within a second of SIGTERM" python3 -c "
+import sys
+ends = [float(open(sys.argv[i]).read()) for i in (2, 3, 4)]
+sys.exit(max(ends) - float(sys.argv[1]) > 1.0)" "$stopped" "$T/tight1" "$T/tight2" "$T/tight3"
+used=$("$QTOOL" file 778 | grep -v '^flags')
+scan=$("$QTOOL" scan "$P")
+check "after SIGTERM under load, the quota file equals a fresh scan" test -n "$used" -a "$used" = "$scan"
+sf umount "$R" >/dev/null 2>&1
+
 # ---- kill -9 during a workload ----
 rm -rf "$P" && mkdir -p "$P"
 expect_rc "mount for kill -9" 0 sf mount "$P" "$R"
