@@ -137,15 +137,19 @@ static int read_state(const char *id, struct ploop_instance *in)
 	return 0;
 }
 
+/* A connection to a server's control socket; -EAGAIN when the server does not take connections
+ * (stopped or hung with its backlog full: a blocking connect would wait for it for ever, and every
+ * command that looks at the mounted sets with it). */
 static int connect_instance(const char *id)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 
 	if (fd < 0)
 		return -errno;
 	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/%s/control", PLOOP_RUN_DIR, id);
-	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr))) {
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) ||
+	    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)) {
 		int e = errno;
 
 		close(fd);
@@ -154,7 +158,8 @@ static int connect_instance(const char *id)
 	return fd;
 }
 
-/* A server is alive if its process exists and its socket accepts a connection. */
+/* A server is alive if its process exists and its socket accepts a connection, or would but for
+ * a full backlog (a hung server is not a dead one: nothing of it may be cleaned up). */
 static bool instance_alive(const struct ploop_instance *in)
 {
 	int fd;
@@ -162,6 +167,8 @@ static bool instance_alive(const struct ploop_instance *in)
 	if (!pid_running(in->pid))
 		return false;
 	fd = connect_instance(in->id);
+	if (fd == -EAGAIN)
+		return true;
 	if (fd < 0)
 		return false;
 	close(fd);
@@ -198,6 +205,12 @@ static int call_server(const struct ploop_instance *in, const char *cmd, char *r
 
 	*lost = true;
 	fd = connect_instance(in->id);
+	if (fd == -EAGAIN) {
+		*lost = false;	/* alive, but not taking requests */
+		return ploop_fail(err, PLOOP_ERR_DEVICE, 0,
+				  "the server of %s (pid %d) takes no requests: it is stopped or hung", in->descriptor,
+				  in->pid);
+	}
 	if (fd < 0)
 		return ploop_fail(err, PLOOP_ERR_DEVICE, -fd, "the server of %s does not answer", in->descriptor);
 	if (send(fd, cmd, strlen(cmd), MSG_NOSIGNAL) < 0) {

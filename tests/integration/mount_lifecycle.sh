@@ -185,5 +185,21 @@ mount_set "wrong targets: a view of S" "$W" -u "$WS" -r -m mX
 refuse "online merge into S while a view holds it (exit 23)" 23 pl snapshot-merge "$W"
 check "... names the view and how to unmount it" grep -q "snapshot $WS is mounted read-only.*snapshot-umount -u $WS" "$T/.err"
 G=$WS UCMD=snapshot-umount umount_set "wrong targets: snapshot-umount the view" "$W" -u "$WS" "$W"
+
+# ---- a server that takes no requests (stopped, or hung with its socket's backlog full) ----------------------
+# Every command that looks at the mounted sets asks each server whether it is alive: one that does
+# not accept may not make them all wait for ever, nor be cleaned up as a dead one.
+if inst "$W"; then
+	hung=$I_PID
+	at_exit "kill -CONT $hung"
+	kill -STOP "$hung"
+	slow=0
+	for i in $(seq 15); do timeout 10 "$PLOOP" list -H >/dev/null 2>&1 || slow=$((slow + 1)); done
+	check "ploop list does not wait for a stopped server (15 calls, $slow timed out)" test "$slow" = 0
+	refuse "umount of a stopped server fails at once" any timeout 10 "$PLOOP" umount "$W"
+	check "... says the server takes no requests" grep -q "takes no requests" "$T/.err"
+	check "... and leaves it mounted" test "$(pl list -H | grep -c " $W\$")" = 1
+	kill -CONT "$hung"
+fi
 umount_set "wrong targets: umount" "$W"
 finish
