@@ -322,9 +322,10 @@ static void set_entry(struct srv *s, uint64_t v, uint32_t cluster)
 {
 	struct ploop_delta *top = top_delta(s);
 
-	note_write(s, v);
 	pthread_mutex_lock(&s->bat_lock);
 	__atomic_store_n(&top->bat[v], cluster, __ATOMIC_RELEASE);
+	/* Noted under bat_lock: a merge either copied the BAT after this entry or sees the note. */
+	note_write(s, v);
 	top->dirty_pages[((64 + v * 4) / PLOOP_PAGE) / 8] |= (uint8_t)(1u << (((64 + v * 4) / PLOOP_PAGE) % 8));
 	if (top->hdr.m_Flags & PLOOP_FLAG_EMPTY) {
 		top->hdr.m_Flags &= ~PLOOP_FLAG_EMPTY;
@@ -345,7 +346,12 @@ static int alloc_cluster(struct srv *s, uint64_t *out)
 	if (top->alloc_head < top->l1_size)
 		top->alloc_head = top->l1_size;
 	c = top->alloc_head;
-	if (ploop_bat_encode(top->version, top->cluster_sectors, c, &e)) {
+	/* A partial cluster at the end (a crash while the file grew) holds old bytes: a fresh cluster
+	 * must read as zeros around what is written into it. */
+	if (c * s->cs < top->file_size && top->file_size < (c + 1) * s->cs &&
+	    fallocate(top->file->fd, FALLOC_FL_ZERO_RANGE, (off_t)(c * s->cs), (off_t)(top->file_size - c * s->cs))) {
+		r = -errno;
+	} else if (ploop_bat_encode(top->version, top->cluster_sectors, c, &e)) {
 		r = -EFBIG;
 	} else if (c >= s->prealloc_end) {
 		uint64_t n = PREALLOC_BYTES / s->cs ? PREALLOC_BYTES / s->cs : 1;
@@ -417,6 +423,7 @@ static int write_new_cluster(struct srv *s, uint64_t v, uint64_t in, const uint8
 	if (entry(top, v)) {
 		/* Another writer allocated it meanwhile. */
 		r = io_one(top, true, (void *)data, n, (uint64_t)entry(top, v) * s->cs + in);
+		note_write(s, v);
 		cluster_unlock(s, v);
 		return r;
 	}
@@ -446,6 +453,7 @@ static int write_new_cluster(struct srv *s, uint64_t v, uint64_t in, const uint8
 int dev_write(struct srv *s, const void *buf, size_t len, uint64_t off)
 {
 	struct io_req q[64];
+	uint64_t qv[64];	/* the cluster of each */
 	const uint8_t *p = buf;
 	struct ploop_delta *top;
 	int n = 0, r = 0;
@@ -475,11 +483,15 @@ int dev_write(struct srv *s, const void *buf, size_t len, uint64_t off)
 		if (e || top->raw) {
 			uint64_t foff = top->raw ? v * s->cs : (uint64_t)e * s->cs;
 
+			/* Noted before and after the write: a merge that began meanwhile copies it again. */
 			note_write(s, v);
+			qv[n] = v;
 			q[n++] = (struct io_req){ .fd = fd_for(top, p, piece, foff + in), .write = true, .buf = (uint8_t *)p,
 						  .len = piece, .off = foff + in };
 			if (n == (int)ARRAY_SIZE(q)) {
 				r = io_run(q, n);
+				for (int i = 0; i < n; i++)
+					note_write(s, qv[i]);
 				n = 0;
 			}
 		} else {
@@ -489,8 +501,11 @@ int dev_write(struct srv *s, const void *buf, size_t len, uint64_t off)
 		off += piece;
 		len -= piece;
 	}
-	if (!r && n)
+	if (!r && n) {
 		r = io_run(q, n);
+		for (int i = 0; i < n; i++)
+			note_write(s, qv[i]);
+	}
 	__atomic_add_fetch(&s->writes_since_flush, 1, __ATOMIC_RELEASE);
 	pthread_rwlock_unlock(&s->io_lock);
 	return r;

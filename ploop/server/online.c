@@ -335,6 +335,18 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 		name_views(s, err);
 		goto out;
 	}
+	/* A parent smaller than its child grows, and a BAT that needs more clusters moves the data
+	 * clusters in its way, under the reads the parent serves meanwhile: that is done unmounted. */
+	if (!raw && child->size_sectors > dst->size_sectors) {
+		uint64_t entries = (child->size_sectors + dst->cluster_sectors - 1) / dst->cluster_sectors;
+
+		if ((64 + entries * 4 + dst->cluster_bytes - 1) / dst->cluster_bytes > dst->l1_size) {
+			ploop_fail(err, PLOOP_ERR_BUSY, 0,
+				   "%s: the parent's BAT must grow over data clusters it serves: merge it unmounted",
+				   s->dd_path);
+			goto out;
+		}
+	}
 	if (ploop_merge_mark(dd, idx, a, gl, err))
 		goto out;
 	if (!raw) {
