@@ -340,7 +340,7 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 	if (!raw && child->size_sectors > dst->size_sectors) {
 		uint64_t entries = (child->size_sectors + dst->cluster_sectors - 1) / dst->cluster_sectors;
 
-		if ((64 + entries * 4 + dst->cluster_bytes - 1) / dst->cluster_bytes > dst->l1_size) {
+		if (ploop_bat_clusters(entries, dst->cluster_bytes) > dst->l1_size) {
 			ploop_fail(err, PLOOP_ERR_BUSY, 0,
 				   "%s: the parent's BAT must grow over data clusters it serves: merge it unmounted",
 				   s->dd_path);
