@@ -141,6 +141,16 @@ OPS
 
 expect_rc "mount" 0 sf mount "$P" "$R"
 bash "$T/ops.sh" "$H" >"$T/host.out" 2>&1
+# like_host WHAT ROOT: the operations at ROOT print what they printed on the host directory.
+like_host() {
+	bash "$T/ops.sh" "$2" >"$T/run.out" 2>&1
+	if diff -u "$T/host.out" "$T/run.out" >"$T/run.diff"; then
+		ok "$1, every operation behaves as on the host"
+	else
+		not_ok "$1, simfs differs from the host:"
+		sed 's/^/# /' "$T/run.diff"
+	fi
+}
 bash "$T/ops.sh" "$R" >"$T/simfs.out" 2>&1
 if diff -u "$T/host.out" "$T/simfs.out" >"$T/diff"; then
 	ok "every operation behaves as on the host ($(grep -c . "$T/host.out") transcript lines)"
@@ -164,13 +174,7 @@ expect_rc "umount" 0 sf umount "$R"
 PW=$T/pw RW=$T/rw
 mkdir -p "$PW" "$RW"
 expect_rc "mount -o writeback" 0 sf mount "$PW" "$RW" -o writeback
-bash "$T/ops.sh" "$RW" >"$T/wb.out" 2>&1
-if diff -u "$T/host.out" "$T/wb.out" >"$T/diff3"; then
-	ok "with -o writeback, every operation behaves as on the host"
-else
-	not_ok "with -o writeback, simfs differs from the host:"
-	sed 's/^/# /' "$T/diff3"
-fi
+like_host "with -o writeback" "$RW"
 expect_rc "umount -o writeback" 0 sf umount "$RW"
 
 # The same with a quota enforced (other code paths: charging, no writeback cache).
@@ -178,13 +182,7 @@ P2=$T/p2 R2=$T/r2
 mkdir -p "$P2" "$R2"
 quota_init 201 "$P2" 10000000 10000000 1000000 1000000 || not_ok "quota init"
 expect_rc "mount with quota" 0 sf mount "$P2" "$R2" -o quota=201
-bash "$T/ops.sh" "$R2" >"$T/quota.out" 2>&1
-if diff -u "$T/host.out" "$T/quota.out" >"$T/diff2"; then
-	ok "with quota, every operation behaves as on the host"
-else
-	not_ok "with quota, simfs differs from the host:"
-	sed 's/^/# /' "$T/diff2"
-fi
+like_host "with quota" "$R2"
 a=$(quota_sync 201 && "$QTOOL" file 201 | grep -v '^flags') b=$("$QTOOL" scan "$P2")
 if [ "$a" = "$b" ]; then ok "after all operations, usage equals a fresh scan"; else
 	not_ok "after all operations, usage differs from a fresh scan (daemon: $(echo $a) / scan: $(echo $b))"
@@ -198,13 +196,7 @@ P3=$T/p3 R3=$T/r3
 mkdir -p "$P3" "$R3"
 quota_init 301 "$P3" 10000000 10000000 1000000 1000000 || not_ok "quota init"
 expect_rc "mount (ASan build) with quota and inode_fds=16" 0 timeout 60 "$SAN_SIMFS" mount "$P3" "$R3" -o quota=301,inode_fds=16
-bash "$T/ops.sh" "$R3" >"$T/fds.out" 2>&1
-if diff -u "$T/host.out" "$T/fds.out" >"$T/diff3"; then
-	ok "with 16 inode descriptors, every operation behaves as on the host"
-else
-	not_ok "with 16 inode descriptors, simfs differs from the host:"
-	sed 's/^/# /' "$T/diff3"
-fi
+like_host "with 16 inode descriptors" "$R3"
 st=$(grep -l "^root=$R3\$" "$SIMFS_RUN_DIR"/*.state)
 pid=$(sed -n 's/^pid=//p' "$st")
 # inode descriptors at most 16 (+ a few pinned by operations in flight), plus open files
