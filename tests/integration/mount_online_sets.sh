@@ -4,7 +4,9 @@
 # clean) and one that fails half-way (the old chain served read-write, the descriptor unchanged);
 # compact with a snapshot (mounted, the top does not grow; unmounted, what it holds itself is given
 # back), write-zeroes over snapshot data (zeros read back); snapshot-delete while mounted of a snapshot with
-# two children (marked temporary) and of a leaf outside the served chain (removed), as offline.
+# two children (marked temporary) and of a leaf outside the served chain (removed), as offline; an
+# online merge refused where the parent's BAT must grow; a partial cluster at the end of the top
+# handed out as zeros.
 # Every mount this test makes is undone by the EXIT trap, however the test ends.
 source "$(dirname "$0")/../lib.sh"
 source "$ROOT/tests/mount_ops_lib.sh"
@@ -169,5 +171,69 @@ verify_files "tree: the files read back" mB t1
 writable "tree: the top still takes writes" mB
 umount_set "tree: umount" "$B"
 checked "tree: every delta checks clean" "$B"
+
+# ---- an online merge into a parent whose BAT must grow ---------------------------------------------------------
+# The top was grown past what the parent's one-cluster BAT maps (64K clusters: about 1 GiB): merging
+# it into the parent means moving data clusters the parent serves out of the BAT's way, under reads
+# the server answers through the old map. Refused while mounted (exit 17, as a busy set), nothing
+# changed; unmounted, the merge does it.
+mkdir -p GR
+GR=$RT/GR/DiskDescriptor.xml
+must "grown: init -s 512M -b 128 -t none (64K clusters)" pl init -s 512M -b 128 -t none GR/root.hds
+head -c $((4 * MiB)) /dev/urandom >"$T/g.data"
+mount_set "grown: mount (device only)" "$GR" && inst "$GR" &&
+	dd if="$T/g.data" of="$I_DEV" bs=1M oflag=direct status=none
+umount_set "grown: umount" "$GR"
+must "grown: snapshot" pl snapshot "$GR"
+must "grown: grow the top to 4G" pl grow -s 4G "$GR"
+mount_set "grown: mount again" "$GR"
+if inst "$GR"; then
+	dd if="$T/g.data" of="$I_DEV" bs=1M seek=3000 oflag=direct status=none
+	blockdev --flushbufs "$I_DEV"
+	before=$(set_digest "$GR")
+	refuse "grown: online merge into the smaller parent: refused" 17 pl snapshot-merge "$GR"
+	check "grown: ... saying to merge it unmounted" grep -q "merge it unmounted" "$T/.err"
+	check "grown: ... with the descriptor and every delta unchanged" test "$(set_digest "$GR")" = "$before"
+	drop_caches
+	check "grown: the parent's data reads back" \
+		cmp -s "$T/g.data" <(dd if="$I_DEV" bs=1M count=4 iflag=direct status=none)
+	check "grown: the top's data past the parent's end reads back" \
+		cmp -s "$T/g.data" <(dd if="$I_DEV" bs=1M skip=3000 count=4 iflag=direct status=none)
+fi
+umount_set "grown: umount" "$GR"
+must "grown: the merge unmounted" pl snapshot-merge "$GR"
+check "grown: ... leaves one image" test "$(ndeltas "$GR")" = 1
+checked "grown: the merged image checks clean" "$GR"
+mount_set "grown: mount the merged image" "$GR"
+if inst "$GR"; then
+	check "grown: the parent's data reads back after the merge" \
+		cmp -s "$T/g.data" <(dd if="$I_DEV" bs=1M count=4 iflag=direct status=none)
+	check "grown: the top's data reads back after the merge" \
+		cmp -s "$T/g.data" <(dd if="$I_DEV" bs=1M skip=3000 count=4 iflag=direct status=none)
+fi
+umount_set "grown: final umount" "$GR"
+
+# ---- a partial cluster at the end of the top ----------------------------------------------------------------
+# A crash while the top grew can leave a partial cluster past the last one the BAT names, holding
+# old bytes. The server hands it out for the next new cluster: everything around a write into it
+# must read as zeros, not as those bytes.
+mkdir -p PT
+PT=$RT/PT/DiskDescriptor.xml
+must "partial: init -s 64M -t none" pl init -s 64M -t none PT/root.hds
+head -c $((512 * 1024)) /dev/zero | tr '\0' '\252' >>"$RT/PT/root.hds"
+mount_set "partial: mount over a top that ends in 512K of old bytes" "$PT"
+if inst "$PT"; then
+	head -c 4096 /dev/urandom >"$T/p.data"
+	# 4K at 256K into virtual cluster 5, the first new cluster: the partial one.
+	dd if="$T/p.data" of="$I_DEV" bs=4096 seek=$(((5 * MiB + 262144) / 4096)) oflag=direct status=none
+	drop_caches
+	dd if="$I_DEV" bs=1M skip=5 count=1 iflag=direct status=none >"$T/p.read"
+	check "partial: the written 4K reads back" cmp -s "$T/p.data" <(tail -c +$((262144 + 1)) "$T/p.read" | head -c 4096)
+	check "partial: the rest of the new cluster reads as zeros, not the old bytes" \
+		test "$(head -c 262144 "$T/p.read" | tr -d '\0' | wc -c)" = 0 -a \
+		"$(tail -c +$((262144 + 4096 + 1)) "$T/p.read" | tr -d '\0' | wc -c)" = 0
+fi
+umount_set "partial: umount" "$PT"
+checked "partial: the image checks clean" "$PT"
 
 finish
