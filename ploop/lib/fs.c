@@ -185,6 +185,20 @@ static bool device_has_gpt(const char *dev)
 	return r;
 }
 
+/* An ext2/3/4 superblock at the start of @part (its magic at byte 1080). */
+static bool holds_ext_fs(const char *part)
+{
+	uint8_t magic[2];
+	int fd = open(part, O_RDONLY | O_CLOEXEC);
+	bool r;
+
+	if (fd < 0)
+		return false;
+	r = pread(fd, magic, sizeof(magic), 1080) == (ssize_t)sizeof(magic) && magic[0] == 0x53 && magic[1] == 0xef;
+	close(fd);
+	return r;
+}
+
 /* Where the filesystem of @in is mounted now (from mountinfo), if anywhere. */
 bool ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len)
 {
@@ -236,14 +250,16 @@ static bool have_cap_sys_resource(void)
 	return yes;
 }
 
-/* Grows the disk through its server, then the partition table and the filesystem. */
+/* Grows the disk through its server, then the partition table and the filesystem (a disk with
+ * none, made with -t none, just grows). */
 static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t cs, struct ploop_error *err)
 {
 	char cmd[64], dir[4096];
 	bool fs_mounted = ploop_mounted_at(in, dir, sizeof(dir));
+	bool fs = fs_mounted || holds_ext_fs(in->part);
 
 	/* A filesystem that does not check does not grow: found before the disk grows under it. */
-	if (!fs_mounted && check_fs(in->part, err))
+	if (fs && !fs_mounted && check_fs(in->part, err))
 		return err->status;
 	snprintf(cmd, sizeof(cmd), "resize %" PRIu64, size);
 	if (ploop_instance_call(in, cmd, NULL, 0, err))
@@ -257,6 +273,10 @@ static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t
 		close(fd);
 		if (err->status || ploop_instance_call(in, "partition", NULL, 0, err))
 			return err->status;
+	}
+	if (!fs) {
+		PNOTICE("%s holds no ext4 filesystem: the disk grew, there is nothing else to grow", in->part);
+		return 0;
 	}
 	{
 		const char *rs[] = { "resize2fs", in->part, NULL };
@@ -306,6 +326,11 @@ static int shrink_fs(const struct ploop_instance *in, uint64_t size, uint32_t cs
 		}
 		close(fd);
 	}
+	if (!holds_ext_fs(in->part))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0,
+				  "%s holds no ext4 filesystem to shrink first: refused (the data past the new end "
+				  "would be cut)",
+				  in->part);
 	if (fs_end <= first + 2048)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%" PRIu64 " sectors is too small for the filesystem", size);
 	snprintf(fs_size, sizeof(fs_size), "%" PRIu64 "s", fs_end - first);
