@@ -586,7 +586,9 @@ static int cmd_resize(struct srv *s, const char *arg, char *reply, size_t len)
 		return 0;
 	}
 	pthread_rwlock_wrlock(&s->io_lock);
-	if (dev_flush_locked(s))
+	/* The preallocated tail goes first: the grown top allocates (and preallocates) anew from its
+	 * last cluster, and nothing would ever truncate a tail it forgot. */
+	if (dev_flush_locked(s) || dev_trim_tail(s))
 		ploop_fail(&err, PLOOP_ERR_FSYNC, EIO, "cannot flush");
 	else if (!read_dd(s, &dd, idx, &n, &err) && !ploop_delta_grow(top_delta(s), size, &err)) {
 		set_disk_size(dd, size);

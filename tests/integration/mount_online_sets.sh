@@ -6,7 +6,7 @@
 # back), write-zeroes over snapshot data (zeros read back); snapshot-delete while mounted of a snapshot with
 # two children (marked temporary) and of a leaf outside the served chain (removed), as offline; an
 # online merge refused where the parent's BAT must grow; a partial cluster at the end of the top
-# handed out as zeros.
+# handed out as zeros; resize of a disk without a filesystem.
 # Every mount this test makes is undone by the EXIT trap, however the test ends.
 source "$(dirname "$0")/../lib.sh"
 source "$ROOT/tests/mount_ops_lib.sh"
@@ -235,5 +235,45 @@ if inst "$PT"; then
 fi
 umount_set "partial: umount" "$PT"
 checked "partial: the image checks clean" "$PT"
+
+# ---- resize of a disk without a filesystem --------------------------------------------------------------------
+# An image made with -t none (a raw disk for whatever its user puts on it): resize grows the disk,
+# mounted or not, and says there is nothing else to grow; shrinking would cut its data blindly and
+# is refused. The server's preallocated tail does not outlive a resize (it was left in the file,
+# unreferenced, for good).
+mkdir -p NF
+NF=$RT/NF/DiskDescriptor.xml
+must "no fs: init -s 256M -t none" pl init -s 256M -t none NF/root.hds
+head -c $MiB /dev/urandom >"$T/nf.data"
+mount_set "no fs: mount" "$NF"
+if inst "$NF"; then
+	dd if="$T/nf.data" of="$I_DEV" bs=1M seek=100 oflag=direct status=none
+	must "no fs: resize -s 1G while mounted" pl resize -s 1G "$NF"
+	check "no fs: ... says the disk grew and there is nothing else to grow" grep -q "nothing else to grow" "$T/.out" "$T/.err"
+	check "no fs: the device is 1G at once" test "$(blockdev --getsize64 "$I_DEV")" = $((1024 * MiB))
+	drop_caches
+	check "no fs: the data reads back" cmp -s "$T/nf.data" <(dd if="$I_DEV" bs=1M skip=100 count=1 iflag=direct status=none)
+fi
+umount_set "no fs: umount" "$NF"
+nf_top=$(deltas "$NF" | tail -1)
+check "no fs: the top holds header+BAT and one data cluster, no preallocated tail ($(stat -c %s "$nf_top") bytes)" \
+	test "$(stat -c %s "$nf_top")" = $((2 * MiB))
+pl check -f -c "$NF" >"$T/nf.check" 2>&1
+check "no fs: check finds no unreferenced cluster" test -z "$(grep unreferenced "$T/nf.check")"
+must "no fs: resize -s 2G unmounted" pl resize -s 2G "$NF"
+check "no fs: info -s reports 2G" grep -qx "size:		4194304" <(pl info -s "$NF")
+mount_set "no fs: mount the grown disk" "$NF"
+if inst "$NF"; then
+	dd if="$T/nf.data" of="$I_DEV" bs=1M seek=1900 oflag=direct status=none
+	drop_caches
+	check "no fs: data written past the old ends and before them reads back" \
+		eval 'cmp -s "$T/nf.data" <(dd if="$I_DEV" bs=1M skip=100 count=1 iflag=direct status=none) &&
+		      cmp -s "$T/nf.data" <(dd if="$I_DEV" bs=1M skip=1900 count=1 iflag=direct status=none)'
+fi
+umount_set "no fs: umount the grown disk" "$NF"
+before=$(set_digest "$NF")
+refuse "no fs: shrinking is refused" 38 pl resize -s 128M "$NF"
+check "no fs: ... and changes nothing" test "$(set_digest "$NF")" = "$before"
+checked "no fs: the image checks clean" "$NF"
 
 finish
