@@ -737,6 +737,28 @@ int dev_trim_tail(struct srv *s)
 	return r;
 }
 
+/* Gives back the clusters at the end of the top that no BAT entry names: the preallocated tail of a
+ * server that crashed, data whose entry never became durable, the 128 MiB steps upstream's
+ * dm-ploop grows files by. Nothing names them, so nothing is lost; new clusters are appended after
+ * the last one in use again, as fresh (zero) space. For a read-write server, before any I/O. */
+int dev_trim_unreferenced(struct srv *s)
+{
+	struct ploop_delta *top = top_delta(s);
+	uint64_t end = top->l1_size, clusters = (top->file_size + s->cs - 1) / s->cs;
+
+	if (s->ro || top->raw)
+		return 0;
+	for (uint64_t v = 0; v < top->vclusters; v++)
+		if (top->bat[v] >= end)
+			end = (uint64_t)top->bat[v] + 1;
+	if (clusters <= end)
+		return 0;
+	top->alloc_head = end;
+	s->prealloc_end = clusters;
+	slog("%s: %" PRIu64 " unreferenced cluster(s) at the end given back", top->path, clusters - end);
+	return dev_trim_tail(s);
+}
+
 void dev_set_chain(struct srv *s, struct ploop_chain *c)
 {
 	s->chain = c;

@@ -251,6 +251,7 @@ static int open_image(struct srv *s, struct ploop_error *err)
 	int idx[PLOOP_MAX_CHAIN], n;
 	const char *guid = s->guid[0] ? s->guid : NULL;
 	bool exclusive = false;
+	int r;
 
 	if (s->ro ? ploop_lock_descriptor(s->dd_path, false, &s->lock_fd, err)
 		  : ploop_lock_descriptor_server(s->dd_path, &s->lock_fd, &exclusive, err))
@@ -297,6 +298,10 @@ static int open_image(struct srv *s, struct ploop_error *err)
 					&s->chain, err))
 		goto out;
 	dev_set_chain(s, s->chain);
+	r = dev_trim_unreferenced(s);
+	if (r)	/* space not given back: no reason to refuse the mount */
+		slog("%s: cannot truncate its unreferenced tail: %s", s->chain->deltas[s->chain->depth - 1]->path,
+		     strerror(-r));
 	if (!guid)
 		strcpy(s->guid, "");
 out:

@@ -75,6 +75,7 @@ void dev_set_chain(struct srv *s, struct ploop_chain *c);
 int dev_copy_up(struct srv *s, uint64_t v, int below);
 /* Allocated clusters of the top that hold nothing the disk reads: trims the file tail. */
 int dev_trim_tail(struct srv *s);
+int dev_trim_unreferenced(struct srv *s);
 
 /* fuse.c */
 int fuse_start(struct srv *s, char *errbuf, size_t errlen);

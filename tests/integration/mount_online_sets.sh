@@ -5,8 +5,8 @@
 # compact with a snapshot (mounted, the top does not grow; unmounted, what it holds itself is given
 # back), write-zeroes over snapshot data (zeros read back); snapshot-delete while mounted of a snapshot with
 # two children (marked temporary) and of a leaf outside the served chain (removed), as offline; an
-# online merge refused where the parent's BAT must grow; a partial cluster at the end of the top
-# handed out as zeros; resize of a disk without a filesystem.
+# online merge refused where the parent's BAT must grow; unreferenced clusters at the end of the top
+# (a crash leaves them) given back at mount; resize of a disk without a filesystem.
 # Every mount this test makes is undone by the EXIT trap, however the test ends.
 source "$(dirname "$0")/../lib.sh"
 source "$ROOT/tests/mount_ops_lib.sh"
@@ -213,28 +213,47 @@ if inst "$GR"; then
 fi
 umount_set "grown: final umount" "$GR"
 
-# ---- a partial cluster at the end of the top ----------------------------------------------------------------
-# A crash while the top grew can leave a partial cluster past the last one the BAT names, holding
-# old bytes. The server hands it out for the next new cluster: everything around a write into it
-# must read as zeros, not as those bytes.
+# ---- clusters at the end of the top that no BAT entry names ------------------------------------------------
+# A crash leaves them: the server's preallocated tail (16 clusters), data whose entry never became
+# durable, a partial cluster of old bytes. The next read-write server gives them back before any
+# I/O (nothing names them, so nothing is lost), and a new cluster reads as zeros around a write.
 mkdir -p PT
 PT=$RT/PT/DiskDescriptor.xml
-must "partial: init -s 64M -t none" pl init -s 64M -t none PT/root.hds
-head -c $((512 * 1024)) /dev/zero | tr '\0' '\252' >>"$RT/PT/root.hds"
-mount_set "partial: mount over a top that ends in 512K of old bytes" "$PT"
+PT_TOP=$RT/PT/root.hds
+must "tail: init -s 256M -t none" pl init -s 256M -t none PT/root.hds
+head -c $((512 * 1024)) /dev/zero | tr '\0' '\252' >>"$PT_TOP"
+mount_set "tail: mount over a top that ends in 512K of old bytes" "$PT"
+check "tail: the partial cluster was given back ($(stat -c %s "$PT_TOP") bytes)" test "$(stat -c %s "$PT_TOP")" = $MiB
 if inst "$PT"; then
 	head -c 4096 /dev/urandom >"$T/p.data"
-	# 4K at 256K into virtual cluster 5, the first new cluster: the partial one.
-	dd if="$T/p.data" of="$I_DEV" bs=4096 seek=$(((5 * MiB + 262144) / 4096)) oflag=direct status=none
+	# 4K at 256K into virtual cluster 5, the first new cluster
+	dd if="$T/p.data" of="$I_DEV" bs=4096 seek=$(((5 * MiB + 262144) / 4096)) oflag=direct conv=fsync status=none
 	drop_caches
 	dd if="$I_DEV" bs=1M skip=5 count=1 iflag=direct status=none >"$T/p.read"
-	check "partial: the written 4K reads back" cmp -s "$T/p.data" <(tail -c +$((262144 + 1)) "$T/p.read" | head -c 4096)
-	check "partial: the rest of the new cluster reads as zeros, not the old bytes" \
+	check "tail: the written 4K reads back" cmp -s "$T/p.data" <(tail -c +$((262144 + 1)) "$T/p.read" | head -c 4096)
+	check "tail: the rest of the new cluster reads as zeros, not the old bytes" \
 		test "$(head -c 262144 "$T/p.read" | tr -d '\0' | wc -c)" = 0 -a \
 		"$(tail -c +$((262144 + 4096 + 1)) "$T/p.read" | tr -d '\0' | wc -c)" = 0
+	check "tail: the server preallocates past the new cluster ($(stat -c %s "$PT_TOP") bytes)" \
+		test "$(stat -c %s "$PT_TOP")" -gt $((2 * MiB))
+	kill -9 "$I_PID"
+	for _ in $(seq 50); do pid_gone "$I_PID" && break; sleep 0.1; done
 fi
-umount_set "partial: umount" "$PT"
-checked "partial: the image checks clean" "$PT"
+must "tail: umount after kill -9 of the server" pl umount "$PT"
+pl check -f -c "$PT_TOP" >"$T/pt.check" 2>&1
+check "tail: the killed server left unreferenced clusters at the end" grep -q unreferenced "$T/pt.check"
+mount_set "tail: mount again" "$PT"
+check "tail: ... gives them back at once ($(stat -c %s "$PT_TOP") bytes: header+BAT and one cluster)" \
+	test "$(stat -c %s "$PT_TOP")" = $((2 * MiB))
+if inst "$PT"; then
+	drop_caches
+	check "tail: the synced 4K reads back" \
+		cmp -s "$T/p.data" <(dd if="$I_DEV" bs=4096 skip=$(((5 * MiB + 262144) / 4096)) count=1 iflag=direct status=none)
+fi
+umount_set "tail: umount" "$PT"
+checked "tail: the image checks clean" "$PT"
+pl check -f -c "$PT_TOP" >"$T/pt.check" 2>&1
+check "tail: ... with no unreferenced cluster" test -z "$(grep unreferenced "$T/pt.check")"
 
 # ---- resize of a disk without a filesystem --------------------------------------------------------------------
 # An image made with -t none (a raw disk for whatever its user puts on it): resize grows the disk,
