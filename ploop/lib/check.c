@@ -15,6 +15,7 @@ struct check {
 	int fatal;			/* problems that are not repaired */
 	int skipped;			/* repairable problems left alone in read-only mode */
 	bool bat_changed;
+	uint64_t end;			/* past the last cluster the BAT names (l1_size at least) */
 };
 
 __attribute__((format(printf, 2, 3)))
@@ -111,6 +112,8 @@ static int check_bat(struct check *c, uint8_t *bat, uint64_t bytes, struct ploop
 			}
 			continue;
 		}
+		if (cl + 1 > c->end)
+			c->end = cl + 1;
 		if (!clusters)
 			continue;
 		if (cl < d->l1_size || (used[cl / 8] & (1u << (cl % 8)))) {
@@ -124,7 +127,8 @@ static int check_bat(struct check *c, uint8_t *bat, uint64_t bytes, struct ploop
 		refs++;
 	}
 	if (clusters) {
-		for (uint64_t cl = d->l1_size; cl < file_clusters; cl++) {
+		/* (Past c->end, the tail: see ploop_check_delta.) */
+		for (uint64_t cl = d->l1_size; cl < file_clusters && cl < c->end; cl++) {
 			if (used[cl / 8] & (1u << (cl % 8)))
 				continue;
 			if (!leaked++)
@@ -219,6 +223,7 @@ int ploop_check_delta(const char *path, const struct ploop_check_params *p, stru
 		ploop_fail(err, PLOOP_ERR_READ, -r, "%s: cannot read the BAT", path);
 		goto out;
 	}
+	c.end = d->l1_size;
 	if (check_bat(&c, bat, bat_bytes, err))
 		goto out;
 	if (c.bat_changed && !c.rdonly) {
@@ -237,6 +242,26 @@ int ploop_check_delta(const char *path, const struct ploop_check_params *p, stru
 	if (dirty && !(p->flags & PLOOP_CHECK_DROP_INUSE)) {
 		ploop_fail(err, PLOOP_ERR_IN_USE, 0, "%s: dirty flag is set (ploop check -d clears it)", path);
 		goto out;
+	}
+	/* Clusters past the last one the BAT names: what a writer that crashed allocated or preallocated
+	 * (their entries never became durable). As upstream, they go with the dirty flag; else shown. */
+	if (d->file_size > c.end * d->cluster_bytes) {
+		uint64_t n = d->file_size / d->cluster_bytes - c.end;
+
+		if (dirty && !c.rdonly && (p->flags & PLOOP_CHECK_DROP_INUSE)) {
+			r = pio_truncate(d->file, c.end * d->cluster_bytes);
+			if (!r)
+				r = pio_sync(d->file);
+			if (r) {
+				ploop_fail(err, PLOOP_ERR_FTRUNCATE, -r, "%s: cannot trim the tail", path);
+				goto out;
+			}
+			report(&c, "Trimmed the tail: %" PRIu64 " unreferenced cluster(s) at the end", n);
+			d->file_size = c.end * d->cluster_bytes;
+		} else if (dirty || (p->flags & PLOOP_CHECK_CLUSTERS)) {
+			report(&c, "%" PRIu64 " unreferenced cluster(s) at the end, from block %" PRIu64 "%s", n, c.end,
+			       dirty ? ": want to trim tail" : "; they are harmless");
+		}
 	}
 	if (d->hdr.m_Flags & PLOOP_FLAG_EMPTY) {
 		for (uint64_t off = 64; off + 4 <= (64 + (uint64_t)d->vclusters * 4) && !empty_wrong; off += 4)

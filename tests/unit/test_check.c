@@ -431,6 +431,44 @@ TEST(check_dirty_with_fatal_entry_is_not_cleaned)
 	CHECK_EQ(peek_u32("a.hds", 44), PLOOP_DISK_IN_USE);
 }
 
+/* Clusters past the last one the BAT names (a crashed writer's): they go with the dirty flag, as
+ * upstream trims the tail; a check that may not drop the flag, or may not write, only reports them. */
+TEST(check_dirty_tail_trimmed_with_the_flag)
+{
+	static const uint8_t junk[100] = { 0xa5 };
+	struct report r;
+
+	CHECK(!make_dirty("a.hds"));
+	/* Data in file clusters 1-3; 16 more clusters of a crashed writer's tail. */
+	CHECK(!patch_file("a.hds", 20 * CB - sizeof(junk), junk, sizeof(junk)));
+	CHECK_EQ(file_size("a.hds"), 20 * CB);
+	CHECK(check_keeps("a.hds", F_FORCE | F_CLUSTERS, PLOOP_ERR_IN_USE));
+	CHECK(rdonly_never_writes("a.hds"));
+	CHECK(run_check("a.hds", F_DROP | F_CLUSTERS | F_RDONLY, &r) > 0);
+	CHECK_EQ(lines_with(&r, "16 unreferenced cluster(s) at the end, from block 4: want to trim tail"), 1);
+	CHECK_EQ(run_check("a.hds", F_DROP | F_CLUSTERS, &r), 0);
+	CHECK_EQ(lines_with(&r, "Trimmed the tail: 16 unreferenced cluster(s) at the end"), 1);
+	CHECK_EQ(file_size("a.hds"), 4 * CB);
+	CHECK_EQ(peek_u32("a.hds", 44), 0);
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(peek_u32("a.hds", SLOT(small_vs[i])), i + 1);
+	CHECK(check_keeps("a.hds", F_FORCE | F_CLUSTERS, 0));
+	CHECK(opens("a.hds"));
+}
+
+TEST(check_clean_tail_is_only_shown)
+{
+	static const uint8_t junk[4] = { 1, 2, 3, 4 };
+	struct report r;
+
+	CHECK(!make_small("a.hds", 2));
+	CHECK(!patch_file("a.hds", 6 * CB - sizeof(junk), junk, sizeof(junk)));
+	CHECK(check_keeps("a.hds", F_FORCE | F_CLUSTERS | F_DROP, 0));
+	CHECK_EQ(run_check("a.hds", F_FORCE | F_CLUSTERS, &r), 0);
+	CHECK_EQ(lines_with(&r, "2 unreferenced cluster(s) at the end, from block 4; they are harmless"), 1);
+	CHECK_EQ(file_size("a.hds"), 6 * CB);
+}
+
 TEST(check_closed_v21_is_clean)
 {
 	CHECK(!make_small("a.hds", 2));
