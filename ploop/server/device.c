@@ -745,6 +745,7 @@ int dev_trim_unreferenced(struct srv *s)
 {
 	struct ploop_delta *top = top_delta(s);
 	uint64_t end = top->l1_size, clusters = (top->file_size + s->cs - 1) / s->cs;
+	int r;
 
 	if (s->ro || top->raw)
 		return 0;
@@ -755,8 +756,15 @@ int dev_trim_unreferenced(struct srv *s)
 		return 0;
 	top->alloc_head = end;
 	s->prealloc_end = clusters;
+	r = dev_trim_tail(s);
+	if (r) {
+		/* Not given back: they hold old bytes, so new clusters come from past the end again. */
+		top->alloc_head = clusters;
+		s->prealloc_end = 0;
+		return r;
+	}
 	slog("%s: %" PRIu64 " unreferenced cluster(s) at the end given back", top->path, clusters - end);
-	return dev_trim_tail(s);
+	return 0;
 }
 
 void dev_set_chain(struct srv *s, struct ploop_chain *c)
