@@ -307,6 +307,17 @@ int ploop_check_descriptor(const char *dd_path, const char *guid, const struct p
 
 	if (guid && ploop_parse_guid(guid, g))
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", guid);
+	if (!rdonly) {
+		/* A mapped set (the kernel target takes no lock of ours) is being written: a repair,
+		 * dropping its marker or trimming its tail, would race the writer. */
+		struct ploop_instance in;
+		struct ploop_error none = { 0 };
+
+		if (!ploop_find_instance(dd_path, NULL, &in, &none) && in.alive)
+			return ploop_fail(err, PLOOP_ERR_BUSY, 0,
+					  "%s is mounted (%s): check it unmounted, or read-only (-r)", dd_path,
+					  in.device);
+	}
 	if (ploop_lock_descriptor(dd_path, !rdonly, &lock, err))
 		return err->status;
 	if (ploop_descriptor_read(dd_path, &dd, err) || ploop_descriptor_chain(dd, guid ? g : NULL, idx, &n, err))

@@ -251,6 +251,8 @@ if inst "$PT"; then
 	check "tail: the synced 4K reads back" \
 		cmp -s "$T/p.data" <(dd if="$I_DEV" bs=4096 skip=$(((5 * MiB + 262144) / 4096)) count=1 iflag=direct status=none)
 fi
+refuse "tail: check of the mounted set refused (exit 17)" 17 pl check "$PT"
+check "tail: ... saying to check it unmounted or read-only" grep -q "check it unmounted, or read-only" "$T/.err"
 umount_set "tail: umount" "$PT"
 checked "tail: the image checks clean" "$PT"
 pl check -f -c "$PT_TOP" >"$T/pt.check" 2>&1
