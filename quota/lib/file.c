@@ -103,20 +103,50 @@ static int read_all(int fd, const char *fname, unsigned char **out, size_t *len,
 	return 0;
 }
 
+/* Opens a quota file (or its tmp file) without blocking on a FIFO or a device: O_NONBLOCK for the
+ * open, then anything but a regular file is refused (VZQ_ERR_FILE) and O_NONBLOCK cleared.
+ * Returns the descriptor, or -1 with @err filled (ENOENT: VZQ_ERR_NOFILE unless @creating). */
+static int open_regular(const char *fname, int flags, struct vzq_error *err)
+{
+	struct stat st;
+	int fd = open(fname, flags | O_NONBLOCK | O_CLOEXEC, 0600);
+
+	if (fd < 0) {
+		if (errno == ENOENT && !(flags & O_CREAT))
+			vzq_fail(err, VZQ_ERR_NOFILE, 0, "%s: no quota file", fname);
+		else
+			vzq_fail(err, VZQ_ERR_FILE, errno, "%s", fname);
+		return -1;
+	}
+	if (fstat(fd, &st) < 0) {
+		vzq_fail(err, VZQ_ERR_FILE, errno, "%s", fname);
+	} else if (!S_ISREG(st.st_mode)) {
+		vzq_fail(err, VZQ_ERR_FILE, 0, "%s: not a regular file", fname);
+	} else {
+		int fl = fcntl(fd, F_GETFL);
+
+		if (fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0)
+			return fd;
+		vzq_fail(err, VZQ_ERR_FILE, errno, "%s", fname);
+	}
+	close(fd);
+	return -1;
+}
+
 /* Locks the file at @fname as it is now: a writer replaces it by rename, so after the lock the
  * descriptor must still be the file the name points at. */
 static int open_locked(struct vzq_handle *h, int flags, struct vzq_error *err)
 {
 	for (int tries = 0; tries < 100; tries++) {
 		struct stat a, b;
-		int fd = open(h->fname, flags | O_CLOEXEC, 0600);
+		int fd = open_regular(h->fname, flags, err);
 
 		if (fd < 0) {
-			if (errno == EEXIST)
+			if (err->err == EEXIST) {
+				memset(err, 0, sizeof(*err));
 				continue;	/* created by another between our tries */
-			if (errno == ENOENT)
-				return vzq_fail(err, VZQ_ERR_NOFILE, 0, "%s: no quota file", h->fname);
-			return vzq_fail(err, VZQ_ERR_FILE, errno, "%s", h->fname);
+			}
+			return err->status;
 		}
 		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 			int e = errno;
@@ -169,12 +199,8 @@ int vzq_open(const char *fname, int mode, struct vzq_handle **out, struct vzq_qu
 			}
 		}
 	} else {
-		h->fd = open(fname, O_RDONLY | O_CLOEXEC);
-		if (h->fd < 0)
-			rc = errno == ENOENT ? vzq_fail(err, VZQ_ERR_NOFILE, 0, "%s: no quota file", fname)
-					     : vzq_fail(err, VZQ_ERR_FILE, errno, "%s", fname);
-		else
-			rc = 0;
+		h->fd = open_regular(fname, O_RDONLY, err);
+		rc = h->fd < 0 ? err->status : 0;
 	}
 	if (rc)
 		goto fail;
@@ -232,10 +258,10 @@ int vzq_write(struct vzq_handle *h, const struct vzq_quota *q, struct vzq_error 
 		return vzq_fail(err, VZQ_ERR_FILE, ENAMETOOLONG, "%s", h->fname);
 	}
 	/* We hold the lock of the file: nobody else writes the tmp file. */
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	fd = open_regular(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, err);
 	if (fd < 0) {
 		free(buf);
-		return vzq_fail(err, VZQ_ERR_FILE, errno, "%s", tmp);
+		return err->status;
 	}
 	/* Locked before it gets the name: whoever opens the new file finds it held. */
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {

@@ -68,6 +68,47 @@ check "gone" test ! -e "$F"
 expect_rc "init over a corrupt file" 0 bash -c "cp '$T/bad' '$F' && '$VZQ' init 7 -p '$T/tree' -b 1 -B 2 -i 3 -I 4 -e 5 -n 6"
 expect_rc "show after init over it" 0 q show 7
 
+# ---- anything but a regular file in place of the quota file: exit 4, one line naming it, never
+# a hang (a FIFO blocked open() for ever) and never overwritten, init included ----
+not_regular() {	# not_regular NAME TEST: quota.9 is the object; TEST checks it is still there
+	local name=$1 test=$2 cmd rc lines
+	for cmd in show reload2 stat on off drop setlimit setlimit2 init; do
+		local extra=()
+		case $cmd in
+		setlimit) extra=(-b 5) ;;
+		setlimit2) extra=(-t 1 1) ;;
+		init) extra=(-p "$T/tree" -b 1 -B 2 -i 3 -I 4 -e 5 -n 6) ;;
+		esac
+		timeout -k 2 10 "$VZQ" $cmd 9 "${extra[@]}" >/dev/null 2>"$T/err"
+		rc=$?
+		lines=$(wc -l <"$T/err")
+		if [ $rc = 4 ] && [ "$lines" = 1 ] && grep -q "$VZQ_DIR/quota.9" "$T/err" && test $test "$VZQ_DIR/quota.9"; then
+			ok "$name:$cmd"
+		else
+			not_ok "$name:$cmd (exit $rc, $lines lines: $(head -c 200 "$T/err"))"
+		fi
+	done
+}
+mkfifo "$VZQ_DIR/quota.9"
+not_regular fifo -p
+rm "$VZQ_DIR/quota.9"
+mkdir "$VZQ_DIR/quota.9"
+not_regular directory -d
+rmdir "$VZQ_DIR/quota.9"
+ln -s /dev/null "$VZQ_DIR/quota.9"
+not_regular device -c
+rm "$VZQ_DIR/quota.9"
+# nor a FIFO in place of the tmp file of an atomic write
+q init 9 -p "$T/tree" -b 1 -B 2 -i 3 -I 4 -e 5 -n 6 >/dev/null 2>&1
+cp "$VZQ_DIR/quota.9" "$T/q9"
+mkfifo "$VZQ_DIR/quota.9.tmp"
+timeout -k 2 10 "$VZQ" setlimit 9 -b 7 >/dev/null 2>"$T/err"
+rc=$?
+check "FIFO as the tmp file: exit 4, one line (exit $rc)" test $rc = 4 -a "$(wc -l <"$T/err")" = 1
+check "FIFO as the tmp file: quota file unchanged" cmp -s "$VZQ_DIR/quota.9" "$T/q9"
+rm -f "$VZQ_DIR/quota.9.tmp"
+expect_rc "drop 9" 0 q drop 9
+
 # ---- legacy files ----
 legacy() {	# legacy VERSION FILE PATH [V3FLAGS]: a vzquota file with known values
 	python3 - "$@" <<'PY'
