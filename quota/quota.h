@@ -139,6 +139,9 @@ struct vzq_ugid *vzq_ugid_get(struct vzq_quota *q, uint32_t type, uint32_t id, b
  * @q (first level; with VZQ_FLAG_UGID_ON also every uid/gid record, creating records as needed)
  * and clears VZQ_FLAG_DIRTY. Grace ends are then brought in line (vzq_update_grace). */
 int vzq_scan(const char *path, struct vzq_quota *q, time_t now, struct vzq_error *err);
+/* Checks that @path is a tree vzq_scan() can count (exists, is a directory), as init needs:
+ * VZQ_ERR_NOPATH if missing or not a directory, VZQ_ERR_SYS for other errors. */
+int vzq_check_tree(const char *path, struct vzq_error *err);
 
 /* ---- limit rules ---------------------------------------------------------------------------- */
 

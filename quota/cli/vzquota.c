@@ -41,17 +41,42 @@ struct opts {
 	int npos;
 };
 
+/* Warnings are held back until the command is done: printed if it succeeded (or reported what it
+ * was asked, exit 9 or 10), dropped if it failed, so that an error is exactly one line. */
+static char *warnings;
+static size_t warnings_len;
+
 __attribute__((format(printf, 1, 2))) static void warnx_(const char *fmt, ...)
 {
+	char line[1200];
 	va_list ap;
+	char *n;
+	int len;
 
 	if (verbose < 1)
 		return;
-	fputs("vzquota: (warning) ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	len = vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	if (len < 0)
+		return;
+	if ((size_t)len >= sizeof(line))
+		len = sizeof(line) - 1;
+	n = realloc(warnings, warnings_len + len + 32);
+	if (!n)
+		return;
+	warnings = n;
+	warnings_len += sprintf(warnings + warnings_len, "vzquota: (warning) %s\n", line);
+}
+
+static int flush_warnings(int rc)
+{
+	if (warnings && (rc == 0 || rc == VZQ_ERR_UGID_OFF || rc == VZQ_ERR_DIRTY))
+		fputs(warnings, stderr);
+	free(warnings);
+	warnings = NULL;
+	warnings_len = 0;
+	return rc;
 }
 
 __attribute__((format(printf, 1, 2))) static void info(const char *fmt, ...)
@@ -596,16 +621,18 @@ static int cmd_init(const struct opts *o)
 	rc = quota_file(o, true, s.fname, sizeof(s.fname));
 	if (rc)
 		return rc;
-	/* An existing, readable file: refuse if running, else overwrite it (with a warning). */
+	/* An existing, readable file: refuse if running, else overwrite it (with a warning, printed
+	 * once it is done). A damaged file is overwritten too; anything but a regular file is not:
+	 * the second open refuses it with exit 4. */
 	if (vzq_open(s.fname, VZQ_RDONLY, &h, &old, &err) == 0) {
 		bool on = old.flags & VZQ_FLAG_ON;
 		vzq_close(h);
 		vzq_quota_free(&old);
 		if (on)
 			return fail(VZQ_ERR_RUNNING, "quota %u is running; turn it off first", o->id);
-		warnx_("quota file %s exists, it will be overwritten", s.fname);
+		warnx_("quota file %s existed and was overwritten", s.fname);
 	} else if (err.status != VZQ_ERR_NOFILE) {
-		warnx_("%s; it will be overwritten", err.msg);
+		warnx_("%s; it was overwritten", err.msg);
 	}
 	if (vzq_open(s.fname, VZQ_RDWR | VZQ_CREATE | VZQ_REPLACE, &s.h, &s.q, &s.err))
 		return lib_fail(&s.err);
@@ -901,18 +928,17 @@ int main(int argc, char **argv)
 			verbose += (int)strlen(a + 1);
 		else if (!strcmp(a, "--verbose"))
 			verbose++;
-		else {
-			fail(VZQ_ERR_USAGE, "unknown option %s", a);
-			usage(stderr);
-			return VZQ_ERR_USAGE;
-		}
+		else
+			return fail(VZQ_ERR_USAGE, "unknown option '%s' (vzquota --help for usage)", a);
 	}
 	if (verbose > 3)
 		verbose = 3;
-	if (i >= argc) {
-		usage(stderr);
+	if (argc < 2) {
+		usage(stderr);	/* as upstream */
 		return VZQ_ERR_USAGE;
 	}
+	if (i >= argc)
+		return fail(VZQ_ERR_USAGE, "command missing (vzquota --help for usage)");
 	for (o.cmd = 0; o.cmd <= C_SHOW; o.cmd++)
 		if (!strcmp(argv[i], cmd_names[o.cmd]))
 			break;
@@ -921,16 +947,25 @@ int main(int argc, char **argv)
 	rc = parse_args(argc - i, argv + i, &o);
 	if (rc)
 		return rc;
-	switch (o.cmd) {
-	case C_INIT: return cmd_init(&o);
-	case C_ON: return cmd_on(&o);
-	case C_OFF: return cmd_off(&o);
-	case C_DROP: return cmd_drop(&o);
-	case C_SETLIMIT: return cmd_setlimit(&o);
-	case C_SETLIMIT2: return cmd_setlimit2(&o);
-	case C_RELOAD2: return cmd_reload2(&o);
-	case C_STAT: return cmd_stat(&o);
-	case C_SHOW: return cmd_show(&o);
+	/* -p is checked as init checks it, before anything is read or written: a missing tree or one
+	 * that is not a directory is refused with 13, whatever the command */
+	if (o.path) {
+		struct vzq_error err = { 0 };
+
+		if (vzq_check_tree(o.path, &err))
+			return lib_fail(&err);
 	}
-	return VZQ_ERR_INTERNAL;
+	switch (o.cmd) {
+	case C_INIT: rc = cmd_init(&o); break;
+	case C_ON: rc = cmd_on(&o); break;
+	case C_OFF: rc = cmd_off(&o); break;
+	case C_DROP: rc = cmd_drop(&o); break;
+	case C_SETLIMIT: rc = cmd_setlimit(&o); break;
+	case C_SETLIMIT2: rc = cmd_setlimit2(&o); break;
+	case C_RELOAD2: rc = cmd_reload2(&o); break;
+	case C_STAT: rc = cmd_stat(&o); break;
+	case C_SHOW: rc = cmd_show(&o); break;
+	default: rc = fail(VZQ_ERR_INTERNAL, "internal error: command %d", (int)o.cmd); break;
+	}
+	return flush_warnings(rc);
 }

@@ -269,6 +269,26 @@ static int walk_tree(struct walk *w, int fd, const struct statx *root_st)
 	return rc;
 }
 
+/* The root of a tree, followed if a symlink; missing or not a directory: VZQ_ERR_NOPATH. */
+static int open_tree(const char *path, struct vzq_error *err)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		vzq_fail(err, errno == ENOENT || errno == ENOTDIR ? VZQ_ERR_NOPATH : VZQ_ERR_SYS, errno, "%s", path);
+	return fd;
+}
+
+int vzq_check_tree(const char *path, struct vzq_error *err)
+{
+	int fd = open_tree(path, err);
+
+	if (fd < 0)
+		return err->status;
+	close(fd);
+	return 0;
+}
+
 int vzq_scan(const char *path, struct vzq_quota *q, time_t now, struct vzq_error *err)
 {
 	struct walk w = { .root = path, .q = q, .err = err, .ugid = (q->flags & VZQ_FLAG_UGID_ON) != 0 };
@@ -277,11 +297,9 @@ int vzq_scan(const char *path, struct vzq_quota *q, time_t now, struct vzq_error
 
 	if (!path || !*path)
 		return vzq_fail(err, VZQ_ERR_NOPATH, 0, "quota %u: no tree path known (-p)", q->id);
-	/* the root itself: followed if a symlink */
-	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = open_tree(path, err);
 	if (fd < 0)
-		return vzq_fail(err, errno == ENOENT || errno == ENOTDIR ? VZQ_ERR_NOPATH : VZQ_ERR_SYS, errno,
-				"%s", path);
+		return err->status;
 	if (do_statx(fd, "", AT_EMPTY_PATH, &st) < 0) {
 		close(fd);
 		return vzq_fail(err, VZQ_ERR_SYS, errno, "%s", path);

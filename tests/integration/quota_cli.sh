@@ -100,6 +100,68 @@ expect_rc "-c file" 0 q init 104 -c "$T/custom" -p "$TREE" "${LIM[@]}"
 expect_rc "-c show" 0 q show 104 -c "$T/custom"
 expect_rc "drop -c" 0 q drop 104 -c "$T/custom"
 
+# ---- errors are one line, and change nothing ----
+# one_line NAME RC CMD...: exits RC with exactly one line on stderr.
+one_line() {
+	local name=$1 want=$2 rc
+	shift 2
+	"$@" >/dev/null 2>"$T/.err"
+	rc=$?
+	if [ "$rc" = "$want" ] && [ "$(wc -l <"$T/.err")" = 1 ]; then ok "$name"; else
+		not_ok "$name (exit $rc, wanted $want: $(head -c 300 "$T/.err"))"
+	fi
+}
+q init 110 -p "$TREE" "${LIM[@]}" >/dev/null 2>&1
+cp "$VZQ_DIR/quota.110" "$T/q110"
+touch "$T/regular"
+# -p is checked as init checks it, by every command, before anything is written
+for p in "$T/nope" "$T/regular"; do
+	one_line "init -p ${p##*/}: 13" 13 q init 111 -p "$p" "${LIM[@]}"
+	for cmd in setlimit on off stat show drop; do
+		extra=()
+		[ $cmd = setlimit ] && extra=(-b 5)
+		one_line "$cmd -p ${p##*/}: 13" 13 q $cmd 110 -p "$p" "${extra[@]}"
+		check "$cmd -p ${p##*/} left the file alone" cmp -s "$VZQ_DIR/quota.110" "$T/q110"
+	done
+done
+check "no file for the refused init" test ! -e "$VZQ_DIR/quota.111"
+expect_rc "setlimit -p of a real tree still works" 0 q setlimit 110 -p "$TREE"
+# a directory in place of the quota file: init refuses it, one line, no warning first
+mkdir "$VZQ_DIR/quota.112"
+one_line "init over a directory: 4" 4 q init 112 -p "$TREE" "${LIM[@]}"
+check "init over a directory names it" grep -q "quota.112" "$T/.err"
+check "the directory is left" test -d "$VZQ_DIR/quota.112"
+rmdir "$VZQ_DIR/quota.112"
+# the warnings of a command that then fails (full disk) are not printed
+mkdir -p "$T/full"
+if mount -t tmpfs -o size=64k tmpfs "$T/full" 2>/dev/null; then
+	at_exit "umount -l '$T/full'"
+	VZQ_DIR=$T/full q init 113 -p "$TREE" "${LIM[@]}" >/dev/null 2>&1
+	cp "$T/full/quota.113" "$T/q113"
+	dd if=/dev/zero of="$T/full/fill" bs=4k 2>/dev/null
+	# warnings pending: the file exists, hard below soft, usage over soft
+	one_line "init on a full disk: 4, no warnings" 4 env VZQ_DIR="$T/full" "$VZQ" init 113 -p "$TREE" -b 0 -B 0 -i 2 -I 1 -e 1 -n 1
+	check "init on a full disk left the file alone" cmp -s "$T/full/quota.113" "$T/q113"
+	one_line "setlimit on a full disk: 4, no warnings" 4 env VZQ_DIR="$T/full" "$VZQ" setlimit 113 -b 0 -i 2 -I 1
+	check "setlimit on a full disk left the file alone" cmp -s "$T/full/quota.113" "$T/q113"
+	umount "$T/full"
+else
+	not_ok "full disk: cannot mount a tmpfs here"
+fi
+out=$(q init 110 -p "$TREE" "${LIM[@]}" 2>&1 >/dev/null)
+check "the warning of a successful init is printed" bash -c "echo '$out' | grep -q '(warning).*quota.110.*overwritten'"
+# unknown options and missing arguments: one line, exit 2; bare vzquota and --help print the usage
+one_line "--bogus: one line" 2 q --bogus
+check "--bogus names the option" grep -q "unknown option '--bogus'" "$T/.err"
+one_line "-x before the command: one line" 2 q -x show 110
+one_line "options but no command: one line" 2 q -q
+one_line "unknown command: one line" 2 q frobnicate 110
+one_line "unknown option of a command: one line" 2 q show 110 --bogus
+one_line "missing argument: one line" 2 q show 110 -p
+expect_rc "no arguments: usage, exit 2" 2 q
+check "no arguments prints the usage" bash -c "'$VZQ' 2>&1 | grep -q '^Usage: vzquota'"
+expect_rc "--help: exit 0" 0 q --help
+
 # ---- the walk ----
 mkdir -p "$T/w/sub"
 head -c 40000 /dev/urandom >"$T/w/a"
