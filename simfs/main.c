@@ -1,10 +1,12 @@
 /* simfs: the command line (mount, umount, list) and the daemon's life: it mounts, reports ready
  * to the waiting parent, serves until unmounted or signalled, then writes its quota back. */
+#include <ctype.h>
 #include <errno.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,11 +34,11 @@ static const char usage_text[] =
 	"  writeback     kernel writeback cache (with quota, a write over the limit then fails\n"
 	"                at writeback or close instead of in write())\n"
 	"  nowriteback   no writeback cache (default)\n"
-	"  threads=N     at most N request threads on /dev/fuse (16)\n"
+	"  threads=N     at most N request threads on /dev/fuse, 1 to 1024 (16)\n"
 	"  nouring       stay on /dev/fuse when the kernel offers FUSE over io_uring\n"
 	"                (fuse.enable_uring=1), used otherwise: 4 threads per CPU, each bound to it\n"
-	"  inode_fds=N   descriptors kept open for inodes the kernel remembers (half of the\n"
-	"                open-files limit); beyond, they are reopened from file handles\n"
+	"  inode_fds=N   descriptors kept open for inodes the kernel remembers, 16 to 1048576 (half\n"
+	"                of the open-files limit); beyond, they are reopened from file handles\n"
 	"  foreground    stay in the foreground (mount only; for debugging)\n"
 	"environment: SIMFS_RUN_DIR (default /run/simfs); VZQ_DIR, VZQ_RUN_DIR for the quota library\n"
 	"exit codes: 0 ok, 1 system error, 2 bad arguments or options, 3 PRIVATE or ROOT missing or\n"
@@ -202,6 +204,23 @@ struct mount_opts {
 	size_t inode_fds;
 };
 
+/* A decimal number of an option, strictly: digits only (no sign, space or base prefix), no
+ * overflow, within [min, max]. */
+static int parse_num(const char *v, unsigned long min, unsigned long max, unsigned long *out)
+{
+	unsigned long n;
+	char *end;
+
+	if (!isdigit((unsigned char)*v))
+		return -1;
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (errno || *end || n < min || n > max)
+		return -1;
+	*out = n;
+	return 0;
+}
+
 static int parse_opts(char *s, struct mount_opts *o, char *msg, size_t len)
 {
 	char *save = NULL;
@@ -212,10 +231,10 @@ static int parse_opts(char *s, struct mount_opts *o, char *msg, size_t len)
 		if (v)
 			*v++ = 0;
 		if (!strcmp(t, "quota") && v) {
-			unsigned long id = strtoul(v, &end, 10);
+			unsigned long id;
 
-			if (!*v || *end || id > UINT32_MAX) {
-				snprintf(msg, len, "bad quota id '%s'", v);
+			if (parse_num(v, 0, UINT32_MAX, &id)) {
+				snprintf(msg, len, "bad quota id '%s' (0 to %u)", v, UINT32_MAX);
 				return -1;
 			}
 			o->quota = true;
@@ -233,24 +252,28 @@ static int parse_opts(char *s, struct mount_opts *o, char *msg, size_t len)
 		} else if (!strcmp(t, "nouring") && !v) {
 			o->nouring = true;
 		} else if (!strcmp(t, "timeout") && v) {
+			/* plain decimal seconds only: no sign, space, hex, inf or nan */
+			errno = 0;
 			o->timeout = strtod(v, &end);
-			if (!*v || *end || o->timeout < 0 || o->timeout > 1e7) {
-				snprintf(msg, len, "bad timeout '%s'", v);
+			if (!(isdigit((unsigned char)*v) || (*v == '.' && isdigit((unsigned char)v[1]))) ||
+			    strspn(v, "0123456789.eE+-") != strlen(v) || errno || *end || !isfinite(o->timeout) ||
+			    o->timeout < 0 || o->timeout > 1e7) {
+				snprintf(msg, len, "bad timeout '%s' (0 to 10000000 seconds)", v);
 				return -1;
 			}
 		} else if (!strcmp(t, "inode_fds") && v) {
-			unsigned long n = strtoul(v, &end, 10);
+			unsigned long n;
 
-			if (!*v || *end || n < 16) {
-				snprintf(msg, len, "bad inode_fds '%s'", v);
+			if (parse_num(v, 16, 1048576, &n)) {
+				snprintf(msg, len, "bad inode_fds '%s' (16 to 1048576)", v);
 				return -1;
 			}
 			o->inode_fds = n;
 		} else if (!strcmp(t, "threads") && v) {
-			unsigned long n = strtoul(v, &end, 10);
+			unsigned long n;
 
-			if (!*v || *end || n < 1 || n > 1024) {
-				snprintf(msg, len, "bad threads '%s'", v);
+			if (parse_num(v, 1, 1024, &n)) {
+				snprintf(msg, len, "bad threads '%s' (1 to 1024)", v);
 				return -1;
 			}
 			o->threads = (unsigned)n;
@@ -618,7 +641,10 @@ int main(int argc, char **argv)
 		return cmd_mount(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "umount") || !strcmp(argv[1], "unmount"))
 		return cmd_umount(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "list") && argc == 2)
+	if (!strcmp(argv[1], "list")) {
+		if (argc > 2)
+			die(SIMFS_ERR_USAGE, "list: unexpected argument '%s' (see simfs --help)", argv[2]);
 		return cmd_list();
+	}
 	die(SIMFS_ERR_USAGE, "unknown command '%s' (see simfs --help)", argv[1]);
 }

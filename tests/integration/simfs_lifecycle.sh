@@ -28,6 +28,15 @@ one_line "unknown command" 2 sf frobnicate
 one_line "mount without ROOT" 2 sf mount "$P"
 one_line "unknown option" 2 sf mount "$P" "$R" -o bogus
 one_line "bad quota id" 2 sf mount "$P" "$R" -o quota=abc
+# numeric options are parsed strictly: no sign, no overflow, no garbage, in range
+for o in inode_fds=-1 inode_fds=99999999999999999999 inode_fds=0 inode_fds=1048577 inode_fds=16x "inode_fds= 16" \
+	threads=-1 threads=0 threads=1025 threads=18446744073709551617 threads=+4 \
+	timeout=-1 timeout=nan timeout=inf timeout=0x10 timeout=1e8 quota=-1 quota=-0 quota=4294967296; do
+	one_line "bad numeric option $o" 2 sf mount "$P" "$R" -o "$o"
+done
+check "no mount left by the bad options" sh -c "! grep -q ' $R ' /proc/mounts"
+one_line "list with an argument" 2 sf list extra
+check "list with an argument names it" grep -q "unexpected argument 'extra'" "$T/.err"
 one_line "unknown flag" 2 sf mount -x "$P" "$R"
 one_line "missing PRIVATE" 3 sf mount "$T/nope" "$R"
 one_line "missing ROOT" 3 sf mount "$P" "$T/nope"
