@@ -720,7 +720,9 @@ static int relocate_cluster(struct ploop_delta *d, uint64_t v, uint64_t c, struc
 	uint64_t to;
 	int r;
 
-	if (ploop_delta_alloc(d, 1, false, &to, err))
+	/* Allocated first (running out of space fails there, the file keeping its size): a copy that
+	 * extended the file and failed part-way would leave it ending in a partial cluster. */
+	if (ploop_delta_alloc(d, 1, true, &to, err))
 		return err->status;
 	r = pio_copy(d->file, c * d->cluster_bytes, d->file, to * d->cluster_bytes, d->cluster_bytes);
 	if (r)

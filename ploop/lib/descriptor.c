@@ -625,7 +625,9 @@ static xmlDoc *build_doc(const struct ploop_descriptor *dd)
 	return doc;
 }
 
-int ploop_descriptor_write(const struct ploop_descriptor *dd, const char *path, struct ploop_error *err)
+/* The first half of an atomic replace: @path.tmp written and durable. Nothing that names @path
+ * changes; running out of space is PLOOP_ERR_FALLOCATE (as everywhere), and leaves no .tmp. */
+static int write_tmp(const struct ploop_descriptor *dd, const char *path, struct ploop_error *err)
 {
 	xmlDoc *doc;
 	xmlChar *text = NULL;
@@ -658,7 +660,8 @@ int ploop_descriptor_write(const struct ploop_descriptor *dd, const char *path, 
 	r = pio_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644, &f);
 	if (r) {
 		X->Free(text);
-		return ploop_fail(err, PLOOP_ERR_CREAT, -r, "%s: cannot create", tmp);
+		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_CREAT, -r, "%s: cannot create",
+				  tmp);
 	}
 	r = pio_write(f, text, (size_t)len, 0);
 	X->Free(text);
@@ -667,8 +670,19 @@ int ploop_descriptor_write(const struct ploop_descriptor *dd, const char *path, 
 	pio_close(f);
 	if (r) {
 		pio_unlink(tmp);
-		return ploop_fail(err, PLOOP_ERR_WRITE, -r, "%s: cannot write", tmp);
+		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "%s: cannot write", tmp);
 	}
+	return 0;
+}
+
+/* The second half: @path.tmp replaces @path, and the directory is synced. */
+static int commit_tmp(const char *path, struct ploop_error *err)
+{
+	cleanup_free char *tmp = NULL;
+	int r;
+
+	if (asprintf(&tmp, "%s.tmp", path) < 0)
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", path);
 	r = pio_rename(tmp, path);
 	if (r) {
 		pio_unlink(tmp);
@@ -678,6 +692,33 @@ int ploop_descriptor_write(const struct ploop_descriptor *dd, const char *path, 
 	if (r)
 		return ploop_fail(err, PLOOP_ERR_FSYNC, -r, "%s: replaced, but cannot sync the directory", path);
 	return 0;
+}
+
+int ploop_descriptor_write(const struct ploop_descriptor *dd, const char *path, struct ploop_error *err)
+{
+	if (write_tmp(dd, path, err))
+		return err->status;
+	return commit_tmp(path, err);
+}
+
+int ploop_descriptor_prepare(const struct ploop_descriptor *dd, struct ploop_error *err)
+{
+	return write_tmp(dd, dd->path, err);
+}
+
+int ploop_descriptor_commit(const struct ploop_descriptor *dd, struct ploop_error *err)
+{
+	return commit_tmp(dd->path, err);
+}
+
+void ploop_descriptor_abort(const struct ploop_descriptor *dd)
+{
+	char *tmp = NULL;
+
+	if (asprintf(&tmp, "%s.tmp", dd->path) >= 0) {
+		pio_unlink(tmp);
+		free(tmp);
+	}
 }
 
 /* After a failed write: whether the new descriptor is nevertheless in place (only the directory

@@ -762,10 +762,35 @@ static int grow_file(const char *path, bool raw, uint64_t size, struct ploop_err
 	return err->status;
 }
 
+/* The size the header of @top's file says now (0: unreadable), after a grow that failed part-way. */
+static uint64_t size_on_disk(const struct ploop_delta *top)
+{
+	struct ploop_delta *d;
+	struct ploop_error e = { 0 };
+	uint64_t size;
+
+	if (ploop_delta_open(top->path,
+			     PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY | PLOOP_OPEN_NOLOCK |
+				     (top->raw ? PLOOP_OPEN_RAW : 0),
+			     top->cluster_sectors, 0, &d, &e))
+		return 0;
+	size = d->size_sectors;
+	ploop_delta_close(d, NULL);
+	return size;
+}
+
+/*
+ * The new descriptor is written (DiskDescriptor.xml.tmp, synced) before the delta changes: running
+ * out of space there changes nothing. Then the delta grows, and the descriptor is renamed into place
+ * once the delta's header says the new size -- also when a later step fails (preallocating the new
+ * clusters, the final flush): the grown delta is valid, and the same grow completes it.
+ */
 int ploop_grow(const char *path, bool raw, uint64_t size, struct ploop_error *err)
 {
 	struct image_set s;
 	struct ploop_delta *top = NULL;
+	uint64_t old_size, new_size = 0, actual = 0;
+	bool prepared = false, grown = false;
 	int im;
 
 	if (raw || !ploop_is_descriptor_path(path))
@@ -784,8 +809,29 @@ int ploop_grow(const char *path, bool raw, uint64_t size, struct ploop_error *er
 			   path, top->size_sectors, size);
 		goto out;
 	}
-	if (ploop_delta_grow(top, size, err))
+	/* The size the grow will reach: a ploop delta's is a whole number of clusters. */
+	old_size = top->size_sectors;
+	new_size = top->raw ? size : (size + top->cluster_sectors - 1) / top->cluster_sectors * top->cluster_sectors;
+	if (new_size / top->cluster_sectors >= UINT32_MAX) {
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: %" PRIu64 " sectors is too large", top->path, size);
 		goto out;
+	}
+	set_disk_size(s.dd, new_size);
+	if (ploop_descriptor_prepare(s.dd, err))
+		goto out;
+	prepared = true;
+	if (ploop_delta_grow(top, size, err)) {
+		/* The old header may still be in charge (it is, unless the failure came after the new one
+		 * was written): the file says which. */
+		grown = top->size_sectors != old_size && size_on_disk(top) == top->size_sectors;
+		goto out;
+	}
+	grown = true;
+	if (top->size_sectors != new_size) {
+		ploop_fail(err, PLOOP_ERR_SYS, 0, "%s: grew to %" PRIu64 " sectors, not %" PRIu64, top->path,
+			   top->size_sectors, new_size);
+		goto out;
+	}
 	if (s.dd->preallocated && s.dd->n_images == 1 && !top->raw) {
 		uint64_t missing = 0, first;
 
@@ -797,15 +843,19 @@ int ploop_grow(const char *path, bool raw, uint64_t size, struct ploop_error *er
 					ploop_delta_set_entry(top, v, (uint32_t)first++);
 		}
 	}
-	size = top->size_sectors;
-	if (ploop_delta_close(top, err))
-		goto out_noclose;
-	top = NULL;
-	set_disk_size(s.dd, size);
-	ploop_descriptor_store(s.dd, err);
 out:
-	ploop_delta_close(top, NULL);
-out_noclose:
+	if (top)
+		actual = top->size_sectors;
+	ploop_delta_close(top, err);
+	if (prepared && grown && actual == new_size) {
+		ploop_descriptor_commit(s.dd, err);
+	} else if (prepared) {
+		ploop_descriptor_abort(s.dd);
+		if (grown) {
+			set_disk_size(s.dd, actual);
+			ploop_descriptor_store(s.dd, err);
+		}
+	}
 	ploop_set_release(&s);
 	return err->status;
 }

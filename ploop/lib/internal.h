@@ -150,6 +150,13 @@ int ploop_descriptor_add_image(struct ploop_descriptor *dd, const char *guid, co
 void ploop_descriptor_remove_image(struct ploop_descriptor *dd, const char *guid);
 void ploop_descriptor_rename_guid(struct ploop_descriptor *dd, const char *from, const char *to);
 int ploop_descriptor_store(const struct ploop_descriptor *dd, struct ploop_error *err);
+/* ploop_descriptor_store in two steps, for a change of the images that must not be left without its
+ * descriptor: prepare writes and syncs DiskDescriptor.xml.tmp (the step that can run out of space),
+ * before the images change; commit renames it into place and syncs the directory (no new space);
+ * abort removes the .tmp when the image change failed and nothing is to be described. */
+int ploop_descriptor_prepare(const struct ploop_descriptor *dd, struct ploop_error *err);
+int ploop_descriptor_commit(const struct ploop_descriptor *dd, struct ploop_error *err);
+void ploop_descriptor_abort(const struct ploop_descriptor *dd);
 bool ploop_descriptor_committed(const struct ploop_error *err);
 /* The exclusive lock for a descriptor about to be created (init, restore-descriptor). */
 int ploop_lock_new_descriptor(const char *dd_path, int *lock_fd, struct ploop_error *err);

@@ -739,6 +739,31 @@ set_consistent "$G" "$grow_content"
 [ "$(vsize "$G/DiskDescriptor.xml")" = $((64 << 20)) ] || problem "size changed to $(vsize "$G/DiskDescriptor.xml")"
 verdict "full-disk:grow-relocate"
 
+# grow whose delta needs no new space (64M -> 1G: the BAT stays in its cluster) with no room for the
+# new descriptor: the delta header said 1G and DiskDescriptor.xml 64M (found by review). The
+# descriptor is written before the delta changes, so nothing changes; with room, the grow completes.
+unfill
+rm -rf "$G" && mkdir -p "$G"
+"$PLOOP" init -s 64M -t none "$G/root.hds" >/dev/null
+head -c 1M /dev/urandom | "$PLOOP_IO" write "$G/DiskDescriptor.xml" 0
+grow_content=$(content "$G/DiskDescriptor.xml")
+fill 0
+before=$(state "$G")
+run "$PLOOP_SAN" grow -s 1G "$G/DiskDescriptor.xml"
+outcome 20
+unchanged "$G" "$before"
+set_consistent "$G" "$grow_content"
+verdict "full-disk:grow-descriptor"
+unfill
+run "$PLOOP_SAN" grow -s 1G "$G/DiskDescriptor.xml"
+outcome 0
+set_consistent "$G" "$grow_content"
+[ "$(vsize "$G/DiskDescriptor.xml")" = $((1 << 30)) ] || problem "size is $(vsize "$G/DiskDescriptor.xml")"
+grep -q '<Disk_size>2097152</Disk_size>' "$G/DiskDescriptor.xml" || problem "the descriptor's size is not 1G"
+run "$PLOOP" check -f -c "$G/root.hds"
+[ "$RC" -eq 0 ] || problem "check -f -c: exit $RC ($(first_err))"
+verdict "full-disk:grow-descriptor-retry"
+
 # export to a disk that is too small: the partial output goes.
 fill 256
 run "$PLOOP_SAN" export "$G/DiskDescriptor.xml" "$SMALL/out.raw"
