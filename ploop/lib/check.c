@@ -155,7 +155,7 @@ int ploop_check_delta(const char *path, const struct ploop_check_params *p, stru
 	d->path = (char *)path;
 	r = pio_open(path, c.rdonly ? O_RDONLY : O_RDWR, 0, &d->file);
 	if (r)
-		return ploop_fail(err, PLOOP_ERR_OPEN, -r, "%s: cannot open", path);
+		return pio_fail_open(err, r, path);
 	r = pio_lock(d->file, !c.rdonly);
 	if (r) {
 		ploop_fail(err, PLOOP_ERR_LOCK, r == -EAGAIN ? 0 : -r, "%s: image is locked by another process", path);

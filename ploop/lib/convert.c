@@ -22,7 +22,7 @@ static int read_header(const char *path, struct ploop_pvd_header *h, struct ploo
 	int r = pio_open(path, O_RDONLY, 0, &f);
 
 	if (r)
-		return ploop_fail(err, PLOOP_ERR_OPEN, -r, "%s: cannot open", path);
+		return pio_fail_open(err, r, path);
 	r = pio_read_full(f, raw, sizeof(raw), 0);
 	pio_close(f);
 	if (r)

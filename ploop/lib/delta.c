@@ -450,7 +450,7 @@ int ploop_delta_open(const char *path, unsigned flags, uint32_t raw_cs, uint64_t
 	d->dio_fd = -2;
 	r = pio_open(path, d->rw ? O_RDWR : O_RDONLY, 0, &d->file);
 	if (r) {
-		ploop_fail(err, PLOOP_ERR_OPEN, -r, "%s: cannot open", path);
+		pio_fail_open(err, r, path);
 		goto fail;
 	}
 	if (!(flags & PLOOP_OPEN_NOLOCK)) {

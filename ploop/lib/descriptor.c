@@ -537,15 +537,17 @@ int ploop_descriptor_read(const char *path, struct ploop_descriptor **out, struc
 	cleanup_free char *buf = NULL;
 	struct stat st;
 	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = ploop_open_file(path, O_RDONLY, 0, false);
 
 	*out = NULL;
-	if (fd < 0)
-		return ploop_fail(err, errno == ENOENT ? PLOOP_ERR_DESCRIPTOR : PLOOP_ERR_OPEN, errno,
-				  "%s: cannot open", path);
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-		close(fd);
+	if (fd == -PLOOP_ENOTREG)
 		return ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0, "%s: not a regular file", path);
+	if (fd < 0)
+		return ploop_fail(err, fd == -ENOENT ? PLOOP_ERR_DESCRIPTOR : PLOOP_ERR_OPEN, -fd,
+				  "%s: cannot open", path);
+	if (fstat(fd, &st)) {
+		close(fd);
+		return ploop_fail(err, PLOOP_ERR_FSTAT, errno, "%s: cannot stat", path);
 	}
 	if ((uint64_t)st.st_size > MAX_DESCRIPTOR_BYTES) {
 		close(fd);
@@ -871,14 +873,13 @@ static int lock_descriptor(const char *dd_path, bool exclusive, bool create, int
 		return ploop_fail(err, errno == ENOENT ? PLOOP_ERR_DESCRIPTOR : PLOOP_ERR_OPEN, errno, "%s", dd_path);
 	if (asprintf(&lck, "%s.lck", dd_path) < 0)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", dd_path);
-	if (exclusive)
-		fd = open(lck, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	else
-		fd = open(lck, O_RDONLY | O_CLOEXEC);
+	fd = ploop_open_file(lck, exclusive ? O_RDWR | O_CREAT : O_RDONLY, 0600, false);
+	if (fd == -PLOOP_ENOTREG)
+		return ploop_fail(err, PLOOP_ERR_OPEN, 0, "%s: not a regular file", lck);
 	if (fd < 0 && !exclusive)
 		return 0;
 	if (fd < 0)
-		return ploop_fail(err, errno == ENOENT ? PLOOP_ERR_CREAT : PLOOP_ERR_LOCK, errno,
+		return ploop_fail(err, fd == -ENOENT ? PLOOP_ERR_CREAT : PLOOP_ERR_LOCK, -fd,
 				  "%s: cannot open the lock file", lck);
 	if (fcntl(fd, F_OFD_SETLK, &fl)) {
 		int e = errno;

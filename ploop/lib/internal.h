@@ -33,6 +33,14 @@ static inline void cleanup_freep(void *p)
 #define cleanup_free __attribute__((cleanup(cleanup_freep)))
 
 /* ---- io ---- */
+/* ploop_open_file's (and so pio_open's) answer for a FIFO, socket, character device or directory
+ * where a file was expected: no errno names it (BSD's EFTYPE would). */
+#define PLOOP_ENOTREG EMEDIUMTYPE
+/* open(2) that never blocks on a FIFO and refuses all but regular files (and block devices with
+ * @allow_blk); the descriptor without O_NONBLOCK, or -errno. */
+int ploop_open_file(const char *path, int flags, mode_t mode, bool allow_blk);
+/* "PATH: cannot open: ..." or "PATH: not a regular file" for a pio_open result @r, exit PLOOP_ERR_OPEN. */
+int pio_fail_open(struct ploop_error *err, int r, const char *path);
 int pio_open(const char *path, int flags, mode_t mode, struct ploop_file **out);
 void pio_close(struct ploop_file *f);
 int pio_read_full(struct ploop_file *f, void *buf, size_t len, uint64_t off);	/* -EIO on short read */

@@ -427,7 +427,7 @@ while read -r c wants; do
 	for i in "${!DD_COMMANDS[@]}"; do DD_WANT[$c:${DD_COMMANDS[$i]}]=${w[$i]}; done
 done <<'EOF'
 file-nonexistent    0   0 4  4  4  4  4  4  4  4
-file-is-directory   0   0 11 11 11 11 11 11 11 11
+file-is-directory   0   0  4  4  4  4  4  4  4  4
 file-is-descriptor  11  0 11 11 11 11 11 11 11 11
 blocksize-mismatch  any 0 39 39 39 39 39 39 39 39
 EOF
@@ -605,6 +605,33 @@ argument_tests() {
 	[[ ${ERR[0]:-} == *"No such file or directory"* ]] || problem "the message does not say what is missing: $(first_err)"
 	verdict "args:restore-descriptor-nonexistent-dir-message"
 	check "args: refused exports create no output" [ ! -e "$SCR/args-out.raw" ]
+
+	# A FIFO in place of a descriptor, a delta or the lock file: refused at once (no open() that waits
+	# for a writer), 39 for the descriptor, 4 for the others; the export output is not left behind.
+	(
+		A=$A-fifo
+		DD=$A/DiskDescriptor.xml
+		mkdir -p "$A" "$A/lck" "$A/chain"
+		mkfifo "$DD" "$A/delta.hds" "$A/chain/root.hds"
+		"$PLOOP" init -s 8M -t none "$A/lck/root.hds" >/dev/null
+		rm -f "$A/lck/DiskDescriptor.xml.lck" && mkfifo "$A/lck/DiskDescriptor.xml.lck"
+		cp "$A/lck/DiskDescriptor.xml" "$A/chain/"
+		for cmd in "info -s" map snapshot "resize -s 1G" "check -r" "check -f" "snapshot-list"; do
+			# shellcheck disable=SC2086
+			arg_case "fifo-descriptor-${cmd// /}" 39 $cmd "$DD"
+		done
+		arg_case fifo-descriptor-export 39 export "$DD" "$SCR/args-out.raw"
+		for cmd in "check -r" "check -f -c" map; do
+			# shellcheck disable=SC2086
+			arg_case "fifo-delta-${cmd// /}" 4 $cmd "$A/delta.hds"
+		done
+		arg_case fifo-delta-export 4 export "$A/delta.hds" "$SCR/args-out.raw"
+		arg_case fifo-delta-in-chain-map 4 map "$A/chain/DiskDescriptor.xml"
+		arg_case fifo-delta-in-chain-export 4 export "$A/chain/DiskDescriptor.xml" "$SCR/args-out.raw"
+		arg_case fifo-lock-map 4 map "$A/lck/DiskDescriptor.xml"
+		arg_case fifo-lock-snapshot 4 snapshot "$A/lck/DiskDescriptor.xml"
+		check "args: refused FIFO exports create no output" [ ! -e "$SCR/args-out.raw" ]
+	)
 	check "args: the set is still consistent" "$PLOOP" check -r -f "$DD"
 }
 
