@@ -116,6 +116,7 @@ int cmd_export(int argc, char **argv)
 	struct ploop_chain *chain;
 	const char *guid = NULL, *out;
 	struct stat st;
+	bool created = false;	/* only an output this command created is removed when it fails */
 	int c, lock, fd, r = 0;
 
 	while ((c = getopt(argc, argv, "u:")) != -1) {
@@ -134,27 +135,21 @@ int cmd_export(int argc, char **argv)
 		fd = open(out, O_WRONLY | O_CLOEXEC);
 	} else {
 		fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		created = fd >= 0;
 	}
 	if (fd < 0)
 		return fail(errno == EEXIST ? PLOOP_ERR_PARAM : PLOOP_ERR_CREAT, "%s: %s", out, strerror(errno));
-	if ((r = open_source(argv[optind], guid, &chain, &lock, &err))) {
-		if (fd != STDOUT_FILENO) {
-			close(fd);
-			if (!S_ISBLK(st.st_mode) || stat(out, &st))
-				unlink(out);
-		}
-		return r;
+	r = open_source(argv[optind], guid, &chain, &lock, &err);
+	if (!r) {
+		if (ploop_export(chain, fd, &err))
+			r = report_error(&err);
+		ploop_chain_close(chain, NULL);
+		ploop_unlock_descriptor(lock);
 	}
-	if (ploop_export(chain, fd, &err))
-		r = report_error(&err);
-	ploop_chain_close(chain, NULL);
-	ploop_unlock_descriptor(lock);
-	if (fd != STDOUT_FILENO) {
-		if (close(fd) && !r)
-			r = fail(PLOOP_ERR_WRITE, "%s: %s", out, strerror(errno));
-		if (r && !(stat(out, &st) == 0 && S_ISBLK(st.st_mode)))
-			unlink(out);
-	}
+	if (fd != STDOUT_FILENO && close(fd) && !r)
+		r = fail(PLOOP_ERR_WRITE, "%s: %s", out, strerror(errno));
+	if (r && created)
+		unlink(out);
 	return r;
 }
 

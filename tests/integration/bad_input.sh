@@ -605,6 +605,9 @@ argument_tests() {
 	[[ ${ERR[0]:-} == *"No such file or directory"* ]] || problem "the message does not say what is missing: $(first_err)"
 	verdict "args:restore-descriptor-nonexistent-dir-message"
 	check "args: refused exports create no output" [ ! -e "$SCR/args-out.raw" ]
+	# An input that opens but is no image (a directory): the output export created goes with it.
+	arg_case export-directory-input 4 export "$A" "$SCR/args-out.raw"
+	check "args: an export of a directory leaves no output" [ ! -e "$SCR/args-out.raw" ]
 
 	# A FIFO in place of a descriptor, a delta or the lock file: refused at once (no open() that waits
 	# for a writer), 39 for the descriptor, 4 for the others; the export output is not left behind.
