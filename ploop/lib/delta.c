@@ -751,6 +751,29 @@ static int grow_raw(struct ploop_delta *d, uint64_t size_sectors, struct ploop_e
 }
 
 /*
+ * The largest disk a delta can describe: a cluster count that fits in 32 bits and, for a ploop
+ * delta, a BAT whose entries can address every cluster of the file (v1: sectors in 32 bits). One
+ * rule for grow and for resize, which checks it before it mounts or changes anything. The first
+ * test also keeps the rounding up to a whole cluster from overflowing.
+ */
+int ploop_delta_check_size(const struct ploop_delta *d, uint64_t size_sectors, struct ploop_error *err)
+{
+	uint64_t cs = d->cluster_sectors, vclusters, l1;
+
+	if (size_sectors / cs >= UINT32_MAX)
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: %" PRIu64 " sectors is too large", d->path, size_sectors);
+	if (d->raw)
+		return 0;
+	vclusters = (size_sectors + cs - 1) / cs;
+	l1 = ploop_bat_clusters(vclusters, d->cluster_bytes);
+	if ((d->version == 1 && vclusters * cs > UINT32_MAX) || vclusters + l1 >= PLOOP_BAT_INVALID ||
+	    l1 * cs > UINT32_MAX)
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: %" PRIu64 " sectors is too large for format v%d",
+				  d->path, vclusters * cs, d->version);
+	return 0;
+}
+
+/*
  * Offline grow. The new BAT may need clusters that hold data: each such cluster is copied to the end
  * of the file and its entry repointed (durably) before the area is zeroed, and the header that makes
  * the area a BAT is written last. A crash at any point leaves the old, valid header in charge.
@@ -767,8 +790,8 @@ static int grow_delta(struct ploop_delta *d, uint64_t size_sectors, struct ploop
 
 	if (!d->rw)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: not opened for writing", d->path);
-	if (size_sectors / cs >= UINT32_MAX)
-		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: %" PRIu64 " sectors is too large", d->path, size_sectors);
+	if (ploop_delta_check_size(d, size_sectors, err))
+		return err->status;
 	size_sectors = (size_sectors + cs - 1) / cs * cs;
 	if (size_sectors < d->size_sectors)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: cannot shrink from %" PRIu64 " to %" PRIu64 " sectors",
@@ -779,10 +802,6 @@ static int grow_delta(struct ploop_delta *d, uint64_t size_sectors, struct ploop
 		return grow_raw(d, size_sectors, err);
 	new_vclusters = size_sectors / cs;
 	new_l1 = ploop_bat_clusters(new_vclusters, d->cluster_bytes);
-	if ((d->version == 1 && size_sectors > UINT32_MAX) || new_vclusters + new_l1 >= PLOOP_BAT_INVALID ||
-	    new_l1 * cs > UINT32_MAX)
-		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: %" PRIu64 " sectors is too large for format v%d",
-				  d->path, size_sectors, d->version);
 	if (ploop_delta_load_bat(d, err))
 		return err->status;
 

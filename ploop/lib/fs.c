@@ -357,15 +357,37 @@ int ploop_resize(const char *dd_path, uint64_t size, struct ploop_error *err)
 	struct ploop_descriptor *dd = NULL;
 	struct ploop_instance in;
 	struct ploop_error none = { 0 };
+	struct ploop_delta *top;
 	uint32_t cs;
 	uint64_t cur;
 	bool mounted;
+	int t;
 
 	if (ploop_descriptor_read(dd_path, &dd, err))
 		return err->status;
-	cs = dd->blocksize ? dd->blocksize : PLOOP_DEF_CLUSTER_SECTORS;
+	/* A size the top cannot grow to is refused here, before the device is served, fsck'ed or shrunk:
+	 * found only by the grow itself, it left the filesystem touched (and wrapped around when rounded). */
+	t = ploop_descriptor_find_image(dd, dd->top_guid);
+	if (t < 0) {
+		ploop_descriptor_free(dd);
+		return ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0, "%s: no top image", dd_path);
+	}
+	if (ploop_delta_open(dd->images[t].path,
+			     PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY | PLOOP_OPEN_NOLOCK |
+				     (dd->raw && dd->n_images == 1 ? PLOOP_OPEN_RAW : 0),
+			     dd->blocksize ? dd->blocksize : PLOOP_DEF_CLUSTER_SECTORS, 0, &top, err)) {
+		ploop_descriptor_free(dd);
+		return err->status;
+	}
+	ploop_delta_check_size(top, size, err);
+	cs = top->cluster_sectors;
+	ploop_delta_close(top, NULL);
+	if (err->status) {
+		ploop_descriptor_free(dd);
+		return err->status;
+	}
 	cur = dd->disk_size;
-	size = (size + cs - 1) / cs * cs;
+	size = (size + cs - 1) / cs * cs;	/* cannot overflow: the size was checked */
 	if (size < cur && dd->n_images > 1) {
 		ploop_descriptor_free(dd);
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: has snapshots; merge them (snapshot-merge -A) to shrink",

@@ -124,6 +124,8 @@ int ploop_bat_encode(int version, uint32_t cluster_sectors, uint64_t cluster, ui
 int ploop_delta_write_header(struct ploop_delta *d, struct ploop_error *err);
 int ploop_delta_set_dirty(struct ploop_delta *d, bool dirty, struct ploop_error *err);
 int ploop_delta_load_bat(struct ploop_delta *d, struct ploop_error *err);
+/* Refuses (PLOOP_ERR_PARAM) a size the delta could not grow to; nothing is read or written. */
+int ploop_delta_check_size(const struct ploop_delta *d, uint64_t size_sectors, struct ploop_error *err);
 void ploop_delta_set_entry(struct ploop_delta *d, uint64_t v, uint32_t cluster);
 /* Data was written to the delta: it needs a sync, and it is no longer empty (CIF_Empty). */
 void ploop_delta_note_data(struct ploop_delta *d);

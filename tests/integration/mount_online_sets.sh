@@ -298,4 +298,19 @@ refuse "no fs: shrinking is refused" 38 pl resize -s 128M "$NF"
 check "no fs: ... and changes nothing" test "$(set_digest "$NF")" = "$before"
 checked "no fs: the image checks clean" "$NF"
 
+# ---- resize to a size no delta can hold ------------------------------------------------------------------------
+# Refused (38) before the device is served or the filesystem checked: found only by the grow, it
+# left the ext4 superblock changed; a size that wrapped around when rounded up to the cluster
+# became a shrink to 0. Every byte of the set stays as it was.
+mkdir -p HUGE
+HUGE=$RT/HUGE/DiskDescriptor.xml
+must "huge: init -s 256M" pl init -s 256M HUGE/root.hds
+before=$(set_digest "$HUGE")
+for s in 9007199254740992 18446744073709551615 36028797018963968 $((4294967295 * 2048)); do
+	refuse "huge: resize -s $s is refused" 38 pl resize -s "$s" "$HUGE"
+	check "huge: ... and changes nothing" test "$(set_digest "$HUGE")" = "$before"
+done
+check "huge: no server was left" test -z "$(pl list -H | grep -F "$HUGE")"
+checked "huge: the image checks clean" "$HUGE"
+
 finish
