@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "loop.h"
 #include "server.h"
 
 #define MAX_IO DEV_MAX_IO
@@ -260,29 +261,24 @@ void fuse_stop(struct srv *s)
  */
 int fuse_size_changed(struct srv *s)
 {
-	int fd, r = -EAGAIN;
+	int r = -EAGAIN;
 
 	if (!s->se)
 		return 0;
-	fd = open(s->disk_path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	/* Never opened here: a server killed while one of its threads waits on its own FUSE file
+	 * (the open, or the FLUSH of the close at exit) can never exit (see loop.c). */
 	for (int tries = 0; tries < 500; tries++) {
-		off_t end;
+		int64_t end = -1;
 
 		fuse_lowlevel_notify_inval_inode(s->se, FUSE_ROOT_ID, -1, 0);
-		end = lseek(fd, 0, SEEK_END);
-		if (end == (off_t)s->size) {
-			r = 0;
+		r = served_file_size(s->disk_path, &end);
+		if (r)
 			break;
-		}
-		if (end < 0) {
-			r = -errno;
+		if (end == (int64_t)s->size)
 			break;
-		}
+		r = -EAGAIN;
 		if (tries >= 10)
 			usleep(2000);
 	}
-	close(fd);
 	return r;
 }

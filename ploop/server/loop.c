@@ -362,7 +362,7 @@ int loop_detach(const char *dev)
 }
 
 /* Sets offset and size limit (0: to the end) of an attached device, and its capacity again. */
-int loop_set_size(const char *dev, uint64_t offset, uint64_t sizelimit)
+static int loop_set_size_here(const char *dev, uint64_t offset, uint64_t sizelimit)
 {
 	struct loop_info64 info;
 	int fd = open(dev, O_RDONLY | O_CLOEXEC);
@@ -381,6 +381,62 @@ int loop_set_size(const char *dev, uint64_t offset, uint64_t sizelimit)
 	if (!r && ioctl(fd, LOOP_SET_CAPACITY, 0))
 		r = -errno;
 	close(fd);
+	return r;
+}
+
+/* New capacity (LOOP_SET_STATUS64 and LOOP_SET_CAPACITY wait for the device's I/O, which we serve):
+ * in a child, as mount. */
+struct size_call {
+	const char *path;
+	uint64_t offset, sizelimit;
+	int64_t end;
+};
+
+static int loop_size_child(void *arg)
+{
+	struct size_call *c = arg;
+
+	drop_descriptors(3);
+	_exit(-loop_set_size_here(c->path, c->offset, c->sizelimit));
+}
+
+int loop_set_size(const char *dev, uint64_t offset, uint64_t sizelimit)
+{
+	struct size_call c = { .path = dev, .offset = offset, .sizelimit = sizelimit };
+	struct child ch;
+	int r = child_start(&ch, loop_size_child, &c);
+
+	return r ? r : child_wait(&ch);
+}
+
+/* The size the kernel gives @path, a file of our own FUSE mount: opening (and closing: FLUSH) it
+ * waits for us, so a child does it. */
+static int file_size_child(void *arg)
+{
+	struct size_call *c = arg;
+	int fd, r = 0;
+
+	drop_descriptors(3);
+	fd = open(c->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		_exit(errno);
+	c->end = lseek(fd, 0, SEEK_END);
+	if (c->end < 0)
+		r = errno;
+	close(fd);
+	_exit(r);
+}
+
+int served_file_size(const char *path, int64_t *end)
+{
+	struct size_call c = { .path = path };
+	struct child ch;
+	int r = child_start(&ch, file_size_child, &c);
+
+	if (!r)
+		r = child_wait(&ch);
+	if (!r)
+		*end = c.end;
 	return r;
 }
 

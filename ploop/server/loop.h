@@ -13,6 +13,8 @@ int loop_attach(const char *file, bool ro, uint64_t offset, uint64_t sizelimit, 
 		size_t errlen);
 int loop_detach(const char *dev);
 int loop_set_size(const char *dev, uint64_t offset, uint64_t sizelimit);
+/* The size of @path, a file of our own FUSE mount, as the kernel sees it (read by a child). */
+int served_file_size(const char *path, int64_t *end);
 int fs_mount(const char *dev, const char *dir, const char *fstype, const char *opts, bool ro, char *err,
 	     size_t errlen);
 int fs_umount(const char *dir);
