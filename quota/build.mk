@@ -1,6 +1,6 @@
 # libvzquota, the vzquota tools and their unit tests (included by the top Makefile).
-QUOTA_LIB_SRCS := $(wildcard quota/lib/*.c) common/errmsg.c
-QUOTA_HDRS := common/errmsg.h quota/quota.h quota/quota_format.h quota/lib/internal.h
+QUOTA_LIB_SRCS := $(wildcard quota/lib/*.c) common/errmsg.c common/openfile.c
+QUOTA_HDRS := common/errmsg.h common/openfile.h quota/quota.h quota/quota_format.h quota/lib/internal.h
 QUOTA_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64
 QUOTA_SAN_CFLAGS = $(SAN_FLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64
 QUOTA_LIB_OBJS := $(QUOTA_LIB_SRCS:%.c=$(BUILD)/quota-obj/%.o)

@@ -537,10 +537,10 @@ int ploop_descriptor_read(const char *path, struct ploop_descriptor **out, struc
 	cleanup_free char *buf = NULL;
 	struct stat st;
 	ssize_t n;
-	int fd = ploop_open_file(path, O_RDONLY, 0, false);
+	int fd = open_regular_file(path, O_RDONLY, 0, false);
 
 	*out = NULL;
-	if (fd == -PLOOP_ENOTREG)
+	if (fd == -OPEN_ENOTREG)
 		return ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0, "%s: not a regular file", path);
 	if (fd < 0)
 		return ploop_fail(err, fd == -ENOENT ? PLOOP_ERR_DESCRIPTOR : PLOOP_ERR_OPEN, -fd,
@@ -873,8 +873,8 @@ static int lock_descriptor(const char *dd_path, bool exclusive, bool create, int
 		return ploop_fail(err, errno == ENOENT ? PLOOP_ERR_DESCRIPTOR : PLOOP_ERR_OPEN, errno, "%s", dd_path);
 	if (asprintf(&lck, "%s.lck", dd_path) < 0)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", dd_path);
-	fd = ploop_open_file(lck, exclusive ? O_RDWR | O_CREAT : O_RDONLY, 0600, false);
-	if (fd == -PLOOP_ENOTREG)
+	fd = open_regular_file(lck, exclusive ? O_RDWR | O_CREAT : O_RDONLY, 0600, false);
+	if (fd == -OPEN_ENOTREG)
 		return ploop_fail(err, PLOOP_ERR_OPEN, 0, "%s: not a regular file", lck);
 	if (fd < 0 && !exclusive)
 		return 0;

@@ -3,6 +3,7 @@
 #ifndef PLOOP_INTERNAL_H
 #define PLOOP_INTERNAL_H
 
+#include "../../common/openfile.h"
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -33,12 +34,7 @@ static inline void cleanup_freep(void *p)
 #define cleanup_free __attribute__((cleanup(cleanup_freep)))
 
 /* ---- io ---- */
-/* ploop_open_file's (and so pio_open's) answer for a FIFO, socket, character device or directory
- * where a file was expected: no errno names it (BSD's EFTYPE would). */
-#define PLOOP_ENOTREG EMEDIUMTYPE
-/* open(2) that never blocks on a FIFO and refuses all but regular files (and block devices with
- * @allow_blk); the descriptor without O_NONBLOCK, or -errno. */
-int ploop_open_file(const char *path, int flags, mode_t mode, bool allow_blk);
+/* (pio_open opens with open_regular_file: a FIFO or the like is -OPEN_ENOTREG.) */
 /* "PATH: cannot open: ..." or "PATH: not a regular file" for a pio_open result @r, exit PLOOP_ERR_OPEN. */
 int pio_fail_open(struct ploop_error *err, int r, const char *path);
 int pio_open(const char *path, int flags, mode_t mode, struct ploop_file **out);

@@ -9,40 +9,9 @@
 
 static const struct ploop_io_ops *current_ops;
 
-/*
- * Every image, descriptor and lock file the library reads is opened here. O_NONBLOCK because a
- * FIFO put in place of one would otherwise hang open() until a writer (or reader) comes, which may
- * be never; the type is checked on the open descriptor (no race with a rename), and O_NONBLOCK is
- * dropped again for what is kept. Block devices pass only with @allow_blk: a raw image may be one.
- */
-int ploop_open_file(const char *path, int flags, mode_t mode, bool allow_blk)
-{
-	struct stat st;
-	int fd = open(path, flags | O_NONBLOCK | O_CLOEXEC, mode);
-	int e;
-
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st)) {
-		e = -errno;
-		close(fd);
-		return e;
-	}
-	if (!S_ISREG(st.st_mode) && !(allow_blk && S_ISBLK(st.st_mode))) {
-		close(fd);
-		return -PLOOP_ENOTREG;
-	}
-	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)) {
-		e = -errno;
-		close(fd);
-		return e;
-	}
-	return fd;
-}
-
 int pio_fail_open(struct ploop_error *err, int r, const char *path)
 {
-	if (r == -PLOOP_ENOTREG)
+	if (r == -OPEN_ENOTREG)
 		return ploop_fail(err, PLOOP_ERR_OPEN, 0, "%s: not a regular file", path);
 	return ploop_fail(err, PLOOP_ERR_OPEN, -r, "%s: cannot open", path);
 }
@@ -53,7 +22,7 @@ static int posix_open(const char *path, int flags, mode_t mode, struct ploop_fil
 
 	if (!f)
 		return -ENOMEM;
-	f->fd = ploop_open_file(path, flags, mode, true);
+	f->fd = open_regular_file(path, flags, mode, true);	/* a raw image may be a device */
 	if (f->fd < 0) {
 		int e = f->fd;
 

@@ -7,6 +7,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "../../common/openfile.h"
 #include "internal.h"
 
 struct vzq_handle {
@@ -103,34 +104,20 @@ static int read_all(int fd, const char *fname, unsigned char **out, size_t *len,
 	return 0;
 }
 
-/* Opens a quota file (or its tmp file) without blocking on a FIFO or a device: O_NONBLOCK for the
- * open, then anything but a regular file is refused (VZQ_ERR_FILE) and O_NONBLOCK cleared.
- * Returns the descriptor, or -1 with @err filled (ENOENT: VZQ_ERR_NOFILE unless @creating). */
+/* Opens a quota file (or its tmp file) without blocking on a FIFO or a device: anything but a
+ * regular file is refused (VZQ_ERR_FILE). Returns the descriptor, or -1 with @err filled (ENOENT:
+ * VZQ_ERR_NOFILE unless creating). */
 static int open_regular(const char *fname, int flags, struct vzq_error *err)
 {
-	struct stat st;
-	int fd = open(fname, flags | O_NONBLOCK | O_CLOEXEC, 0600);
+	int fd = open_regular_file(fname, flags, 0600, false);
 
-	if (fd < 0) {
-		if (errno == ENOENT && !(flags & O_CREAT))
-			vzq_fail(err, VZQ_ERR_NOFILE, 0, "%s: no quota file", fname);
-		else
-			vzq_fail(err, VZQ_ERR_FILE, errno, "%s", fname);
-		return -1;
-	}
-	if (fstat(fd, &st) < 0) {
-		vzq_fail(err, VZQ_ERR_FILE, errno, "%s", fname);
-	} else if (!S_ISREG(st.st_mode)) {
+	if (fd == -OPEN_ENOTREG)
 		vzq_fail(err, VZQ_ERR_FILE, 0, "%s: not a regular file", fname);
-	} else {
-		int fl = fcntl(fd, F_GETFL);
-
-		if (fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0)
-			return fd;
-		vzq_fail(err, VZQ_ERR_FILE, errno, "%s", fname);
-	}
-	close(fd);
-	return -1;
+	else if (fd == -ENOENT && !(flags & O_CREAT))
+		vzq_fail(err, VZQ_ERR_NOFILE, 0, "%s: no quota file", fname);
+	else if (fd < 0)
+		vzq_fail(err, VZQ_ERR_FILE, -fd, "%s", fname);
+	return fd < 0 ? -1 : fd;
 }
 
 /* Locks the file at @fname as it is now: a writer replaces it by rename, so after the lock the
