@@ -172,31 +172,29 @@ int ploop_init_fs(const char *delta_path, const struct ploop_create_params *p, s
 
 /* ---- resize ---------------------------------------------------------------------------------------- */
 
-static bool device_has_gpt(const char *dev)
+/* Whether @dev holds the bytes @want at @off. */
+static bool device_has_bytes(const char *dev, off_t off, const void *want, size_t len)
 {
-	uint8_t sec[512];
+	uint8_t buf[16];
 	int fd = open(dev, O_RDONLY | O_CLOEXEC);
 	bool r;
 
 	if (fd < 0)
 		return false;
-	r = pread(fd, sec, sizeof(sec), 512) == (ssize_t)sizeof(sec) && !memcmp(sec, "EFI PART", 8);
+	r = len <= sizeof(buf) && pread(fd, buf, len, off) == (ssize_t)len && !memcmp(buf, want, len);
 	close(fd);
 	return r;
 }
 
-/* An ext2/3/4 superblock at the start of @part (its magic at byte 1080). */
+static bool device_has_gpt(const char *dev)
+{
+	return device_has_bytes(dev, 512, "EFI PART", 8);
+}
+
+/* An ext2/3/4 superblock at the start of @part (its magic, 0xEF53 little-endian, at byte 1080). */
 static bool holds_ext_fs(const char *part)
 {
-	uint8_t magic[2];
-	int fd = open(part, O_RDONLY | O_CLOEXEC);
-	bool r;
-
-	if (fd < 0)
-		return false;
-	r = pread(fd, magic, sizeof(magic), 1080) == (ssize_t)sizeof(magic) && magic[0] == 0x53 && magic[1] == 0xef;
-	close(fd);
-	return r;
+	return device_has_bytes(part, 1080, "\x53\xef", 2);
 }
 
 /* Where the filesystem of @in is mounted now (from mountinfo), if anywhere. */

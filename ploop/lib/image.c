@@ -809,13 +809,12 @@ int ploop_grow(const char *path, bool raw, uint64_t size, struct ploop_error *er
 			   path, top->size_sectors, size);
 		goto out;
 	}
-	/* The size the grow will reach: a ploop delta's is a whole number of clusters. */
+	/* The size the grow will reach (a ploop delta's is a whole number of clusters), once it is
+	 * known to be one the delta can hold: the rounding cannot overflow then. */
+	if (ploop_delta_check_size(top, size, err))
+		goto out;
 	old_size = top->size_sectors;
 	new_size = top->raw ? size : (size + top->cluster_sectors - 1) / top->cluster_sectors * top->cluster_sectors;
-	if (new_size / top->cluster_sectors >= UINT32_MAX) {
-		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: %" PRIu64 " sectors is too large", top->path, size);
-		goto out;
-	}
 	set_disk_size(s.dd, new_size);
 	if (ploop_descriptor_prepare(s.dd, err))
 		goto out;
