@@ -43,6 +43,16 @@ expect_rc() {
 		not_ok "$name (exit $rc, wanted $want: $(head -c 300 "$T/.stderr"))"
 	fi
 }
+# one_line NAME RC CMD...: exits RC with exactly one line on stderr.
+one_line() {
+	local name=$1 want=$2 rc
+	shift 2
+	"$@" >/dev/null 2>"$T/.err"
+	rc=$?
+	if [ "$rc" = "$want" ] && [ "$(wc -l <"$T/.err")" = 1 ]; then ok "$name"; else
+		not_ok "$name (exit $rc, wanted $want: $(head -c 300 "$T/.err"))"
+	fi
+}
 finish() { exit $((_failures > 0)); }
 # sha FILE: content digest
 sha() { sha256sum "$1" | cut -d' ' -f1; }

@@ -101,16 +101,6 @@ expect_rc "-c show" 0 q show 104 -c "$T/custom"
 expect_rc "drop -c" 0 q drop 104 -c "$T/custom"
 
 # ---- errors are one line, and change nothing ----
-# one_line NAME RC CMD...: exits RC with exactly one line on stderr.
-one_line() {
-	local name=$1 want=$2 rc
-	shift 2
-	"$@" >/dev/null 2>"$T/.err"
-	rc=$?
-	if [ "$rc" = "$want" ] && [ "$(wc -l <"$T/.err")" = 1 ]; then ok "$name"; else
-		not_ok "$name (exit $rc, wanted $want: $(head -c 300 "$T/.err"))"
-	fi
-}
 q init 110 -p "$TREE" "${LIM[@]}" >/dev/null 2>&1
 cp "$VZQ_DIR/quota.110" "$T/q110"
 touch "$T/regular"

@@ -8,16 +8,6 @@ simfs_skip_unless_root simfs_lifecycle
 
 P=$T/p R=$T/r
 mkdir -p "$P" "$R"
-# one_line NAME RC CMD...: exits RC with exactly one line on stderr.
-one_line() {
-	local name=$1 want=$2 rc
-	shift 2
-	"$@" >/dev/null 2>"$T/.err"
-	rc=$?
-	if [ "$rc" = "$want" ] && [ "$(wc -l <"$T/.err")" = 1 ]; then ok "$name"; else
-		not_ok "$name (exit $rc, wanted $want: $(head -c 300 "$T/.err"))"
-	fi
-}
 alive() { [ -d "/proc/$1" ] && ! grep -q '^State:.*[ZX]' "/proc/$1/status" 2>/dev/null; }
 pid_of() { sed -n 's/^pid=//p' "$(grep -l "^root=$1\$" "$SIMFS_RUN_DIR"/*.state)"; }
 
