@@ -149,14 +149,25 @@ static int freezer_child(void *arg)
 	int fd, e = 0;
 	char r;
 
-	if (dup2(f->cmd, 100) < 0 || dup2(f->res, 101) < 0 || dup2(100, 3) < 0 || dup2(101, 4) < 0)
+	/* The pipes to 3 and 4 through numbers above both and above 4 (fixed ones collided with the
+	 * pipes of a server holding about 100 descriptors: the result went into the command pipe, and
+	 * the server, reading EOF, took a freeze that had succeeded for a failure and left it). */
+	int hi = (f->cmd > f->res ? f->cmd : f->res) + 1;
+	int c = fcntl(f->cmd, F_DUPFD, hi > 5 ? hi : 5), s = fcntl(f->res, F_DUPFD, hi > 5 ? hi : 5);
+
+	if (c < 0 || s < 0 || dup2(c, 3) < 0 || dup2(s, 4) < 0)
 		_exit(EBADF);
 	drop_descriptors(5);
 	fd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || ioctl(fd, FIFREEZE, 0))
 		e = errno ? errno : EIO;
 	r = (char)e;
-	if (write(4, &r, 1) != 1 || e)
+	if (write(4, &r, 1) != 1) {
+		if (!e)	/* a freeze nobody knows of would stay for good */
+			ioctl(fd, FITHAW, 0);
+		_exit(e ? e : EIO);
+	}
+	if (e)
 		_exit(e);
 	while (read(3, &r, 1) < 0 && errno == EINTR)
 		;
