@@ -79,6 +79,8 @@ int ploop_descriptor_chain(const struct ploop_descriptor *dd, const char *guid, 
 		rev[depth++] = im;
 		g = dd->snapshots[s].parent;
 	}
+	if (!depth)	/* the null GUID names the parent of the base, not a snapshot */
+		return ploop_fail(err, PLOOP_ERR_NOSNAP, 0, "%s: no snapshot %s", dd->path, g);
 	for (int i = 0; i < depth; i++)
 		idx[i] = rev[depth - 1 - i];
 	*n = depth;

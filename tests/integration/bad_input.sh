@@ -581,6 +581,12 @@ argument_tests() {
 	arg_case map-guid-invalid 38 map -u xyz "$DD"
 	arg_case map-guid-on-delta 38 map -u "$BASE_GUID" "$A/root.hds"
 	arg_case export-guid-invalid 38 export -u xyz "$DD" "$SCR/args-out.raw"
+	# The null GUID is the parent of the base, not a snapshot: 43 like any unknown GUID, where upstream has it.
+	NULL_GUID='{00000000-0000-0000-0000-000000000000}'
+	arg_case map-guid-null 43 map -u "$NULL_GUID" "$DD"
+	arg_case export-guid-null 43 export -u "$NULL_GUID" "$DD" "$SCR/args-out.raw"
+	arg_case snapshot-delete-guid-null 43 snapshot-delete -u "$NULL_GUID" "$DD"
+	arg_case snapshot-merge-guid-null 38 snapshot-merge -u "$NULL_GUID" "$DD"
 	arg_case export-over-existing-output 38 export "$DD" "$A/existing.raw"
 	arg_case check-guid-invalid 38 check -u xyz "$DD"
 	arg_case check-raw-without-blocksize 38 check -R "$A/root.hds"
