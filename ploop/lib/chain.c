@@ -2,6 +2,7 @@
  * cluster, else zeros); writes go to the top, allocating at the end of its file and copying whole
  * clusters up from lower deltas first. */
 #include <inttypes.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 
@@ -22,6 +23,23 @@ int ploop_chain_close(struct ploop_chain *c, struct ploop_error *err)
 	return r;
 }
 
+/* One file twice in a chain (by name, or through a hard link) would be merged into itself, and
+ * would otherwise be reported as locked by another process (our own lock on its first entry). */
+int ploop_files_distinct(const char *const *paths, int n, struct ploop_error *err)
+{
+	struct stat st[PLOOP_MAX_CHAIN];
+
+	for (int i = 0; i < n; i++) {
+		if (stat(paths[i], &st[i]))
+			st[i].st_ino = 0;	/* opening it will say why */
+		for (int j = 0; j < i && st[i].st_ino; j++)
+			if (st[j].st_ino == st[i].st_ino && st[j].st_dev == st[i].st_dev)
+				return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s and %s are the same file", paths[j],
+						  paths[i]);
+	}
+	return 0;
+}
+
 int ploop_chain_open_files(const char *const *paths, int n, bool raw_base, uint32_t raw_cs, unsigned flags,
 			   struct ploop_chain **out, struct ploop_error *err)
 {
@@ -31,6 +49,8 @@ int ploop_chain_open_files(const char *const *paths, int n, bool raw_base, uint3
 	*out = NULL;
 	if (n < 1 || n > PLOOP_MAX_CHAIN)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "a chain holds 1 to %d images, not %d", PLOOP_MAX_CHAIN, n);
+	if (ploop_files_distinct(paths, n, err))
+		return err->status;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "chain");

@@ -1006,6 +1006,8 @@ int ploop_merge_files(const char *const *paths, int n, bool raw_base, uint32_t r
 	if (n < 2 || n > PLOOP_MAX_CHAIN)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "merge needs 2 to %d images, top first and base last",
 				  PLOOP_MAX_CHAIN);
+	if (ploop_files_distinct(paths, n, err))
+		return err->status;
 	for (int i = 0; i < n - 1; i++) {
 		if (ploop_delta_open(paths[i], 0, 0, 0, &src[nsrc], err))
 			goto out;

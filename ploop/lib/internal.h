@@ -135,6 +135,8 @@ int ploop_delta_compact(struct ploop_delta *d, uint64_t *moved, struct ploop_err
 int ploop_delta_drop_cluster(struct ploop_delta *d, uint64_t v, struct ploop_error *err);
 
 /* ---- chains ---- */
+/* Refuses (PLOOP_ERR_PARAM) a list naming one file twice, by name or through a hard link. */
+int ploop_files_distinct(const char *const *paths, int n, struct ploop_error *err);
 struct ploop_chain {
 	int depth;
 	struct ploop_delta *deltas[PLOOP_MAX_CHAIN];

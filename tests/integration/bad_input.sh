@@ -598,6 +598,16 @@ argument_tests() {
 	arg_case import-size-abc 38 import -s abc "$A/existing.raw" "$A/imported.hds"
 	arg_case import-blocksize-invalid 38 import -b 100 "$A/existing.raw" "$A/imported.hds"
 	arg_case merge-one-image 38 merge "$A/root.hds"
+	# One file twice (by name, or through a hard link) is refused before anything is opened, not
+	# reported as locked by another process.
+	arg_case merge-same-file-twice 38 merge "$A/root.hds" "$A/root.hds"
+	(
+		A=$A-link
+		mkdir -p "$A"
+		"$PLOOP" init -s 8M -t none "$A/root.hds" >/dev/null
+		ln "$A/root.hds" "$A/link.hds"
+		arg_case merge-hard-link-of-itself 38 merge "$A/link.hds" "$A/root.hds"
+	)
 	arg_case info-without-s 38 info "$DD"
 	arg_case restore-descriptor-over-existing 1 restore-descriptor "$A" "$A/root.hds"
 	arg_case map-nonexistent-descriptor "4|39" map "$A/nonexistent.xml"
