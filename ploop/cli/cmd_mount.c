@@ -2,6 +2,7 @@
  * resize, compact. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -151,44 +152,96 @@ int cmd_umount(int argc, char **argv)
 	return 0;
 }
 
+/* Instances are gathered first so that every column is as wide as its longest entry. */
 struct list_ctx {
-	bool header;
-	int n;
+	struct ploop_instance *in;
+	int n, cap;
 };
 
-static int list_one(void *ctx, const struct ploop_instance *in)
+static int list_gather(void *ctx, const struct ploop_instance *in)
 {
 	struct list_ctx *l = ctx;
 
-	if (l->header) {
-		printf("%-12s %-14s %-8s %-7s %-10s %s\n", "DEVICE", "PARTITION", "PID", "MODE", "MOUNT", "DESCRIPTOR");
-		l->header = false;
+	if (l->n == l->cap) {
+		int cap = l->cap ? 2 * l->cap : 16;
+		struct ploop_instance *grown = realloc(l->in, (size_t)cap * sizeof(*grown));
+
+		if (!grown)
+			return -ENOMEM;
+		l->in = grown;
+		l->cap = cap;
 	}
-	printf("%-12s %-14s %-8d %-7s %-10s %s%s%s%s\n", in->device, in->part, in->pid,
-	       !in->alive ? "DEAD" : in->ro ? "ro" : "rw", in->mount[0] ? in->mount : "-", in->descriptor,
-	       in->guid[0] ? " (snapshot " : "", in->guid, in->guid[0] ? ")" : "");
-	l->n++;
+	l->in[l->n++] = *in;
 	return 0;
+}
+
+static const char *list_mode(const struct ploop_instance *in)
+{
+	return !in->alive ? "DEAD" : in->ro ? "ro" : "rw";
+}
+
+static const char *list_mount(const struct ploop_instance *in)
+{
+	return in->mount[0] ? in->mount : "-";
+}
+
+static int column(int width, const char *s)
+{
+	int n = (int)strlen(s);
+
+	return n > width ? n : width;
+}
+
+static void list_print(const struct list_ctx *l, bool header)
+{
+	int wdev = 6, wpart = 9, wpid = 3, wmode = 4, wmount = 5;
+	char pid[16];
+
+	for (int i = 0; i < l->n; i++) {
+		snprintf(pid, sizeof(pid), "%d", l->in[i].pid);
+		wdev = column(wdev, l->in[i].device);
+		wpart = column(wpart, l->in[i].part);
+		wpid = column(wpid, pid);
+		wmode = column(wmode, list_mode(&l->in[i]));
+		wmount = column(wmount, list_mount(&l->in[i]));
+	}
+	if (header && l->n)
+		printf("%-*s  %-*s  %-*s  %-*s  %-*s  %s\n", wdev, "DEVICE", wpart, "PARTITION", wpid, "PID", wmode,
+		       "MODE", wmount, "MOUNT", "DESCRIPTOR");
+	for (int i = 0; i < l->n; i++) {
+		const struct ploop_instance *in = &l->in[i];
+
+		printf("%-*s  %-*s  %-*d  %-*s  %-*s  %s%s%s%s\n", wdev, in->device, wpart, in->part, wpid, in->pid,
+		       wmode, list_mode(in), wmount, list_mount(in), in->descriptor, in->guid[0] ? " (snapshot " : "",
+		       in->guid, in->guid[0] ? ")" : "");
+	}
 }
 
 int cmd_list(int argc, char **argv)
 {
 	struct ploop_error err = { 0 };
-	struct list_ctx l = { .header = true };
-	int c;
+	struct list_ctx l = { 0 };
+	bool header = true;
+	int c, r = 0;
 
 	while ((c = getopt(argc, argv, "aH")) != -1) {
 		switch (c) {
 		case 'a': break;	/* every instance is listed */
-		case 'H': l.header = false; break;
+		case 'H': header = false; break;
 		default: return usage_error("invalid option");
 		}
 	}
 	if (want_args(argc, 0))
 		return PLOOP_ERR_PARAM;
-	if (ploop_list_instances(list_one, &l, &err))
-		return report_error(&err);
-	return 0;
+	r = ploop_list_instances(list_gather, &l, &err);
+	if (r == -ENOMEM)
+		r = fail(PLOOP_ERR_MALLOC, "out of memory");
+	else if (r)
+		r = report_error(&err);
+	else
+		list_print(&l, header);
+	free(l.in);
+	return r;
 }
 
 int cmd_snapshot_mount(int argc, char **argv)
