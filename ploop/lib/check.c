@@ -303,25 +303,30 @@ int ploop_check_descriptor(const char *dd_path, const char *guid, const struct p
 	struct ploop_descriptor *dd = NULL;
 	int idx[PLOOP_MAX_CHAIN], n, lock = -1;
 	char g[PLOOP_GUID_BUF];
-	bool rdonly = p->flags & PLOOP_CHECK_RDONLY;
+	bool rdonly = p->flags & PLOOP_CHECK_RDONLY, live = false;
+	struct ploop_instance in;
+	struct ploop_error none = { 0 };
 
 	if (guid && ploop_parse_guid(guid, g))
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", guid);
-	if (!rdonly) {
-		/* A mapped set (the kernel target takes no lock of ours) is being written: a repair,
-		 * dropping its marker or trimming its tail, would race the writer. */
-		struct ploop_instance in;
-		struct ploop_error none = { 0 };
-
-		if (!ploop_find_instance(dd_path, NULL, &in, &none) && in.alive)
-			return ploop_fail(err, PLOOP_ERR_BUSY, 0,
-					  "%s is mounted (%s): check it unmounted, or read-only (-r)", dd_path,
-					  in.device);
-	}
+	live = !ploop_find_instance(dd_path, NULL, &in, &none) && in.alive;
+	/* A mapped set (the kernel target takes no lock of ours) is being written: a repair,
+	 * dropping its marker or trimming its tail, would race the writer. */
+	if (live && !rdonly)
+		return ploop_fail(err, PLOOP_ERR_BUSY, 0, "%s is mounted (%s): check it unmounted, or a snapshot read-only (-r -u UUID)",
+				  dd_path, in.device);
 	if (ploop_lock_descriptor(dd_path, !rdonly, &lock, err))
 		return err->status;
 	if (ploop_descriptor_read(dd_path, &dd, err) || ploop_descriptor_chain(dd, guid ? g : NULL, idx, &n, err))
 		goto out;
+	/* Read-only, the lower deltas of a mounted set can be checked (the server only reads them),
+	 * its top cannot: it is being written (a dirty marker, clusters past the last BAT entry). */
+	if (live && !in.ro && idx[n - 1] == ploop_descriptor_find_image(dd, dd->top_guid)) {
+		ploop_fail(err, PLOOP_ERR_BUSY, 0,
+			   "%s is mounted (%s): its top delta is being written; check it unmounted, or a snapshot (-u UUID)",
+			   dd_path, in.device);
+		goto out;
+	}
 	for (int i = 0; i < n; i++) {
 		struct ploop_check_params q = *p;
 		struct ploop_error e = { 0 };

@@ -252,7 +252,12 @@ if inst "$PT"; then
 		cmp -s "$T/p.data" <(dd if="$I_DEV" bs=4096 skip=$(((5 * MiB + 262144) / 4096)) count=1 iflag=direct status=none)
 fi
 refuse "tail: check of the mounted set refused (exit 17)" 17 pl check "$PT"
-check "tail: ... saying to check it unmounted or read-only" grep -q "check it unmounted, or read-only" "$T/.err"
+check "tail: ... saying to check it unmounted or a snapshot" grep -q "check it unmounted, or a snapshot" "$T/.err"
+# Read-only, a snapshot of a mounted set can be checked, its top (being written) cannot.
+refuse "tail: check -r of the mounted set refused too (exit 17)" 17 pl check -r "$PT"
+check "tail: ... saying its top is being written" grep -q "top delta is being written" "$T/.err"
+must "tail: online snapshot" pl snapshot "$PT"
+must "tail: check -r -f -c -u BASE of the mounted set" pl check -r -f -c -u "$(pl snapshot-list -H -o uuid "$PT" | head -1)" "$PT"
 umount_set "tail: umount" "$PT"
 checked "tail: the image checks clean" "$PT"
 pl check -f -c "$PT_TOP" >"$T/pt.check" 2>&1
