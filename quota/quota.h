@@ -167,6 +167,11 @@ int vzq_check_hard(const struct vzq_quota *q, const struct vzq_charge *c);
  * already exists), starting grace periods as limits are crossed. Records are created as needed;
  * -ENOMEM if one cannot be. */
 int vzq_apply(struct vzq_quota *q, const struct vzq_charge *c, time_t now);
+/* Moves @bytes and @inodes from the records of @ouid/@ogid to those of @nuid/@ngid (chown): 0, or
+ * -EDQUOT (nothing moved) when the second level refuses them. The first level, whose usage does not
+ * change, is neither checked nor touched (its grace goes on). */
+int vzq_move(struct vzq_quota *q, int64_t bytes, int64_t inodes, uid_t ouid, gid_t ogid, uid_t nuid, gid_t ngid,
+	     time_t now);
 
 /* ---- the live holder (simfs) ---------------------------------------------------------------- */
 

@@ -358,23 +358,12 @@ void qlive_apply(struct qlive *ql, const struct qcharge *c)
 
 int qlive_move(struct qlive *ql, int64_t bytes, int64_t inodes, uid_t ouid, gid_t ogid, uid_t nuid, gid_t ngid)
 {
-	struct vzq_charge out = { -bytes, -inodes, ouid, ogid }, in = { bytes, inodes, nuid, ngid };
-	time_t t = now();
 	int r;
 
 	if (ouid == nuid && ogid == ngid)
 		return 0;
 	pthread_mutex_lock(&ql->lock);
-	/* Free first, so the first level (which does not change) is not checked twice. */
-	vzq_apply(&ql->q, &out, t);
-	r = vzq_check(&ql->q, &in, t);
-	if (r) {
-		struct vzq_charge back = { bytes, inodes, ouid, ogid };
-
-		vzq_apply(&ql->q, &back, t);
-	} else {
-		vzq_apply(&ql->q, &in, t);
-	}
+	r = vzq_move(&ql->q, bytes, inodes, ouid, ogid, nuid, ngid, now());
 	ql->dirty = true;
 	pthread_mutex_unlock(&ql->lock);
 	return r;

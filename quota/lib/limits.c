@@ -69,9 +69,9 @@ static struct vzq_ugid *find(const struct vzq_quota *q, uint32_t type, uint32_t 
 	return vzq_ugid_get((struct vzq_quota *)q, type, id, false, NULL);
 }
 
-static int check(const struct vzq_quota *q, const struct vzq_charge *c, bool hard_only, time_t now)
+static int check(const struct vzq_quota *q, const struct vzq_charge *c, bool level1, bool hard_only, time_t now)
 {
-	if (!stat_allows(&q->stat, c, false, hard_only, now))
+	if (level1 && !stat_allows(&q->stat, c, false, hard_only, now))
 		return -EDQUOT;
 	if (q->flags & VZQ_FLAG_UGID_ON) {
 		const struct vzq_ugid *u = find(q, VZQ_USER, c->uid);
@@ -88,12 +88,12 @@ static int check(const struct vzq_quota *q, const struct vzq_charge *c, bool har
 
 int vzq_check(const struct vzq_quota *q, const struct vzq_charge *c, time_t now)
 {
-	return check(q, c, false, now);
+	return check(q, c, true, false, now);
 }
 
 int vzq_check_hard(const struct vzq_quota *q, const struct vzq_charge *c)
 {
-	return check(q, c, true, 0);
+	return check(q, c, true, true, 0);
 }
 
 static void charge_stat(struct vzq_stat *s, const struct vzq_charge *c, const struct vzq_grace *g,
@@ -119,4 +119,23 @@ int vzq_apply(struct vzq_quota *q, const struct vzq_charge *c, time_t now)
 		charge_stat(&g->stat, c, &q->ugid_grace[VZQ_GROUP], true, now);
 	}
 	return 0;
+}
+
+int vzq_move(struct vzq_quota *q, int64_t bytes, int64_t inodes, uid_t ouid, gid_t ogid, uid_t nuid, gid_t ngid,
+	     time_t now)
+{
+	struct vzq_charge out = { -bytes, -inodes, ouid, ogid }, in = { bytes, inodes, nuid, ngid };
+	struct vzq_stat level1 = q->stat;
+	int r;
+
+	if (!(q->flags & VZQ_FLAG_UGID_ON) || (ouid == nuid && ogid == ngid))
+		return 0;
+	/* Free first, so that a record losing and gaining (only the gid changes) is checked once. */
+	vzq_apply(q, &out, now);
+	r = check(q, &in, false, false, now);
+	if (r)
+		in = (struct vzq_charge){ bytes, inodes, ouid, ogid };
+	vzq_apply(q, &in, now);
+	q->stat = level1;
+	return r;
 }

@@ -206,6 +206,19 @@ check "uid 1000 writes within its limit" setpriv --reuid 1000 --regid 1000 --cle
 edquot "uid 1000 writing past its limit refused" setpriv --reuid 1000 --regid 1000 --clear-groups dd if=/dev/zero of="$R/d1/u2" bs=1M count=1 status=none
 check "chown back to root moves usage back" chown 0:0 "$R/small"
 same_as_scan "usage equals a fresh scan after chown (per uid and gid)"
+# chown moves usage between uid/gid records only: over the soft limit with the grace expired it
+# is not refused, and it does not start the first level's grace again
+"$VZQUOTA" -q setlimit 101 -e 2 >/dev/null || not_ok "setlimit short grace"
+rm -f "$R/d1/u" "$R/big2"
+dd if=/dev/zero of="$R/over" bs=1M count=$(( (10240 * 1024 - $(total_bytes)) / MiB + 1 )) status=none
+sleep 3
+edquot "over soft, grace expired: a write is refused" dd if=/dev/zero of="$R/over2" bs=4k count=1 status=none
+check "over soft, grace expired: chown passes (the first level does not change)" chown 1000:1000 "$R/small"
+edquot "and the chown did not start the grace again" dd if=/dev/zero of="$R/over2" bs=4k count=1 status=none
+check "chown back passes too" chown 0:0 "$R/small"
+rm -f "$R/over" "$R/over2"
+"$VZQUOTA" -q setlimit 101 -e 1h >/dev/null || not_ok "setlimit grace back"
+same_as_scan "usage equals a fresh scan after chown past grace"
 
 # ---- clean stop writes back; kill -9 is detected and rescanned ----
 expect_rc "umount" 0 sf umount "$R"
