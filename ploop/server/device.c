@@ -356,11 +356,14 @@ static int alloc_cluster(struct srv *s, uint64_t *out)
 	} else if (c >= s->prealloc_end) {
 		uint64_t n = PREALLOC_BYTES / s->cs ? PREALLOC_BYTES / s->cs : 1;
 
-		if (fallocate(top->file->fd, 0, (off_t)(c * s->cs), (off_t)(n * s->cs)) &&
-		    fallocate(top->file->fd, 0, (off_t)(c * s->cs), (off_t)s->cs))
-			r = -errno;
-		else
+		/* Short of room for the whole step, one cluster: only what was allocated counts as
+		 * preallocated, or the next clusters would be written into holes of the file. */
+		if (!fallocate(top->file->fd, 0, (off_t)(c * s->cs), (off_t)(n * s->cs)))
 			s->prealloc_end = c + n;
+		else if (!fallocate(top->file->fd, 0, (off_t)(c * s->cs), (off_t)s->cs))
+			s->prealloc_end = c + 1;
+		else
+			r = -errno;
 		if (!r && top->file_size < s->prealloc_end * s->cs)
 			top->file_size = s->prealloc_end * s->cs;
 	}
