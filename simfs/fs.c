@@ -630,8 +630,7 @@ static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enu
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct fuse_entry_param e;
 	struct stat pst, st;
-	/* The directory may grow by a block for the new name: that must fit under the hard limit. */
-	struct qcharge res = { make_worst_case(kind, link), 1, ctx->uid, ctx->gid };
+	struct qcharge res = { make_worst_case(kind, link), 1, ctx->uid, ctx->gid }, room;
 	int r = 0, fd = -1, err;
 	gid_t gid;
 
@@ -651,8 +650,16 @@ static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enu
 	}
 	gid = (pst.st_mode & S_ISGID) ? pst.st_gid : ctx->gid;
 	res.gid = gid;
+	/* The directory may grow by a block for the new name: that must fit under the hard limits of
+	 * the directory's owner, who is charged for it (charge_dir_delta), not of the caller. */
+	room = (struct qcharge){ 0, 0, pst.st_uid, pst.st_gid };
 	if (fs->quota) {
-		r = qlive_reserve(fs->quota, &res, BLOCK);
+		r = qlive_reserve(fs->quota, &res, 0);
+		if (!r && (r = qlive_reserve(fs->quota, &room, BLOCK))) {
+			struct qcharge undo = { -res.bytes, -res.inodes, res.uid, res.gid };
+
+			qlive_apply(fs->quota, &undo);
+		}
 		if (r)
 			goto out;
 	}
@@ -680,9 +687,11 @@ static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enu
 	}
 	if (r) {
 		if (fs->quota) {
-			struct qcharge undo = { -res.bytes - BLOCK, -res.inodes, res.uid, res.gid };
+			struct qcharge undo = { -res.bytes, -res.inodes, res.uid, res.gid };
+			struct qcharge unroom = { -BLOCK, 0, room.uid, room.gid };
 
 			qlive_apply(fs->quota, &undo);
+			qlive_apply(fs->quota, &unroom);
 		}
 		goto out;
 	}
@@ -706,9 +715,11 @@ static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enu
 	}
 made:
 	if (fs->quota) {
-		struct qcharge undo = { -res.bytes - BLOCK, -res.inodes, res.uid, res.gid };
+		struct qcharge undo = { -res.bytes, -res.inodes, res.uid, res.gid };
+		struct qcharge unroom = { -BLOCK, 0, room.uid, room.gid };
 
 		qlive_apply(fs->quota, &undo);
+		qlive_apply(fs->quota, &unroom);
 		if (!err) {
 			struct qcharge c;
 
@@ -960,9 +971,9 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent_ino, co
 {
 	struct simfs *fs = fs_of(req);
 	struct sinode *n = inode_of(req, ino), *np = inode_of(req, newparent_ino);
-	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	/* The directory may grow by a block for the new name. */
-	struct qcharge room = { 0, 0, ctx->uid, ctx->gid };
+	/* The directory may grow by a block for the new name, charged to its owner. */
+	struct qcharge room = { 0 };
+	struct stat npst;
 	struct fuse_entry_param e;
 	char proc[64];
 	int64_t npb = 0;
@@ -978,8 +989,12 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent_ino, co
 	}
 	if (fs->quota) {
 		pthread_mutex_lock(&np->qlock);
-		npb = blocks_of(np->fd);
-		r = qlive_reserve(fs->quota, &room, BLOCK);
+		r = stat_fd(np->fd, &npst);
+		if (!r) {
+			npb = alloc_bytes(&npst);
+			room = (struct qcharge){ 0, 0, npst.st_uid, npst.st_gid };
+			r = qlive_reserve(fs->quota, &room, BLOCK);
+		}
 		if (r) {
 			pthread_mutex_unlock(&np->qlock);
 			fuse_reply_err(req, -r);

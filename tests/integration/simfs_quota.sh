@@ -219,6 +219,16 @@ check "chown back passes too" chown 0:0 "$R/small"
 rm -f "$R/over" "$R/over2"
 "$VZQUOTA" -q setlimit 101 -e 1h >/dev/null || not_ok "setlimit grace back"
 same_as_scan "usage equals a fresh scan after chown past grace"
+# a new name may grow its directory by a block, charged to the directory's owner: a user at its
+# block hard limit still creates empty files and links in a directory of root's
+U1000="setpriv --reuid 1000 --regid 1000 --clear-groups"
+$U1000 sh -c "dd if=/dev/zero of='$R/d1/ufill' bs=4k count=1000 status=none 2>/dev/null; true"
+check "uid 1000 filled to its block hard limit" sh -c "$(declare -f file_usage quota_sync); QTOOL=$QTOOL VZQUOTA=$VZQUOTA; file_usage | grep -qx 'user 1000 1048576 [0-9]*'"
+check "uid 1000 at its block hard limit creates an empty file in root's directory" $U1000 touch "$R/d1/uempty"
+check "and a hard link there" $U1000 ln "$R/d1/uempty" "$R/d1/uempty2"
+edquot "but not a directory (its first block is the user's)" $U1000 mkdir "$R/d1/udir"
+rm -f "$R/d1/ufill" "$R/d1/uempty" "$R/d1/uempty2" "$R/d1/u" "$R/d1/u2"
+same_as_scan "usage equals a fresh scan after names created at a user's hard limit"
 
 # ---- clean stop writes back; kill -9 is detected and rescanned ----
 expect_rc "umount" 0 sf umount "$R"
