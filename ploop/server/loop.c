@@ -520,6 +520,13 @@ static int find_mount(dev_t rdev, char *dir, size_t len)
 	return found;
 }
 
+bool fs_shows_device(const char *dir, const char *dev)
+{
+	struct stat d, m;
+
+	return !stat(dev, &d) && !stat(dir, &m) && m.st_dev == d.st_rdev;
+}
+
 int fs_umount_device(const char *dev, char *dir, size_t len)
 {
 	struct stat st;
@@ -528,7 +535,13 @@ int fs_umount_device(const char *dev, char *dir, size_t len)
 		return errno == ENOENT ? 0 : -errno;
 	/* Mounted on several directories (bind mounts): each goes. Bounded, in case one comes back. */
 	for (int i = 0; i < 64 && find_mount(st.st_rdev, dir, len); i++) {
-		int r = fs_umount(dir);
+		int r;
+
+		/* Another filesystem mounted over ours there (another set's): unmounting the directory
+		 * would take that one off instead. */
+		if (!fs_shows_device(dir, dev))
+			return -EXDEV;
+		r = fs_umount(dir);
 
 		if (r)
 			return r;

@@ -59,7 +59,9 @@ int server_release(struct srv *s, char *msg, size_t len)
 	int code = 0;
 
 	pthread_mutex_lock(&mu);
-	if (s->mount_dir[0]) {
+	/* Only if what is seen there is ours: another filesystem may be mounted over it (or in its
+	 * place, ours unmounted by hand); the loop below finds ours wherever it is. */
+	if (s->mount_dir[0] && (fs_shows_device(s->mount_dir, devs[0]) || fs_shows_device(s->mount_dir, devs[1]))) {
 		int r = fs_umount(s->mount_dir);
 
 		if (r) {
@@ -76,7 +78,11 @@ int server_release(struct srv *s, char *msg, size_t len)
 		pid_t pid;
 		int fd = -1;
 
-		if (r) {
+		if (r == -EXDEV) {
+			code = PLOOP_ERR_UMOUNT_BUSY;
+			snprintf(msg, len, "cannot unmount %s from %s: another filesystem is mounted over it", devs[i],
+				 dir);
+		} else if (r) {
 			code = r == -EBUSY ? PLOOP_ERR_UMOUNT_BUSY : PLOOP_ERR_UMOUNT;
 			snprintf(msg, len, "cannot unmount %s from %s: %s", devs[i], dir,
 				 r == -EBUSY ? "it is in use" : strerror(-r));

@@ -227,4 +227,23 @@ if mount -t tmpfs -o size=2200k tmpfs F; then
 	umount "$RT/F"
 fi
 
+# ---- two sets mounted on one directory ---------------------------------------------------------------
+# umount of the lower set unmounted the upper set's filesystem first (the directory shows the upper
+# one), then its own: the other set was left unmounted behind its server's back. Refused now (46).
+mkdir -p O1 O2 mO
+MNTS+=("$RT/mO")
+O1=$RT/O1/DiskDescriptor.xml O2=$RT/O2/DiskDescriptor.xml
+IDS+=("$(run_id "$O1")" "$(run_id "$O2")")
+must "stacked: init O1" pl init -s 256M O1/root.hds
+must "stacked: init O2" pl init -s 256M O2/root.hds
+mount_set "stacked: mount O1 on mO" "$O1" -m mO
+mount_set "stacked: mount O2 on mO too" "$O2" -m mO
+touch mO/o2-file
+refuse "stacked: umount of the lower set O1 refused (exit 46)" 46 pl umount "$O1"
+check "... saying another filesystem is mounted over it" grep -q "another filesystem is mounted over it" "$T/.err"
+check "... and O2's filesystem is still mounted on mO" test -e mO/o2-file
+must "stacked: umount O2" pl umount "$O2"
+check "... leaves O1 mounted on mO" mountpoint -q mO
+check_not "... and takes O2 out of ploop list" inst "$O2"
+umount_set "stacked: umount O1" "$O1"
 finish
