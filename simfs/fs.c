@@ -1547,10 +1547,12 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 			fuse_reply_err(req, r);
 			return;
 		}
-		/* An xattr may need a block of its own: that block is checked first. */
-		struct qcharge res = { BLOCK, 0, before.st_uid, before.st_gid };
+		/* An xattr may need a block of its own: that must fit under the hard limit, as a new
+		 * name's directory block does. Most need none (they fit in the inode, or replace a
+		 * value): over the soft limit, or past grace, they pass; what is allocated is charged. */
+		struct qcharge res = { 0, 0, before.st_uid, before.st_gid };
 
-		r = -qlive_reserve(fs->quota, &res, 0);
+		r = -qlive_reserve(fs->quota, &res, BLOCK);
 		if (!r) {
 			r = setxattr(proc, name, value, size, flags) ? errno : 0;
 			settle_blocks(fs, n, blocks_of(n->fd) - alloc_bytes(&before), BLOCK, before.st_uid, before.st_gid);

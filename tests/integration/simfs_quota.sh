@@ -216,6 +216,8 @@ edquot "over soft, grace expired: a write is refused" dd if=/dev/zero of="$R/ove
 check "over soft, grace expired: chown passes (the first level does not change)" chown 1000:1000 "$R/small"
 edquot "and the chown did not start the grace again" dd if=/dev/zero of="$R/over2" bs=4k count=1 status=none
 check "chown back passes too" chown 0:0 "$R/small"
+check "over soft, grace expired: an xattr that needs no block passes" \
+	python3 -c "import os, sys; os.setxattr(sys.argv[1], 'user.small', b'1')" "$R/small"
 rm -f "$R/over" "$R/over2"
 "$VZQUOTA" -q setlimit 101 -e 1h >/dev/null || not_ok "setlimit grace back"
 same_as_scan "usage equals a fresh scan after chown past grace"
