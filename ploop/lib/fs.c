@@ -229,6 +229,22 @@ bool ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len)
 	return found;
 }
 
+bool ploop_fs_shows_device(const char *dir, const char *dev)
+{
+	struct stat d, m;
+
+	return dev && dev[0] && !stat(dev, &d) && S_ISBLK(d.st_mode) && !stat(dir, &m) && m.st_dev == d.st_rdev;
+}
+
+int ploop_umount_own(const char *dir, const char *dev, const char *dev2)
+{
+	if (!ploop_fs_shows_device(dir, dev) && !ploop_fs_shows_device(dir, dev2))
+		return -EXDEV;
+	if (umount2(dir, 0))
+		return errno == EINVAL || errno == ENOENT ? 0 : -errno;
+	return 0;
+}
+
 /* Online ext4 resize (EXT4_IOC_RESIZE_FS) takes CAP_SYS_RESOURCE, which containers and sandboxes
  * often drop even for root. */
 static bool have_cap_sys_resource(void)

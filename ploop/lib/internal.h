@@ -180,6 +180,18 @@ int ploop_descriptor_new(const char *dd_path, const char *file, const struct plo
 void ploop_instance_id(const char *dd_realpath, const char *guid, char id[17]);
 /* Where the filesystem on @in's device is mounted (first mount point), if anywhere (fs.c). */
 bool ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len);
+/*
+ * Unmounting a directory takes off the TOPMOST mount there, which may be another filesystem mounted
+ * over ours (another set's, a tmpfs): a directory found through our device, or remembered, is
+ * unmounted only when the filesystem seen there is the one on our device (fs.c; ploopd uses these
+ * too). Whether the filesystem seen at @dir is the one on block device @dev: */
+bool ploop_fs_shows_device(const char *dir, const char *dev);
+/* The message of the refusal (exit PLOOP_ERR_UMOUNT_BUSY): arguments @dev, @dir. */
+#define PLOOP_COVERED_FMT "cannot unmount %s from %s: another filesystem is mounted over it"
+/* Unmounts @dir if the filesystem seen there is on @dev or @dev2 (either may be NULL or "");
+ * 0 when done (or nothing is mounted there), -EXDEV when another filesystem shows there (nothing
+ * is done), else -errno of umount2. */
+int ploop_umount_own(const char *dir, const char *dev, const char *dev2);
 /* The running servers of a descriptor, in words ("snapshot {...} is mounted read-only (/dev/loop3)"),
  * for messages that refuse something they hold; false when there is none. */
 bool ploop_describe_servers(const char *dd_path, char *buf, size_t len);

@@ -447,20 +447,26 @@ static int server_path(char *out, size_t len)
 /* Removes what a dead server left: filesystem mount, loop device, FUSE mount, run directory. */
 static int cleanup_dead(const struct ploop_instance *in, struct ploop_error *err)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], dir[PATH_MAX];
+	int r;
 
-	char dir[PATH_MAX];
-
-	if (in->mount[0] && umount2(in->mount, 0) && errno != EINVAL && errno != ENOENT)
-		return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, errno,
+	/* Its mount point only if what is seen there is ours: another filesystem may be mounted over
+	 * it (another set's), or in its place (ours unmounted by hand); the loop below finds ours
+	 * wherever it is. */
+	if (in->mount[0] && (r = ploop_umount_own(in->mount, in->part, in->device)) && r != -EXDEV)
+		return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, -r,
 				  "%s: the server of %s died, and its filesystem cannot be unmounted", in->mount,
 				  in->descriptor);
 	/* Mounted by hand too: the device goes only once nothing is mounted on it. */
-	for (int i = 0; i < 64 && ploop_mounted_at(in, dir, sizeof(dir)); i++)
-		if (umount2(dir, 0))
-			return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, errno,
+	for (int i = 0; i < 64 && ploop_mounted_at(in, dir, sizeof(dir)); i++) {
+		r = ploop_umount_own(dir, in->part, NULL);
+		if (r == -EXDEV)
+			return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0, PLOOP_COVERED_FMT, in->part, dir);
+		if (r)
+			return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, -r,
 					  "%s: the server of %s died, and the filesystem on %s cannot be unmounted",
 					  dir, in->descriptor, in->part);
+	}
 	for (int i = 0; i < 2; i++) {
 		const char *dev = i ? in->device : in->part;
 		int fd = dev[0] ? open(dev, O_RDONLY | O_CLOEXEC) : -1;

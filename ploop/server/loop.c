@@ -520,13 +520,6 @@ static int find_mount(dev_t rdev, char *dir, size_t len)
 	return found;
 }
 
-bool fs_shows_device(const char *dir, const char *dev)
-{
-	struct stat d, m;
-
-	return !stat(dev, &d) && !stat(dir, &m) && m.st_dev == d.st_rdev;
-}
-
 int fs_umount_device(const char *dev, char *dir, size_t len)
 {
 	struct stat st;
@@ -539,7 +532,7 @@ int fs_umount_device(const char *dev, char *dir, size_t len)
 
 		/* Another filesystem mounted over ours there (another set's): unmounting the directory
 		 * would take that one off instead. */
-		if (!fs_shows_device(dir, dev))
+		if (!ploop_fs_shows_device(dir, dev))
 			return -EXDEV;
 		r = fs_umount(dir);
 

@@ -20,8 +20,6 @@ int fs_mount(const char *dev, const char *dir, const char *fstype, const char *o
 int fs_umount(const char *dir);
 /* Unmounts every mount of block device @dev (the last directory tried is left in @dir). */
 int fs_umount_device(const char *dev, char *dir, size_t len);
-/* Whether the filesystem seen at @dir is the one on block device @dev (none mounted over it). */
-bool fs_shows_device(const char *dir, const char *dev);
 /* A filesystem frozen by a child process, which thaws it when told to or when the server dies. */
 struct freezer {
 	pid_t pid;

@@ -61,7 +61,8 @@ int server_release(struct srv *s, char *msg, size_t len)
 	pthread_mutex_lock(&mu);
 	/* Only if what is seen there is ours: another filesystem may be mounted over it (or in its
 	 * place, ours unmounted by hand); the loop below finds ours wherever it is. */
-	if (s->mount_dir[0] && (fs_shows_device(s->mount_dir, devs[0]) || fs_shows_device(s->mount_dir, devs[1]))) {
+	if (s->mount_dir[0] &&
+	    (ploop_fs_shows_device(s->mount_dir, devs[0]) || ploop_fs_shows_device(s->mount_dir, devs[1]))) {
 		int r = fs_umount(s->mount_dir);
 
 		if (r) {
@@ -80,8 +81,7 @@ int server_release(struct srv *s, char *msg, size_t len)
 
 		if (r == -EXDEV) {
 			code = PLOOP_ERR_UMOUNT_BUSY;
-			snprintf(msg, len, "cannot unmount %s from %s: another filesystem is mounted over it", devs[i],
-				 dir);
+			snprintf(msg, len, PLOOP_COVERED_FMT, devs[i], dir);
 		} else if (r) {
 			code = r == -EBUSY ? PLOOP_ERR_UMOUNT_BUSY : PLOOP_ERR_UMOUNT;
 			snprintf(msg, len, "cannot unmount %s from %s: %s", devs[i], dir,

@@ -246,4 +246,40 @@ must "stacked: umount O2" pl umount "$O2"
 check "... leaves O1 mounted on mO" mountpoint -q mO
 check_not "... and takes O2 out of ploop list" inst "$O2"
 umount_set "stacked: umount O1" "$O1"
+# ---- a dead server's cleanup when another filesystem is on its mount point ------------------------------
+# ploop umount (or mount) of a set whose server died unmounted its mount point by path: the other
+# set's filesystem mounted over it went instead (and then its own too). Refused now (46); a
+# filesystem mounted in its place, once ours was unmounted by hand, is left alone.
+mount_set "dead, stacked: mount O1 on mO" "$O1" -m mO
+mount_set "dead, stacked: mount O2 on mO too" "$O2" -m mO
+touch mO/o2-dead
+inst "$O1"
+pid=$I_PID
+kill -9 "$pid"
+for _ in $(seq 50); do pid_gone "$pid" && break; sleep 0.1; done
+refuse "dead, stacked: umount of O1 after its server died refused (exit 46)" 46 pl umount "$O1"
+check "... saying another filesystem is mounted over it" grep -q "another filesystem is mounted over it" "$T/.err"
+check "... and O2's filesystem is still mounted on mO" test -e mO/o2-dead
+refuse "dead, stacked: mount O1 again (cleans up first) refused too (exit 46)" 46 pl mount "$O1"
+check "... and O2's filesystem is still mounted on mO" test -e mO/o2-dead
+inst "$O2" && check "... and O2 still serves" test "$I_MODE" = rw
+must "dead, stacked: umount O2" pl umount "$O2"
+umount_set "dead, stacked: then umount O1 cleans up after its dead server" "$O1"
+check_not "... and nothing is left on mO" mountpoint -q mO
+mount_set "dead, in its place: mount O1 on mO" "$O1" -m mO
+inst "$O1"
+pid=$I_PID
+kill -9 "$pid"
+for _ in $(seq 50); do pid_gone "$pid" && break; sleep 0.1; done
+umount "$RT/mO"
+if mount -t tmpfs tmpfs mO; then
+	touch mO/tmpfs-file
+	must "dead, in its place: umount O1 (its filesystem unmounted by hand, a tmpfs on mO)" pl umount "$O1"
+	check_not "... takes O1 out of ploop list" inst "$O1"
+	check "... leaves the tmpfs mounted on mO" test -e mO/tmpfs-file
+	umount "$RT/mO"
+else
+	not_ok "dead, in its place: mount a tmpfs on mO"
+fi
+
 finish
