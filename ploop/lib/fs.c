@@ -275,6 +275,12 @@ static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t
 	/* A filesystem that does not check does not grow: found before the disk grows under it. */
 	if (fs && !fs_mounted && check_fs(in->part, err))
 		return err->status;
+	/* Ours covered by another filesystem (another set's) at its directory: resize2fs would grow
+	 * what is seen there, and the unmount to grow it would take the other one off. Refused before
+	 * anything changes. */
+	if (fs_mounted && !ploop_fs_shows_device(dir, in->part))
+		return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0, "%s: another filesystem is mounted over %s: cannot grow it",
+				  dir, in->part);
 	snprintf(cmd, sizeof(cmd), "resize %" PRIu64, size);
 	if (ploop_instance_call(in, cmd, NULL, 0, err))
 		return err->status;
@@ -306,8 +312,12 @@ static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t
 		/* Growing a mounted ext4 takes CAP_SYS_RESOURCE. Without it, as upstream's default:
 		 * unmount, check, grow, mount again -- if nothing holds the filesystem. */
 		PNOTICE("%s: no online resize here (CAP_SYS_RESOURCE); unmounting to grow it", dir);
-		if (umount2(dir, 0))
-			return ploop_fail(err, errno == EBUSY ? PLOOP_ERR_UMOUNT_BUSY : PLOOP_ERR_RESIZE_FS, errno,
+		int r = ploop_umount_own(dir, in->part, NULL);
+
+		if (r == -EXDEV)
+			return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0, PLOOP_COVERED_FMT, in->part, dir);
+		if (r)
+			return ploop_fail(err, r == -EBUSY ? PLOOP_ERR_UMOUNT_BUSY : PLOOP_ERR_RESIZE_FS, -r,
 					  "%s: the disk grew, but the filesystem can neither grow while mounted (no "
 					  "CAP_SYS_RESOURCE) nor be unmounted to grow",
 					  dir);

@@ -282,4 +282,31 @@ else
 	not_ok "dead, in its place: mount a tmpfs on mO"
 fi
 
+# ---- resize of a set whose mount point has another filesystem mounted over it --------------------------
+# Without CAP_SYS_RESOURCE the filesystem is unmounted, grown and mounted again: the unmount by path
+# took off the tmpfs over it (and the remount stacked ours on ours); with it, resize2fs grows what its
+# mount point shows. Refused now before anything changes (46); once the cover is gone it grows.
+mount_set "covered: mount O1 on mO" "$O1" -m mO
+inst "$O1"
+part=$I_PART
+df0=$(df -B1 --output=size "$RT/mO" | tail -1)
+if mount -t tmpfs tmpfs mO; then
+	touch mO/cover-file
+	for how in "" "setpriv --bounding-set=-sys_resource --"; do
+		refuse "covered: resize -s 320M${how:+ without CAP_SYS_RESOURCE} refused (exit 46)" 46 $how "$PLOOP" resize -s 320M "$O1"
+		check "... naming the directory" grep -q "$RT/mO" "$T/.err"
+		check "... and the tmpfs is still mounted over mO" test -e mO/cover-file
+		check "... and the disk did not grow" test "$(pl info -s "$O1" | awk '/^size:/ {print $2}')" = $((256 * 2048))
+	done
+	umount "$RT/mO"
+	must "covered: once the cover is gone, resize -s 320M without CAP_SYS_RESOURCE" \
+		setpriv --bounding-set=-sys_resource -- "$PLOOP" resize -s 320M "$O1"
+	check "... grew the filesystem ($df0 -> $(df -B1 --output=size "$RT/mO" | tail -1) bytes)" \
+		test "$(df -B1 --output=size "$RT/mO" | tail -1)" -gt $((df0 + 50 * MiB))
+	check "... mounted again on mO, once" test "$(findmnt -n -o SOURCE --mountpoint "$RT/mO")" = "$part"
+else
+	not_ok "covered: mount a tmpfs over mO"
+fi
+umount_set "covered: umount O1" "$O1"
+checked "covered: every delta checks clean" "$O1"
 finish
