@@ -629,7 +629,7 @@ static int kernel_mount(const struct ploop_mount_params *p, const char *rp, cons
 			struct ploop_instance *out, struct ploop_error *err)
 {
 	char name[32], device[64], part[80], top[4096], *table = NULL;
-	bool ro = p->ro || guid[0], raw_only = false;
+	bool ro = p->ro || guid[0], raw_only = false, mounted = false;
 	const char *fstype = p->fstype ? p->fstype : "ext4";
 	int r;
 
@@ -661,17 +661,23 @@ static int kernel_mount(const struct ploop_mount_params *p, const char *rp, cons
 	free(table);
 	if (!r)
 		r = kernel_partition(name, device, part, sizeof(part), err);
-	if (!r && p->mount_dir &&
-	    mount(part, p->mount_dir, fstype, ro ? MS_RDONLY : 0, p->options ? p->options : ""))
-		r = ploop_fail(err, PLOOP_ERR_MOUNT, errno, "%s on %s (%s)", part, p->mount_dir, fstype);
+	if (!r && p->mount_dir) {
+		if (mount(part, p->mount_dir, fstype, ro ? MS_RDONLY : 0, p->options ? p->options : ""))
+			r = ploop_fail(err, PLOOP_ERR_MOUNT, errno, "%s on %s (%s)", part, p->mount_dir, fstype);
+		else
+			mounted = true;
+	}
 	if (!r)
 		r = write_kernel_state(id, rp, guid, ro, device, part, p->mount_dir ? p->mount_dir : "", fstype,
 				       p->options ? p->options : "", top, err);
 	if (r) {
 		struct ploop_error e2 = { 0 };
 
-		if (p->mount_dir)
-			umount2(p->mount_dir, 0);
+		/* Only what this mount mounted, and only while it is what shows there: a mount that
+		 * failed (or never got that far) left whatever is on the directory (another set's
+		 * filesystem) alone. */
+		if (mounted)
+			ploop_umount_own(p->mount_dir, part, NULL);
 		kernel_remove(name, part);
 		if (!ro && !raw_only)
 			set_disk_in_use(top, false, &e2);
@@ -711,10 +717,16 @@ static int kernel_umount(const struct ploop_instance *in, struct ploop_error *er
 	if (in->alive) {
 		char dir[PATH_MAX];
 
-		for (int i = 0; i < 64 && ploop_mounted_at(in, dir, sizeof(dir)); i++)
-			if (umount2(dir, 0))
-				return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, errno, "%s: the filesystem on %s is busy",
+		/* Each mount of ours, only while it is what shows at its directory (see ploop_umount_own). */
+		for (int i = 0; i < 64 && ploop_mounted_at(in, dir, sizeof(dir)); i++) {
+			int r = ploop_umount_own(dir, in->part, NULL);
+
+			if (r == -EXDEV)
+				return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0, PLOOP_COVERED_FMT, in->part, dir);
+			if (r)
+				return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, -r, "%s: the filesystem on %s is busy",
 						  dir, in->device);
+		}
 		kernel_live_top(name, top, sizeof(top));
 		if (kernel_remove(name, in->part[0] ? in->part : in->device))
 			return ploop_fail(err, PLOOP_ERR_UMOUNT, 0, "%s: dmsetup remove failed (device busy?)",
