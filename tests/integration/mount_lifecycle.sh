@@ -309,4 +309,20 @@ else
 fi
 umount_set "covered: umount O1" "$O1"
 checked "covered: every delta checks clean" "$O1"
+# ---- snapshot-umount of a view with a filesystem mounted over it ----------------------------------------
+# The view's server unmounts its directory only while the view's filesystem shows there (46 otherwise).
+OS=$(pl snapshot "$O1" 2>&1 | sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p')
+check "covered view: offline snapshot of O1" test -n "$OS"
+IDS+=("$(run_id "$O1" "$OS")")
+mount_set "covered view: snapshot-mount of it on mO" "$O1" -u "$OS" -r -m mO
+if mount -t tmpfs tmpfs mO; then
+	touch mO/cover-file
+	refuse "covered view: snapshot-umount refused (exit 46)" 46 pl snapshot-umount -u "$OS" "$O1"
+	check "... saying another filesystem is mounted over it" grep -q "another filesystem is mounted over it" "$T/.err"
+	check "... and the tmpfs is still mounted over mO" test -e mO/cover-file
+	umount "$RT/mO"
+else
+	not_ok "covered view: mount a tmpfs over mO"
+fi
+G=$OS UCMD=snapshot-umount umount_set "covered view: snapshot-umount once the cover is gone" "$O1" -u "$OS" "$O1"
 finish
