@@ -10,6 +10,7 @@
 #include <linux/fs.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 
 #include <ext2fs/ext2fs.h>
 
@@ -275,8 +276,16 @@ static int compact_online(const struct ploop_instance *in, uint64_t *freed, stru
 	}
 	if (ploop_mounted_at(in, dir, sizeof(dir))) {
 		struct fstrim_range range = { .start = 0, .len = UINT64_MAX, .minlen = 0 };
-		int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		struct stat st;
+		int fd;
 
+		/* FITRIM where ours is what shows: at a directory with another filesystem mounted over
+		 * it, that one would be trimmed. */
+		if (stat(in->part, &st) || !ploop_find_mount(st.st_rdev, true, dir, sizeof(dir)))
+			return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0,
+					  "%s: another filesystem is mounted over the filesystem of %s: cannot trim it",
+					  dir, in->part);
+		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		/* Blocks freed in a transaction not yet committed are not free to FITRIM: commit first. */
 		if (fd < 0 || syncfs(fd) || ioctl(fd, FITRIM, &range)) {
 			int e = errno;

@@ -198,35 +198,47 @@ static bool holds_ext_fs(const char *part)
 }
 
 /* Where the filesystem of @in is mounted now (from mountinfo), if anywhere. */
+/* mountinfo escapes blanks and backslashes in paths as octal (\040). */
+static void unescape_mount_path(const char *in, char *out, size_t len)
+{
+	size_t o = 0;
+
+	for (const char *c = in; *c && o + 1 < len; c++) {
+		if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] && c[3]) {
+			out[o++] = (char)((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
+			c += 3;
+		} else {
+			out[o++] = *c;
+		}
+	}
+	out[o] = '\0';
+}
+
+bool ploop_find_mount(dev_t rdev, bool visible, char *dir, size_t len)
+{
+	char line[8192], d[4096];
+	bool found = false;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	struct stat st;
+
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		unsigned maj, min;
+
+		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, d) != 3 || makedev(maj, min) != rdev)
+			continue;
+		unescape_mount_path(d, dir, len);
+		found = !visible || (!stat(dir, &st) && st.st_dev == rdev);
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
 bool ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len)
 {
 	struct stat st;
-	char line[8192];
-	bool found = false;
-	FILE *f;
 
-	if (stat(in->part, &st) || !(f = fopen("/proc/self/mountinfo", "re")))
-		return false;
-	while (!found && fgets(line, sizeof(line), f)) {
-		unsigned maj, min;
-		char d[4096];
-		size_t o = 0;
-
-		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, d) != 3 || makedev(maj, min) != st.st_rdev)
-			continue;
-		for (const char *c = d; *c && o + 1 < len; c++) {
-			if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] && c[3]) {
-				dir[o++] = (char)((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
-				c += 3;
-			} else {
-				dir[o++] = *c;
-			}
-		}
-		dir[o] = '\0';
-		found = true;
-	}
-	fclose(f);
-	return found;
+	return !stat(in->part, &st) && S_ISBLK(st.st_mode) && ploop_find_mount(st.st_rdev, false, dir, len);
 }
 
 bool ploop_fs_shows_device(const char *dir, const char *dev)

@@ -178,7 +178,10 @@ int ploop_descriptor_new(const char *dd_path, const char *file, const struct plo
 /* ---- mounted image sets (mount.c) ---- */
 /* The run directory name of the server of a descriptor (its real path) and snapshot GUID. */
 void ploop_instance_id(const char *dd_realpath, const char *guid, char id[17]);
-/* Where the filesystem on @in's device is mounted (first mount point), if anywhere (fs.c). */
+/* A directory where the filesystem on block device @rdev is mounted (from mountinfo), if any; with
+ * @visible, only one where it is what shows (no other filesystem mounted over it) (fs.c). */
+bool ploop_find_mount(dev_t rdev, bool visible, char *dir, size_t len);
+/* Where the filesystem on @in's device is mounted (first mount point), if anywhere. */
 bool ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len);
 /*
  * Unmounting a directory takes off the TOPMOST mount there, which may be another filesystem mounted

@@ -486,40 +486,6 @@ int fs_umount(const char *dir)
 }
 
 /* Undoes the octal escapes of a /proc/self/mountinfo path field. */
-static void unescape_mount_path(const char *in, char *out, size_t len)
-{
-	size_t o = 0;
-
-	for (const char *c = in; *c && o + 1 < len; c++) {
-		if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] && c[3]) {
-			out[o++] = (char)((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
-			c += 3;
-		} else {
-			out[o++] = *c;
-		}
-	}
-	out[o] = '\0';
-}
-
-/* Finds a mount of block device @rdev; 1 with its directory in @dir, 0 if none. */
-static int find_mount(dev_t rdev, char *dir, size_t len)
-{
-	char line[8192], d[4096];
-	unsigned maj, min;
-	int found = 0;
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-
-	while (f && !found && fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, d) == 3 && makedev(maj, min) == rdev) {
-			unescape_mount_path(d, dir, len);
-			found = 1;
-		}
-	}
-	if (f)
-		fclose(f);
-	return found;
-}
-
 int fs_umount_device(const char *dev, char *dir, size_t len)
 {
 	struct stat st;
@@ -527,7 +493,7 @@ int fs_umount_device(const char *dev, char *dir, size_t len)
 	if (stat(dev, &st))
 		return errno == ENOENT ? 0 : -errno;
 	/* Mounted on several directories (bind mounts): each goes. Bounded, in case one comes back. */
-	for (int i = 0; i < 64 && find_mount(st.st_rdev, dir, len); i++) {
+	for (int i = 0; i < 64 && ploop_find_mount(st.st_rdev, false, dir, len); i++) {
 		int r;
 
 		/* Another filesystem mounted over ours there (another set's): unmounting the directory

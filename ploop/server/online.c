@@ -49,50 +49,24 @@ static struct ploop_delta *top_delta(struct srv *s)
 
 /* ---- freezing the filesystem on our device ------------------------------------------------------ */
 
-/* The first mount point of our filesystem device, from mountinfo (octal escapes decoded). */
-static bool find_mount(struct srv *s, char *out, size_t len)
-{
-	struct stat st;
-	FILE *f;
-	char line[8192];
-	bool found = false;
-
-	if (stat(s->part, &st) || !(f = fopen("/proc/self/mountinfo", "re")))
-		return false;
-	while (!found && fgets(line, sizeof(line), f)) {
-		unsigned maj, min;
-		char dir[4096];
-		size_t o = 0;
-
-		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, dir) != 3)
-			continue;
-		if (makedev(maj, min) != st.st_rdev)
-			continue;
-		for (const char *p = dir; *p && o + 1 < len; p++) {
-			if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] && p[3]) {
-				out[o++] = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
-				p += 3;
-			} else {
-				out[o++] = *p;
-			}
-		}
-		out[o] = '\0';
-		found = true;
-	}
-	fclose(f);
-	return found;
-}
-
 /* Freezes the filesystem on our device, if one is mounted: its dirty data and journal are written,
  * and writers wait, until thawed (see fs_freeze: a child does it, never a server thread). */
 static void freeze(struct srv *s, struct freezer *fz)
 {
 	char dir[4096];
+	struct stat st;
 	int r;
 
 	fz->pid = -1;
-	if (!find_mount(s, dir, sizeof(dir)))
+	if (stat(s->part, &st))
 		return;
+	/* Only where ours is what shows: at a directory with another filesystem mounted over it,
+	 * FIFREEZE would freeze that one. */
+	if (!ploop_find_mount(st.st_rdev, true, dir, sizeof(dir))) {
+		if (ploop_find_mount(st.st_rdev, false, dir, sizeof(dir)))
+			slog("not frozen: another filesystem is mounted over %s", dir);
+		return;
+	}
 	r = fs_freeze(dir, fz);
 	if (r)
 		slog("cannot freeze %s: %s", dir, strerror(-r));

@@ -298,6 +298,13 @@ if mount -t tmpfs tmpfs mO; then
 		check "... and the tmpfs is still mounted over mO" test -e mO/cover-file
 		check "... and the disk did not grow" test "$(pl info -s "$O1" | awk '/^size:/ {print $2}')" = $((256 * 2048))
 	done
+	# FITRIM and FIFREEZE of the mount point would reach the tmpfs: compact is refused, an online
+	# snapshot is taken without freezing (the server says so in its log).
+	refuse "covered: compact refused (exit 46)" 46 pl compact "$O1"
+	check "... and the tmpfs is still mounted over mO" test -e mO/cover-file
+	must "covered: online snapshot" pl snapshot "$O1"
+	check "... not frozen, logged as covered" grep -q "not frozen: another filesystem is mounted over $RT/mO" \
+		"/run/ploop/$(run_id "$O1")/log"
 	umount "$RT/mO"
 	must "covered: once the cover is gone, resize -s 320M without CAP_SYS_RESOURCE" \
 		setpriv --bounding-set=-sys_resource -- "$PLOOP" resize -s 320M "$O1"
