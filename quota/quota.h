@@ -184,7 +184,8 @@ int vzq_live_acquire(uint32_t id, int *lock_fd, struct vzq_error *err);
 void vzq_live_release(int lock_fd);
 /* Whether a process holds the live lock of @id now. */
 bool vzq_live_held(uint32_t id);
-/* Removes the live lock file of a dropped quota @id, unless someone holds it. */
+/* Removes the live lock file of @id, unless someone holds it: for a quota that was dropped, or
+ * that a holder found missing (no quota file). */
 void vzq_live_forget(uint32_t id);
 
 /* Copies the usage fields (first level current + grace ends, and every record's current, grace

@@ -177,8 +177,13 @@ int qlive_start(uint32_t id, const char *private_dir, const char *root_dir, stru
 fail:
 	if (h)
 		vzq_close(h);
-	if (ql->lock_fd >= 0)
+	if (ql->lock_fd >= 0) {
 		vzq_live_release(ql->lock_fd);
+		/* No quota file (a wrong id, or dropped meanwhile): the lock file we created names a
+		 * quota that does not exist; it goes, as vzquota drop removes it. */
+		if (access(ql->fname, F_OK) && errno == ENOENT)
+			vzq_live_forget(id);
+	}
 	vzq_quota_free(&ql->q);
 	free(ql->root_dir);
 	free(ql);

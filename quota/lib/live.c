@@ -39,15 +39,24 @@ int vzq_live_acquire(uint32_t id, int *lock_fd, struct vzq_error *err)
 	*lock_fd = -1;
 	if (make_run_dir(err) || run_path(id, "live", path, sizeof(path), err))
 		return err->status;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return vzq_fail(err, VZQ_ERR_SYS, errno, "%s", path);
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		int e = errno;
+	for (;;) {
+		struct stat fst, pst;
+
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return vzq_fail(err, VZQ_ERR_SYS, errno, "%s", path);
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			int e = errno;
+			close(fd);
+			if (e == EWOULDBLOCK)
+				return vzq_fail(err, VZQ_ERR_LOCKED, 0, "quota %u is already served by another process", id);
+			return vzq_fail(err, VZQ_ERR_SYS, e, "%s: lock", path);
+		}
+		/* vzq_live_forget may have removed the file between our open and our lock: a lock on a
+		 * file nobody else can find would be no lock at all. Take the one at the path. */
+		if (!fstat(fd, &fst) && !stat(path, &pst) && fst.st_dev == pst.st_dev && fst.st_ino == pst.st_ino)
+			break;
 		close(fd);
-		if (e == EWOULDBLOCK)
-			return vzq_fail(err, VZQ_ERR_LOCKED, 0, "quota %u is already served by another process", id);
-		return vzq_fail(err, VZQ_ERR_SYS, e, "%s: lock", path);
 	}
 	*lock_fd = fd;
 	return 0;

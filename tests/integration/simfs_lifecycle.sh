@@ -36,6 +36,9 @@ mkdir -p "$P/inner"
 one_line "ROOT inside PRIVATE" 4 sf mount "$P" "$P/inner"
 one_line "ROOT is PRIVATE" 4 sf mount "$P" "$P/"
 one_line "quota file missing" 7 sf mount "$P" "$R" -o quota=555
+check "a refused mount of a missing quota leaves no live lock file" test ! -e "$VZQ_RUN_DIR/555.live"
+check "nor a socket" test ! -e "$VZQ_RUN_DIR/555.sock"
+one_line "vzquota on of that id still says: no quota file" 11 "$VZQUOTA" on 555
 "$VZQUOTA" -q init 556 -p "$P" -b 1000 -B 1000 -i 100 -I 100 -e 60 -n 60 >/dev/null
 one_line "quota off" 5 sf mount "$P" "$R" -o quota=556
 check "quota off: the message says what to do" grep -q "vzquota on 556" "$T/.err"
