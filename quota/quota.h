@@ -184,9 +184,12 @@ int vzq_live_acquire(uint32_t id, int *lock_fd, struct vzq_error *err);
 void vzq_live_release(int lock_fd);
 /* Whether a process holds the live lock of @id now. */
 bool vzq_live_held(uint32_t id);
-/* Removes the live lock file of @id, unless someone holds it: for a quota that was dropped, or
- * that a holder found missing (no quota file). */
+/* Removes the live lock file and the request socket of @id, unless someone holds the lock: for a
+ * quota that was dropped, or that a holder found missing (no quota file). */
 void vzq_live_forget(uint32_t id);
+/* Removes the request socket left by a holder of @id that is gone (killed), unless someone holds
+ * the live lock now. The lock file stays while the quota exists. */
+void vzq_live_clear(uint32_t id);
 
 /* Copies the usage fields (first level current + grace ends, and every record's current, grace
  * ends, and flags) of @live into @file, keeping @file's limits, grace intervals and path. Records

@@ -103,6 +103,20 @@ static int read_state(const char *path, struct state *s)
 	return s->pid > 0 && s->root[0] ? 0 : -EINVAL;
 }
 
+/* The files of an instance whose daemon is gone (killed): its state file, and the request socket
+ * of its quota, unless a new holder of that quota is serving it. */
+static void forget_instance(const char *spath, const struct state *s)
+{
+	unsigned long id;
+	char *end;
+
+	unlink(spath);
+	errno = 0;
+	id = strtoul(s->quota, &end, 10);
+	if (isdigit((unsigned char)s->quota[0]) && !*end && !errno && id <= UINT32_MAX)
+		vzq_live_clear((uint32_t)id);
+}
+
 /* Alive and ours: a zombie (nobody reaps here) counts as dead. */
 static bool daemon_alive(pid_t pid)
 {
@@ -494,7 +508,7 @@ static int cmd_mount(int argc, char **argv)
 			die(SIMFS_ERR_MOUNT, "%s is already served (pid %d)", root, (int)s.pid);
 		/* Left by a killed daemon: its dead mount goes first. */
 		umount2(root, MNT_DETACH);
-		unlink(spath);
+		forget_instance(spath, &s);
 	} else if (is_simfs_mount(root)) {
 		die(SIMFS_ERR_MOUNT, "%s is already a simfs mount", root);
 	}
@@ -583,7 +597,7 @@ static int cmd_umount(int argc, char **argv)
 		if (mounted)
 			umount2(root, MNT_DETACH);
 		if (have_state)
-			unlink(spath);
+			forget_instance(spath, &s);
 		if (!mounted && !have_state)
 			die(SIMFS_ERR_NOT_MOUNTED, "%s is not served by simfs", root);
 		return 0;

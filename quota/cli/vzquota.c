@@ -715,6 +715,7 @@ static int cmd_off(const struct opts *o)
 
 	if (vzq_live_held(o->id))
 		return refuse_live(o->id, "turn off");
+	vzq_live_clear(o->id);	/* the socket of a simfs that was killed */
 	rc = open_quota(o, &s, VZQ_RDWR);
 	if (rc)
 		return rc;

@@ -45,8 +45,14 @@ int vzq_live_acquire(uint32_t id, int *lock_fd, struct vzq_error *err)
 		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 		if (fd < 0)
 			return vzq_fail(err, VZQ_ERR_SYS, errno, "%s", path);
-		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		/* A tool clearing a gone holder's files holds a shared lock for a moment: wait that out. */
+		for (int i = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; i++) {
 			int e = errno;
+
+			if (e == EWOULDBLOCK && i < 20) {
+				usleep(5000);
+				continue;
+			}
 			close(fd);
 			if (e == EWOULDBLOCK)
 				return vzq_fail(err, VZQ_ERR_LOCKED, 0, "quota %u is already served by another process", id);
@@ -68,20 +74,38 @@ void vzq_live_release(int lock_fd)
 		close(lock_fd);	/* the lock goes with the last descriptor; the file stays (no unlink race) */
 }
 
-void vzq_live_forget(uint32_t id)
+/* Removes the socket of @id, and with @lock_file its live lock file, if nobody holds the live
+ * lock. Our shared lock keeps a holder from starting (it takes the lock before it binds the
+ * socket) while we remove its files, and does not make vzq_live_held (shared too) see a holder. */
+static void live_remove(uint32_t id, bool lock_file)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], sock[PATH_MAX];
 	int fd;
 
-	if (run_path(id, "live", path, sizeof(path), NULL))
+	if (run_path(id, "live", path, sizeof(path), NULL) || run_path(id, "sock", sock, sizeof(sock), NULL))
 		return;
+	/* No lock file: no holder has been here since a drop removed its files (a holder creates it
+	 * before its socket, so a socket now may be one being bound: left alone). */
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
-	/* Only while nobody holds it; a holder that opened it meanwhile finds its quota gone. */
-	if (!flock(fd, LOCK_EX | LOCK_NB))
-		unlink(path);
+	if (!flock(fd, LOCK_SH | LOCK_NB)) {
+		unlink(sock);
+		/* a holder that opened it meanwhile takes the new one (vzq_live_acquire) */
+		if (lock_file)
+			unlink(path);
+	}
 	close(fd);
+}
+
+void vzq_live_forget(uint32_t id)
+{
+	live_remove(id, true);
+}
+
+void vzq_live_clear(uint32_t id)
+{
+	live_remove(id, false);
 }
 
 bool vzq_live_held(uint32_t id)

@@ -243,14 +243,38 @@ sleep 0.5
 dd if=/dev/urandom of="$P/behind" bs=1M count=1 status=none	# changed while nobody enforces
 check "a killed daemon leaves LIVE in the file" sh -c "test \$(( \$('$QTOOL' file 101 | awk '/^flags/ { print \$2 }') & 256 )) = 256"
 check "simfs list shows it dead" sh -c "'$SIMFS' list | grep -q ' dead\$'"
+check "the killed daemon's socket is still there" test -S "$VZQ_RUN_DIR/101.sock"
 expect_rc "umount after kill -9" 0 sf umount "$R"
+check "umount of the killed instance removes its quota socket" test ! -e "$VZQ_RUN_DIR/101.sock"
 expect_rc "vzquota on after the kill: recounts (the quota was left live), not 'already running'" 0 "$VZQUOTA" -q on 101
 expect_rc "mount after kill -9 (rescans)" 0 sf mount "$P" "$R" -o quota=101
 same_as_scan "after kill -9 and remount, usage equals a fresh scan"
 expect_rc "final umount" 0 sf umount "$R"
 check "nothing left mounted" sh -c "! grep -q ' $R ' /proc/self/mountinfo"
 check "the live lock file stays while the quota exists" test -e "$VZQ_RUN_DIR/101.live"
+check "a clean stop removes the socket" test ! -e "$VZQ_RUN_DIR/101.sock"
+# killed again, and this time the quota is turned off before the dead mount is cleaned up
+expect_rc "mount again" 0 sf mount "$P" "$R" -o quota=101
+kill -9 "$(sed -n 's/^pid=//p' "$SIMFS_RUN_DIR"/*.state)"
+sleep 0.5
+expect_rc "vzquota off after kill -9 (dead mount still there)" 0 "$VZQUOTA" -q off 101
+check "vzquota off removes the killed daemon's socket" test ! -e "$VZQ_RUN_DIR/101.sock"
+expect_rc "umount of the dead mount" 0 sf umount "$R"
+check "only the lock file left in the quota run directory" sh -c "[ \"\$(ls '$VZQ_RUN_DIR')\" = 101.live ]"
+expect_rc "on again" 0 "$VZQUOTA" -q on 101
+expect_rc "and a mount serves it again" 0 sf mount "$P" "$R" -o quota=101
+expect_rc "stat asks the new daemon" 0 "$VZQUOTA" stat 101
+expect_rc "umount" 0 sf umount "$R"
 "$VZQUOTA" -q off 101 >/dev/null 2>&1
 expect_rc "drop" 0 "$VZQUOTA" -q drop 101
 check "drop removes the live lock file too" test ! -e "$VZQ_RUN_DIR/101.live"
+# a socket a killed daemon left, and the quota dropped without an off or a umount first
+"$VZQUOTA" -q init 101 -p "$P" -b 100000 -B 100000 -i 1000 -I 1000 -e 60 -n 60 >/dev/null && "$VZQUOTA" -q on 101
+expect_rc "mount for the drop case" 0 sf mount "$P" "$R" -o quota=101
+kill -9 "$(sed -n 's/^pid=//p' "$SIMFS_RUN_DIR"/*.state)"
+sleep 0.5
+expect_rc "drop -f after kill -9" 0 "$VZQUOTA" -q drop 101 -f
+check "drop removes the killed daemon's socket" test ! -e "$VZQ_RUN_DIR/101.sock"
+expect_rc "umount of the dead mount" 0 sf umount "$R"
+check "the quota run directory is empty" sh -c "! ls '$VZQ_RUN_DIR' | grep -q ."
 finish
