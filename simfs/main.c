@@ -15,6 +15,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,7 +45,8 @@ static const char usage_text[] =
 	"exit codes: 0 ok, 1 system error, 2 bad arguments or options, 3 PRIVATE or ROOT missing or\n"
 	"  not a directory, 4 ROOT is PRIVATE or inside it, 5 quota is off, 6 quota already enforced\n"
 	"  by another simfs, 7 quota file missing or bad, 8 mount failed or ROOT already served,\n"
-	"  9 ROOT is not served by simfs, 10 ROOT busy (umount -l)\n";
+	"  9 ROOT is not served by simfs, 10 ROOT busy (umount -l), or another filesystem is\n"
+	"  mounted over the simfs mount\n";
 
 __attribute__((noreturn, format(printf, 2, 3))) static void die(int code, const char *fmt, ...)
 {
@@ -77,6 +79,7 @@ static void state_path(const char *root, char *out, size_t len)
 
 struct state {
 	pid_t pid;
+	dev_t dev;	/* of its FUSE mount; 0 if not known */
 	char private_dir[PATH_MAX], root[PATH_MAX], quota[32];
 };
 
@@ -96,7 +99,12 @@ static int read_state(const char *path, struct state *s)
 			snprintf(s->private_dir, sizeof(s->private_dir), "%.*s", (int)sizeof(s->private_dir) - 1, line + 8);
 		else if (!strncmp(line, "root=", 5))
 			snprintf(s->root, sizeof(s->root), "%.*s", (int)sizeof(s->root) - 1, line + 5);
-		else if (!strncmp(line, "quota=", 6))
+		else if (!strncmp(line, "dev=", 4)) {
+			unsigned maj, min;
+
+			if (sscanf(line + 4, "%u:%u", &maj, &min) == 2)
+				s->dev = makedev(maj, min);
+		} else if (!strncmp(line, "quota=", 6))
 			snprintf(s->quota, sizeof(s->quota), "%.*s", (int)sizeof(s->quota) - 1, line + 6);
 	}
 	fclose(f);
@@ -137,23 +145,33 @@ static bool daemon_alive(pid_t pid)
 	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
 }
 
-/* Whether @root is a mount point of a simfs FUSE mount (from mountinfo, without touching it). */
-static bool is_simfs_mount(const char *root)
+/* The mounts at @root, from mountinfo, without touching it (a dead mount would hang a stat). */
+struct mounts_at {
+	bool any;		/* something is mounted at @root */
+	dev_t top;		/* the device of the topmost (the one a path lookup sees) */
+	bool simfs;		/* a simfs mount is among them */
+	bool dev;		/* the device asked for is among them */
+};
+
+static void mounts_at(const char *root, dev_t want, struct mounts_at *m)
 {
 	char line[3 * PATH_MAX];
 	FILE *f = fopen("/proc/self/mountinfo", "r");
-	bool found = false;
 
+	memset(m, 0, sizeof(*m));
 	if (!f)
-		return false;
-	while (!found && fgets(line, sizeof(line), f)) {
-		char mnt[PATH_MAX], *tok, *save = NULL, *sep;
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char mnt[PATH_MAX], *tok, *save = NULL, *sep, *devtok = NULL;
+		unsigned maj, min;
 		int i = 0;
 		size_t o = 0;
+		dev_t dev;
 
 		for (tok = strtok_r(line, " ", &save); tok && i < 4; tok = strtok_r(NULL, " ", &save))
-			i++;
-		if (!tok)
+			if (++i == 3)
+				devtok = tok;
+		if (!tok || !devtok || sscanf(devtok, "%u:%u", &maj, &min) != 2)
 			continue;
 		for (const char *c = tok; *c && o + 1 < sizeof(mnt); c++) {
 			if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] && c[3]) {
@@ -166,12 +184,26 @@ static bool is_simfs_mount(const char *root)
 		mnt[o] = 0;
 		if (strcmp(mnt, root))
 			continue;
+		/* later lines are later mounts: the last one at @root is on top */
+		dev = makedev(maj, min);
+		m->any = true;
+		m->top = dev;
+		if (want && dev == want)
+			m->dev = true;
 		sep = strstr(save ? save : "", " - ");
 		if (sep && !strncmp(sep + 3, "fuse.simfs ", 11))
-			found = true;
+			m->simfs = true;
 	}
 	fclose(f);
-	return found;
+}
+
+/* Whether @root is a mount point of a simfs FUSE mount. */
+static bool is_simfs_mount(const char *root)
+{
+	struct mounts_at m;
+
+	mounts_at(root, 0, &m);
+	return m.simfs;
 }
 
 /* The absolute path of @path without resolving its last component (ROOT may be a dead mount:
@@ -317,7 +349,7 @@ __attribute__((noreturn, format(printf, 3, 4))) static void fail_start(int ready
 	_exit(code);
 }
 
-static int write_state(const char *path, const struct simfs *fs, const struct mount_opts *o)
+static int write_state(const char *path, const struct simfs *fs, const struct mount_opts *o, dev_t dev)
 {
 	char tmp[PATH_MAX + 128];
 	FILE *f;
@@ -327,6 +359,8 @@ static int write_state(const char *path, const struct simfs *fs, const struct mo
 	if (!f)
 		return -errno;
 	fprintf(f, "pid=%d\nprivate=%s\nroot=%s\n", (int)getpid(), fs->private_dir, fs->root_dir);
+	if (dev)
+		fprintf(f, "dev=%u:%u\n", major(dev), minor(dev));
 	if (o->quota)
 		fprintf(f, "quota=%u\n", o->quota_id);
 	if (fclose(f) || rename(tmp, path))
@@ -341,8 +375,10 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 	char *argv[] = { "simfs", "-o", opts, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
 	struct fuse_loop_config *cfg;
+	struct mounts_at m;
 	struct rlimit rl;
 	struct stat st;
+	dev_t mnt_dev;
 	int r, log_fd;
 
 	umask(0);
@@ -396,6 +432,9 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 			qlive_stop(fs->quota);
 		fail_start(ready_fd, SIMFS_ERR_MOUNT, "mount of %s failed", fs->root_dir);
 	}
+	/* Our mount, to tell it at the end from whatever may be at ROOT by then. */
+	mounts_at(fs->root_dir, 0, &m);
+	mnt_dev = m.simfs ? m.top : 0;
 	/* Metadata requests come one at a time from each caller: served on the caller's CPU. */
 	if (fuse_ring_attach(fs->se, 4, true, !o->nouring)) {
 		fuse_session_unmount(fs->se);
@@ -408,7 +447,7 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 		qlive_stop(fs->quota);
 		fail_start(ready_fd, r, "%s", msg);
 	}
-	if ((r = write_state(spath, fs, o)) || fuse_set_signal_handlers(fs->se)) {
+	if ((r = write_state(spath, fs, o, mnt_dev)) || fuse_set_signal_handlers(fs->se)) {
 		fuse_session_unmount(fs->se);
 		if (fs->quota)
 			qlive_stop(fs->quota);
@@ -441,7 +480,15 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 	fuse_session_loop_mt(fs->se, cfg);
 	fuse_loop_cfg_destroy(cfg);
 	fuse_remove_signal_handlers(fs->se);
-	fuse_session_unmount(fs->se);
+	/* libfuse unmounts by path: only if ROOT still shows our mount. Detached (umount -l by hand
+	 * while busy, then stopped), ROOT may be a plain directory again, or have another filesystem
+	 * mounted on it by now, which must stay; our mount goes with the last of its users. */
+	mounts_at(fs->root_dir, mnt_dev, &m);
+	if (!mnt_dev || (m.any && m.top == mnt_dev))
+		fuse_session_unmount(fs->se);
+	else if (m.dev)
+		fprintf(stderr, "simfs: %s: another filesystem is mounted over ours: ours stays beneath it, "
+			"unserved\n", fs->root_dir);
 	fuse_ring_detach();
 	if (fs->quota) {
 		simfs_release_orphans(fs);
@@ -602,6 +649,20 @@ static int cmd_umount(int argc, char **argv)
 			die(SIMFS_ERR_NOT_MOUNTED, "%s is not served by simfs", root);
 		return 0;
 	}
+	if (s.dev) {
+		struct mounts_at m;
+
+		mounts_at(root, s.dev, &m);
+		/* umount2 takes what a lookup of ROOT sees: never another filesystem */
+		if (m.dev && m.top != s.dev)
+			die(SIMFS_ERR_BUSY, "%s: another filesystem is mounted over the simfs mount; unmount it first",
+			    root);
+		if (!m.dev) {
+			/* Detached by hand (umount -l while busy): stop the daemon, leave ROOT alone. */
+			kill(s.pid, SIGTERM);
+			goto wait;
+		}
+	}
 	if (umount2(root, lazy ? MNT_DETACH : 0)) {
 		if (errno == EBUSY)
 			die(SIMFS_ERR_BUSY, "%s is busy (simfs umount -l detaches it anyway)", root);
@@ -610,6 +671,7 @@ static int cmd_umount(int argc, char **argv)
 		/* Not mounted any more (someone ran umount): stop the daemon. */
 		kill(s.pid, SIGTERM);
 	}
+wait:
 	/* The daemon writes its quota back and exits; a lazily detached but busy mount keeps it. */
 	for (int i = 0; i < (lazy ? 50 : 600) && daemon_alive(s.pid); i++)
 		usleep(100000);

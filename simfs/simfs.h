@@ -25,7 +25,7 @@ enum simfs_status {
 	SIMFS_ERR_QUOTA = 7,		/* quota file missing, corrupt or unwritable */
 	SIMFS_ERR_MOUNT = 8,		/* the FUSE mount failed, or ROOT is already served */
 	SIMFS_ERR_NOT_MOUNTED = 9,	/* umount: ROOT is not a simfs mount of ours */
-	SIMFS_ERR_BUSY = 10,		/* umount: ROOT is in use (try -l) */
+	SIMFS_ERR_BUSY = 10,		/* umount: ROOT is in use (try -l), or covered */
 };
 
 /* One object of PRIVATE the kernel knows: an O_PATH descriptor, never a path. */

@@ -61,6 +61,53 @@ wait "$busy" 2>/dev/null
 for i in $(seq 50); do [ -z "$("$SIMFS" list)" ] && break; sleep 0.1; done
 check "the daemon went when its last user did" test -z "$("$SIMFS" list)"
 
+# ---- detached by hand (umount -l while busy), and another filesystem at ROOT ----
+gone() { for i in $(seq 50); do alive "$1" || return 0; sleep 0.1; done; return 1; }
+run_dir_empty() { [ -z "$(ls -A "$SIMFS_RUN_DIR")" ]; }
+mkdir -p "$T/other"
+: >"$T/other/marker"
+at_exit "umount -l '$R'"	# the bind mounts below, whatever happens
+expect_rc "mount" 0 sf mount "$P" "$R"
+pid=$(pid_of "$R")
+(cd "$R" && exec sleep 30) &
+busy=$!
+sleep 0.3
+umount -l "$R"
+expect_rc "simfs umount after umount -l by hand while busy" 0 sf umount "$R"
+check "the daemon stopped" gone "$pid"
+check "it left neither state nor log (nothing was wrong)" run_dir_empty
+kill "$busy"
+wait "$busy" 2>/dev/null
+expect_rc "mount" 0 sf mount "$P" "$R"
+pid=$(pid_of "$R")
+(cd "$R" && exec sleep 30) &
+busy=$!
+sleep 0.3
+umount -l "$R"
+mount --bind "$T/other" "$R"
+kill -TERM "$pid"
+check "stopped after umount -l by hand, the daemon exits" gone "$pid"
+check "and leaves alone the filesystem now mounted at ROOT" test -e "$R/marker"
+check "and no log" run_dir_empty
+kill "$busy"
+wait "$busy" 2>/dev/null
+umount "$R"
+expect_rc "mount" 0 sf mount "$P" "$R"
+pid=$(pid_of "$R")
+mount --bind "$T/other" "$R"
+one_line "simfs umount refuses when another filesystem covers the simfs mount" 10 sf umount "$R"
+check "which stays" test -e "$R/marker"
+check "and the daemon serves on" alive "$pid"
+kill -TERM "$pid"
+check "a daemon stopped while covered exits" gone "$pid"
+check "without unmounting what covers it" test -e "$R/marker"
+check "and says so in its log" grep -q "mounted over ours" "$SIMFS_RUN_DIR"/*.log
+umount "$R"
+expect_rc "simfs umount of the dead mount beneath" 0 sf umount "$R"
+check "nothing of it left mounted" sh -c "! grep -q ' $R ' /proc/self/mountinfo"
+check "the log with a message is kept" sh -c "ls '$SIMFS_RUN_DIR' | grep -q '\\.log\$'"
+rm -f "$SIMFS_RUN_DIR"/*.log
+
 # ---- many instances ----
 N=8
 for i in $(seq $N); do mkdir -p "$T/p$i" "$T/r$i"; done
