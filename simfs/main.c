@@ -111,14 +111,32 @@ static int read_state(const char *path, struct state *s)
 	return s->pid > 0 && s->root[0] ? 0 : -EINVAL;
 }
 
-/* The files of an instance whose daemon is gone (killed): its state file, and the request socket
- * of its quota, unless a new holder of that quota is serving it. */
+/* The log next to state file @spath. */
+static void log_path(const char *spath, char *out, size_t len)
+{
+	snprintf(out, len, "%.*s.log", (int)(strlen(spath) - 6), spath);
+}
+
+/* Removes the log of an instance that is over, unless something was logged (kept to be read). */
+static void drop_empty_log(const char *spath)
+{
+	char lpath[PATH_MAX + 64];
+	struct stat st;
+
+	log_path(spath, lpath, sizeof(lpath));
+	if (!stat(lpath, &st) && st.st_size == 0)
+		unlink(lpath);
+}
+
+/* The files of an instance whose daemon is gone (killed): its state file, its log if empty, and
+ * the request socket of its quota, unless a new holder of that quota is serving it. */
 static void forget_instance(const char *spath, const struct state *s)
 {
 	unsigned long id;
 	char *end;
 
 	unlink(spath);
+	drop_empty_log(spath);
 	errno = 0;
 	id = strtoul(s->quota, &end, 10);
 	if (isdigit((unsigned char)s->quota[0]) && !*end && !errno && id <= UINT32_MAX)
@@ -458,7 +476,7 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 	if (ready_fd >= 0) {
 		char lpath[PATH_MAX + 64];
 
-		snprintf(lpath, sizeof(lpath), "%.*s.log", (int)(strlen(spath) - 6), spath);
+		log_path(spath, lpath, sizeof(lpath));
 		log_fd = open(lpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 		int null_fd = open("/dev/null", O_RDWR);
 
@@ -495,15 +513,7 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 		qlive_stop(fs->quota);
 	}
 	unlink(spath);
-	{
-		/* The log goes with a clean stop unless something was logged. */
-		char lpath[PATH_MAX + 64];
-		struct stat lst;
-
-		snprintf(lpath, sizeof(lpath), "%.*s.log", (int)(strlen(spath) - 6), spath);
-		if (!stat(lpath, &lst) && lst.st_size == 0)
-			unlink(lpath);
-	}
+	drop_empty_log(spath);
 	fuse_session_destroy(fs->se);
 	_exit(0);
 }

@@ -149,6 +149,7 @@ check "access to the dead mount fails, does not hang" sh -c "! timeout 5 ls '$R'
 check "list shows it dead" sh -c "'$SIMFS' list | grep -q ' dead\$'"
 expect_rc "umount after kill -9" 0 sf umount "$R"
 check "ROOT is free again" sh -c "! grep -q ' $R ' /proc/self/mountinfo"
+check "the killed instance's files are gone (its log was empty)" run_dir_empty
 expect_rc "mount again after kill -9" 0 sf mount "$P" "$R"
 check "content intact" test "$(cat "$R/f")" = data
 # a killed daemon whose state is then reused by a new mount directly (no umount in between)
@@ -157,6 +158,16 @@ kill -9 "$pid"
 sleep 0.3
 expect_rc "mount over a dead instance cleans it up" 0 sf mount "$P" "$R"
 expect_rc "umount" 0 sf umount "$R"
+check "and nothing is left in the run directory" run_dir_empty
+# a killed daemon that had logged something: its log stays, to be read
+expect_rc "mount for kill -9 with a log" 0 sf mount "$P" "$R"
+pid=$(pid_of "$R")
+echo "simfs: something worth reading" >>"$(ls "$SIMFS_RUN_DIR"/*.log)"
+kill -9 "$pid"
+sleep 0.3
+expect_rc "umount after kill -9" 0 sf umount "$R"
+check "a log with something in it is kept" grep -q 'worth reading' "$SIMFS_RUN_DIR"/*.log
+rm -f "$SIMFS_RUN_DIR"/*.log
 
 # ---- quota already enforced elsewhere ----
 "$VZQUOTA" -q on 556 -p "$P" >/dev/null
