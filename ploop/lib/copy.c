@@ -254,15 +254,21 @@ static int import_data(int fd, bool is_stream, uint64_t size, struct ploop_delta
 	return 0;
 }
 
+#define IMPORT_SUFFIX ".import"
+
 int ploop_import(int fd, uint64_t size, const char *delta_path, const struct ploop_create_params *in,
 		 struct ploop_error *err)
 {
 	struct ploop_create_params p = *in;
 	struct ploop_delta *d = NULL;
+	struct ploop_descriptor *dd = NULL;
 	cleanup_free char *dir = ploop_dir_of(delta_path);
 	cleanup_free char *dd_path = dir ? ploop_join(dir, PLOOP_DESCRIPTOR_NAME) : NULL;
+	cleanup_free char *tmp = NULL;
+	const char *base = strrchr(delta_path, '/') ? strrchr(delta_path, '/') + 1 : delta_path;
 	struct stat st;
-	bool stream;
+	bool stream, renamed = false;
+	int lock = -1, r;
 
 	if (!dd_path)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", delta_path);
@@ -283,14 +289,55 @@ int ploop_import(int fd, uint64_t size, const char *delta_path, const struct plo
 	if (p.mode != PLOOP_MODE_EXPANDED)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "creates expanded (ploop1) images only");
 	p.size_sectors = (size + PLOOP_SECTOR_SIZE - 1) / PLOOP_SECTOR_SIZE;
-	if (ploop_init_image(delta_path, &p, err))
+	if (!p.cluster_sectors)
+		p.cluster_sectors = PLOOP_DEF_CLUSTER_SECTORS;
+	if (!*base || !strcmp(base, PLOOP_DESCRIPTOR_NAME))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: not a valid image file name", delta_path);
+	if (!(tmp = malloc(strlen(delta_path) + sizeof(IMPORT_SUFFIX))))
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", delta_path);
+	strcpy(stpcpy(tmp, delta_path), IMPORT_SUFFIX);
+	/* The data goes into DELTA.import; only a complete, closed image is renamed to DELTA and gets a
+	 * DiskDescriptor.xml, so a killed import leaves no set that looks whole (only DELTA.import, which
+	 * the next import into the directory removes). */
+	if (stat(dir, &st) || !S_ISDIR(st.st_mode))
+		return ploop_fail(err, PLOOP_ERR_CREAT, errno ? errno : ENOTDIR, "%s: no such directory", dir);
+	if (ploop_lock_new_descriptor(dd_path, &lock, err))
 		return err->status;
-	if (!ploop_delta_open(delta_path, PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY, 0, 0, &d, err))
+	if (!stat(dd_path, &st) || !stat(delta_path, &st)) {
+		ploop_unlock_descriptor(lock);
+		return ploop_fail(err, PLOOP_ERR_CREAT, EEXIST, "%s", stat(dd_path, &st) ? delta_path : dd_path);
+	}
+	pio_unlink(tmp);
+	if (ploop_delta_create(tmp, &p, err))
+		goto out;
+	if (!ploop_delta_open(tmp, PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY, 0, 0, &d, err))
 		import_data(fd, stream, size, d, err);
-	if (d && ploop_delta_close(d, err) == 0 && !err->status)
-		return 0;
+	if (!d || ploop_delta_close(d, err) || err->status)
+		goto out;
+	r = pio_rename(tmp, delta_path);
+	if (r) {
+		ploop_fail(err, PLOOP_ERR_RENAME, -r, "%s: cannot rename to %s", tmp, delta_path);
+		goto out;
+	}
+	renamed = true;
+	r = pio_sync_parent(delta_path);
+	if (r) {
+		ploop_fail(err, PLOOP_ERR_FSYNC, -r, "%s: cannot sync the directory", delta_path);
+		goto out;
+	}
+	p.size_sectors = (p.size_sectors + p.cluster_sectors - 1) / p.cluster_sectors * p.cluster_sectors;
+	if (ploop_descriptor_new(dd_path, base, &p, &dd, err) || ploop_descriptor_write(dd, dd_path, err))
+		goto out;
+	ploop_descriptor_free(dd);
+	ploop_unlock_descriptor(lock);
+	return 0;
+out:
 	/* Nothing half-made stays behind. */
-	pio_unlink(delta_path);
-	pio_unlink(dd_path);
+	if (!ploop_descriptor_committed(err)) {
+		pio_unlink(renamed ? delta_path : tmp);
+		pio_unlink(dd_path);
+	}
+	ploop_descriptor_free(dd);
+	ploop_unlock_descriptor(lock);
 	return err->status;
 }

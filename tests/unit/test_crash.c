@@ -3,8 +3,10 @@
  * transient error. After the recovery that every command runs first, the image set must check
  * clean, hold the content from before or after the operation, and accept further work. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "faultio.h"
 #include "harness.h"
@@ -351,3 +353,77 @@ CRASH_TEST(convert_to_v2, .setup = two_levels_v1, .op = op_to_v2, .target_level 
 CRASH_TEST(preallocate, .setup = one_level, .op = op_preallocate, .target_level = -1)
 CRASH_TEST(to_raw, .setup = one_level, .op = op_to_raw, .target_level = -1)
 CRASH_TEST(chain_writes, .setup = two_levels, .op = op_writes, .target_level = -1, .per_cluster = true)
+
+/* import: a crash at any step leaves either no image set (a new import into the directory works),
+ * or the whole one (in the last instants without its descriptor yet: restore-descriptor), never a
+ * DiskDescriptor.xml over a partly imported disk. */
+static int import_once(struct ploop_error *err)
+{
+	struct ploop_create_params p = { .cluster_sectors = CS, .version = 2 };
+	int fd = open("imp.raw", O_RDONLY), r;
+
+	r = ploop_import(fd, 0, "img/root.hds", &p, err);
+	close(fd);
+	return r;
+}
+
+TEST(crash_import)
+{
+	struct ploop_error err = { 0 };
+	size_t len = DISK, glen = 0;
+	uint8_t *in = calloc(1, len), *got;
+	FILE *f;
+	long total;
+	struct stat st;
+
+	fill_pattern(in, 5 * 32768, 11);
+	fill_pattern(in + 20 * 32768, 3 * 32768 + 77, 12);
+	fill_pattern(in + len - 32768, 32768, 13);
+	f = fopen("imp.raw", "w");
+	CHECK(f && fwrite(in, 1, len, f) == len);
+	fclose(f);
+	CHECK_EQ(system("rm -rf img && mkdir img"), 0);
+	faultio_install();
+	faultio_arm(0, 0, false);
+	CHECK_EQ(import_once(&err), 0);
+	total = faultio_count();
+	faultio_uninstall();
+	for (long n = 1; n <= total; n++) {
+		memset(&err, 0, sizeof(err));
+		CHECK_EQ(system("rm -rf img && mkdir img"), 0);
+		faultio_install();
+		faultio_arm(n, EIO, true);
+		import_once(&err);
+		faultio_crash((uint64_t)n * 7919);
+		faultio_uninstall();
+		memset(&err, 0, sizeof(err));
+		if (stat(DD, &st) && !stat("img/root.hds", &st)) {
+			/* Killed between the rename of the finished image and its descriptor: the image is
+			 * whole, and restore-descriptor makes the set. */
+			if (ploop_restore_descriptor("img", "img/root.hds", false, 0, &err)) {
+				harness_fail(__FILE__, __LINE__, "import step %ld: restore-descriptor failed: %s", n,
+					     err.msg);
+				continue;
+			}
+		} else if (stat(DD, &st)) {
+			/* Before-state: no set; importing again works. */
+			if (import_once(&err)) {
+				harness_fail(__FILE__, __LINE__, "import step %ld: import again failed: %s", n, err.msg);
+				continue;
+			}
+		} else if (ploop_recover(DD, &err) ||
+			   ploop_check_descriptor(DD, NULL, &(struct ploop_check_params){ .flags = PLOOP_CHECK_FORCE },
+						  &err)) {
+			harness_fail(__FILE__, __LINE__, "import step %ld: left a set that does not check: %s", n,
+				     err.msg);
+			continue;
+		}
+		got = contents(&glen);
+		if (!got || glen != len || memcmp(got, in, len))
+			harness_fail(__FILE__, __LINE__, "import step %ld: a set with partial contents", n);
+		free(got);
+	}
+	fprintf(stderr, "  import: %ld steps interrupted\n", total);
+	free(in);
+	unlink("imp.raw");
+}
