@@ -330,6 +330,50 @@ out:
 /* ---- recovery ------------------------------------------------------------------------------------------ */
 
 
+/* Removes @path, a leftover of an interrupted command, if it exists and the set does not name it. */
+static int drop_leftover(const struct ploop_descriptor *dd, const char *path, struct ploop_error *err)
+{
+	struct stat st;
+
+	if (!path)
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", dd->path);
+	for (int i = 0; i < dd->n_images; i++)
+		if (!strcmp(dd->images[i].path, path))
+			return 0;
+	if (lstat(path, &st) || !S_ISREG(st.st_mode))
+		return 0;
+	PNOTICE("Removing %s, left by an interrupted command", path);
+	return ploop_unlink_file(path, err);
+}
+
+/*
+ * What a killed command leaves beside a set, once its interrupted operations are recovered (the
+ * descriptor lock held alone, so no command is running): the new descriptor it had not put in place
+ * yet (DiskDescriptor.xml.tmp), the raw copy of an image being converted (IMAGE.tmp: the descriptor
+ * still names the image) and header+BAT backups of a format conversion that never started or was
+ * finished (IMAGE.idx: one still needed was used and removed by the recovery of conversions).
+ */
+static int drop_leftovers(const struct ploop_descriptor *dd, struct ploop_error *err)
+{
+	cleanup_free char *dd_tmp = NULL;
+
+	if (asprintf(&dd_tmp, "%s.tmp", dd->path) < 0)
+		dd_tmp = NULL;
+	if (drop_leftover(dd, dd_tmp, err))
+		return err->status;
+	for (int i = 0; i < dd->n_images; i++) {
+		cleanup_free char *tmp = NULL, *idx = NULL;
+
+		if (asprintf(&tmp, "%s.tmp", dd->images[i].path) < 0)
+			tmp = NULL;
+		if (asprintf(&idx, "%s.idx", dd->images[i].path) < 0)
+			idx = NULL;
+		if (drop_leftover(dd, tmp, err) || drop_leftover(dd, idx, err))
+			return err->status;
+	}
+	return 0;
+}
+
 int ploop_recover_locked(const char *dd_path, struct ploop_recovery *rec, struct ploop_error *err)
 {
 	struct image_set s = { .lock_fd = -1 };
@@ -389,6 +433,7 @@ int ploop_recover_locked(const char *dd_path, struct ploop_recovery *rec, struct
 				goto out;
 		}
 	}
+	drop_leftovers(s.dd, err);
 out:
 	ploop_descriptor_free(s.dd);
 	return err->status;

@@ -527,6 +527,18 @@ check "base-level interrupted merge completed" \
 	bash -c "! grep -q '$T1' '$XD' && ! grep -q Temporary '$XD' && test \$(grep -c '<Image>' '$XD') = 1"
 verify "base-level interrupted merge" "$XD" mX
 
+# What killed commands leave beside a set (a descriptor not yet put in place, the raw copy of a
+# conversion, header+BAT backups of a format conversion not pending) goes with the next command that
+# holds the set alone; a file the set names, or one of another name, stays.
+LD=$(dirname "$XD")
+XTOP=$(deltas "$XD" | tail -1)
+for f in "$LD/DiskDescriptor.xml.tmp" "$XTOP.tmp" "$XTOP.idx" "$LD/notes.tmp"; do echo leftover >"$f"; done
+check "next command (snapshot) after killed ones left files beside the set" quiet "$PLOOP" snapshot "$XD"
+check "... removed DiskDescriptor.xml.tmp, IMAGE.tmp and IMAGE.idx" \
+	bash -c "! test -e '$LD/DiskDescriptor.xml.tmp' && ! test -e '$XTOP.tmp' && ! test -e '$XTOP.idx'"
+check "... and kept a file of another name" test -e "$LD/notes.tmp"
+verify "content after the leftovers went" "$XD" mX
+
 # A snapshot that does not exist: exit 43 for delete, 38 for merge and switch, as upstream.
 expect_rc "snapshot-delete -u of a snapshot that does not exist (exit 43)" 43 "$PLOOP" snapshot-delete -u '{01234567-89ab-cdef-0123-456789abcdef}' "$DD"
 for c in snapshot-merge snapshot-switch; do
