@@ -8,6 +8,7 @@
 #include <linux/falloc.h>
 #include <liburing.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "server.h"
 
@@ -334,6 +335,23 @@ static void set_entry(struct srv *s, uint64_t v, uint32_t cluster)
 	pthread_mutex_unlock(&s->bat_lock);
 }
 
+/* Allocates @n clusters from @c on. A failed fallocate may still have grown the file (ext4 keeps
+ * what it allocated before it ran out of space, and a size that is not a whole number of clusters):
+ * nothing past @c is in use, so the file goes back to the size it had. */
+static int prealloc(struct srv *s, struct ploop_delta *top, uint64_t c, uint64_t n)
+{
+	struct stat st;
+	int e;
+
+	if (!fallocate(top->file->fd, 0, (off_t)(c * s->cs), (off_t)(n * s->cs)))
+		return 0;
+	e = errno;
+	if (!fstat(top->file->fd, &st) && (uint64_t)st.st_size > top->file_size &&
+	    ftruncate(top->file->fd, (off_t)top->file_size))
+		slog("%s: cannot truncate a failed allocation: %s", top->path, strerror(errno));
+	return -e;
+}
+
 /* A new cluster at the end of the top; the file grows in large fallocated steps. */
 static int alloc_cluster(struct srv *s, uint64_t *out)
 {
@@ -358,12 +376,10 @@ static int alloc_cluster(struct srv *s, uint64_t *out)
 
 		/* Short of room for the whole step, one cluster: only what was allocated counts as
 		 * preallocated, or the next clusters would be written into holes of the file. */
-		if (!fallocate(top->file->fd, 0, (off_t)(c * s->cs), (off_t)(n * s->cs)))
+		if (!prealloc(s, top, c, n))
 			s->prealloc_end = c + n;
-		else if (!fallocate(top->file->fd, 0, (off_t)(c * s->cs), (off_t)s->cs))
+		else if (!(r = prealloc(s, top, c, 1)))
 			s->prealloc_end = c + 1;
-		else
-			r = -errno;
 		if (!r && top->file_size < s->prealloc_end * s->cs)
 			top->file_size = s->prealloc_end * s->cs;
 	}
