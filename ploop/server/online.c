@@ -374,7 +374,11 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 		}
 		dst->marked_dirty = false;
 	}
-	if (ploop_merge_commit(dd, idx, a, gl, survivor, err)) {
+	/* Once the descriptor is stored the merge is done, even if the child's file could not be
+	 * removed (or the directory synced): the chain must switch, or writes would go on into a file
+	 * the descriptor no longer names. The error is still reported. */
+	if (ploop_merge_commit(dd, idx, a, gl, survivor, err) && err->status != PLOOP_ERR_UNLINK &&
+	    !ploop_descriptor_committed(err)) {
 		pthread_rwlock_unlock(&s->io_lock);
 		goto out;
 	}

@@ -509,4 +509,31 @@ wait $gpid 2>/dev/null
 check "grow under load: 8 online resizes during direct writes, each disk end readable${bad:+ -$bad}" test -z "$bad"
 umount_set "grow under load: umount" "$GD"
 checked "grow under load: every delta checks clean" "$GD"
+# ---- online merge whose child file cannot be removed -------------------------------------------------
+# The descriptor was stored without the child (the merge is done), then removing its file failed
+# (EBUSY here: something is mounted over it) and the server went on serving the old chain: every
+# write after that went into the child, a file the descriptor no longer names, and was lost at umount.
+mkdir -p U
+UD=$RT/U/DiskDescriptor.xml
+IDS+=("$(run_id "$UD")")
+must "merge, child busy: init -s 64M -t none" pl init -s 64M -t none U/root.hds
+if mount_set "merge, child busy: mount" "$UD"; then
+	inst "$UD"
+	for x in A B C; do yes $x | head -c $MiB >"$T/u$x"; done
+	dd if="$T/uA" of="$I_DEV" bs=1M seek=0 oflag=direct status=none
+	must "merge, child busy: online snapshot" pl snapshot "$UD"
+	dd if="$T/uB" of="$I_DEV" bs=1M seek=1 oflag=direct status=none
+	uchild=$(deltas "$UD" | tail -n 1)
+	touch "$T/uempty"
+	mount --bind "$T/uempty" "$uchild" && at_exit "umount -l '$uchild'"
+	refuse "merge, child busy: snapshot-merge reports the file it could not remove" 35 pl snapshot-merge "$UD"
+	check "... and the descriptor names one image" test "$(ndeltas "$UD")" = 1
+	dd if="$T/uC" of="$I_DEV" bs=1M seek=2 oflag=direct status=none
+	umount_set "merge, child busy: umount" "$UD"
+	umount "$uchild" && rm -f "$uchild"
+	checked "merge, child busy: every delta checks clean" "$UD"
+	pl export "$UD" "$T/u.raw" >/dev/null 2>&1
+	check "merge, child busy: what was written after the merge is there" \
+		cmp <(cat "$T/uA" "$T/uB" "$T/uC") <(head -c $((3 * MiB)) "$T/u.raw")
+fi
 finish
