@@ -651,7 +651,8 @@ int dev_flush_locked(struct srv *s)
 /*
  * Reads of the range give zeros afterwards. A whole cluster only the top holds leaves the BAT and
  * its space is punched out of the file (compact later moves tail clusters into such holes); where a
- * lower delta holds data, the top gets zeros written instead.
+ * lower delta holds data, the top gets zeros written instead (also while the parent of the top may
+ * hold the cluster unseen: see parent_stale).
  */
 int dev_discard(struct srv *s, uint64_t off, uint64_t len)
 {
@@ -677,7 +678,7 @@ int dev_discard(struct srv *s, uint64_t off, uint64_t len)
 		if (top->raw) {
 			if (fallocate(top->file->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)piece))
 				r = -errno;
-		} else if (e && lower < 0 && piece == s->cs) {
+		} else if (e && lower < 0 && piece == s->cs && !__atomic_load_n(&s->parent_stale, __ATOMIC_ACQUIRE)) {
 			set_entry(s, v, 0);	/* (notes the write for a merge, too) */
 			if (fallocate(top->file->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)((uint64_t)e * s->cs),
 				      (off_t)s->cs))

@@ -214,6 +214,7 @@ static int cmd_snapshot(struct srv *s, const char *arg, char *reply, size_t len)
 	s->chain->deltas[s->chain->depth++] = newtop;
 	newtop = NULL;
 	s->prealloc_end = 0;
+	s->parent_stale = false;	/* the new top's parent is the old top, as the server sees it */
 	memset(&err, 0, sizeof(err));
 	goto out;
 drop_new:
@@ -321,6 +322,12 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 			goto out;
 		}
 	}
+	if (is_top) {
+		/* Before any data moves; discards under way finish first. */
+		pthread_rwlock_wrlock(&s->io_lock);
+		s->parent_stale = true;
+		pthread_rwlock_unlock(&s->io_lock);
+	}
 	if (ploop_merge_mark(dd, idx, a, gl, err))
 		goto out;
 	if (!raw) {
@@ -386,8 +393,10 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 	child->rw = false;
 	ploop_delta_close(child, NULL);
 	ploop_delta_close(parent, NULL);
-	if (is_top)
+	if (is_top) {
 		s->prealloc_end = 0;	/* the parent, open for writing, is the top now */
+		s->parent_stale = false;
+	}
 	else
 		delta_make_readonly(dst);
 	s->chain->deltas[a] = dst;

@@ -39,6 +39,10 @@ struct srv {
 	uint64_t writes_since_flush;
 	/* While the top is merged into its parent online: clusters written meanwhile (a bitmap). */
 	uint8_t *merge_dirty;
+	/* A merge of the top into its parent began and has not switched the chain (it is under way,
+	 * or failed and is left for recovery to redo): the parent's file may hold clusters the served
+	 * chain does not show, which that merge would bring back if the top dropped its own. */
+	bool parent_stale;
 	int lock_fd;			/* DiskDescriptor.xml.lck, held shared while serving */
 
 	/* Runtime. */
