@@ -572,6 +572,6 @@ if command -v gdb >/dev/null; then
 		checked "failed merge, discard: every delta checks clean" "$VD"
 	fi
 else
-	ok "failed merge, discard # SKIP needs gdb"
+	not_ok "failed merge, discard: gdb is missing (make deps installs it)"
 fi
 finish
