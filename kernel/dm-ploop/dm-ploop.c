@@ -23,6 +23,7 @@
 #include <linux/init.h>
 #include <linux/bio.h>
 #include <linux/device-mapper.h>
+#include <linux/errseq.h>
 #include <linux/fs.h>
 #include <linux/file.h>
 #include <linux/mutex.h>
@@ -79,6 +80,12 @@ struct ploop_target {
 	atomic64_t nr_cows;
 	atomic64_t nr_flushes;
 	int merge_error;
+	/*
+	 * The top's writeback errors as the flushes from above saw them.  Our
+	 * own syncs (an allocation's, a merge's, suspend's, a FUA's) consume
+	 * the error of the file: the next flush must still report it.
+	 */
+	errseq_t flush_err;
 };
 
 static int ploop_read_at(struct file *file, void *buf, size_t len, loff_t pos)
@@ -518,6 +525,8 @@ static int ploop_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		ti->error = "Cannot set max I/O length";
 		goto bad;
 	}
+	pt->flush_err =
+		errseq_sample(&pt->deltas[pt->nr_deltas - 1].file->f_mapping->wb_err);
 	ti->num_flush_bios = 1;
 	ti->flush_supported = true;
 	ti->num_discard_bios = 0;
@@ -695,8 +704,15 @@ static void ploop_handle_bio(struct ploop_target *pt, struct bio *bio)
 	top = ploop_top(pt);
 	if (bio->bi_opf & REQ_PREFLUSH) {
 		atomic64_inc(&pt->nr_flushes);
-		if (pt->writable)
+		if (pt->writable) {
+			int err;
+
 			r = vfs_fsync(top->file, 1);
+			err = errseq_check_and_advance(&top->file->f_mapping->wb_err,
+						       &pt->flush_err);
+			if (!r)
+				r = err;
+		}
 		if (r || !bio_sectors(bio))
 			goto out;
 	}

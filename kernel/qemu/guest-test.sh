@@ -340,6 +340,36 @@ else
 fi
 cd /tmp && umount /tmp/full && rm -rf /tmp/full /tmp/fullb
 
+# ---- a writeback error of the top (its filesystem on a device swapped to dm-error for a moment)
+# reaches the next flush from above, even when a sync of the target's own (suspend's, an
+# allocation's) saw it first; the flush after that one passes ----
+mkdir -p /tmp/eio && dd if=/dev/zero of=/tmp/eio.img bs=1M count=64 2>/dev/null
+LOOP=$(losetup -f) && losetup "$LOOP" /tmp/eio.img
+EL="0 131072 linear $LOOP 0"
+dmsetup create eiolow --table "$EL"
+mkfs.ext4 -q -F -O ^has_journal /dev/mapper/eiolow && mount -t ext4 /dev/mapper/eiolow /tmp/eio
+ploop init -s 16M -t none /tmp/eio/root.hds >/dev/null && mark_dirty /tmp/eio/root.hds
+dmsetup create eio --table "0 32768 ploop 11 /tmp/eio/root.hds"
+flush_dev() { dd if=/dev/zero of=/dev/mapper/eio bs=4K count=0 conv=notrunc,fsync 2>/dev/null; }
+eiolow() { dmsetup suspend --nolockfs eiolow && dmsetup load eiolow --table "$1" && dmsetup resume eiolow; }
+dd if=/dev/urandom of=/dev/mapper/eio bs=1M count=2 oflag=direct 2>/dev/null
+flush_dev && ok eio_flush_before || bad eio_flush_before
+for how in suspend alloc; do
+	# a write into an allocated cluster, in the top's page cache: its writeback fails
+	dd if=/dev/urandom of=/dev/mapper/eio bs=4K seek=16 count=1 oflag=direct conv=notrunc 2>/dev/null
+	eiolow "0 131072 error" && sync; eiolow "$EL"
+	if [ $how = suspend ]; then
+		dmsetup suspend eio && dmsetup resume eio
+	else
+		dd if=/dev/urandom of=/dev/mapper/eio bs=4K seek=1792 count=1 oflag=direct conv=notrunc 2>/dev/null
+	fi
+	flush_dev && bad "eio_flush_reports_lost_write_$how" "the flush succeeded" || ok "eio_flush_reports_lost_write_$how"
+	flush_dev && ok "eio_flush_after_report_$how" || bad "eio_flush_after_report_$how"
+done
+dmsetup remove eio
+umount /tmp/eio && dmsetup remove eiolow && losetup -d "$LOOP"
+rm -rf /tmp/eio /tmp/eio.img
+
 # ---- bad images are refused at table load ----
 mkdir -p /tmp/bad && cd /tmp/bad
 ploop init -s 64M -t none good.hds >/dev/null
