@@ -811,6 +811,7 @@ static int ploop_merge(struct ploop_target *pt)
 {
 	u32 batch_v[PLOOP_MERGE_BATCH], batch_phys[PLOOP_MERGE_BATCH];
 	int lower, top_level, n, i, r = 0;
+	unsigned int noio;
 	struct file *file;
 	u32 v = 0;
 
@@ -824,6 +825,12 @@ static int ploop_merge(struct ploop_target *pt)
 		DMERR("merge refused: a merge is already running");
 		return -EBUSY;
 	}
+	/*
+	 * The merge holds pt->lock, which the I/O path needs, across file
+	 * I/O that allocates: as in the worker, reclaim must not issue I/O
+	 * (to a filesystem on this very device) that would wait for it.
+	 */
+	noio = memalloc_noio_save();
 	mutex_lock(&pt->lock);
 	lower = pt->nr_deltas - 2;
 	top_level = pt->nr_deltas - 1;
@@ -909,6 +916,7 @@ static int ploop_merge(struct ploop_target *pt)
 	mutex_unlock(&pt->lock);
 	pt->merge_error = r;
 out:
+	memalloc_noio_restore(noio);
 	mutex_unlock(&pt->merge_lock);
 	return r;
 }
