@@ -69,7 +69,7 @@ struct ploop_target {
 	struct mutex merge_lock;	/* held by the one running merge */
 	bool suspending;	/* set from presuspend to resume */
 	bool loaded;		/* the map was built once (ctr succeeded) */
-	bool map_stale;		/* a reread of the map failed */
+	bool map_stale;		/* build the map again at resume */
 	spinlock_t bio_lock;
 	struct bio_list bios;
 	struct workqueue_struct *wq;
@@ -372,6 +372,7 @@ static void ploop_work(struct work_struct *work);
 static int ploop_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 {
 	struct ploop_target *pt;
+	struct inode *top_inode;
 	unsigned int cluster_log;
 	u64 max_clusters;
 	char dummy;
@@ -525,8 +526,17 @@ static int ploop_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		ti->error = "Cannot set max I/O length";
 		goto bad;
 	}
-	pt->flush_err =
-		errseq_sample(&pt->deltas[pt->nr_deltas - 1].file->f_mapping->wb_err);
+	top_inode = file_inode(pt->deltas[pt->nr_deltas - 1].file);
+	pt->flush_err = errseq_sample(&top_inode->i_mapping->wb_err);
+	/*
+	 * Another table of this device (a reload without a suspend first) may
+	 * be writing the top while we read it: an allocation of its extends the
+	 * file before we look and writes its BAT entry after we read that part
+	 * of the BAT, and the sizes then agree at resume.  Build the map again
+	 * at resume, when that table is suspended and synced.
+	 */
+	if (atomic_read(&top_inode->i_writecount) > (pt->writable ? 1 : 0))
+		pt->map_stale = true;
 	ti->num_flush_bios = 1;
 	ti->flush_supported = true;
 	ti->num_discard_bios = 0;
@@ -997,7 +1007,10 @@ static void ploop_resume(struct dm_target *ti)
  * live and allocating (dmsetup reload without a suspend first); that one is
  * suspended and synced now.  All allocations append to the top, so a top
  * longer than this table's next_free was written by someone else: build the
- * map again, or the next allocation would reuse clusters in use.
+ * map again, or the next allocation would reuse clusters in use.  So does a
+ * top another table had open for writing while this one loaded (ctr): its
+ * allocation may have been half-way (file extended, BAT entry not yet
+ * written) when we read.
  */
 static int ploop_preresume(struct dm_target *ti)
 {

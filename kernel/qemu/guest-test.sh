@@ -370,6 +370,35 @@ dmsetup remove eio
 umount /tmp/eio && dmsetup remove eiolow && losetup -d "$LOOP"
 rm -rf /tmp/eio /tmp/eio.img
 
+# ---- a table loaded while the live one is half-way through an allocation (file extended, BAT
+# entry not yet written: its data sync held up by the suspended device under the top's
+# filesystem): after resume the new table still reads that cluster ----
+mkdir -p /tmp/rc && dd if=/dev/zero of=/tmp/rc.img bs=1M count=64 2>/dev/null
+LOOP=$(losetup -f) && losetup "$LOOP" /tmp/rc.img
+dmsetup create rclow --table "0 131072 linear $LOOP 0"
+mkfs.ext4 -q -F -O ^has_journal /dev/mapper/rclow && mount -t ext4 /dev/mapper/rclow /tmp/rc
+ploop init -s 16M -t none /tmp/rc/root.hds >/dev/null && mark_dirty /tmp/rc/root.hds
+RC="0 32768 ploop 11 /tmp/rc/root.hds"
+dmsetup create rc --table "$RC"
+dd if=/dev/urandom of=/dev/mapper/rc bs=1M count=1 oflag=direct 2>/dev/null	# ext4's bitmaps read in
+dd if=/dev/urandom of=/tmp/rc.pat bs=64K count=1 2>/dev/null
+dmsetup suspend --nolockfs rclow
+s0=$(stat -c %s /tmp/rc/root.hds)
+dd if=/tmp/rc.pat of=/dev/mapper/rc bs=64K seek=80 oflag=direct conv=notrunc 2>/dev/null &
+wpid=$!
+n=0; while [ "$(stat -c %s /tmp/rc/root.hds)" = "$s0" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+[ $n -lt 100 ] && ok race_reload_file_extended || bad race_reload_file_extended
+sleep 0.5	# the data sync is waiting for rclow now
+check race_reload_load dmsetup reload rc --table "$RC"
+dmsetup resume rclow
+wait $wpid && ok race_reload_write || bad race_reload_write
+check race_reload_resume dmsetup resume rc
+[ "$(dd if=/dev/mapper/rc bs=64K skip=80 count=1 iflag=direct 2>/dev/null | sha256sum)" = "$(sha256sum </tmp/rc.pat)" ] &&
+	ok race_reload_sees_allocation || bad race_reload_sees_allocation "the new table lost the cluster"
+dmsetup remove rc
+umount /tmp/rc && dmsetup remove rclow && losetup -d "$LOOP"
+rm -rf /tmp/rc /tmp/rc.img /tmp/rc.pat
+
 # ---- bad images are refused at table load ----
 mkdir -p /tmp/bad && cd /tmp/bad
 ploop init -s 64M -t none good.hds >/dev/null
