@@ -254,90 +254,43 @@ static int import_data(int fd, bool is_stream, uint64_t size, struct ploop_delta
 	return 0;
 }
 
-#define IMPORT_SUFFIX ".import"
+struct import_fill {
+	int fd;
+	bool stream;
+	uint64_t size;
+};
+
+static int import_fill(struct ploop_delta *d, void *ctx, struct ploop_error *err)
+{
+	struct import_fill *f = ctx;
+
+	return import_data(f->fd, f->stream, f->size, d, err);
+}
 
 int ploop_import(int fd, uint64_t size, const char *delta_path, const struct ploop_create_params *in,
 		 struct ploop_error *err)
 {
 	struct ploop_create_params p = *in;
-	struct ploop_delta *d = NULL;
-	struct ploop_descriptor *dd = NULL;
-	cleanup_free char *dir = ploop_dir_of(delta_path);
-	cleanup_free char *dd_path = dir ? ploop_join(dir, PLOOP_DESCRIPTOR_NAME) : NULL;
-	cleanup_free char *tmp = NULL;
-	const char *base = strrchr(delta_path, '/') ? strrchr(delta_path, '/') + 1 : delta_path;
+	struct import_fill f = { .fd = fd };
 	struct stat st;
-	bool stream, renamed = false;
-	int lock = -1, r;
 
-	if (!dd_path)
-		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", delta_path);
 	if (fstat(fd, &st))
 		return ploop_fail(err, PLOOP_ERR_FSTAT, errno, "input");
-	stream = !S_ISREG(st.st_mode);
+	f.stream = !S_ISREG(st.st_mode);
 	if (!size) {
-		if (stream)
+		if (f.stream)
 			return ploop_fail(err, PLOOP_ERR_PARAM, 0, "the size of a stream must be given (-s)");
 		size = (uint64_t)st.st_size;
 	}
 	if (!size)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "the input is empty");
-	if (!stream && (uint64_t)st.st_size > size)
+	if (!f.stream && (uint64_t)st.st_size > size)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0,
 				  "the input (%" PRIu64 " bytes) is larger than -s %" PRIu64 " bytes",
 				  (uint64_t)st.st_size, size);
 	if (p.mode != PLOOP_MODE_EXPANDED)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "creates expanded (ploop1) images only");
 	p.size_sectors = (size + PLOOP_SECTOR_SIZE - 1) / PLOOP_SECTOR_SIZE;
-	if (!p.cluster_sectors)
-		p.cluster_sectors = PLOOP_DEF_CLUSTER_SECTORS;
-	if (!*base || !strcmp(base, PLOOP_DESCRIPTOR_NAME))
-		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: not a valid image file name", delta_path);
-	if (!(tmp = malloc(strlen(delta_path) + sizeof(IMPORT_SUFFIX))))
-		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", delta_path);
-	strcpy(stpcpy(tmp, delta_path), IMPORT_SUFFIX);
-	/* The data goes into DELTA.import; only a complete, closed image is renamed to DELTA and gets a
-	 * DiskDescriptor.xml, so a killed import leaves no set that looks whole (only DELTA.import, which
-	 * the next import into the directory removes). */
-	if (stat(dir, &st) || !S_ISDIR(st.st_mode))
-		return ploop_fail(err, PLOOP_ERR_CREAT, errno ? errno : ENOTDIR, "%s: no such directory", dir);
-	if (ploop_lock_new_descriptor(dd_path, &lock, err))
-		return err->status;
-	if (!stat(dd_path, &st) || !stat(delta_path, &st)) {
-		ploop_unlock_descriptor(lock);
-		return ploop_fail(err, PLOOP_ERR_CREAT, EEXIST, "%s", stat(dd_path, &st) ? delta_path : dd_path);
-	}
-	pio_unlink(tmp);
-	if (ploop_delta_create(tmp, &p, err))
-		goto out;
-	if (!ploop_delta_open(tmp, PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY, 0, 0, &d, err))
-		import_data(fd, stream, size, d, err);
-	if (!d || ploop_delta_close(d, err) || err->status)
-		goto out;
-	r = pio_rename(tmp, delta_path);
-	if (r) {
-		ploop_fail(err, PLOOP_ERR_RENAME, -r, "%s: cannot rename to %s", tmp, delta_path);
-		goto out;
-	}
-	renamed = true;
-	r = pio_sync_parent(delta_path);
-	if (r) {
-		ploop_fail(err, PLOOP_ERR_FSYNC, -r, "%s: cannot sync the directory", delta_path);
-		goto out;
-	}
-	p.size_sectors = (p.size_sectors + p.cluster_sectors - 1) / p.cluster_sectors * p.cluster_sectors;
-	if (ploop_descriptor_new(dd_path, base, &p, &dd, err) || ploop_descriptor_write(dd, dd_path, err))
-		goto out;
-	ploop_descriptor_free(dd);
-	ploop_unlock_descriptor(lock);
-	return 0;
-out:
-	/* Nothing half-made stays behind. */
-	if (!ploop_descriptor_committed(err)) {
-		pio_unlink(renamed ? delta_path : tmp);
-		pio_unlink(dd_path);
-	}
-	ploop_descriptor_free(dd);
-	ploop_unlock_descriptor(lock);
-	return err->status;
+	f.size = size;
+	return ploop_create_set(delta_path, &p, import_fill, &f, err);
 }

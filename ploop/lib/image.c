@@ -452,17 +452,24 @@ int ploop_recover(const char *dd_path, struct ploop_error *err)
 
 /* ---- init, snapshot, switch, delete, merge --------------------------------------------------------------- */
 
-int ploop_init_image(const char *delta_path, const struct ploop_create_params *in, struct ploop_error *err)
+#define FILL_SUFFIX ".import"
+
+int ploop_create_set(const char *delta_path, const struct ploop_create_params *in, ploop_fill_fn fill, void *ctx,
+		     struct ploop_error *err)
 {
 	cleanup_free char *dir = ploop_dir_of(delta_path);
-	cleanup_free char *dd_path = NULL;
+	cleanup_free char *dd_path = NULL, *tmp = NULL;
 	struct ploop_descriptor *dd = NULL;
+	struct ploop_delta *d = NULL;
 	struct ploop_create_params p = *in;
 	const char *base = strrchr(delta_path, '/') ? strrchr(delta_path, '/') + 1 : delta_path;
+	const char *made;	/* the file this call created, removed if it fails */
 	struct stat st;
-	int lock = -1;
+	int lock = -1, r;
 
-	if (!dir || !(dd_path = ploop_join(dir, PLOOP_DESCRIPTOR_NAME)))
+	if (fill && asprintf(&tmp, "%s" FILL_SUFFIX, delta_path) < 0)
+		tmp = NULL;
+	if (!dir || !(dd_path = ploop_join(dir, PLOOP_DESCRIPTOR_NAME)) || (fill && !tmp))
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", delta_path);
 	if (!*base || !strcmp(base, PLOOP_DESCRIPTOR_NAME))
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: not a valid image file name", delta_path);
@@ -470,23 +477,52 @@ int ploop_init_image(const char *delta_path, const struct ploop_create_params *i
 		return ploop_fail(err, PLOOP_ERR_CREAT, errno ? errno : ENOTDIR, "%s: no such directory", dir);
 	if (ploop_lock_new_descriptor(dd_path, &lock, err))
 		return err->status;
-	if (!stat(dd_path, &st)) {
-		ploop_unlock_descriptor(lock);
-		return ploop_fail(err, PLOOP_ERR_CREAT, EEXIST, "%s", dd_path);
+	if (!stat(dd_path, &st) || (fill && !stat(delta_path, &st))) {
+		ploop_fail(err, PLOOP_ERR_CREAT, EEXIST, "%s", stat(dd_path, &st) ? delta_path : dd_path);
+		goto unlock;
 	}
 	if (!p.cluster_sectors)
 		p.cluster_sectors = PLOOP_DEF_CLUSTER_SECTORS;
-	if (ploop_delta_create(delta_path, &p, err)) {
-		ploop_unlock_descriptor(lock);
-		return err->status;
+	/* A delta that is filled (import) is made as DELTA.import and gets its name and descriptor only
+	 * once complete and closed: a killed fill leaves no set that looks whole (a stale DELTA.import
+	 * goes with the next attempt). */
+	made = fill ? tmp : delta_path;
+	if (fill)
+		pio_unlink(tmp);
+	if (ploop_delta_create(made, &p, err))
+		goto unlock;
+	if (fill) {
+		if (!ploop_delta_open(tmp, PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY, 0, 0, &d, err))
+			fill(d, ctx, err);
+		if (!d || ploop_delta_close(d, err) || err->status)
+			goto remove;
+		r = pio_rename(tmp, delta_path);
+		if (r) {
+			ploop_fail(err, PLOOP_ERR_RENAME, -r, "%s: cannot rename to %s", tmp, delta_path);
+			goto remove;
+		}
+		made = delta_path;
+		r = pio_sync_parent(delta_path);
+		if (r) {
+			ploop_fail(err, PLOOP_ERR_FSYNC, -r, "%s: cannot sync the directory", delta_path);
+			goto remove;
+		}
 	}
 	p.size_sectors = (p.size_sectors + p.cluster_sectors - 1) / p.cluster_sectors * p.cluster_sectors;
-	if ((ploop_descriptor_new(dd_path, base, &p, &dd, err) || ploop_descriptor_write(dd, dd_path, err)) &&
-	    !ploop_descriptor_committed(err))
-		pio_unlink(delta_path);
+	if (!ploop_descriptor_new(dd_path, base, &p, &dd, err))
+		ploop_descriptor_write(dd, dd_path, err);
 	ploop_descriptor_free(dd);
+remove:
+	if (err->status && !ploop_descriptor_committed(err))
+		pio_unlink(made);
+unlock:
 	ploop_unlock_descriptor(lock);
 	return err->status;
+}
+
+int ploop_init_image(const char *delta_path, const struct ploop_create_params *p, struct ploop_error *err)
+{
+	return ploop_create_set(delta_path, p, NULL, NULL, err);
 }
 
 /* Disk_size, End and the geometry of a descriptor for a disk of @size sectors. */

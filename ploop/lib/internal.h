@@ -172,6 +172,12 @@ int ploop_lock_new_descriptor(const char *dd_path, int *lock_fd, struct ploop_er
  * operations may then be completed), else shared if only readers do (snapshot views of the set):
  * offline writers stay away either way. *@exclusive says which it got. */
 int ploop_lock_descriptor_server(const char *dd_path, int *lock_fd, bool *exclusive, struct ploop_error *err);
+/* Fills a new delta (opened for writing, marked dirty) before it gets its name and descriptor. */
+typedef int (*ploop_fill_fn)(struct ploop_delta *d, void *ctx, struct ploop_error *err);
+/* A new image set: DELTA and its DiskDescriptor.xml (image.c). With @fill, DELTA is made and filled
+ * as DELTA.import and named and described only once complete. */
+int ploop_create_set(const char *delta_path, const struct ploop_create_params *p, ploop_fill_fn fill, void *ctx,
+		     struct ploop_error *err);
 int ploop_descriptor_new(const char *dd_path, const char *file, const struct ploop_create_params *p,
 			 struct ploop_descriptor **out, struct ploop_error *err);
 
