@@ -12,12 +12,12 @@ CFLAGS ?= -O2 -g
 ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 $(XML_CFLAGS) $(FUSE_CFLAGS)
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-PLOOP_LIB_SRCS := $(wildcard ploop/lib/*.c) common/errmsg.c common/openfile.c
+PLOOP_LIB_SRCS := $(wildcard ploop/lib/*.c) common/errmsg.c common/openfile.c common/mountinfo.c
 PLOOP_CLI_SRCS := $(wildcard ploop/cli/*.c)
 PLOOPD_SRCS := $(wildcard ploop/server/*.c)
 FUSE_CFLAGS = $(shell pkg-config --cflags fuse3 2>/dev/null || echo -I/usr/include/fuse3)
 FUSE_LIBS = $(shell pkg-config --libs fuse3 2>/dev/null || echo -lfuse3)
-PLOOP_HDRS := common/errmsg.h common/openfile.h ploop/ploop.h ploop/ploop_format.h ploop/lib/internal.h ploop/lib/xml.h ploop/server/server.h \
+PLOOP_HDRS := common/errmsg.h common/mountinfo.h common/openfile.h ploop/ploop.h ploop/ploop_format.h ploop/lib/internal.h ploop/lib/xml.h ploop/server/server.h \
 	ploop/server/loop.h
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_COMMON := tests/unit/harness.c tests/unit/faultio.c

@@ -1,7 +1,7 @@
 # simfs: the FUSE bind filesystem with vzquota enforcement, and its test helpers (included by the
 # top Makefile).
-SIMFS_SRCS := $(wildcard simfs/*.c) common/fuse_ring.c
-SIMFS_HDRS := simfs/simfs.h quota/quota.h common/fuse_ring.h
+SIMFS_SRCS := $(wildcard simfs/*.c) common/fuse_ring.c common/mountinfo.c
+SIMFS_HDRS := simfs/simfs.h quota/quota.h common/fuse_ring.h common/mountinfo.h
 SIMFS_OBJS := $(SIMFS_SRCS:%.c=$(BUILD)/simfs-obj/%.o)
 
 COMPONENT_BINS += $(BUILD)/bin/simfs $(BUILD)/bin/simfs-qtool $(BUILD)/bin/simfs-escape

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/mountinfo.h"
 #include "../common/fuse_ring.h"
 #include "simfs.h"
 
@@ -128,18 +129,32 @@ static void drop_empty_log(const char *spath)
 		unlink(lpath);
 }
 
+/* A decimal number (of an option, of a state file), strictly: digits only (no sign, space or base
+ * prefix), no overflow, within [min, max]. */
+static int parse_num(const char *v, unsigned long min, unsigned long max, unsigned long *out)
+{
+	unsigned long n;
+	char *end;
+
+	if (!isdigit((unsigned char)*v))
+		return -1;
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (errno || *end || n < min || n > max)
+		return -1;
+	*out = n;
+	return 0;
+}
+
 /* The files of an instance whose daemon is gone (killed): its state file, its log if empty, and
  * the request socket of its quota, unless a new holder of that quota is serving it. */
 static void forget_instance(const char *spath, const struct state *s)
 {
 	unsigned long id;
-	char *end;
 
 	unlink(spath);
 	drop_empty_log(spath);
-	errno = 0;
-	id = strtoul(s->quota, &end, 10);
-	if (isdigit((unsigned char)s->quota[0]) && !*end && !errno && id <= UINT32_MAX)
+	if (!parse_num(s->quota, 0, UINT32_MAX, &id))
 		vzq_live_clear((uint32_t)id);
 }
 
@@ -183,7 +198,6 @@ static void mounts_at(const char *root, dev_t want, struct mounts_at *m)
 		char mnt[PATH_MAX], *tok, *save = NULL, *sep, *devtok = NULL;
 		unsigned maj, min;
 		int i = 0;
-		size_t o = 0;
 		dev_t dev;
 
 		for (tok = strtok_r(line, " ", &save); tok && i < 4; tok = strtok_r(NULL, " ", &save))
@@ -191,15 +205,7 @@ static void mounts_at(const char *root, dev_t want, struct mounts_at *m)
 				devtok = tok;
 		if (!tok || !devtok || sscanf(devtok, "%u:%u", &maj, &min) != 2)
 			continue;
-		for (const char *c = tok; *c && o + 1 < sizeof(mnt); c++) {
-			if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] && c[3]) {
-				mnt[o++] = (char)((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
-				c += 3;
-			} else {
-				mnt[o++] = *c;
-			}
-		}
-		mnt[o] = 0;
+		mountinfo_unescape(tok, mnt, sizeof(mnt));
 		if (strcmp(mnt, root))
 			continue;
 		/* later lines are later mounts: the last one at @root is on top */
@@ -267,23 +273,6 @@ struct mount_opts {
 	unsigned threads;
 	size_t inode_fds;
 };
-
-/* A decimal number of an option, strictly: digits only (no sign, space or base prefix), no
- * overflow, within [min, max]. */
-static int parse_num(const char *v, unsigned long min, unsigned long max, unsigned long *out)
-{
-	unsigned long n;
-	char *end;
-
-	if (!isdigit((unsigned char)*v))
-		return -1;
-	errno = 0;
-	n = strtoul(v, &end, 10);
-	if (errno || *end || n < min || n > max)
-		return -1;
-	*out = n;
-	return 0;
-}
 
 static int parse_opts(char *s, struct mount_opts *o, char *msg, size_t len)
 {

@@ -12,6 +12,7 @@
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 
+#include "../../common/mountinfo.h"
 #include "internal.h"
 
 /* Runs a tool; an exit above @ok_exit fails @err with @status and the last line the tool printed. */
@@ -197,23 +198,6 @@ static bool holds_ext_fs(const char *part)
 	return device_has_bytes(part, 1080, "\x53\xef", 2);
 }
 
-/* Where the filesystem of @in is mounted now (from mountinfo), if anywhere. */
-/* mountinfo escapes blanks and backslashes in paths as octal (\040). */
-static void unescape_mount_path(const char *in, char *out, size_t len)
-{
-	size_t o = 0;
-
-	for (const char *c = in; *c && o + 1 < len; c++) {
-		if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] && c[3]) {
-			out[o++] = (char)((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
-			c += 3;
-		} else {
-			out[o++] = *c;
-		}
-	}
-	out[o] = '\0';
-}
-
 bool ploop_find_mount(dev_t rdev, bool visible, char *dir, size_t len)
 {
 	char line[8192], d[4096];
@@ -226,7 +210,7 @@ bool ploop_find_mount(dev_t rdev, bool visible, char *dir, size_t len)
 
 		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, d) != 3 || makedev(maj, min) != rdev)
 			continue;
-		unescape_mount_path(d, dir, len);
+		mountinfo_unescape(d, dir, len);
 		found = !visible || (!stat(dir, &st) && st.st_dev == rdev);
 	}
 	if (f)

@@ -485,7 +485,6 @@ int fs_umount(const char *dir)
 	return r;
 }
 
-/* Undoes the octal escapes of a /proc/self/mountinfo path field. */
 int fs_umount_device(const char *dev, char *dir, size_t len)
 {
 	struct stat st;
