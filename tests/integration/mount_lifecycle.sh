@@ -207,23 +207,28 @@ umount_set "wrong targets: umount" "$W"
 # allocated may count as preallocated: the next clusters were written into holes of the file, and
 # once the disk was full the last one stayed half written, so a cleanly unmounted top failed check
 # (size not aligned to the cluster, exit 11).
-mkdir -p F
-if mount -t tmpfs -o size=2200k tmpfs F; then
-	at_exit "umount -l $RT/F"
-	Fd=$RT/F/DiskDescriptor.xml
-	IDS+=("$(run_id "$Fd")")
-	must "full host: init -t none on a 2200k tmpfs" pl init -s 512M -t none F/root.hds
-	if mount_set "full host: mount" "$Fd"; then
-		inst "$Fd"
-		for i in $(seq 0 17); do
+# fill_host NAME DIR WRITES: a set on the small host filesystem mounted at DIR, 4K written every
+# cluster until the host is full (WRITES clusters are more than it holds), umounted: the top must be
+# a whole number of clusters and every delta must check clean.
+fill_host() {
+	local name=$1 dir=$2 n=$3 dd=$RT/$2/DiskDescriptor.xml i
+	IDS+=("$(run_id "$dd")")
+	must "$name: init -t none" pl init -s 512M -t none "$dir/root.hds"
+	if mount_set "$name: mount" "$dd"; then
+		inst "$dd"
+		for i in $(seq 0 "$n"); do
 			dd if=/dev/urandom of="$I_DEV" bs=4k count=1 seek=$((i * 256)) oflag=direct conv=notrunc \
 				status=none 2>/dev/null
 		done
-		umount_set "full host: umount" "$Fd"
+		umount_set "$name: umount" "$dd"
 	fi
-	check "full host: the top is a whole number of clusters" \
-		test $(($(stat -c %s F/root.hds) % MiB)) = 0
-	checked "full host: every delta checks clean" "$Fd"
+	check "$name: the top is a whole number of clusters" test $(($(stat -c %s "$dir/root.hds") % MiB)) = 0
+	checked "$name: every delta checks clean" "$dd"
+}
+mkdir -p F
+if mount -t tmpfs -o size=2200k tmpfs F; then
+	at_exit "umount -l $RT/F"
+	fill_host "full host (2200k tmpfs)" F 17
 	umount "$RT/F"
 fi
 # The same on ext4: a fallocate that runs out of space there keeps what it allocated and grows the
@@ -233,20 +238,7 @@ mkdir -p X
 truncate -s 12M X.img
 if mkfs.ext4 -q -F X.img && mount -o loop X.img X; then
 	at_exit "umount -l $RT/X"
-	Xd=$RT/X/DiskDescriptor.xml
-	IDS+=("$(run_id "$Xd")")
-	must "full ext4 host: init -t none on a 12M ext4" pl init -s 512M -t none X/root.hds
-	if mount_set "full ext4 host: mount" "$Xd"; then
-		inst "$Xd"
-		for i in $(seq 0 20); do
-			dd if=/dev/urandom of="$I_DEV" bs=4k count=1 seek=$((i * 256)) oflag=direct conv=notrunc \
-				status=none 2>/dev/null
-		done
-		umount_set "full ext4 host: umount" "$Xd"
-	fi
-	check "full ext4 host: the top is a whole number of clusters" \
-		test $(($(stat -c %s X/root.hds) % MiB)) = 0
-	checked "full ext4 host: every delta checks clean" "$Xd"
+	fill_host "full ext4 host (12M)" X 20
 	umount "$RT/X"
 fi
 

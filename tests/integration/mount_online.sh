@@ -509,32 +509,38 @@ wait $gpid 2>/dev/null
 check "grow under load: 8 online resizes during direct writes, each disk end readable${bad:+ -$bad}" test -z "$bad"
 umount_set "grow under load: umount" "$GD"
 checked "grow under load: every delta checks clean" "$GD"
+# snapshotted NAME DIR: a mounted 64M set in DIR with 1 MiB of "A" at 0 in its base and 1 MiB of
+# "B" at 1 MiB in the top of an online snapshot ($T/DIRA, $T/DIRB, $T/DIRC hold the patterns);
+# fails unless all of it worked.
+snapshotted() {
+	local name=$1 dir=$2 dd=$RT/$2/DiskDescriptor.xml x
+	mkdir -p "$dir"
+	IDS+=("$(run_id "$dd")")
+	for x in A B C; do yes $x | head -c $MiB >"$T/$dir$x"; done
+	must "$name: init -s 64M -t none" pl init -s 64M -t none "$dir/root.hds" &&
+		mount_set "$name: mount" "$dd" && inst "$dd" &&
+		dd if="$T/${dir}A" of="$I_DEV" bs=1M seek=0 oflag=direct status=none &&
+		must "$name: online snapshot" pl snapshot "$dd" &&
+		dd if="$T/${dir}B" of="$I_DEV" bs=1M seek=1 oflag=direct status=none
+}
 # ---- online merge whose child file cannot be removed -------------------------------------------------
 # The descriptor was stored without the child (the merge is done), then removing its file failed
 # (EBUSY here: something is mounted over it) and the server went on serving the old chain: every
 # write after that went into the child, a file the descriptor no longer names, and was lost at umount.
-mkdir -p U
 UD=$RT/U/DiskDescriptor.xml
-IDS+=("$(run_id "$UD")")
-must "merge, child busy: init -s 64M -t none" pl init -s 64M -t none U/root.hds
-if mount_set "merge, child busy: mount" "$UD"; then
-	inst "$UD"
-	for x in A B C; do yes $x | head -c $MiB >"$T/u$x"; done
-	dd if="$T/uA" of="$I_DEV" bs=1M seek=0 oflag=direct status=none
-	must "merge, child busy: online snapshot" pl snapshot "$UD"
-	dd if="$T/uB" of="$I_DEV" bs=1M seek=1 oflag=direct status=none
+if snapshotted "merge, child busy" U; then
 	uchild=$(deltas "$UD" | tail -n 1)
 	touch "$T/uempty"
 	mount --bind "$T/uempty" "$uchild" && at_exit "umount -l '$uchild'"
 	refuse "merge, child busy: snapshot-merge reports the file it could not remove" 35 pl snapshot-merge "$UD"
 	check "... and the descriptor names one image" test "$(ndeltas "$UD")" = 1
-	dd if="$T/uC" of="$I_DEV" bs=1M seek=2 oflag=direct status=none
+	dd if="$T/UC" of="$I_DEV" bs=1M seek=2 oflag=direct status=none
 	umount_set "merge, child busy: umount" "$UD"
 	umount "$uchild" && rm -f "$uchild"
 	checked "merge, child busy: every delta checks clean" "$UD"
 	pl export "$UD" "$T/u.raw" >/dev/null 2>&1
 	check "merge, child busy: what was written after the merge is there" \
-		cmp <(cat "$T/uA" "$T/uB" "$T/uC") <(head -c $((3 * MiB)) "$T/u.raw")
+		cmp <(cat "$T/UA" "$T/UB" "$T/UC") <(head -c $((3 * MiB)) "$T/u.raw")
 fi
 # ---- discard after an online merge of the top failed -------------------------------------------------
 # The merge had copied the top's clusters into the parent's file when it failed (here: the descriptor
@@ -543,16 +549,8 @@ fi
 # punched it out of the top: the recovery merge kept the parent's copy, and the discarded data was
 # back after the next mount. The top now keeps zeros there while its parent may hold more than seen.
 if command -v gdb >/dev/null; then
-	mkdir -p V
 	VD=$RT/V/DiskDescriptor.xml
-	IDS+=("$(run_id "$VD")")
-	must "failed merge, discard: init -s 64M -t none" pl init -s 64M -t none V/root.hds
-	if mount_set "failed merge, discard: mount" "$VD"; then
-		inst "$VD"
-		for x in A B; do yes $x | head -c $MiB >"$T/v$x"; done
-		dd if="$T/vA" of="$I_DEV" bs=1M seek=0 oflag=direct status=none
-		must "failed merge, discard: online snapshot" pl snapshot "$VD"
-		dd if="$T/vB" of="$I_DEV" bs=1M seek=1 oflag=direct status=none
+	if snapshotted "failed merge, discard" V; then
 		printf '%s\n' 'set pagination off' 'break ploop_merge_commit' 'continue' \
 			'set var dd->path = "/nonexistent/DiskDescriptor.xml"' detach quit >"$T/v.gdb"
 		gdb -q -p "$I_PID" -batch -x "$T/v.gdb" >"$T/v.gdbout" 2>&1 &
@@ -566,7 +564,7 @@ if command -v gdb >/dev/null; then
 			inst "$VD"
 			dd if="$I_DEV" of="$T/v.got" bs=1M count=2 iflag=direct status=none
 			check "failed merge, discard: the discarded cluster reads as zeros" \
-				cmp <(cat "$T/vA"; head -c $MiB /dev/zero) "$T/v.got"
+				cmp <(cat "$T/VA"; head -c $MiB /dev/zero) "$T/v.got"
 			umount_set "failed merge, discard: umount again" "$VD"
 		fi
 		checked "failed merge, discard: every delta checks clean" "$VD"

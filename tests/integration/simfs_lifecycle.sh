@@ -67,23 +67,22 @@ run_dir_empty() { [ -z "$(ls -A "$SIMFS_RUN_DIR")" ]; }
 mkdir -p "$T/other"
 : >"$T/other/marker"
 at_exit "umount -l '$R'"	# the bind mounts below, whatever happens
-expect_rc "mount" 0 sf mount "$P" "$R"
-pid=$(pid_of "$R")
-(cd "$R" && exec sleep 30) &
-busy=$!
-sleep 0.3
-umount -l "$R"
+# mount_detached: mounts P at R, keeps it busy (pid $busy, daemon $pid) and detaches it by hand.
+mount_detached() {
+	expect_rc "mount" 0 sf mount "$P" "$R"
+	pid=$(pid_of "$R")
+	(cd "$R" && exec sleep 30) &
+	busy=$!
+	sleep 0.3
+	umount -l "$R"
+}
+mount_detached
 expect_rc "simfs umount after umount -l by hand while busy" 0 sf umount "$R"
 check "the daemon stopped" gone "$pid"
 check "it left neither state nor log (nothing was wrong)" run_dir_empty
 kill "$busy"
 wait "$busy" 2>/dev/null
-expect_rc "mount" 0 sf mount "$P" "$R"
-pid=$(pid_of "$R")
-(cd "$R" && exec sleep 30) &
-busy=$!
-sleep 0.3
-umount -l "$R"
+mount_detached
 mount --bind "$T/other" "$R"
 kill -TERM "$pid"
 check "stopped after umount -l by hand, the daemon exits" gone "$pid"
