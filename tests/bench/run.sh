@@ -35,15 +35,24 @@ timed() {
 }
 # compare NAME PEER_NAME SETUP_OURS OURS SETUP_PEER PEER: runs ours and the peer alternately
 # RUNS times (each after its setup and a cache drop; setup not timed), reports the medians.
+# The order swaps every round (ours first, then the peer first): on this disk a run right after
+# the other's large output was deleted (discarded) is up to 2x slower or faster by position alone.
 compare() {
 	local name=$1 peer_name=$2 setup_ours=$3 ours=$4 setup_peer=$5 peer=$6 a=() b=() i
 	for i in $(seq "$RUNS"); do
+		if [ $((i % 2)) = 0 ]; then
+			eval "$setup_peer" >/dev/null 2>&1
+			drop_caches
+			b+=("$(timed sh -c "$peer")")
+		fi
 		eval "$setup_ours" >/dev/null 2>&1
 		drop_caches
 		a+=("$(timed sh -c "$ours")")
-		eval "$setup_peer" >/dev/null 2>&1
-		drop_caches
-		b+=("$(timed sh -c "$peer")")
+		if [ $((i % 2)) = 1 ]; then
+			eval "$setup_peer" >/dev/null 2>&1
+			drop_caches
+			b+=("$(timed sh -c "$peer")")
+		fi
 	done
 	row "$name" "$(printf '%s\n' "${a[@]}" | median)" "$(printf '%s\n' "${b[@]}" | median)" "$peer_name"
 }
