@@ -374,6 +374,42 @@ static int drop_leftovers(const struct ploop_descriptor *dd, struct ploop_error 
 	return 0;
 }
 
+/* Disk_size, End and the geometry of a descriptor for a disk of @size sectors. */
+static void set_disk_size(struct ploop_descriptor *dd, uint64_t size)
+{
+	uint32_t secs;
+
+	dd->disk_size = dd->end = size;
+	ploop_chs(size, &dd->cylinders, &dd->heads, &secs);
+	dd->sectors = (uint32_t)(size / ((uint64_t)dd->cylinders * dd->heads));
+}
+
+/*
+ * A resize stopped between the top delta's header (written first) and the descriptor leaves
+ * Disk_size at the old size. The header tells the size the image has -- a shrink has dropped the
+ * clusters past its new end, a grow has made room -- so the descriptor follows it. A top that does
+ * not open is left to the validation of the command that runs next.
+ */
+static int follow_top_size(struct ploop_descriptor *dd, const char *dd_path, struct ploop_error *err)
+{
+	int im = ploop_descriptor_find_image(dd, dd->top_guid);
+	uint64_t size, bs = dd->blocksize;
+	struct ploop_delta *top;
+
+	if (im < 0 || !bs || !dd->disk_size || (dd->raw && dd->n_images == 1) ||
+	    ploop_delta_open(dd->images[im].path, PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY | PLOOP_OPEN_NOLOCK,
+			     0, 0, &top, &(struct ploop_error){ 0 }))
+		return 0;
+	size = top->size_sectors;
+	ploop_delta_close(top, NULL);
+	if ((size + bs - 1) / bs == (dd->disk_size + bs - 1) / bs)
+		return 0;
+	PNOTICE("%s: Disk_size %" PRIu64 " set to the top delta's %" PRIu64 " sectors (completing an interrupted resize)",
+		dd_path, dd->disk_size, size);
+	set_disk_size(dd, size);
+	return ploop_descriptor_store(dd, err);
+}
+
 int ploop_recover_locked(const char *dd_path, struct ploop_recovery *rec, struct ploop_error *err)
 {
 	struct image_set s = { .lock_fd = -1 };
@@ -433,7 +469,8 @@ int ploop_recover_locked(const char *dd_path, struct ploop_recovery *rec, struct
 				goto out;
 		}
 	}
-	drop_leftovers(s.dd, err);
+	if (!follow_top_size(s.dd, dd_path, err))
+		drop_leftovers(s.dd, err);
 out:
 	ploop_descriptor_free(s.dd);
 	return err->status;
@@ -523,16 +560,6 @@ unlock:
 int ploop_init_image(const char *delta_path, const struct ploop_create_params *p, struct ploop_error *err)
 {
 	return ploop_create_set(delta_path, p, NULL, NULL, err);
-}
-
-/* Disk_size, End and the geometry of a descriptor for a disk of @size sectors. */
-static void set_disk_size(struct ploop_descriptor *dd, uint64_t size)
-{
-	uint32_t secs;
-
-	dd->disk_size = dd->end = size;
-	ploop_chs(size, &dd->cylinders, &dd->heads, &secs);
-	dd->sectors = (uint32_t)(size / ((uint64_t)dd->cylinders * dd->heads));
 }
 
 /*

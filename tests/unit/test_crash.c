@@ -4,6 +4,7 @@
  * clean, hold the content from before or after the operation, and accept further work. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -221,6 +222,27 @@ static bool deltas_consistent(void)
 			fprintf(stderr, "  %s\n", err.msg);
 			ok = false;
 		}
+	}
+	/* The descriptor tells the disk's size as the top delta's header does. */
+	if (ok && !(dd->raw && dd->n_images == 1)) {
+		struct ploop_delta *top = NULL;
+
+		memset(&err, 0, sizeof(err));
+		if (ploop_delta_open(dd->images[ploop_descriptor_find_image(dd, dd->top_guid)].path,
+				     PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY | PLOOP_OPEN_NOLOCK, 0, 0, &top, &err)) {
+			fprintf(stderr, "  %s\n", err.msg);
+			ok = false;
+		} else {
+			struct ploop_delta_info di;
+
+			ploop_delta_get_info(top, &di);
+			if (di.size_sectors != dd->disk_size) {
+				fprintf(stderr, "  Disk_size %" PRIu64 " but the top delta holds %" PRIu64 " sectors\n",
+					dd->disk_size, di.size_sectors);
+				ok = false;
+			}
+		}
+		ploop_delta_close(top, NULL);
 	}
 	ploop_descriptor_free(dd);
 	return ok;
