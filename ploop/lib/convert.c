@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 
@@ -31,11 +32,68 @@ static int read_header(const char *path, struct ploop_pvd_header *h, struct ploo
 	return 0;
 }
 
+/*
+ * A conversion to raw (to_raw below) stopped after the descriptor named the raw copy NAME.tmp is
+ * finished: the old image NAME (a ploop delta, or already a second name of the copy) removed, NAME
+ * linked to the copy, the descriptor back to NAME, the name NAME.tmp removed. Without a NAME beside
+ * it, a raw image called NAME.tmp is left as it is (nothing says it was ours).
+ */
+static int finish_to_raw(struct ploop_descriptor *dd, bool *done, struct ploop_error *err)
+{
+	struct ploop_image_entry *im = &dd->images[0];
+	size_t n = strlen(im->file), pn = strlen(im->path);
+	char *file, *path;
+	struct ploop_pvd_header h;
+	struct stat a, b;
+	int r;
+
+	if (!dd->raw || dd->n_images != 1 || n <= 4 || strcmp(im->file + n - 4, ".tmp"))
+		return 0;
+	file = strndup(im->file, n - 4);
+	path = strndup(im->path, pn - 4);
+	if (!file || !path) {
+		free(file);
+		free(path);
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", dd->path);
+	}
+	if (stat(im->path, &a) || lstat(path, &b) || !S_ISREG(b.st_mode) ||
+	    ((a.st_dev != b.st_dev || a.st_ino != b.st_ino) &&
+	     (read_header(path, &h, &(struct ploop_error){ 0 }) || !ploop_header_version(&h)))) {
+		free(file);
+		free(path);
+		return 0;
+	}
+	PNOTICE("Completing the interrupted conversion of %s to raw", path);
+	if (a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+		if (ploop_unlink_file(path, err))
+			goto out;
+		r = pio_link(im->path, path);
+		if (r) {
+			ploop_fail(err, PLOOP_ERR_RENAME, -r, "%s: cannot link to %s", im->path, path);
+			goto out;
+		}
+	}
+	free(im->file);
+	im->file = file;
+	file = im->path;
+	im->path = path;
+	path = file;	/* NAME.tmp, to remove */
+	file = NULL;
+	if (!ploop_descriptor_store(dd, err) && !ploop_unlink_file(path, err))
+		*done = true;
+out:
+	free(file);
+	free(path);
+	return err->status;
+}
+
 /* A delta whose header still carries the conversion flag is restored from its .idx copy (written
  * and synced before the flag was set); every other delta is consistent in the version it has. */
 int ploop_recover_conversion(struct ploop_descriptor *dd, bool *done, struct ploop_error *err)
 {
 	*done = false;
+	if (finish_to_raw(dd, done, err))
+		return err->status;
 	for (int i = 0; i < dd->n_images; i++) {
 		cleanup_free char *idx = NULL;
 		struct ploop_pvd_header h;

@@ -1,6 +1,7 @@
 /* Whole-image operations on a descriptor: init, snapshot, merge, delete, switch, grow,
  * restore-descriptor and file-list merge, with recovery of operations a crash interrupted.
  * Every change is ordered so that the descriptor on disk always names a consistent chain. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -347,15 +348,56 @@ static int drop_leftover(const struct ploop_descriptor *dd, const char *path, st
 }
 
 /*
+ * Whether @path, a file the descriptor does not name, is a new delta that a killed snapshot or
+ * switch made but never described: named as the set names new deltas (STEM.{GUID}) and holding no
+ * data -- its header not written yet (the header goes in last), or no BAT entry in use. A delta of
+ * that name that holds data is left alone: recovery cannot tell it from one an operator keeps.
+ */
+static bool undescribed_new_delta(const struct ploop_descriptor *dd, const char *name, const char *path)
+{
+	const char *base = dd->images[0].file;
+	size_t n = strlen(base), len = strlen(name);
+	char g[PLOOP_GUID_BUF];
+	uint8_t hdr[64] = { 0 };
+	struct ploop_delta_info info;
+	struct ploop_delta *d;
+	bool empty = true;
+	int fd;
+
+	if (n > PLOOP_GUID_LEN + 1 && base[n - PLOOP_GUID_LEN - 1] == '.' && !ploop_parse_guid(base + n - PLOOP_GUID_LEN, g))
+		n -= PLOOP_GUID_LEN + 1;
+	if (len != n + 1 + PLOOP_GUID_LEN || strncmp(name, base, n) || name[n] != '.' || name[n + 1] != '{' ||
+	    ploop_parse_guid(name + n + 1, g))
+		return false;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return false;
+	if (pread(fd, hdr, sizeof(hdr), 0) < 0)
+		empty = false;
+	close(fd);
+	for (size_t i = 0; i < sizeof(hdr) && empty; i++)
+		empty = !hdr[i];
+	if (empty)
+		return true;
+	if (ploop_delta_open(path, PLOOP_OPEN_ALLOW_DIRTY | PLOOP_OPEN_NOLOCK, 0, 0, &d, &(struct ploop_error){ 0 }))
+		return false;
+	ploop_delta_get_info(d, &info);
+	ploop_delta_close(d, NULL);
+	return !info.allocated_clusters;
+}
+
+/*
  * What a killed command leaves beside a set, once its interrupted operations are recovered (the
  * descriptor lock held alone, so no command is running): the new descriptor it had not put in place
  * yet (DiskDescriptor.xml.tmp), the raw copy of an image being converted (IMAGE.tmp: the descriptor
- * still names the image) and header+BAT backups of a format conversion that never started or was
- * finished (IMAGE.idx: one still needed was used and removed by the recovery of conversions).
+ * still names the image), header+BAT backups of a format conversion that never started or was
+ * finished (IMAGE.idx: one still needed was used and removed by the recovery of conversions), and
+ * the empty new delta of a snapshot or switch that never reached the descriptor.
  */
 static int drop_leftovers(const struct ploop_descriptor *dd, struct ploop_error *err)
 {
 	cleanup_free char *dd_tmp = NULL;
+	struct dirent *e;
+	DIR *dir;
 
 	if (asprintf(&dd_tmp, "%s.tmp", dd->path) < 0)
 		dd_tmp = NULL;
@@ -371,7 +413,16 @@ static int drop_leftovers(const struct ploop_descriptor *dd, struct ploop_error 
 		if (drop_leftover(dd, tmp, err) || drop_leftover(dd, idx, err))
 			return err->status;
 	}
-	return 0;
+	if (!dd->n_images || !(dir = opendir(dd->dir)))
+		return 0;
+	while ((e = readdir(dir)) && !err->status) {
+		cleanup_free char *path = ploop_join(dd->dir, e->d_name);
+
+		if (path && undescribed_new_delta(dd, e->d_name, path))
+			drop_leftover(dd, path, err);
+	}
+	closedir(dir);
+	return err->status;
 }
 
 /* Disk_size, End and the geometry of a descriptor for a disk of @size sectors. */
