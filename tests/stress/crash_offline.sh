@@ -5,7 +5,8 @@
 # on a fresh copy, kills it with SIGKILL after a random delay in [0, duration], and then
 #   (a) runs the next command, as a user would (a read-write mount and umount: it completes or rolls
 #       back what a crash interrupted; a server the killed command started is stopped by umount),
-#   (b) `ploop check -f -c DiskDescriptor.xml` must succeed,
+#   (b) `ploop check -f -c DiskDescriptor.xml` must succeed, and DiskDescriptor.xml's Disk_size must be
+#       the size in the top delta's header,
 #   (c) the content must be the before-state or the after-state (the before-state for operations that
 #       keep it: merge, delete, convert, compact, grow except its size).
 # Files a killed command left that the descriptor does not name (root.hds.import, convert's
@@ -223,6 +224,14 @@ run_scenario() {
 		if [ -e "$W/DiskDescriptor.xml" ]; then
 			"$P" check -f -c "$W/DiskDescriptor.xml" >"$S/ck.out" 2>&1
 			ck=$?
+			# (d) the descriptor tells the size the top delta's header has
+			local dsize hsize
+			dsize=$(sed -n 's:.*<Disk_size>\(.*\)</Disk_size>.*:\1:p' "$W/DiskDescriptor.xml")
+			hsize=$(size_of "$W/DiskDescriptor.xml")
+			if [ $ck = 0 ] && [ "$dsize" != "$hsize" ]; then
+				ck=99
+				echo "Disk_size $dsize but the top delta holds $hsize sectors" >"$S/ck.out"
+			fi
 		else
 			ck=0
 		fi
