@@ -130,10 +130,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 	(void)ino;
 	(void)fi;
-	if ((uint64_t)off >= s->size || size > s->size - (uint64_t)off) {
+	/* As a block device: a write across the end is cut short there, one at the end fails. */
+	if ((uint64_t)off >= s->size) {
 		fuse_reply_err(req, ENOSPC);
 		return;
 	}
+	if (size > s->size - (uint64_t)off)
+		size = (size_t)(s->size - (uint64_t)off);
 	r = dev_write(s, buf, size, (uint64_t)off);
 	if (r)
 		fuse_reply_err(req, -r);

@@ -92,6 +92,24 @@ if inst "$A"; then
 	else
 		not_ok "device only: the partition mounted by hand"
 	fi
+	# The served file behaves as a block device at its end: a write across it is cut short at the
+	# end (the last 4 KiB written back as they were), one at the end gets ENOSPC.
+	check "device only: a write across the end of the served file writes up to the end" python3 -c '
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+size = os.fstat(fd).st_size
+last = os.pread(fd, 4096, size - 4096)
+n = os.pwrite(fd, last + b"x" * 4096, size - 4096)
+try:
+    os.pwrite(fd, b"x", size)
+    sys.exit("a write at the end succeeded")
+except OSError as e:
+    if e.errno != errno.ENOSPC:
+        raise
+os.fsync(fd)
+sys.exit(0 if n == 4096 and os.pread(fd, 4096, size - 4096) == last and os.fstat(fd).st_size == size else
+         "wrote %d" % n)
+' "/run/ploop/$ID/disk"
 	umount_set "umount -d DEVICE" "$A" -d "$I_DEV"
 else
 	not_ok "device only: the set is listed"
