@@ -1,6 +1,7 @@
 /* `ploop check`: every consistency rule of a delta (header, size alignment, dirty and conversion
  * markers, each BAT slot, duplicate clusters), reported one finding per line; repairs only what
  * the flags allow, and nothing at all in read-only mode. Exit codes follow upstream. */
+#include <dirent.h>
 #include <endian.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -297,6 +298,22 @@ out:
 	return err->status;
 }
 
+/* Deltas beside the set that its descriptor does not name: told, never touched (one holding data
+ * is what a merge or delete stopped just before removing it leaves, or a copy an operator keeps). */
+static void report_unnamed_deltas(const struct ploop_descriptor *dd)
+{
+	struct dirent *e;
+	DIR *dir = opendir(dd->dir);
+
+	while (dir && (e = readdir(dir)))
+		if (ploop_descriptor_unnamed_delta(dd, e->d_name))
+			PNOTICE("%s/%s is not in %s: left by an interrupted merge or delete, or kept there by hand; "
+				"remove it if it is not needed",
+				dd->dir, e->d_name, PLOOP_DESCRIPTOR_NAME);
+	if (dir)
+		closedir(dir);
+}
+
 int ploop_check_descriptor(const char *dd_path, const char *guid, const struct ploop_check_params *p,
 			   struct ploop_error *err)
 {
@@ -359,6 +376,8 @@ int ploop_check_descriptor(const char *dd_path, const char *guid, const struct p
 		if (e.status && !err->status)
 			*err = e;
 	}
+	if (!guid)
+		report_unnamed_deltas(dd);
 out:
 	ploop_descriptor_free(dd);
 	ploop_unlock_descriptor(lock);

@@ -741,8 +741,9 @@ int ploop_descriptor_store(const struct ploop_descriptor *dd, struct ploop_error
 /* ---- editing -------------------------------------------------------------------------------------------- */
 
 /* Name of a new delta: the first image's file name, without a ".{guid}" suffix, plus ".{random}". */
-int ploop_descriptor_new_delta_name(const struct ploop_descriptor *dd, char **file, char **path,
-				    struct ploop_error *err)
+/* New deltas are named STEM.{GUID}, STEM being the base image's file name without a .{GUID} of
+ * its own; returns the length of STEM. */
+static size_t delta_stem(const struct ploop_descriptor *dd)
 {
 	const char *base = dd->images[0].file;
 	size_t n = strlen(base);
@@ -751,6 +752,30 @@ int ploop_descriptor_new_delta_name(const struct ploop_descriptor *dd, char **fi
 	if (n > PLOOP_GUID_LEN + 1 && base[n - PLOOP_GUID_LEN - 1] == '.' &&
 	    !ploop_parse_guid(base + n - PLOOP_GUID_LEN, g))
 		n -= PLOOP_GUID_LEN + 1;
+	return n;
+}
+
+bool ploop_descriptor_unnamed_delta(const struct ploop_descriptor *dd, const char *name)
+{
+	size_t n = dd->n_images ? delta_stem(dd) : 0;
+	char g[PLOOP_GUID_BUF];
+
+	if (!dd->n_images || strlen(name) != n + 1 + PLOOP_GUID_LEN || strncmp(name, dd->images[0].file, n) ||
+	    name[n] != '.' || name[n + 1] != '{' || ploop_parse_guid(name + n + 1, g))
+		return false;
+	for (int i = 0; i < dd->n_images; i++)
+		if (!strcmp(dd->images[i].file, name))
+			return false;
+	return true;
+}
+
+int ploop_descriptor_new_delta_name(const struct ploop_descriptor *dd, char **file, char **path,
+				    struct ploop_error *err)
+{
+	const char *base = dd->images[0].file;
+	size_t n = delta_stem(dd);
+	char g[PLOOP_GUID_BUF];
+
 	if (ploop_new_guid(g))
 		return ploop_fail(err, PLOOP_ERR_SYS, EIO, "cannot generate a GUID");
 	*file = NULL;

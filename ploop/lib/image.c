@@ -355,21 +355,15 @@ static int drop_leftover(const struct ploop_descriptor *dd, const char *path, st
  */
 static bool undescribed_new_delta(const struct ploop_descriptor *dd, const char *name, const char *path)
 {
-	const char *base = dd->images[0].file;
-	size_t n = strlen(base), len = strlen(name);
-	char g[PLOOP_GUID_BUF];
 	uint8_t hdr[64] = { 0 };
 	struct ploop_delta_info info;
 	struct ploop_delta *d;
 	bool empty = true;
 	int fd;
 
-	if (n > PLOOP_GUID_LEN + 1 && base[n - PLOOP_GUID_LEN - 1] == '.' && !ploop_parse_guid(base + n - PLOOP_GUID_LEN, g))
-		n -= PLOOP_GUID_LEN + 1;
-	if (len != n + 1 + PLOOP_GUID_LEN || strncmp(name, base, n) || name[n] != '.' || name[n + 1] != '{' ||
-	    ploop_parse_guid(name + n + 1, g))
+	if (!ploop_descriptor_unnamed_delta(dd, name))
 		return false;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
 		return false;
 	if (pread(fd, hdr, sizeof(hdr), 0) < 0)
 		empty = false;

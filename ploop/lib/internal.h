@@ -151,6 +151,9 @@ char *ploop_join(const char *dir, const char *name);
 /* Splits mount(8)-style @opts into mount(2) flags (applied to @flags, returned) and the
  * filesystem's own options (into @data, comma-separated). */
 unsigned long ploop_mount_options(const char *opts, unsigned long flags, char *data, size_t len);
+/* Whether @name (a file in the set's directory) is named as the set names its deltas, STEM.{GUID},
+ * and the descriptor does not name it. */
+bool ploop_descriptor_unnamed_delta(const struct ploop_descriptor *dd, const char *name);
 int ploop_descriptor_new_delta_name(const struct ploop_descriptor *dd, char **file, char **path,
 				    struct ploop_error *err);
 int ploop_descriptor_add_image(struct ploop_descriptor *dd, const char *guid, const char *file,

@@ -539,6 +539,23 @@ check "... removed DiskDescriptor.xml.tmp, IMAGE.tmp and IMAGE.idx" \
 check "... and kept a file of another name" test -e "$LD/notes.tmp"
 verify "content after the leftovers went" "$XD" mX
 
+# Deltas named as the set names them that the descriptor does not name: an empty one (a killed
+# snapshot's) goes with the next command; one holding data (a merge killed just before it removed
+# the merged file, or a copy kept by hand) stays, and check tells about it.
+XBASE=$(deltas "$XD" | head -1)
+EMPTY="$XBASE.{cccccccc-0000-4000-8000-000000000001}"
+KEPT="$XBASE.{cccccccc-0000-4000-8000-000000000002}"
+mkdir "$T/scratch" && quiet "$PLOOP" init -s 10M -b 128 -t none "$T/scratch/x.hds" && mv "$T/scratch/x.hds" "$EMPTY"
+rm -rf "$T/scratch"
+cp "$XBASE" "$KEPT"
+check "next command (snapshot) with undescribed deltas beside the set" quiet "$PLOOP" snapshot "$XD"
+check "... removed the empty one, kept the one holding data" bash -c "! test -e '$EMPTY' && test -e '$KEPT'"
+out=$("$PLOOP" check "$XD" 2>&1)
+check "check tells about the undescribed delta holding data (and exits 0)" \
+	test $? = 0 -a -n "$out" -a -z "${out##*"${KEPT##*/}"*is not in DiskDescriptor.xml*}"
+rm -f "$KEPT"
+verify "content after the undescribed deltas" "$XD" mX
+
 # A snapshot that does not exist: exit 43 for delete, 38 for merge and switch, as upstream.
 expect_rc "snapshot-delete -u of a snapshot that does not exist (exit 43)" 43 "$PLOOP" snapshot-delete -u '{01234567-89ab-cdef-0123-456789abcdef}' "$DD"
 for c in snapshot-merge snapshot-switch; do
