@@ -7,7 +7,6 @@
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -377,92 +376,6 @@ static int write_state(const char *path, const struct simfs *fs, const struct mo
 }
 
 /* Runs in the forked child: everything up to the mount, then the loop. Never returns. */
-/*
- * The kernel gives a FUSE mount 128 KiB of readahead (its default, which it also offers as the
- * maximum at INIT), where the host disk under PRIVATE has its own, often several MiB: sequential
- * reads through simfs then go in 128 KiB round trips. Once INIT is done (a stat of ROOT waits for
- * it), the mount's readahead is raised to the host device's, at most 8 MiB; a failure only costs
- * speed, so it is logged and ignored.
- */
-struct ra_args {
-	char root[PATH_MAX];
-	dev_t mnt_dev, host_dev;
-};
-
-static unsigned long bdi_read_ahead_kb(dev_t dev)
-{
-	char path[96];
-	unsigned long kb = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(dev), minor(dev));
-	if ((f = fopen(path, "re"))) {
-		if (fscanf(f, "%lu", &kb) != 1)
-			kb = 0;
-		fclose(f);
-	}
-	return kb;
-}
-
-static void *raise_readahead(void *arg)
-{
-	struct ra_args *a = arg;
-	unsigned long kb = bdi_read_ahead_kb(a->host_dev);
-	char path[96];
-	struct stat st;
-	FILE *f;
-
-	if (kb > 8192)
-		kb = 8192;
-	if (kb > bdi_read_ahead_kb(a->mnt_dev) && !stat(a->root, &st)) {
-		snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(a->mnt_dev), minor(a->mnt_dev));
-		if (!(f = fopen(path, "we")) || fprintf(f, "%lu\n", kb) < 0 || fclose(f))
-			fprintf(stderr, "simfs: %s: cannot set the readahead to %lu KiB: %s\n", a->root, kb, strerror(errno));
-	}
-	free(a);
-	return NULL;
-}
-
-/* The device whose bdi holds the readahead of @dir's filesystem: a partition's is its disk's. */
-static dev_t host_bdi_dev(const char *dir)
-{
-	char path[128];
-	unsigned ma, mi;
-	struct stat st;
-	FILE *f;
-	bool ok;
-
-	if (stat(dir, &st))
-		return 0;
-	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/partition", major(st.st_dev), minor(st.st_dev));
-	if (access(path, F_OK))
-		return st.st_dev;
-	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/../dev", major(st.st_dev), minor(st.st_dev));
-	f = fopen(path, "re");
-	ok = f && fscanf(f, "%u:%u", &ma, &mi) == 2;
-	if (f)
-		fclose(f);
-	return ok ? makedev(ma, mi) : st.st_dev;
-}
-
-static void start_readahead(const char *root, const char *private_dir, dev_t mnt_dev)
-{
-	struct ra_args *a = calloc(1, sizeof(*a));
-	pthread_t t;
-
-	if (!a || !mnt_dev || snprintf(a->root, sizeof(a->root), "%s", root) >= (int)sizeof(a->root)) {
-		free(a);
-		return;
-	}
-	a->mnt_dev = mnt_dev;
-	a->host_dev = host_bdi_dev(private_dir);
-	if (pthread_create(&t, NULL, raise_readahead, a)) {
-		free(a);
-		return;
-	}
-	pthread_detach(t);
-}
-
 __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct mount_opts *o, int ready_fd)
 {
 	char msg[1200], opts[256], spath[PATH_MAX + 64];
@@ -567,7 +480,6 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 		dprintf(ready_fd, "ok\n");
 		close(ready_fd);
 	}
-	start_readahead(fs->root_dir, fs->private_dir, mnt_dev);
 	cfg = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(cfg, 1);
 	fuse_loop_cfg_set_max_threads(cfg, o->threads);

@@ -50,13 +50,6 @@ expect_rc "mount" 0 sf mount "$P" "$R"
 one_line "the same ROOT twice" 8 sf mount "$P" "$R"
 check "list shows it running" sh -c "'$SIMFS' list | grep -q '^$R $P [0-9]* - running\$'"
 check "st_dev differs from the host's" test "$(stat -c %d "$R")" != "$(stat -c %d "$P")"
-# readahead: the host's (its disk's, for a partition), at most 8 MiB, never below the kernel's 128 KiB
-ra_of() { cat "/sys/class/bdi/$1/read_ahead_kb" 2>/dev/null || echo 0; }
-hdev=$(stat -c '%Hd:%Ld' "$P")
-[ -e "/sys/dev/block/$hdev/partition" ] && hdev=$(cat "/sys/dev/block/$hdev/../dev")
-want=$(ra_of "$hdev"); [ "$want" -gt 8192 ] && want=8192; [ "$want" -lt 128 ] && want=128
-for i in $(seq 20); do [ "$(ra_of "$(mountpoint -d "$R")")" = "$want" ] && break; sleep 0.1; done
-check "the mount's readahead is the host's ($want KiB, host $hdev)" test "$(ra_of "$(mountpoint -d "$R")")" = "$want"
 (cd "$R" && exec sleep 30) &
 busy=$!
 sleep 0.3
