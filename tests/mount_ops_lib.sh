@@ -38,6 +38,8 @@ run_id() {
 	done
 	printf '%016x\n' "$h"
 }
+# snapshot_guid [FILE]: the GUID in `ploop snapshot`'s report (FILE, or standard input).
+snapshot_guid() { sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p' "$@"; }
 state_of() { sed -n "s/^$2=//p" "/run/ploop/$1/state" 2>/dev/null; }
 # loop_back DEV: the backing file of a loop device ("" when detached).
 loop_back() { cat "/sys/block/${1#/dev/}/loop/backing_file" 2>/dev/null; }

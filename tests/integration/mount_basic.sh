@@ -171,12 +171,12 @@ umount_set "two sets: umount the second again" "$B"
 umount_set "two sets: umount the first again" "$A"
 
 # ---- snapshot views: mount -u UUID (read-only only), mount -u base -r -------------------------------------
-S1=$(pl snapshot "$A" 2>&1 | sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p')
+S1=$(pl snapshot "$A" 2>&1 | snapshot_guid)
 check "offline snapshot S1" test -n "$S1"
 mount_set "mount the top after snapshot S1" "$A" -m mA
 put_files mA s1after
 umount_set "umount before snapshot S2" "$A"
-S2=$(pl snapshot "$A" 2>&1 | sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p')
+S2=$(pl snapshot "$A" 2>&1 | snapshot_guid)
 check "offline snapshot S2 (3 deltas)" test -n "$S2" -a "$(ndeltas "$A")" = 3
 mount_set "mount the top rw over S2" "$A" -m mA
 put_files mA s2after

@@ -109,7 +109,7 @@ checked "resize after a crash: every delta checks clean" "$A"
 
 # ---- a snapshot view mounted before the top ---------------------------------------------------------------
 # Either order works; offline writers stay refused while the view serves, and are told what holds the set.
-S1=$(pl snapshot "$A" 2>&1 | sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p')
+S1=$(pl snapshot "$A" 2>&1 | snapshot_guid)
 check "offline snapshot S1" test -n "$S1"
 IDS+=("$(run_id "$A" "$S1")")
 mount_set "snapshot view of S1 (the top not mounted)" "$A" -u "$S1" -r -m mV
@@ -179,7 +179,7 @@ check "... says there is no such snapshot" grep -q "no snapshot $NOSUCH" "$T/.er
 refuse "snapshot-umount of a view that is not mounted (exit 40)" 40 pl snapshot-umount -u "$NOSUCH" "$W"
 check "... names the snapshot, not the set" grep -q "snapshot $NOSUCH of .* is not mounted" "$T/.err"
 must "wrong targets: online snapshot S" pl snapshot "$W"
-WS=$(sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p' "$T/.out")
+WS=$(snapshot_guid "$T/.out")
 IDS+=("$(run_id "$W" "$WS")")
 mount_set "wrong targets: a view of S" "$W" -u "$WS" -r -m mX
 refuse "online merge into S while a view holds it (exit 23)" 23 pl snapshot-merge "$W"
@@ -333,7 +333,7 @@ umount_set "covered: umount O1" "$O1"
 checked "covered: every delta checks clean" "$O1"
 # ---- snapshot-umount of a view with a filesystem mounted over it ----------------------------------------
 # The view's server unmounts its directory only while the view's filesystem shows there (46 otherwise).
-OS=$(pl snapshot "$O1" 2>&1 | sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p')
+OS=$(pl snapshot "$O1" 2>&1 | snapshot_guid)
 check "covered view: offline snapshot of O1" test -n "$OS"
 IDS+=("$(run_id "$O1" "$OS")")
 mount_set "covered view: snapshot-mount of it on mO" "$O1" -u "$OS" -r -m mO

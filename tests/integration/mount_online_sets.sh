@@ -147,9 +147,9 @@ MNTS+=("$RT/mB")
 B=$RT/B/DiskDescriptor.xml
 must "tree: init" pl init -s 256M B/root.hds
 must "tree: snapshot S1" pl snapshot "$B"
-S1=$(sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p' "$T/.out")
+S1=$(snapshot_guid "$T/.out")
 must "tree: snapshot X" pl snapshot "$B"
-X=$(sed -n 's/^ploop snapshot \({[0-9a-f-]*}\) has been.*/\1/p' "$T/.out")
+X=$(snapshot_guid "$T/.out")
 must "tree: snapshot-switch -u S1 -D" pl snapshot-switch -u "$S1" -D "$B"
 K=$(shots "$B" | awk -v x="$X" 'tolower($2) == tolower(x) { print $1 }')
 mount_set "tree: mount" "$B" -m mB
