@@ -41,49 +41,36 @@ static int read_header(const char *path, struct ploop_pvd_header *h, struct ploo
 static int finish_to_raw(struct ploop_descriptor *dd, bool *done, struct ploop_error *err)
 {
 	struct ploop_image_entry *im = &dd->images[0];
-	size_t n = strlen(im->file), pn = strlen(im->path);
-	char *file, *path;
+	size_t n = strlen(im->file);
+	cleanup_free char *file = NULL, *path = NULL;
 	struct ploop_pvd_header h;
 	struct stat a, b;
+	bool linked;
+	char *swap;
 	int r;
 
 	if (!dd->raw || dd->n_images != 1 || n <= 4 || strcmp(im->file + n - 4, ".tmp"))
 		return 0;
-	file = strndup(im->file, n - 4);
-	path = strndup(im->path, pn - 4);
-	if (!file || !path) {
-		free(file);
-		free(path);
+	if (!(file = strndup(im->file, n - 4)) || !(path = strndup(im->path, strlen(im->path) - 4)))
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", dd->path);
-	}
-	if (stat(im->path, &a) || lstat(path, &b) || !S_ISREG(b.st_mode) ||
-	    ((a.st_dev != b.st_dev || a.st_ino != b.st_ino) &&
-	     (read_header(path, &h, &(struct ploop_error){ 0 }) || !ploop_header_version(&h)))) {
-		free(file);
-		free(path);
+	if (stat(im->path, &a) || lstat(path, &b) || !S_ISREG(b.st_mode))
 		return 0;
-	}
+	linked = a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+	if (!linked && (read_header(path, &h, &(struct ploop_error){ 0 }) || !ploop_header_version(&h)))
+		return 0;
 	PNOTICE("Completing the interrupted conversion of %s to raw", path);
-	if (a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+	if (!linked) {
 		if (ploop_unlink_file(path, err))
-			goto out;
+			return err->status;
 		r = pio_link(im->path, path);
-		if (r) {
-			ploop_fail(err, PLOOP_ERR_RENAME, -r, "%s: cannot link to %s", im->path, path);
-			goto out;
-		}
+		if (r)
+			return ploop_fail(err, PLOOP_ERR_RENAME, -r, "%s: cannot link to %s", im->path, path);
 	}
-	free(im->file);
-	im->file = file;
-	file = im->path;
-	im->path = path;
-	path = file;	/* NAME.tmp, to remove */
-	file = NULL;
+	/* The descriptor takes NAME; file and path keep NAME.tmp's, to remove it (and free them). */
+	swap = im->file, im->file = file, file = swap;
+	swap = im->path, im->path = path, path = swap;
 	if (!ploop_descriptor_store(dd, err) && !ploop_unlink_file(path, err))
 		*done = true;
-out:
-	free(file);
-	free(path);
 	return err->status;
 }
 

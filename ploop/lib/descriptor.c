@@ -740,7 +740,6 @@ int ploop_descriptor_store(const struct ploop_descriptor *dd, struct ploop_error
 
 /* ---- editing -------------------------------------------------------------------------------------------- */
 
-/* Name of a new delta: the first image's file name, without a ".{guid}" suffix, plus ".{random}". */
 /* New deltas are named STEM.{GUID}, STEM being the base image's file name without a .{GUID} of
  * its own; returns the length of STEM. */
 static size_t delta_stem(const struct ploop_descriptor *dd)
@@ -769,6 +768,7 @@ bool ploop_descriptor_unnamed_delta(const struct ploop_descriptor *dd, const cha
 	return true;
 }
 
+/* Name of a new delta: STEM plus ".{random}". */
 int ploop_descriptor_new_delta_name(const struct ploop_descriptor *dd, char **file, char **path,
 				    struct ploop_error *err)
 {

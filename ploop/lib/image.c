@@ -355,19 +355,16 @@ static int drop_leftover(const struct ploop_descriptor *dd, const char *path, st
  */
 static bool undescribed_new_delta(const struct ploop_descriptor *dd, const char *name, const char *path)
 {
-	uint8_t hdr[64] = { 0 };
+	uint8_t hdr[64];
 	struct ploop_delta_info info;
 	struct ploop_delta *d;
-	bool empty = true;
-	int fd;
+	struct ploop_file *f;
+	bool empty;
 
-	if (!ploop_descriptor_unnamed_delta(dd, name))
+	if (!ploop_descriptor_unnamed_delta(dd, name) || pio_open(path, O_RDONLY | O_NOFOLLOW, 0, &f))
 		return false;
-	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
-		return false;
-	if (pread(fd, hdr, sizeof(hdr), 0) < 0)
-		empty = false;
-	close(fd);
+	empty = !pio_read(f, hdr, sizeof(hdr), 0);	/* zeros past the end */
+	pio_close(f);
 	for (size_t i = 0; i < sizeof(hdr) && empty; i++)
 		empty = !hdr[i];
 	if (empty)

@@ -444,29 +444,40 @@ static int server_path(char *out, size_t len)
 	return 0;
 }
 
+/* Unmounts every mount of @in's filesystem (mounted by hand on more directories too), each only
+ * while it is what shows at its directory (see ploop_umount_own). */
+static int umount_everywhere(const struct ploop_instance *in, struct ploop_error *err)
+{
+	char dir[PATH_MAX];
+
+	for (int i = 0; i < 64 && ploop_mounted_at(in, dir, sizeof(dir)); i++) {
+		int r = ploop_umount_own(dir, in->part, NULL);
+
+		if (r == -EXDEV)
+			return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0, PLOOP_COVERED_FMT, in->part, dir);
+		if (r)
+			return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, -r, "%s: the filesystem on %s cannot be unmounted",
+					  dir, in->part);
+	}
+	return 0;
+}
+
 /* Removes what a dead server left: filesystem mount, loop device, FUSE mount, run directory. */
 static int cleanup_dead(const struct ploop_instance *in, struct ploop_error *err)
 {
-	char path[PATH_MAX], dir[PATH_MAX];
+	char path[PATH_MAX];
 	int r;
 
 	/* Its mount point only if what is seen there is ours: another filesystem may be mounted over
-	 * it (another set's), or in its place (ours unmounted by hand); the loop below finds ours
+	 * it (another set's), or in its place (ours unmounted by hand); umount_everywhere finds ours
 	 * wherever it is. */
 	if (in->mount[0] && (r = ploop_umount_own(in->mount, in->part, in->device)) && r != -EXDEV)
 		return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, -r,
 				  "%s: the server of %s died, and its filesystem cannot be unmounted", in->mount,
 				  in->descriptor);
-	/* Mounted by hand too: the device goes only once nothing is mounted on it. */
-	for (int i = 0; i < 64 && ploop_mounted_at(in, dir, sizeof(dir)); i++) {
-		r = ploop_umount_own(dir, in->part, NULL);
-		if (r == -EXDEV)
-			return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0, PLOOP_COVERED_FMT, in->part, dir);
-		if (r)
-			return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, -r,
-					  "%s: the server of %s died, and the filesystem on %s cannot be unmounted",
-					  dir, in->descriptor, in->part);
-	}
+	/* The device goes only once nothing is mounted on it. */
+	if (umount_everywhere(in, err))
+		return err->status;
 	for (int i = 0; i < 2; i++) {
 		const char *dev = i ? in->device : in->part;
 		int fd = dev[0] ? open(dev, O_RDONLY | O_CLOEXEC) : -1;
@@ -715,18 +726,8 @@ static int kernel_umount(const struct ploop_instance *in, struct ploop_error *er
 
 	snprintf(top, sizeof(top), "%s", in->file);
 	if (in->alive) {
-		char dir[PATH_MAX];
-
-		/* Each mount of ours, only while it is what shows at its directory (see ploop_umount_own). */
-		for (int i = 0; i < 64 && ploop_mounted_at(in, dir, sizeof(dir)); i++) {
-			int r = ploop_umount_own(dir, in->part, NULL);
-
-			if (r == -EXDEV)
-				return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0, PLOOP_COVERED_FMT, in->part, dir);
-			if (r)
-				return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, -r, "%s: the filesystem on %s is busy",
-						  dir, in->device);
-		}
+		if (umount_everywhere(in, err))
+			return err->status;
 		kernel_live_top(name, top, sizeof(top));
 		if (kernel_remove(name, in->part[0] ? in->part : in->device))
 			return ploop_fail(err, PLOOP_ERR_UMOUNT, 0, "%s: dmsetup remove failed (device busy?)",

@@ -396,9 +396,9 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 	if (is_top) {
 		s->prealloc_end = 0;	/* the parent, open for writing, is the top now */
 		s->parent_stale = false;
-	}
-	else
+	} else {
 		delta_make_readonly(dst);
+	}
 	s->chain->deltas[a] = dst;
 	dst = NULL;
 	memmove(&s->chain->deltas[gl], &s->chain->deltas[gl + 1],
