@@ -204,6 +204,16 @@ bool ploop_fs_shows_device(const char *dir, const char *dev);
  * 0 when done (or nothing is mounted there), -EXDEV when another filesystem shows there (nothing
  * is done), else -errno of umount2. */
 int ploop_umount_own(const char *dir, const char *dev, const char *dev2);
+/*
+ * What every mount does before it serves a chain (ploopd, and `mount --kernel`): takes the descriptor
+ * lock (a read-write mount as ploop_lock_descriptor_server, a read-only one shared), completes
+ * interrupted operations when it holds the set alone, reads the chain of @guid (NULL: the top),
+ * refuses what cannot be served, and for a read-write mount checks and repairs the deltas a crash
+ * left marked in use (check -f -d, as upstream's mount does). On success the caller holds
+ * *@lock_fd and owns *@dd, whose chain is @idx[0..*@n).
+ */
+int ploop_mount_prepare(const char *dd_path, const char *guid, bool ro, int *lock_fd, struct ploop_descriptor **dd,
+			int *idx, int *n, struct ploop_error *err);
 /* The running servers of a descriptor, in words ("snapshot {...} is mounted read-only (/dev/loop3)"),
  * for messages that refuse something they hold; false when there is none. */
 bool ploop_describe_servers(const char *dd_path, char *buf, size_t len);

@@ -501,6 +501,74 @@ static int cleanup_dead(const struct ploop_instance *in, struct ploop_error *err
 	return 0;
 }
 
+/* ---- before a chain is served ------------------------------------------------------------------- */
+
+/* Deltas of the chain left marked in use (a crash, a killed server, a host that went down under a
+ * kernel mapping) are checked and repaired; a raw base has no marker. */
+static int check_dirty_deltas(const struct ploop_descriptor *dd, const int *idx, int n, struct ploop_error *err)
+{
+	for (int i = 0; i < n; i++) {
+		struct ploop_check_params cp = { .flags = PLOOP_CHECK_FORCE | PLOOP_CHECK_DROP_INUSE };
+		const char *path = dd->images[idx[i]].path;
+		struct ploop_delta *d;
+		bool dirty;
+
+		if (dd->raw && i == 0)
+			continue;
+		if (ploop_delta_open(path, PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY, 0, 0, &d, err))
+			return err->status;
+		dirty = d->hdr.m_DiskInUse == PLOOP_DISK_IN_USE;
+		ploop_delta_close(d, NULL);
+		if (dirty) {
+			PNOTICE("%s was not closed cleanly: checking it", path);
+			if (ploop_check_delta(path, &cp, err))
+				return err->status;
+		}
+	}
+	return 0;
+}
+
+int ploop_mount_prepare(const char *dd_path, const char *guid, bool ro, int *lock_fd, struct ploop_descriptor **dd,
+			int *idx, int *n, struct ploop_error *err)
+{
+	bool exclusive = false;
+
+	*lock_fd = -1;
+	*dd = NULL;
+	if (ro ? ploop_lock_descriptor(dd_path, false, lock_fd, err)
+	       : ploop_lock_descriptor_server(dd_path, lock_fd, &exclusive, err))
+		return err->status;
+	if (exclusive && ploop_recover_locked(dd_path, NULL, err))
+		goto fail;
+	if (ploop_descriptor_read(dd_path, dd, err) || ploop_descriptor_chain(*dd, guid, idx, n, err))
+		goto fail;
+	/* A temporary snapshot with one child is an interrupted merge (with more, it waits for them). */
+	for (int i = 0; i < (*dd)->n_snapshots && !ro && !exclusive; i++)
+		if ((*dd)->snapshots[i].temporary && ploop_descriptor_children(*dd, (*dd)->snapshots[i].guid, NULL) == 1) {
+			char holders[512];
+
+			ploop_describe_servers(dd_path, holders, sizeof(holders));
+			ploop_fail(err, PLOOP_ERR_LOCK, 0,
+				   "%s: an interrupted merge is to be completed first, which needs the set to itself: %s",
+				   dd_path, holders[0] ? holders : "another process holds it");
+			goto fail;
+		}
+	if (guid && !ro && ploop_descriptor_children(*dd, guid, NULL) > 0) {
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: snapshot %s has children; it can be mounted read-only only",
+			   dd_path, guid);
+		goto fail;
+	}
+	if (!ro && check_dirty_deltas(*dd, idx, *n, err))
+		goto fail;
+	return 0;
+fail:
+	ploop_descriptor_free(*dd);
+	*dd = NULL;
+	ploop_unlock_descriptor(*lock_fd);
+	*lock_fd = -1;
+	return err->status;
+}
+
 /* ---- the kernel data path: the dm-ploop target (kernel/dm-ploop) ------------------------------------
  * `mount --kernel` maps the chain with `dmsetup create ploop-ID --table "0 SECTORS ploop LOG base ... top"`
  * after marking the top in use; umount removes the mapping and clears the marker. The state file has
@@ -586,8 +654,8 @@ static void remove_kernel_state(const char *id)
 	rmdir(path);
 }
 
-static int kernel_table(const char *descriptor, const char *guid, char **table, char *top, size_t top_len,
-			bool *raw_only, struct ploop_error *err);
+static int chain_table(const struct ploop_descriptor *dd, const int *idx, int n, char **table, char *top,
+		       size_t top_len, bool *raw_only, struct ploop_error *err);
 
 /*
  * The filesystem's device: with a GPT (what `ploop init -t ext4` makes) a linear map NAME-p1 over
@@ -636,19 +704,15 @@ static int kernel_remove(const char *name, const char *part)
 	return run_dmsetup(argv);
 }
 
-static int kernel_mount(const struct ploop_mount_params *p, const char *rp, const char *id, const char *guid,
-			struct ploop_instance *out, struct ploop_error *err)
+/* Maps @table (freed here), the chain whose top is @top, and mounts and records it. */
+static int kernel_map(const struct ploop_mount_params *p, const char *rp, const char *id, const char *guid, bool ro,
+		      char *table, const char *top, bool raw_only, struct ploop_instance *out, struct ploop_error *err)
 {
-	char name[32], device[64], part[80], top[4096], *table = NULL;
-	bool ro = p->ro || guid[0], raw_only = false, mounted = false;
+	char name[32], device[64], part[80];
 	const char *fstype = p->fstype ? p->fstype : "ext4";
+	bool mounted = false;
 	int r;
 
-	if (access(KMOD_SYSFS, F_OK))
-		return ploop_fail(err, PLOOP_ERR_NO_KMOD, 0,
-				  "the dm-ploop kernel target is not loaded (insmod dm-ploop.ko, or mount without --kernel)");
-	if (kernel_table(rp, guid, &table, top, sizeof(top), &raw_only, err))
-		return err->status;
 	snprintf(name, sizeof(name), "ploop-%s", id);
 	snprintf(device, sizeof(device), "/dev/mapper/%s", name);
 	snprintf(part, sizeof(part), "%s", device);
@@ -699,6 +763,33 @@ static int kernel_mount(const struct ploop_mount_params *p, const char *rp, cons
 	return 0;
 }
 
+/* The kernel target takes no lock of ours: the descriptor lock is held while the chain is prepared
+ * (as ploopd's start-up does it), mapped and recorded, so no offline writer and no other mount comes
+ * in between; the state file then marks the set mounted. */
+static int kernel_mount(const struct ploop_mount_params *p, const char *rp, const char *id, const char *guid,
+			struct ploop_instance *out, struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = NULL;
+	struct ploop_instance old;
+	int idx[PLOOP_MAX_CHAIN], n, lock;
+	bool ro = p->ro || guid[0], raw_only = false;
+	char top[4096], *table = NULL;
+
+	if (access(KMOD_SYSFS, F_OK))
+		return ploop_fail(err, PLOOP_ERR_NO_KMOD, 0,
+				  "the dm-ploop kernel target is not loaded (insmod dm-ploop.ko, or mount without --kernel)");
+	if (ploop_mount_prepare(rp, guid[0] ? guid : NULL, ro, &lock, &dd, idx, &n, err))
+		return err->status;
+	/* Mounted by another mount that had the lock before us. */
+	if (!load_instance(id, &old) && old.alive)
+		ploop_fail(err, PLOOP_ERR_MOUNT, 0, "%s is already mounted (device %s)", p->descriptor, old.device);
+	else if (!chain_table(dd, idx, n, &table, top, sizeof(top), &raw_only, err))
+		kernel_map(p, rp, id, guid, ro, table, top, raw_only, out, err);
+	ploop_descriptor_free(dd);
+	ploop_unlock_descriptor(lock);
+	return err->status;
+}
+
 /* The top delta of the live table (a snapshot reload may have changed it since mount). */
 static void kernel_live_top(const char *name, char *top, size_t len)
 {
@@ -740,43 +831,45 @@ static int kernel_umount(const struct ploop_instance *in, struct ploop_error *er
 }
 
 /* The chain of the descriptor as a table line, and its top. */
-static int kernel_table(const char *descriptor, const char *guid, char **table, char *top, size_t top_len,
-			bool *raw_only, struct ploop_error *err)
+static int chain_table(const struct ploop_descriptor *dd, const int *idx, int n, char **table, char *top,
+		       size_t top_len, bool *raw_only, struct ploop_error *err)
 {
-	struct ploop_descriptor *dd = NULL;
-	int idx[PLOOP_MAX_CHAIN], n, log = 0;
 	size_t len = 64, off;
+	int log = 0;
 
-	if (ploop_descriptor_read(descriptor, &dd, err) ||
-	    ploop_descriptor_chain(dd, guid && guid[0] ? guid : NULL, idx, &n, err)) {
-		ploop_descriptor_free(dd);
-		return err->status;
-	}
 	while ((1u << log) < dd->blocksize)
 		log++;
 	for (int i = 0; i < n; i++) {
 		const char *path = dd->images[idx[i]].path;
 
-		if (strpbrk(path, " \t\n")) {
-			ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: a device-mapper table cannot name a file with blanks", path);
-			ploop_descriptor_free(dd);
-			return err->status;
-		}
+		if (strpbrk(path, " \t\n"))
+			return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: a device-mapper table cannot name a file with blanks",
+					  path);
 		len += strlen(path) + 8;
 	}
 	*table = malloc(len);
-	if (!*table) {
-		ploop_descriptor_free(dd);
+	if (!*table)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "table");
-	}
 	off = (size_t)snprintf(*table, len, "0 %llu ploop %d", (unsigned long long)dd->disk_size, log);
 	for (int i = 0; i < n; i++)
 		off += (size_t)snprintf(*table + off, len - off, " %s%s", i == 0 && dd->raw ? "raw@" : "",
 					dd->images[idx[i]].path);
 	snprintf(top, top_len, "%s", dd->images[idx[n - 1]].path);
 	*raw_only = n == 1 && dd->raw;
-	ploop_descriptor_free(dd);
 	return 0;
+}
+
+/* The table of the top's chain as the descriptor now has it (after an operation on a mapped set). */
+static int kernel_table(const char *descriptor, char **table, char *top, size_t top_len, bool *raw_only,
+			struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = NULL;
+	int idx[PLOOP_MAX_CHAIN], n;
+
+	if (!ploop_descriptor_read(descriptor, &dd, err) && !ploop_descriptor_chain(dd, NULL, idx, &n, err))
+		chain_table(dd, idx, n, table, top, top_len, raw_only, err);
+	ploop_descriptor_free(dd);
+	return err->status;
 }
 
 /*
@@ -827,7 +920,7 @@ static int kernel_call(const struct ploop_instance *in, const char *cmd, struct 
 		kernel_offline_id = NULL;
 	}
 	if (!r)
-		r = kernel_table(in->descriptor, NULL, &table, new_top, sizeof(new_top), &raw_only, err);
+		r = kernel_table(in->descriptor, &table, new_top, sizeof(new_top), &raw_only, err);
 	if (!r && !raw_only)
 		r = set_disk_in_use(new_top, true, err);
 	if (!r) {

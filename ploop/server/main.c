@@ -38,6 +38,36 @@ void slog(const char *fmt, ...)
 	fflush(log_file);
 }
 
+/* The library's notices (a delta checked after a crash, an interrupted merge completed) go to the
+ * log; those of start-up come before the log can be opened (the run directory is ours only once the
+ * image is locked) and wait for it. */
+static char early_log[4096];
+
+static void library_log(int level, const char *msg, void *ctx)
+{
+	size_t used = strlen(early_log);
+
+	(void)ctx;
+	if (level > 0)
+		return;
+	if (log_file)
+		slog("%s", msg);
+	else
+		snprintf(early_log + used, sizeof(early_log) - used, "%s\n", msg);
+}
+
+static void open_log(const char *path)
+{
+	char *line = early_log, *nl;
+
+	log_file = fopen(path, "ae");
+	for (; (nl = strchr(line, '\n')); line = nl + 1) {
+		*nl = '\0';
+		slog("%s", line);
+	}
+	early_log[0] = '\0';
+}
+
 void server_request_stop(void)
 {
 	pthread_mutex_lock(&stop_mu);
@@ -246,60 +276,20 @@ static int lock_run_dir(struct srv *s)
 }
 
 /*
- * Checks and opens the chain: interrupted operations completed, a dirty delta (a crash) checked
- * with its dirty flag dropped, the top marked in use while served. A read-only server (a snapshot
- * view) shares the descriptor lock with the set's own server, whichever comes first; a read-write
- * one completes interrupted operations only when it holds the lock alone.
+ * Checks and opens the chain (ploop_mount_prepare: interrupted operations completed, deltas a crash
+ * left dirty checked), the top marked in use while served. The lock is shared once serving: snapshot
+ * views of the set may come, offline writers may not.
  */
 static int open_image(struct srv *s, struct ploop_error *err)
 {
 	struct ploop_descriptor *dd = NULL;
 	int idx[PLOOP_MAX_CHAIN], n;
 	const char *guid = s->guid[0] ? s->guid : NULL;
-	bool exclusive = false;
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET };
 	int r;
 
-	if (s->ro ? ploop_lock_descriptor(s->dd_path, false, &s->lock_fd, err)
-		  : ploop_lock_descriptor_server(s->dd_path, &s->lock_fd, &exclusive, err))
+	if (ploop_mount_prepare(s->dd_path, guid, s->ro, &s->lock_fd, &dd, idx, &n, err))
 		return err->status;
-	if (exclusive && ploop_recover_locked(s->dd_path, NULL, err))
-		goto out;
-	if (ploop_descriptor_read(s->dd_path, &dd, err) || ploop_descriptor_chain(dd, guid, idx, &n, err))
-		goto out;
-	/* A temporary snapshot with one child is an interrupted merge (with more, it waits for them). */
-	for (int i = 0; i < dd->n_snapshots && !s->ro && !exclusive; i++)
-		if (dd->snapshots[i].temporary && ploop_descriptor_children(dd, dd->snapshots[i].guid, NULL) == 1) {
-			char holders[512];
-
-			ploop_describe_servers(s->dd_path, holders, sizeof(holders));
-			ploop_fail(err, PLOOP_ERR_LOCK, 0,
-				   "%s: an interrupted merge is to be completed first, which needs the set to itself: %s",
-				   s->dd_path, holders[0] ? holders : "another process holds it");
-			goto out;
-		}
-	if (guid && !s->ro && ploop_descriptor_children(dd, guid, NULL) > 0) {
-		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: snapshot %s has children; it can be mounted read-only only",
-			   s->dd_path, guid);
-		goto out;
-	}
-	for (int i = 0; i < n && !s->ro; i++) {
-		struct ploop_delta *d;
-		struct ploop_check_params cp = { .flags = PLOOP_CHECK_FORCE | PLOOP_CHECK_DROP_INUSE };
-		bool dirty;
-
-		if (dd->raw && i == 0)
-			continue;
-		if (ploop_delta_open(dd->images[idx[i]].path, PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY, 0, 0, &d,
-				     err))
-			goto out;
-		dirty = d->hdr.m_DiskInUse == PLOOP_DISK_IN_USE;
-		ploop_delta_close(d, NULL);
-		if (dirty) {
-			slog("%s was not closed cleanly: checking it", dd->images[idx[i]].path);
-			if (ploop_check_delta(dd->images[idx[i]].path, &cp, err))
-				goto out;
-		}
-	}
 	if (ploop_descriptor_open_chain(dd, guid, s->ro ? PLOOP_OPEN_ALLOW_DIRTY : PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY,
 					&s->chain, err))
 		goto out;
@@ -310,14 +300,9 @@ static int open_image(struct srv *s, struct ploop_error *err)
 		     strerror(-r));
 	if (!guid)
 		strcpy(s->guid, "");
+	fcntl(s->lock_fd, F_OFD_SETLK, &fl);
 out:
 	ploop_descriptor_free(dd);
-	if (!err->status && s->lock_fd >= 0) {
-		/* From now on shared (if it was not): snapshot views may come, offline writers may not. */
-		struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET };
-
-		fcntl(s->lock_fd, F_OFD_SETLK, &fl);
-	}
 	return err->status;
 }
 
@@ -415,12 +400,13 @@ int main(int argc, char **argv)
 
 	/* Set up in this order; server_teardown() undoes it in reverse, also when start-up fails. */
 	dev_init(s);
+	ploop_set_log(library_log, NULL);
 	if (open_image(s, &err))
 		fail_start(ready_fd, err.status, "%s", err.msg);
 	/* The image is ours (locked): so is its run directory, and its log. */
 	s->owns_run_dir = true;
 	snprintf(path, sizeof(path), "%s/log", s->run_dir);
-	log_file = fopen(path, "ae");
+	open_log(path);
 	slog("serving %s%s%s%s", s->dd_path, s->guid[0] ? " snapshot " : "", s->guid, s->ro ? " read-only" : "");
 	{
 		FILE *f = fopen(s->disk_path, "we");
