@@ -613,10 +613,13 @@ static int ploop_write_bat(struct ploop_target *pt, u32 v, u32 phys)
 			   sizeof(struct ploop_pvd_header) + (loff_t)v * 4);
 	if (r || !(pt->hdr_flags & PLOOP_FLAG_EMPTY))
 		return r;
-	pt->hdr_flags &= ~PLOOP_FLAG_EMPTY;
-	e = cpu_to_le32(pt->hdr_flags);
-	return ploop_write_at(file, &e, sizeof(e),
-			      offsetof(struct ploop_pvd_header, m_Flags));
+	e = cpu_to_le32(pt->hdr_flags & ~PLOOP_FLAG_EMPTY);
+	r = ploop_write_at(file, &e, sizeof(e),
+			   offsetof(struct ploop_pvd_header, m_Flags));
+	/* Cleared in memory only once on disk: a failed write is retried. */
+	if (!r)
+		pt->hdr_flags &= ~PLOOP_FLAG_EMPTY;
+	return r;
 }
 
 /*
