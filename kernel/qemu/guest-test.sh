@@ -151,6 +151,40 @@ check crash_umount ploop umount DiskDescriptor.xml
 check crash_check_clean ploop check -f root.hds
 rm -f /tmp/cpat
 
+# ---- a ploop command killed while it had the device suspended: the next command finishes its
+# work and resumes the device. (a) killed before it changed the chain: suspended, the top's marker
+# cleared; (b) killed after an offline snapshot, before the reload: the descriptor names a new top
+# the table does not have yet ----
+mkdir -p /tmp/stuck /mnt3 && cd /tmp/stuck
+ploop init -s 64M -t none root.hds >/dev/null
+SDEV=$(ploop mount --kernel DiskDescriptor.xml)
+SNAME=${SDEV#/dev/mapper/}
+SRUN=$(dirname "$(grep -l "^descriptor=/tmp/stuck/DiskDescriptor.xml" /run/ploop/*/state)")
+mkfs.ext4 -q -F "$SDEV" && mount -t ext4 "$SDEV" /mnt3 && dd if=/dev/urandom of=/mnt3/a bs=1M count=2 2>/dev/null
+want=$(sha256sum </mnt3/a)
+dmsetup suspend "$SNAME"
+printf '\0\0\0\0' | dd of=root.hds bs=1 seek=44 conv=notrunc 2>/dev/null
+check stuck_a_snapshot_finishes timeout 60 ploop snapshot DiskDescriptor.xml
+grep -q "left suspended" /tmp/check.out && ok stuck_a_says_so || bad stuck_a_says_so
+dmsetup info "$SNAME" | grep -q SUSPENDED && bad stuck_a_resumed || ok stuck_a_resumed
+[ "$(dmsetup status "$SNAME" | cut -d' ' -f4)" = 2 ] && ok stuck_a_two_deltas || bad stuck_a_two_deltas
+dd if=/dev/urandom of=/mnt3/b bs=1M count=1 2>/dev/null && sync && ok stuck_a_fs_writable || bad stuck_a_fs_writable
+dmsetup suspend "$SNAME"
+T1=$(ls root.hds.*)
+mv "$SRUN/state" /tmp/state.saved		# ploop sees the set unmounted: the offline snapshot
+ploop check -d "$T1" >/dev/null
+ploop snapshot DiskDescriptor.xml >/dev/null && ok stuck_b_offline_snapshot || bad stuck_b_offline_snapshot
+mv /tmp/state.saved "$SRUN/state"
+check stuck_b_umount_finishes timeout 60 ploop umount DiskDescriptor.xml
+grep -q "left suspended" /tmp/check.out && ok stuck_b_says_so || bad stuck_b_says_so
+grep -q " /mnt3 " /proc/mounts && bad stuck_b_unmounted || ok stuck_b_unmounted
+for f in root.hds root.hds.*; do ploop check -f "$f" >/dev/null || bad "stuck_b_check_$f"; done
+ok stuck_b_deltas_checked
+SDEV=$(ploop mount --kernel -m /mnt3 DiskDescriptor.xml) && ok stuck_b_remount || bad stuck_b_remount
+[ "$(dmsetup status "${SDEV#/dev/mapper/}" | cut -d' ' -f4)" = 3 ] && ok stuck_b_three_deltas || bad stuck_b_three_deltas
+[ "$(sha256sum </mnt3/a)" = "$want" ] && [ -s /mnt3/b ] && ok stuck_files_intact || bad stuck_files_intact
+check stuck_umount ploop umount DiskDescriptor.xml
+
 # ---- an image made by `ploop init -t ext4` on the host (GPT + ext4): mount --kernel -m, online
 # snapshot and merge under the mounted filesystem, umount, read-only remount ----
 if [ -f /data/DiskDescriptor.xml ]; then

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -656,6 +657,8 @@ static void remove_kernel_state(const char *id)
 
 static int chain_table(const struct ploop_descriptor *dd, const int *idx, int n, char **table, char *top,
 		       size_t top_len, bool *raw_only, struct ploop_error *err);
+static int kernel_table(const char *descriptor, char **table, char *top, size_t top_len, bool *raw_only,
+			struct ploop_error *err);
 
 /*
  * The filesystem's device: with a GPT (what `ploop init -t ext4` makes) a linear map NAME-p1 over
@@ -810,7 +813,117 @@ static void kernel_live_top(const char *name, char *top, size_t len)
 	pclose(f);
 }
 
-static int kernel_umount(const struct ploop_instance *in, struct ploop_error *err)
+/*
+ * A ploop command killed while the device was suspended: kernel_call suspends the device for the
+ * whole of an operation and holds an flock of the set's run directory meanwhile. A device found
+ * suspended while nobody holds that lock was left so by a command that died; the next command
+ * finishes its work: interrupted operations completed, the table reloaded with the chain the
+ * descriptor names (the operation may have finished offline and died before the reload), the top
+ * marked in use, and the device resumed. If that fails, the device stays suspended (resuming the
+ * old chain over a descriptor that moved on would write into a snapshot) and the error says so.
+ */
+static int kernel_op_lock(const struct ploop_instance *in, struct ploop_error *err)
+{
+	char dir[PATH_MAX];
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s/%s", PLOOP_RUN_DIR, in->id);
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		ploop_fail(err, PLOOP_ERR_OPEN, errno, "%s", dir);
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		close(fd);
+		ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: another ploop command is working on it", in->device);
+		return -1;
+	}
+	return fd;
+}
+
+static bool dm_suspended(const char *dev)
+{
+	char path[96], c = '0';
+	struct stat st;
+	int fd;
+
+	if (!dev[0] || stat(dev, &st) || !S_ISBLK(st.st_mode))
+		return false;
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/dm/suspended", major(st.st_rdev), minor(st.st_rdev));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	if (read(fd, &c, 1) != 1)
+		c = '0';
+	close(fd);
+	return c == '1';
+}
+
+static int stays_suspended(const struct ploop_instance *in, struct ploop_error *err)
+{
+	char msg[sizeof(err->msg)];
+	int status = err->status;
+
+	snprintf(msg, sizeof(msg), "%s", err->msg);
+	*err = (struct ploop_error){ 0 };
+	return ploop_fail(err, status, 0, "%s stays suspended: %s", in->device, msg);
+}
+
+/* Called with the run directory's flock held (kernel_op_lock). */
+static int kernel_unstick(const struct ploop_instance *in, struct ploop_error *err)
+{
+	const char *name = strrchr(in->device, '/') ? strrchr(in->device, '/') + 1 : in->device;
+	bool has_part = !strncmp(in->part, "/dev/mapper/", 12) && strcmp(in->part, in->device);
+	const char *resume[] = { "dmsetup", "resume", name, NULL };
+	const char *resume_part[] = { "dmsetup", "resume", in->part + 12, NULL };
+	char live[4096], top[4096] = "", *table = NULL;
+	struct ploop_error e2 = { 0 };
+	bool raw_only = false;
+	int lock;
+
+	if (!dm_suspended(in->device) && !(has_part && dm_suspended(in->part)))
+		return 0;
+	PNOTICE("%s was left suspended by a ploop command that did not finish: finishing its work", in->device);
+	if (dm_suspended(in->device)) {
+		if (in->ro || in->guid[0]) {
+			/* Nothing of ours suspends a read-only mapping: resumed as it is. */
+			if (run_dmsetup(resume))
+				return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup resume failed", in->device);
+		} else {
+			snprintf(live, sizeof(live), "%s", in->file);
+			kernel_live_top(name, live, sizeof(live));
+			if (ploop_lock_descriptor(in->descriptor, true, &lock, err))
+				return stays_suspended(in, err);
+			kernel_offline_id = in->id;
+			if (!ploop_recover_locked(in->descriptor, NULL, err) &&
+			    !kernel_table(in->descriptor, &table, top, sizeof(top), &raw_only, err) &&
+			    (raw_only || !set_disk_in_use(top, true, err))) {
+				const char *reload[] = { "dmsetup", "reload", name, "--table", table, NULL };
+
+				if (run_dmsetup(reload))
+					ploop_fail(err, PLOOP_ERR_DEVICE, 0, "the target refused the chain (see dmesg)");
+				else if (strcmp(top, live))
+					write_kernel_state(in->id, in->descriptor, "", false, in->device, in->part, in->mount,
+							   in->fstype, in->options, top, err);
+			}
+			kernel_offline_id = NULL;
+			ploop_unlock_descriptor(lock);
+			free(table);
+			if (err->status)
+				return stays_suspended(in, err);
+			/* The old top, a lower delta now, is written no more. */
+			if (strcmp(top, live) && !access(live, F_OK))
+				set_disk_in_use(live, false, &e2);
+			if (run_dmsetup(resume))
+				return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup resume failed", in->device);
+		}
+	}
+	if (has_part && dm_suspended(in->part) && run_dmsetup(resume_part))
+		return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup resume failed", in->part);
+	return 0;
+}
+
+static int kernel_umount_locked(const struct ploop_instance *in, struct ploop_error *err)
 {
 	const char *name = strrchr(in->device, '/') ? strrchr(in->device, '/') + 1 : in->device;
 	char top[4096];
@@ -828,6 +941,21 @@ static int kernel_umount(const struct ploop_instance *in, struct ploop_error *er
 		return err->status;
 	remove_kernel_state(in->id);
 	return 0;
+}
+
+static int kernel_umount(const struct ploop_instance *in, struct ploop_error *err)
+{
+	int lock = -1;
+
+	if (in->alive && ((lock = kernel_op_lock(in, err)) < 0 || kernel_unstick(in, err))) {
+		if (lock >= 0)
+			close(lock);
+		return err->status;
+	}
+	kernel_umount_locked(in, err);
+	if (lock >= 0)
+		close(lock);
+	return err->status;
 }
 
 /* The chain of the descriptor as a table line, and its top. */
@@ -877,7 +1005,7 @@ static int kernel_table(const char *descriptor, char **table, char *top, size_t 
  * it is frozen and the target syncs the top), run the same operation offline on the chain, mark the
  * new top in use, reload the table with the new chain and resume. On failure the old table resumes.
  */
-static int kernel_call(const struct ploop_instance *in, const char *cmd, struct ploop_error *err)
+static int kernel_call_locked(const struct ploop_instance *in, const char *cmd, struct ploop_error *err)
 {
 	const char *name = strrchr(in->device, '/') ? strrchr(in->device, '/') + 1 : in->device;
 	char op[32] = "", arg[PLOOP_GUID_BUF + 8] = "", top[4096], new_top[4096] = "";
@@ -941,6 +1069,18 @@ static int kernel_call(const struct ploop_instance *in, const char *cmd, struct 
 		r = ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup resume failed", in->part);
 	free(table);
 	return r;
+}
+
+static int kernel_call(const struct ploop_instance *in, const char *cmd, struct ploop_error *err)
+{
+	int lock = kernel_op_lock(in, err);
+
+	if (lock < 0)
+		return err->status;
+	if (!kernel_unstick(in, err))
+		kernel_call_locked(in, cmd, err);
+	close(lock);
+	return err->status;
 }
 
 int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, struct ploop_error *err)
