@@ -185,6 +185,37 @@ SDEV=$(ploop mount --kernel -m /mnt3 DiskDescriptor.xml) && ok stuck_b_remount |
 [ "$(sha256sum </mnt3/a)" = "$want" ] && [ -s /mnt3/b ] && ok stuck_files_intact || bad stuck_files_intact
 check stuck_umount ploop umount DiskDescriptor.xml
 
+# ---- the target refuses the new chain after an offline merge already changed it (a dmsetup that
+# fails reloads stands in for the refusal): the device stays suspended, since resuming the old
+# table would write into the merged and unlinked top, until a later command reloads it ----
+mkdir -p /tmp/refuse /tmp/fakebin && cd /tmp/refuse
+printf '#!/bin/sh\n[ "$1" = reload ] && exit 1\nexec %s "$@"\n' "$(command -v dmsetup)" >/tmp/fakebin/dmsetup
+chmod +x /tmp/fakebin/dmsetup
+ploop init -s 64M -t none root.hds >/dev/null
+XDEV=$(ploop mount --kernel DiskDescriptor.xml)
+XNAME=${XDEV#/dev/mapper/}
+dd if=/dev/urandom of=/tmp/xpat bs=1M count=4 2>/dev/null
+dd if=/tmp/xpat of="$XDEV" bs=1M oflag=direct 2>/dev/null
+ploop snapshot DiskDescriptor.xml >/dev/null
+dd if=/dev/urandom of=/tmp/xpat2 bs=1M count=2 2>/dev/null
+dd if=/tmp/xpat2 of="$XDEV" bs=1M seek=1 oflag=direct 2>/dev/null
+dd if=/tmp/xpat2 of=/tmp/xpat bs=1M seek=1 conv=notrunc 2>/dev/null
+if PATH=/tmp/fakebin:$PATH ploop snapshot-merge DiskDescriptor.xml >/tmp/check.out 2>&1; then
+	bad refused_reload_fails
+else
+	ok refused_reload_fails
+fi
+grep -q "stays suspended" /tmp/check.out && ok refused_says_suspended || bad refused_says_suspended "$(cat /tmp/check.out)"
+dmsetup info "$XNAME" | grep -q SUSPENDED && ok refused_left_suspended || bad refused_left_suspended
+[ -z "$(ls root.hds.* 2>/dev/null)" ] && ok refused_merge_done_offline || bad refused_merge_done_offline
+check refused_umount_finishes timeout 60 ploop umount DiskDescriptor.xml
+check refused_check_clean ploop check -f root.hds
+XDEV=$(ploop mount --kernel -r DiskDescriptor.xml)
+[ "$(dd if="$XDEV" bs=1M count=4 iflag=direct 2>/dev/null | sha256sum)" = "$(sha256sum </tmp/xpat)" ] &&
+	ok refused_data_intact || bad refused_data_intact
+check refused_umount_ro ploop umount DiskDescriptor.xml
+rm -rf /tmp/fakebin /tmp/xpat /tmp/xpat2
+
 # ---- an image made by `ploop init -t ext4` on the host (GPT + ext4): mount --kernel -m, online
 # snapshot and merge under the mounted filesystem, umount, read-only remount ----
 if [ -f /data/DiskDescriptor.xml ]; then

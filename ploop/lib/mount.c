@@ -1005,6 +1005,19 @@ static int kernel_table(const char *descriptor, char **table, char *top, size_t 
  * it is frozen and the target syncs the top), run the same operation offline on the chain, mark the
  * new top in use, reload the table with the new chain and resume. On failure the old table resumes.
  */
+/* Whether the chain DiskDescriptor.xml names is no longer the one of table @before (or cannot be
+ * told: then it may have moved). */
+static bool chain_moved(const char *descriptor, const char *before)
+{
+	struct ploop_error e = { 0 };
+	char top[4096], *now = NULL;
+	bool raw_only, moved;
+
+	moved = kernel_table(descriptor, &now, top, sizeof(top), &raw_only, &e) || strcmp(now, before);
+	free(now);
+	return moved;
+}
+
 static int kernel_call_locked(const struct ploop_instance *in, const char *cmd, struct ploop_error *err)
 {
 	const char *name = strrchr(in->device, '/') ? strrchr(in->device, '/') + 1 : in->device;
@@ -1016,7 +1029,7 @@ static int kernel_call_locked(const struct ploop_instance *in, const char *cmd, 
 	const char *suspend_part[] = { "dmsetup", "suspend", in->part + 12, NULL };
 	const char *resume_part[] = { "dmsetup", "resume", in->part + 12, NULL };
 	struct ploop_error e2 = { 0 };
-	char *table = NULL;
+	char *table = NULL, *before = NULL;
 	bool raw_only = false;
 	int r;
 
@@ -1035,7 +1048,10 @@ static int kernel_call_locked(const struct ploop_instance *in, const char *cmd, 
 			run_dmsetup(resume_part);
 		return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup suspend failed", in->device);
 	}
-	r = set_disk_in_use(top, false, err);
+	r = kernel_table(in->descriptor, &before, new_top, sizeof(new_top), &raw_only, err);
+	if (!r)
+		r = set_disk_in_use(top, false, err);
+	new_top[0] = '\0';
 	if (!r) {
 		kernel_offline_id = in->id;
 		if (!strcmp(op, "snapshot"))
@@ -1061,13 +1077,20 @@ static int kernel_call_locked(const struct ploop_instance *in, const char *cmd, 
 			write_kernel_state(in->id, in->descriptor, "", false, in->device, in->part, in->mount, in->fstype,
 					   in->options, new_top, err);
 	}
+	free(table);
+	if (r && before && chain_moved(in->descriptor, before)) {
+		/* The old table must not go on: its top may be a snapshot now, or merged and unlinked.
+		 * The next command on the set (kernel_unstick) retries the reload. */
+		free(before);
+		return stays_suspended(in, err);
+	}
+	free(before);
 	if (r && strcmp(new_top, top))
 		set_disk_in_use(top, true, &e2);	/* the old table goes on: its top is in use again */
 	if (run_dmsetup(resume) && !r)
 		r = ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup resume failed", in->device);
 	if (has_part && run_dmsetup(resume_part) && !r)
 		r = ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup resume failed", in->part);
-	free(table);
 	return r;
 }
 
