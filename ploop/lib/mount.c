@@ -813,6 +813,14 @@ static void kernel_live_top(const char *name, char *top, size_t len)
 	pclose(f);
 }
 
+/* The device-mapper name of a kernel-mapped set (its device is /dev/mapper/NAME). */
+static const char *dm_name(const struct ploop_instance *in)
+{
+	const char *slash = strrchr(in->device, '/');
+
+	return slash ? slash + 1 : in->device;
+}
+
 /*
  * A ploop command killed while the device was suspended: kernel_call suspends the device for the
  * whole of an operation and holds an flock of the set's run directory meanwhile. A device found
@@ -869,63 +877,78 @@ static int stays_suspended(const struct ploop_instance *in, struct ploop_error *
 	return ploop_fail(err, status, 0, "%s stays suspended: %s", in->device, msg);
 }
 
-/* Called with the run directory's flock held (kernel_op_lock). */
-static int kernel_unstick(const struct ploop_instance *in, struct ploop_error *err)
+/*
+ * Loads the chain DiskDescriptor.xml names into the (suspended) device: its top marked in use, the
+ * table reloaded, the new top recorded in the state file. @top gets that top ("" if it was not read).
+ */
+static int kernel_reload(const struct ploop_instance *in, char *top, size_t top_len, struct ploop_error *err)
 {
-	const char *name = strrchr(in->device, '/') ? strrchr(in->device, '/') + 1 : in->device;
-	bool has_part = !strncmp(in->part, "/dev/mapper/", 12) && strcmp(in->part, in->device);
-	const char *resume[] = { "dmsetup", "resume", name, NULL };
-	const char *resume_part[] = { "dmsetup", "resume", in->part + 12, NULL };
-	char live[4096], top[4096] = "", *table = NULL;
-	struct ploop_error e2 = { 0 };
+	char *table = NULL;
 	bool raw_only = false;
+
+	top[0] = '\0';
+	if (!kernel_table(in->descriptor, &table, top, top_len, &raw_only, err) &&
+	    (raw_only || !set_disk_in_use(top, true, err))) {
+		const char *reload[] = { "dmsetup", "reload", dm_name(in), "--table", table, NULL };
+
+		if (run_dmsetup(reload))
+			ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: the target refused the chain (see dmesg)", in->device);
+		else
+			write_kernel_state(in->id, in->descriptor, "", false, in->device, in->part, in->mount, in->fstype,
+					   in->options, top, err);
+	}
+	free(table);
+	return err->status;
+}
+
+/* The work of a command that died with the read-write device suspended: its interrupted operation
+ * completed, and the chain the descriptor then names loaded. */
+static int finish_interrupted(const struct ploop_instance *in, struct ploop_error *err)
+{
+	char live[4096], top[4096] = "";
 	int lock;
 
-	if (!dm_suspended(in->device) && !(has_part && dm_suspended(in->part)))
+	snprintf(live, sizeof(live), "%s", in->file);
+	kernel_live_top(dm_name(in), live, sizeof(live));
+	if (ploop_lock_descriptor(in->descriptor, true, &lock, err))
+		return stays_suspended(in, err);
+	kernel_offline_id = in->id;
+	if (!ploop_recover_locked(in->descriptor, NULL, err))
+		kernel_reload(in, top, sizeof(top), err);
+	kernel_offline_id = NULL;
+	ploop_unlock_descriptor(lock);
+	if (err->status)
+		return stays_suspended(in, err);
+	/* The old top, a lower delta now, is written no more. */
+	if (strcmp(top, live) && !access(live, F_OK))
+		set_disk_in_use(live, false, &(struct ploop_error){ 0 });
+	return 0;
+}
+
+/* Called with the run directory's flock held (kernel_op_lock). A read-only mapping is never
+ * suspended by us: it is just resumed. */
+static int kernel_unstick(const struct ploop_instance *in, struct ploop_error *err)
+{
+	bool has_part = !strncmp(in->part, "/dev/mapper/", 12) && strcmp(in->part, in->device);
+	bool dev = dm_suspended(in->device), part = has_part && dm_suspended(in->part);
+	const char *resume[] = { "dmsetup", "resume", dm_name(in), NULL };
+	const char *resume_part[] = { "dmsetup", "resume", in->part + 12, NULL };
+
+	if (!dev && !part)
 		return 0;
 	PNOTICE("%s was left suspended by a ploop command that did not finish: finishing its work", in->device);
-	if (dm_suspended(in->device)) {
-		if (in->ro || in->guid[0]) {
-			/* Nothing of ours suspends a read-only mapping: resumed as it is. */
-			if (run_dmsetup(resume))
-				return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup resume failed", in->device);
-		} else {
-			snprintf(live, sizeof(live), "%s", in->file);
-			kernel_live_top(name, live, sizeof(live));
-			if (ploop_lock_descriptor(in->descriptor, true, &lock, err))
-				return stays_suspended(in, err);
-			kernel_offline_id = in->id;
-			if (!ploop_recover_locked(in->descriptor, NULL, err) &&
-			    !kernel_table(in->descriptor, &table, top, sizeof(top), &raw_only, err) &&
-			    (raw_only || !set_disk_in_use(top, true, err))) {
-				const char *reload[] = { "dmsetup", "reload", name, "--table", table, NULL };
-
-				if (run_dmsetup(reload))
-					ploop_fail(err, PLOOP_ERR_DEVICE, 0, "the target refused the chain (see dmesg)");
-				else if (strcmp(top, live))
-					write_kernel_state(in->id, in->descriptor, "", false, in->device, in->part, in->mount,
-							   in->fstype, in->options, top, err);
-			}
-			kernel_offline_id = NULL;
-			ploop_unlock_descriptor(lock);
-			free(table);
-			if (err->status)
-				return stays_suspended(in, err);
-			/* The old top, a lower delta now, is written no more. */
-			if (strcmp(top, live) && !access(live, F_OK))
-				set_disk_in_use(live, false, &e2);
-			if (run_dmsetup(resume))
-				return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup resume failed", in->device);
-		}
-	}
-	if (has_part && dm_suspended(in->part) && run_dmsetup(resume_part))
+	if (dev && !in->ro && !in->guid[0] && finish_interrupted(in, err))
+		return err->status;
+	if (dev && run_dmsetup(resume))
+		return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup resume failed", in->device);
+	if (part && run_dmsetup(resume_part))
 		return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup resume failed", in->part);
 	return 0;
 }
 
 static int kernel_umount_locked(const struct ploop_instance *in, struct ploop_error *err)
 {
-	const char *name = strrchr(in->device, '/') ? strrchr(in->device, '/') + 1 : in->device;
+	const char *name = dm_name(in);
 	char top[4096];
 
 	snprintf(top, sizeof(top), "%s", in->file);
@@ -958,7 +981,7 @@ static int kernel_umount(const struct ploop_instance *in, struct ploop_error *er
 	return err->status;
 }
 
-/* The chain of the descriptor as a table line, and its top. */
+/* The chain of the descriptor as a table line, and its top (@top and @raw_only may be NULL). */
 static int chain_table(const struct ploop_descriptor *dd, const int *idx, int n, char **table, char *top,
 		       size_t top_len, bool *raw_only, struct ploop_error *err)
 {
@@ -982,8 +1005,10 @@ static int chain_table(const struct ploop_descriptor *dd, const int *idx, int n,
 	for (int i = 0; i < n; i++)
 		off += (size_t)snprintf(*table + off, len - off, " %s%s", i == 0 && dd->raw ? "raw@" : "",
 					dd->images[idx[i]].path);
-	snprintf(top, top_len, "%s", dd->images[idx[n - 1]].path);
-	*raw_only = n == 1 && dd->raw;
+	if (top)
+		snprintf(top, top_len, "%s", dd->images[idx[n - 1]].path);
+	if (raw_only)
+		*raw_only = n == 1 && dd->raw;
 	return 0;
 }
 
@@ -1000,27 +1025,27 @@ static int kernel_table(const char *descriptor, char **table, char *top, size_t 
 	return err->status;
 }
 
-/*
- * What the server does online, done for a kernel-mapped set: suspend the device (the filesystem on
- * it is frozen and the target syncs the top), run the same operation offline on the chain, mark the
- * new top in use, reload the table with the new chain and resume. On failure the old table resumes.
- */
 /* Whether the chain DiskDescriptor.xml names is no longer the one of table @before (or cannot be
  * told: then it may have moved). */
 static bool chain_moved(const char *descriptor, const char *before)
 {
 	struct ploop_error e = { 0 };
-	char top[4096], *now = NULL;
-	bool raw_only, moved;
+	char *now = NULL;
+	bool moved = kernel_table(descriptor, &now, NULL, 0, NULL, &e) || strcmp(now, before);
 
-	moved = kernel_table(descriptor, &now, top, sizeof(top), &raw_only, &e) || strcmp(now, before);
 	free(now);
 	return moved;
 }
 
+/*
+ * What the server does online, done for a kernel-mapped set: suspend the device (the filesystem on
+ * it is frozen and the target syncs the top), run the same operation offline on the chain, mark the
+ * new top in use, reload the table with the new chain and resume. On failure the old table resumes
+ * -- unless the operation changed the chain: then the device stays suspended (see kernel_unstick).
+ */
 static int kernel_call_locked(const struct ploop_instance *in, const char *cmd, struct ploop_error *err)
 {
-	const char *name = strrchr(in->device, '/') ? strrchr(in->device, '/') + 1 : in->device;
+	const char *name = dm_name(in);
 	char op[32] = "", arg[PLOOP_GUID_BUF + 8] = "", top[4096], new_top[4096] = "";
 	const char *suspend[] = { "dmsetup", "suspend", name, NULL };
 	const char *resume[] = { "dmsetup", "resume", name, NULL };
@@ -1029,8 +1054,7 @@ static int kernel_call_locked(const struct ploop_instance *in, const char *cmd, 
 	const char *suspend_part[] = { "dmsetup", "suspend", in->part + 12, NULL };
 	const char *resume_part[] = { "dmsetup", "resume", in->part + 12, NULL };
 	struct ploop_error e2 = { 0 };
-	char *table = NULL, *before = NULL;
-	bool raw_only = false;
+	char *before = NULL;
 	int r;
 
 	sscanf(cmd, "%31s %46s", op, arg);
@@ -1048,10 +1072,9 @@ static int kernel_call_locked(const struct ploop_instance *in, const char *cmd, 
 			run_dmsetup(resume_part);
 		return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: dmsetup suspend failed", in->device);
 	}
-	r = kernel_table(in->descriptor, &before, new_top, sizeof(new_top), &raw_only, err);
+	r = kernel_table(in->descriptor, &before, NULL, 0, NULL, err);
 	if (!r)
 		r = set_disk_in_use(top, false, err);
-	new_top[0] = '\0';
 	if (!r) {
 		kernel_offline_id = in->id;
 		if (!strcmp(op, "snapshot"))
@@ -1064,20 +1087,7 @@ static int kernel_call_locked(const struct ploop_instance *in, const char *cmd, 
 		kernel_offline_id = NULL;
 	}
 	if (!r)
-		r = kernel_table(in->descriptor, &table, new_top, sizeof(new_top), &raw_only, err);
-	if (!r && !raw_only)
-		r = set_disk_in_use(new_top, true, err);
-	if (!r) {
-		const char *reload[] = { "dmsetup", "reload", name, "--table", table, NULL };
-
-		if (run_dmsetup(reload))
-			r = ploop_fail(err, PLOOP_ERR_DEVICE, 0, "%s: the target refused the new chain (see dmesg)",
-				       in->device);
-		else
-			write_kernel_state(in->id, in->descriptor, "", false, in->device, in->part, in->mount, in->fstype,
-					   in->options, new_top, err);
-	}
-	free(table);
+		r = kernel_reload(in, new_top, sizeof(new_top), err);
 	if (r && before && chain_moved(in->descriptor, before)) {
 		/* The old table must not go on: its top may be a snapshot now, or merged and unlinked.
 		 * The next command on the set (kernel_unstick) retries the reload. */

@@ -224,7 +224,7 @@ run_scenario() {
 		if [ -e "$W/DiskDescriptor.xml" ]; then
 			"$P" check -f -c "$W/DiskDescriptor.xml" >"$S/ck.out" 2>&1
 			ck=$?
-			# (d) the descriptor tells the size the top delta's header has
+			# (b) the descriptor tells the size the top delta's header has
 			local dsize hsize
 			dsize=$(sed -n 's:.*<Disk_size>\(.*\)</Disk_size>.*:\1:p' "$W/DiskDescriptor.xml")
 			hsize=$(size_of "$W/DiskDescriptor.xml")
