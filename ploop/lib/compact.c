@@ -274,17 +274,17 @@ static int compact_online(const struct ploop_instance *in, uint64_t *freed, stru
 		     "unmounted)", in->descriptor);
 		return 0;
 	}
-	if (ploop_mounted_at(in, dir, sizeof(dir))) {
-		struct fstrim_range range = { .start = 0, .len = UINT64_MAX, .minlen = 0 };
-		struct stat st;
-		int fd;
-
+	switch (ploop_mounted_at(in, dir, sizeof(dir))) {
+	case PLOOP_MOUNT_COVERED:
 		/* FITRIM where ours is what shows: at a directory with another filesystem mounted over
 		 * it, that one would be trimmed. */
-		if (stat(in->part, &st) || !ploop_find_mount(st.st_rdev, true, dir, sizeof(dir)))
-			return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0,
-					  "%s: another filesystem is mounted over the filesystem of %s: cannot trim it",
-					  dir, in->part);
+		return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0,
+				  "%s: another filesystem is mounted over the filesystem of %s: cannot trim it", dir,
+				  in->part);
+	case PLOOP_MOUNT_SHOWS: {
+		struct fstrim_range range = { .start = 0, .len = UINT64_MAX, .minlen = 0 };
+		int fd;
+
 		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		/* Blocks freed in a transaction not yet committed are not free to FITRIM: commit first. */
 		if (fd < 0 || syncfs(fd) || ioctl(fd, FITRIM, &range)) {
@@ -295,6 +295,10 @@ static int compact_online(const struct ploop_instance *in, uint64_t *freed, stru
 			return ploop_fail(err, PLOOP_ERR_SYS, e, "%s: FITRIM", dir);
 		}
 		close(fd);
+		break;
+	}
+	case PLOOP_NOT_MOUNTED:
+		break;
 	}
 	if (ploop_instance_call(in, "compact", reply, sizeof(reply), err))
 		return err->status;

@@ -198,31 +198,39 @@ static bool holds_ext_fs(const char *part)
 	return device_has_bytes(part, 1080, "\x53\xef", 2);
 }
 
-bool ploop_find_mount(dev_t rdev, bool visible, char *dir, size_t len)
+enum ploop_mount_found ploop_find_mount(dev_t rdev, char *dir, size_t len)
 {
-	char line[8192], d[4096];
-	bool found = false;
+	char line[8192], d[4096], here[4096];
+	enum ploop_mount_found found = PLOOP_NOT_MOUNTED;
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	struct stat st;
 
-	while (f && !found && fgets(line, sizeof(line), f)) {
+	while (f && found != PLOOP_MOUNT_COVERED && fgets(line, sizeof(line), f)) {
 		unsigned maj, min;
 
 		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, d) != 3 || makedev(maj, min) != rdev)
 			continue;
-		mountinfo_unescape(d, dir, len);
-		found = !visible || (!stat(dir, &st) && st.st_dev == rdev);
+		mountinfo_unescape(d, here, sizeof(here));
+		if (stat(here, &st) || st.st_dev != rdev)
+			found = PLOOP_MOUNT_COVERED;
+		else if (found)
+			continue;
+		else
+			found = PLOOP_MOUNT_SHOWS;
+		snprintf(dir, len, "%s", here);
 	}
 	if (f)
 		fclose(f);
 	return found;
 }
 
-bool ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len)
+enum ploop_mount_found ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len)
 {
 	struct stat st;
 
-	return !stat(in->part, &st) && S_ISBLK(st.st_mode) && ploop_find_mount(st.st_rdev, false, dir, len);
+	if (stat(in->part, &st) || !S_ISBLK(st.st_mode))
+		return PLOOP_NOT_MOUNTED;
+	return ploop_find_mount(st.st_rdev, dir, len);
 }
 
 bool ploop_fs_shows_device(const char *dir, const char *dev)
@@ -265,7 +273,8 @@ static bool have_cap_sys_resource(void)
 static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t cs, struct ploop_error *err)
 {
 	char cmd[64], dir[4096];
-	bool fs_mounted = ploop_mounted_at(in, dir, sizeof(dir));
+	enum ploop_mount_found where = ploop_mounted_at(in, dir, sizeof(dir));
+	bool fs_mounted = where != PLOOP_NOT_MOUNTED;
 	bool fs = fs_mounted || holds_ext_fs(in->part);
 
 	/* A filesystem that does not check does not grow: found before the disk grows under it. */
@@ -274,7 +283,7 @@ static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t
 	/* Ours covered by another filesystem (another set's) at its directory: resize2fs would grow
 	 * what is seen there, and the unmount to grow it would take the other one off. Refused before
 	 * anything changes. */
-	if (fs_mounted && !ploop_fs_shows_device(dir, in->part))
+	if (where == PLOOP_MOUNT_COVERED)
 		return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0, "%s: another filesystem is mounted over %s: cannot grow it",
 				  dir, in->part);
 	snprintf(cmd, sizeof(cmd), "resize %" PRIu64, size);

@@ -187,11 +187,14 @@ int ploop_descriptor_new(const char *dd_path, const char *file, const struct plo
 /* ---- mounted image sets (mount.c) ---- */
 /* The run directory name of the server of a descriptor (its real path) and snapshot GUID. */
 void ploop_instance_id(const char *dd_realpath, const char *guid, char id[17]);
-/* A directory where the filesystem on block device @rdev is mounted (from mountinfo), if any; with
- * @visible, only one where it is what shows (no other filesystem mounted over it) (fs.c). */
-bool ploop_find_mount(dev_t rdev, bool visible, char *dir, size_t len);
-/* Where the filesystem on @in's device is mounted (first mount point), if anywhere. */
-bool ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len);
+/* Where the filesystem on block device @rdev is mounted (from mountinfo, fs.c): PLOOP_MOUNT_COVERED
+ * with @dir a directory where another filesystem is mounted over it (FIFREEZE, FITRIM or umount there
+ * would reach that one: whatever needs it refuses, even if it shows elsewhere too), else
+ * PLOOP_MOUNT_SHOWS with @dir the first directory where it is what shows, or PLOOP_NOT_MOUNTED. */
+enum ploop_mount_found { PLOOP_NOT_MOUNTED, PLOOP_MOUNT_COVERED, PLOOP_MOUNT_SHOWS };
+enum ploop_mount_found ploop_find_mount(dev_t rdev, char *dir, size_t len);
+/* The same for the filesystem on @in's device (its partition's, with a GPT). */
+enum ploop_mount_found ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len);
 /*
  * Unmounting a directory takes off the TOPMOST mount there, which may be another filesystem mounted
  * over ours (another set's, a tmpfs): a directory found through our device, or remembered, is

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "../../common/mountinfo.h"
 #include "internal.h"
 
 void ploop_instance_id(const char *dd_realpath, const char *guid, char id[17])
@@ -376,20 +377,11 @@ static dev_t device_mounted_at(const char *dir)
 
 	while (f && fgets(line, sizeof(line), f)) {
 		unsigned maj, min;
-		char d[4096], *o = d;
+		char field[4096], d[4096];
 
-		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, d) != 3)
+		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, field) != 3)
 			continue;
-		/* Blanks and backslashes in the mount point are octal escapes (\040). */
-		for (const char *c = d; *c; c++, o++) {
-			if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] && c[3]) {
-				*o = (char)((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
-				c += 3;
-			} else {
-				*o = *c;
-			}
-		}
-		*o = '\0';
+		mountinfo_unescape(field, d, sizeof(d));
 		if (!strcmp(d, dir))
 			dev = makedev(maj, min);
 	}

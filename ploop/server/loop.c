@@ -492,7 +492,7 @@ int fs_umount_device(const char *dev, char *dir, size_t len)
 	if (stat(dev, &st))
 		return errno == ENOENT ? 0 : -errno;
 	/* Mounted on several directories (bind mounts): each goes. Bounded, in case one comes back. */
-	for (int i = 0; i < 64 && ploop_find_mount(st.st_rdev, false, dir, len); i++) {
+	for (int i = 0; i < 64 && ploop_find_mount(st.st_rdev, dir, len) != PLOOP_NOT_MOUNTED; i++) {
 		int r;
 
 		/* Another filesystem mounted over ours there (another set's): unmounting the directory

@@ -62,10 +62,14 @@ static void freeze(struct srv *s, struct freezer *fz)
 		return;
 	/* Only where ours is what shows: at a directory with another filesystem mounted over it,
 	 * FIFREEZE would freeze that one. */
-	if (!ploop_find_mount(st.st_rdev, true, dir, sizeof(dir))) {
-		if (ploop_find_mount(st.st_rdev, false, dir, sizeof(dir)))
-			slog("not frozen: another filesystem is mounted over %s", dir);
+	switch (ploop_find_mount(st.st_rdev, dir, sizeof(dir))) {
+	case PLOOP_NOT_MOUNTED:
 		return;
+	case PLOOP_MOUNT_COVERED:
+		slog("not frozen: another filesystem is mounted over %s", dir);
+		return;
+	case PLOOP_MOUNT_SHOWS:
+		break;
 	}
 	r = fs_freeze(dir, fz);
 	if (r)

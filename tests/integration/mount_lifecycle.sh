@@ -320,6 +320,22 @@ if mount -t tmpfs tmpfs mO; then
 	must "covered: online snapshot" pl snapshot "$O1"
 	check "... not frozen, logged as covered" grep -q "not frozen: another filesystem is mounted over $RT/mO" \
 		"/run/ploop/$(run_id "$O1")/log"
+	# Mounted by hand on a second directory where it does show, first in mountinfo: still refused
+	# (the unmount to grow would leave it mounted under the cover, after the disk grew).
+	MNTS+=("$RT/mB")
+	mkdir -p mB
+	if umount mO && umount mO && mount "$part" mB && mount "$part" mO && mount -t tmpfs tmpfs mO &&
+		touch mO/cover-file; then
+		refuse "covered, shown at mB too: resize refused (exit 46)" 46 pl resize -s 320M "$O1"
+		check "... naming the covered directory" grep -q "$RT/mO" "$T/.err"
+		must "covered, shown at mB too: online snapshot" pl snapshot "$O1"
+		check "... not frozen either" \
+			test "$(grep -c "not frozen: another filesystem is mounted over $RT/mO" "/run/ploop/$(run_id "$O1")/log")" = 2
+		check "... and the tmpfs is still mounted over mO" test -e mO/cover-file
+		umount mB
+	else
+		not_ok "covered: mount $part on mB as well"
+	fi
 	umount "$RT/mO"
 	must "covered: once the cover is gone, resize -s 320M without CAP_SYS_RESOURCE" \
 		setpriv --bounding-set=-sys_resource -- "$PLOOP" resize -s 320M "$O1"
