@@ -334,8 +334,19 @@ int ploop_check_descriptor(const char *dd_path, const char *guid, const struct p
 				  dd_path, in.device);
 	if (ploop_lock_descriptor(dd_path, !rdonly, &lock, err))
 		return err->status;
+	/* A check that may write is a modifying command: like every other, it first completes what a
+	 * crash interrupted (a merge leaves its target marked in use, which a lower delta's read-only
+	 * check could only report). */
+	if (!rdonly && ploop_recover_locked(dd_path, NULL, err))
+		goto out;
 	if (ploop_descriptor_read(dd_path, &dd, err) || ploop_descriptor_chain(dd, guid ? g : NULL, idx, &n, err))
 		goto out;
+	if (rdonly)
+		for (int i = 0; i < dd->n_snapshots; i++)
+			if (dd->snapshots[i].temporary && ploop_descriptor_children(dd, dd->snapshots[i].guid, NULL) == 1)
+				PNOTICE("%s: the merge into snapshot %s was interrupted; the next command that modifies "
+					"the set (or check without -r) completes it",
+					dd_path, dd->snapshots[i].guid);
 	/* Read-only, the lower deltas of a mounted set can be checked (the server only reads them),
 	 * its top cannot: it is being written (a dirty marker, clusters past the last BAT entry). */
 	if (live && !in.ro && idx[n - 1] == ploop_descriptor_find_image(dd, dd->top_guid)) {
@@ -382,4 +393,20 @@ out:
 	ploop_descriptor_free(dd);
 	ploop_unlock_descriptor(lock);
 	return err->status;
+}
+
+int ploop_check_if_dirty(const char *path, struct ploop_error *err)
+{
+	struct ploop_check_params cp = { .flags = PLOOP_CHECK_FORCE | PLOOP_CHECK_DROP_INUSE };
+	struct ploop_delta *d;
+	bool dirty;
+
+	if (ploop_delta_open(path, PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY, 0, 0, &d, err))
+		return err->status;
+	dirty = d->hdr.m_DiskInUse == PLOOP_DISK_IN_USE;
+	ploop_delta_close(d, NULL);
+	if (!dirty)
+		return 0;
+	PNOTICE("%s was not closed cleanly: checking it", path);
+	return ploop_check_delta(path, &cp, err);
 }

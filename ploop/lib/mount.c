@@ -500,24 +500,9 @@ static int cleanup_dead(const struct ploop_instance *in, struct ploop_error *err
  * kernel mapping) are checked and repaired; a raw base has no marker. */
 static int check_dirty_deltas(const struct ploop_descriptor *dd, const int *idx, int n, struct ploop_error *err)
 {
-	for (int i = 0; i < n; i++) {
-		struct ploop_check_params cp = { .flags = PLOOP_CHECK_FORCE | PLOOP_CHECK_DROP_INUSE };
-		const char *path = dd->images[idx[i]].path;
-		struct ploop_delta *d;
-		bool dirty;
-
-		if (dd->raw && i == 0)
-			continue;
-		if (ploop_delta_open(path, PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY, 0, 0, &d, err))
+	for (int i = 0; i < n; i++)
+		if (!(dd->raw && i == 0) && ploop_check_if_dirty(dd->images[idx[i]].path, err))
 			return err->status;
-		dirty = d->hdr.m_DiskInUse == PLOOP_DISK_IN_USE;
-		ploop_delta_close(d, NULL);
-		if (dirty) {
-			PNOTICE("%s was not closed cleanly: checking it", path);
-			if (ploop_check_delta(path, &cp, err))
-				return err->status;
-		}
-	}
 	return 0;
 }
 

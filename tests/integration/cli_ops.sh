@@ -527,6 +527,29 @@ check "base-level interrupted merge completed" \
 	bash -c "! grep -q '$T1' '$XD' && ! grep -q Temporary '$XD' && test \$(grep -c '<Image>' '$XD') = 1"
 verify "base-level interrupted merge" "$XD" mX
 
+# A merge killed while it copied: its target left marked in use, with clusters written past the last
+# one its BAT names. A check that may write completes the merge first (as every modifying command
+# does); the target gives back those clusters before the merge allocates after them.
+T4='{bbbbbbbb-0000-4000-8000-000000000004}'
+quiet "$PLOOP" snapshot -u "$T4" "$XD"
+put "$XD" mX $((6 * MiB)) 200000
+mark_temporary "$T4"
+xbase=$(deltas "$XD" | head -1)
+xsize=$(stat -c %s "$xbase")
+printf 'Ynot' | dd of="$xbase" bs=1 seek=44 conv=notrunc status=none
+head -c $((2 * 64 * 1024)) /dev/urandom >>"$xbase"
+sum_before=$(deltas "$XD" | xargs -d "\n" cat "$XD" | sha256sum)
+check "check -r of the set: the dirty target is reported (exit 7)" test "$("$PLOOP" check -r "$XD" >"$T/.out" 2>&1; echo $?)" = 7
+check "... naming the interrupted merge" grep -q "merge into snapshot $T4 was interrupted" "$T/.out"
+check "... and nothing written" test "$(deltas "$XD" | xargs -d "\n" cat "$XD" | sha256sum)" = "$sum_before"
+check "... and the merge is still pending" grep -q Temporary "$XD"
+check "check -f -c of the set completes the interrupted merge" quiet "$PLOOP" check -f -c "$XD"
+check "... T4 gone, no Temporary left, one image" \
+	bash -c "! grep -q '$T4' '$XD' && ! grep -q Temporary '$XD' && test \$(grep -c '<Image>' '$XD') = 1"
+check "... the clusters past the target's BAT were given back first (no hole left)" \
+	bash -c "! '$PLOOP' check -f -c -r '$xbase' 2>&1 | grep -q unreferenced && test \$(stat -c %s '$xbase') -le $((xsize + 4 * 64 * 1024))"
+verify "interrupted merge completed by check" "$XD" mX
+
 # What killed commands leave beside a set (a descriptor not yet put in place, the raw copy of a
 # conversion, header+BAT backups of a format conversion not pending) goes with the next command that
 # holds the set alone; a file the set names, or one of another name, stays.
