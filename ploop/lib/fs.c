@@ -268,14 +268,84 @@ static bool have_cap_sys_resource(void)
 	return yes;
 }
 
+/* How many times the filesystem on block device @rdev is mounted (mountinfo), with the options of
+ * the last mount in @opts as mount(8) takes them: the superblock's, then the mount's own (which
+ * win: "ro" of a read-only mount over a superblock mounted "rw" elsewhere). */
+static int count_mounts(dev_t rdev, char *opts, size_t len)
+{
+	char line[8192], mnt_opts[1024], sb_opts[1024];
+	int n = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned maj, min;
+		const char *sep = strstr(line, " - ");
+
+		if (sscanf(line, "%*d %*d %u:%u %*s %*s %1023s", &maj, &min, mnt_opts) != 3 ||
+		    makedev(maj, min) != rdev || !sep || sscanf(sep, " - %*s %*s %1023s", sb_opts) != 1)
+			continue;
+		n++;
+		snprintf(opts, len, "%s,%s", sb_opts, mnt_opts);
+	}
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/*
+ * Growing a mounted ext4 takes CAP_SYS_RESOURCE. Without it, as upstream's default, the filesystem is
+ * unmounted, checked, grown and mounted again with the options it had (mounted by ploop or by hand).
+ * It is unmounted before the disk grows: if it cannot be (something holds it, or it is mounted on
+ * more directories than this one), the command is refused with nothing changed.
+ */
+static int umount_to_grow(const struct ploop_instance *in, const char *dir, char *opts, size_t len,
+			  struct ploop_error *err)
+{
+	struct stat st;
+	int n, r;
+
+	if (stat(in->part, &st))
+		return ploop_fail(err, PLOOP_ERR_DEVICE, errno, "%s", in->part);
+	n = count_mounts(st.st_rdev, opts, len);
+	if (n > 1)
+		return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0,
+				  "%s: the filesystem is mounted on %d directories; without CAP_SYS_RESOURCE it grows "
+				  "only unmounted: unmount the others first (nothing changed)",
+				  dir, n);
+	PNOTICE("%s: no online resize here (CAP_SYS_RESOURCE); unmounting to grow it", dir);
+	r = ploop_umount_own(dir, in->part, NULL);
+	if (r == -EXDEV)
+		return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0, PLOOP_COVERED_FMT, in->part, dir);
+	if (r)
+		return ploop_fail(err, r == -EBUSY ? PLOOP_ERR_UMOUNT_BUSY : PLOOP_ERR_UMOUNT, -r,
+				  "%s: without CAP_SYS_RESOURCE the filesystem grows only unmounted, and it cannot "
+				  "be unmounted (nothing changed)",
+				  dir);
+	return 0;
+}
+
+static int mount_again(const struct ploop_instance *in, const char *dir, const char *opts, struct ploop_error *err)
+{
+	char data[1024];
+	unsigned long flags = ploop_mount_options(opts, 0, data, sizeof(data));
+	struct ploop_error e = { 0 };
+
+	if (mount(in->part, dir, in->fstype[0] ? in->fstype : "ext4", flags, data))
+		ploop_fail(err->status ? &e : err, PLOOP_ERR_MOUNT, errno, "%s: cannot mount %s again", dir,
+			   in->part);
+	return err->status;
+}
+
 /* Grows the disk through its server, then the partition table and the filesystem (a disk with
  * none, made with -t none, just grows). */
 static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t cs, struct ploop_error *err)
 {
-	char cmd[64], dir[4096];
+	char cmd[64], dir[4096], opts[2048] = "";
 	enum ploop_mount_found where = ploop_mounted_at(in, dir, sizeof(dir));
 	bool fs_mounted = where != PLOOP_NOT_MOUNTED;
 	bool fs = fs_mounted || holds_ext_fs(in->part);
+	bool remount = fs_mounted && !have_cap_sys_resource();
+	const char *rs[] = { "resize2fs", in->part, NULL };
 
 	/* A filesystem that does not check does not grow: found before the disk grows under it. */
 	if (fs && !fs_mounted && check_fs(in->part, err))
@@ -286,55 +356,40 @@ static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t
 	if (where == PLOOP_MOUNT_COVERED)
 		return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0, "%s: another filesystem is mounted over %s: cannot grow it",
 				  dir, in->part);
+	if (remount && umount_to_grow(in, dir, opts, sizeof(opts), err))
+		return err->status;
 	snprintf(cmd, sizeof(cmd), "resize %" PRIu64, size);
 	if (ploop_instance_call(in, cmd, NULL, 0, err))
-		return err->status;
+		goto out;
 	if (device_has_gpt(in->device)) {
 		int fd = open(in->device, O_RDWR | O_CLOEXEC);
 
-		if (fd < 0)
-			return ploop_fail(err, PLOOP_ERR_DEVICE, errno, "%s", in->device);
+		if (fd < 0) {
+			ploop_fail(err, PLOOP_ERR_DEVICE, errno, "%s", in->device);
+			goto out;
+		}
 		ploop_gpt_resize(fd, size, cs, err);
 		close(fd);
 		if (err->status || ploop_instance_call(in, "partition", NULL, 0, err))
-			return err->status;
+			goto out;
 	}
 	if (!fs) {
 		PNOTICE("%s holds no ext4 filesystem: the disk grew, there is nothing else to grow", in->part);
 		return 0;
 	}
-	{
-		const char *rs[] = { "resize2fs", in->part, NULL };
+	if (!fs_mounted || remount) {
+		if (!remount || !check_fs(in->part, err))
+			run_tool(err, PLOOP_ERR_RESIZE_FS, rs);
+	} else {
 		struct ploop_error online = { 0 };
 
-		if (!fs_mounted)
-			return run_tool(err, PLOOP_ERR_RESIZE_FS, rs);
-		if (have_cap_sys_resource()) {
-			if (run_tool(&online, PLOOP_ERR_RESIZE_FS, rs))
-				return ploop_fail(err, online.status, 0, "%s", online.msg);
-			return 0;
-		}
-		/* Growing a mounted ext4 takes CAP_SYS_RESOURCE. Without it, as upstream's default:
-		 * unmount, check, grow, mount again -- if nothing holds the filesystem. */
-		PNOTICE("%s: no online resize here (CAP_SYS_RESOURCE); unmounting to grow it", dir);
-		int r = ploop_umount_own(dir, in->part, NULL);
-
-		if (r == -EXDEV)
-			return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0, PLOOP_COVERED_FMT, in->part, dir);
-		if (r)
-			return ploop_fail(err, r == -EBUSY ? PLOOP_ERR_UMOUNT_BUSY : PLOOP_ERR_RESIZE_FS, -r,
-					  "%s: the disk grew, but the filesystem can neither grow while mounted (no "
-					  "CAP_SYS_RESOURCE) nor be unmounted to grow",
-					  dir);
-		if (!check_fs(in->part, err))
-			run_tool(err, PLOOP_ERR_RESIZE_FS, rs);
-		char data[1024];
-		unsigned long flags = ploop_mount_options(in->options, 0, data, sizeof(data));
-
-		if (mount(in->part, dir, in->fstype[0] ? in->fstype : "ext4", flags, data))
-			return ploop_fail(err, PLOOP_ERR_MOUNT, errno, "%s: cannot mount %s again", dir, in->part);
-		return err->status;
+		if (run_tool(&online, PLOOP_ERR_RESIZE_FS, rs))
+			ploop_fail(err, online.status, 0, "%s", online.msg);
 	}
+out:
+	if (remount)
+		mount_again(in, dir, opts, err);
+	return err->status;
 }
 
 /* Shrinks the filesystem and partition on a mounted device whose filesystem is not mounted. */
