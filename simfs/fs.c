@@ -167,6 +167,7 @@ static struct sinode *iget(struct simfs *fs, struct sinode *n, int *err)
 }
 
 static void inode_free(struct simfs *fs, struct sinode *n);
+static void true_up(struct simfs *fs, struct sinode *n, const struct stat *st);
 
 /* Unpins; an inode the kernel forgot while we used it (it may, once we replied) goes now. */
 static void iput(struct simfs *fs, struct sinode *n)
@@ -219,6 +220,7 @@ static struct sinode *inode_get(struct simfs *fs, int fd, const struct stat *st,
 	n->fd = fd;
 	n->dev = st->st_dev;
 	n->ino = st->st_ino;
+	n->charged = (int64_t)st->st_blocks * 512;
 	n->nlookup = 1;
 	pthread_mutex_init(&n->qlock, NULL);
 	n->next = fs->itable[h];
@@ -303,6 +305,12 @@ void simfs_release_orphans(struct simfs *fs)
 
 static void inode_free(struct simfs *fs, struct sinode *n)
 {
+	struct stat st;
+
+	/* The last chance to charge what the host allocated by itself since the last measure: a
+	 * later lookup starts from the blocks the file has then. */
+	if (fs->quota && !n->orphan && n->fd >= 0 && !fstat(n->fd, &st) && st.st_nlink > 0)
+		true_up(fs, n, &st);
 	if (fs->quota)
 		orphan_free(fs, n);
 	if (n->fd >= 0)
@@ -369,8 +377,23 @@ static void settle_blocks(struct simfs *fs, struct sinode *n, int64_t delta, int
 	struct qcharge c = { delta - reserved, 0, uid, gid };
 
 	qlive_apply(fs->quota, &c);
+	n->charged += delta;
 	if (n->orphan)
 		n->orphan_bytes += delta;
+}
+
+/* Under n->qlock, before an operation measures @n (@st, just taken): blocks its host filesystem
+ * allocated since the last measure, by itself, are charged now - over the limits if need be, they
+ * are allocated already. Measured from @st instead, they would be given back when the file goes
+ * without ever having been charged, and the usage would sink below the truth file after file.
+ * Directories are measured around each change of their own (charge_dir_delta). */
+static void true_up(struct simfs *fs, struct sinode *n, const struct stat *st)
+{
+	int64_t grown;
+
+	if (!n || S_ISDIR(st->st_mode) || (grown = alloc_bytes(st) - n->charged) == 0)
+		return;
+	settle_blocks(fs, n, grown, 0, st->st_uid, st->st_gid);
 }
 
 /* ---- operations ------------------------------------------------------------------------------- */
@@ -463,6 +486,7 @@ static int do_chown(struct simfs *fs, struct sinode *n, uid_t uid, gid_t gid)
 	pthread_mutex_lock(&n->qlock);
 	r = stat_fd(n->fd, &st);
 	if (!r) {
+		true_up(fs, n, &st);
 		uid_t nu = uid == (uid_t)-1 ? st.st_uid : uid;
 		gid_t ng = gid == (gid_t)-1 ? st.st_gid : gid;
 		/* Hard links: the inode counts once, whatever its link count. */
@@ -493,6 +517,8 @@ static int do_truncate(struct simfs *fs, struct sinode *n, struct fuse_file_info
 		r = -errno;
 		goto out;
 	}
+	if (fs->quota)
+		true_up(fs, n, &before);
 	if (fi) {
 		fd = fh_fd(fi);
 	} else {
@@ -860,6 +886,7 @@ static void do_remove(fuse_req_t req, fuse_ino_t parent_ino, const char *name, i
 	} else {
 		struct sinode *n = lock_last_link(fs, parent->fd, name, &st);
 
+		true_up(fs, n, &st);
 		r = unlinkat(parent->fd, name, flags) ? errno : 0;
 		if (!r)
 			free_entry(fs, &st, n);
@@ -937,8 +964,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent_ino, const char *name, f
 	pb = blocks_of(p->fd);
 	npb = blocks_of(np->fd);
 	had_target = !(flags & RENAME_EXCHANGE) && !fstatat(np->fd, newname, &target, AT_SYMLINK_NOFOLLOW);
-	if (had_target)
+	if (had_target) {
 		tn = lock_last_link(fs, np->fd, newname, &target);
+		true_up(fs, tn, &target);
+	}
 	r = renameat2(p->fd, name, np->fd, newname, flags) ? errno : 0;
 	if (!r && had_target) {
 		struct stat src;
@@ -1280,6 +1309,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		r = -errno;
 		goto out;
 	}
+	true_up(fs, n, &before);
 	if (append)
 		out.buf[0].pos = off = before.st_size;
 	res = (struct qcharge){ write_worst_case(fh_fd(fi), &before, off, size), 0, before.st_uid, before.st_gid };
@@ -1319,6 +1349,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 			r = -errno;
 			goto out;
 		}
+		true_up(fs, n, &before);
 		if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE)))
 			res = (struct qcharge){ write_worst_case(fh_fd(fi), &before, off, (size_t)len), 0,
 						before.st_uid, before.st_gid };
@@ -1547,6 +1578,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 			fuse_reply_err(req, r);
 			return;
 		}
+		true_up(fs, n, &before);
 		/* An xattr may need a block of its own: that must fit under the hard limit, as a new
 		 * name's directory block does. Most need none (they fit in the inode, or replace a
 		 * value): over the soft limit, or past grace, they pass; what is allocated is charged. */
@@ -1634,8 +1666,13 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	}
 	proc_name(proc, sizeof(proc), n->fd);
 	if (fs->quota) {
+		struct stat st;
+
 		pthread_mutex_lock(&n->qlock);
-		before = blocks_of(n->fd);
+		if (!stat_fd(n->fd, &st)) {
+			true_up(fs, n, &st);
+			before = alloc_bytes(&st);
+		}
 	}
 	r = removexattr(proc, name) ? errno : 0;
 	if (fs->quota) {

@@ -43,6 +43,12 @@ struct sinode {
 	 * it was open. Such an orphan keeps its blocks and inode charged (to orphan_uid/gid) until
 	 * its last file is released, as with kernel quota. */
 	unsigned opens;
+	/* Under qlock, with a quota, for a file: the allocated bytes the quota holds for it (its
+	 * st_blocks at the last measure). Its host filesystem may allocate more later, by itself
+	 * (ext4 allocates extent-tree blocks when it writes the data back, after the write that
+	 * caused them): the next measure charges that (true_up), so what is given back when the
+	 * file goes was charged before. */
+	int64_t charged;
 	bool orphan;
 	int64_t orphan_bytes;
 	uid_t orphan_uid;
