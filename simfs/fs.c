@@ -590,6 +590,11 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 		if (r)
 			goto out;
 	}
+	/* chown(f, -1, -1) changes nothing but the ctime, which the kernel leaves to us: a chown
+	 * that changes nothing does the same on the host. */
+	if (!(valid & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE |
+		       FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
+		r = fchownat(n->fd, "", (uid_t)-1, (gid_t)-1, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) ? -errno : 0;
 out:
 	if (r)
 		fuse_reply_err(req, -r);

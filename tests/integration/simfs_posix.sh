@@ -131,6 +131,9 @@ try: os.open("sl",os.O_RDONLY|os.O_NOFOLLOW)
 except OSError as e: print("O_NOFOLLOW:",e.strerror)
 try: os.open("l2/x",os.O_RDONLY)
 except OSError as e: print("ENOTDIR:",e.strerror)'
+echo "== a chown that changes nothing still marks the ctime"
+echo x >ct; c0=$(stat -c %Z ct); sleep 1.1; py 'import os; os.chown("ct", -1, -1)'
+[ "$(stat -c %Z ct)" -gt "$c0" ] && echo "ctime moved" || echo "ctime kept"
 echo "== big directory"
 mkdir big; (cd big && seq 1 600 | xargs touch); ls big | wc -l; ls big | sort | md5sum
 rm -r big; ls big 2>&1 | sed 's/.*: //'
