@@ -334,19 +334,28 @@ int ploop_check_descriptor(const char *dd_path, const char *guid, const struct p
 				  dd_path, in.device);
 	if (ploop_lock_descriptor(dd_path, !rdonly, &lock, err))
 		return err->status;
-	/* A check that may write is a modifying command: like every other, it first completes what a
-	 * crash interrupted (a merge leaves its target marked in use, which a lower delta's read-only
-	 * check could only report). */
-	if (!rdonly && ploop_recover_locked(dd_path, NULL, err))
+	if (ploop_descriptor_read(dd_path, &dd, err))
 		goto out;
-	if (ploop_descriptor_read(dd_path, &dd, err) || ploop_descriptor_chain(dd, guid ? g : NULL, idx, &n, err))
+	/* An interrupted merge leaves its target marked in use, which a lower delta's read-only check
+	 * can only report: a check that may write completes the merge first, as every modifying
+	 * command does (other interrupted operations are what the check itself reports on). */
+	for (int i = 0; i < dd->n_snapshots; i++) {
+		if (!dd->snapshots[i].temporary || ploop_descriptor_children(dd, dd->snapshots[i].guid, NULL) != 1)
+			continue;
+		if (rdonly) {
+			PNOTICE("%s: the merge into snapshot %s was interrupted; the next command that modifies the "
+				"set (or check without -r) completes it",
+				dd_path, dd->snapshots[i].guid);
+			continue;
+		}
+		ploop_descriptor_free(dd);
+		dd = NULL;
+		if (ploop_recover_locked(dd_path, NULL, err) || ploop_descriptor_read(dd_path, &dd, err))
+			goto out;
+		break;
+	}
+	if (ploop_descriptor_chain(dd, guid ? g : NULL, idx, &n, err))
 		goto out;
-	if (rdonly)
-		for (int i = 0; i < dd->n_snapshots; i++)
-			if (dd->snapshots[i].temporary && ploop_descriptor_children(dd, dd->snapshots[i].guid, NULL) == 1)
-				PNOTICE("%s: the merge into snapshot %s was interrupted; the next command that modifies "
-					"the set (or check without -r) completes it",
-					dd_path, dd->snapshots[i].guid);
 	/* Read-only, the lower deltas of a mounted set can be checked (the server only reads them),
 	 * its top cannot: it is being written (a dirty marker, clusters past the last BAT entry). */
 	if (live && !in.ro && idx[n - 1] == ploop_descriptor_find_image(dd, dd->top_guid)) {
