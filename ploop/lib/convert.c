@@ -231,22 +231,29 @@ out:
 /* ---- layout conversion -------------------------------------------------------------------------- */
 
 /* Every cluster gets a place in the file; new ones are fallocated, so they read as the zeros they
- * were. The BAT entries are written after the space exists. */
+ * were. The BAT entries are written after the space exists. A failure leaves the image as it was
+ * (no entry changed, the file at its old size) and the descriptor without <Preallocated>. */
 static int to_preallocated(struct image_set *s, struct ploop_error *err)
 {
 	struct ploop_delta *d;
-	uint64_t missing = 0, first;
+	uint64_t missing = 0, first, old_size, now;
 
 	if (ploop_delta_open(s->dd->images[0].path, PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY, 0, 0, &d, err))
 		return err->status;
+	old_size = d->file_size;
 	for (uint64_t v = 0; v < d->vclusters; v++)
 		missing += !d->bat[v];
 	if (missing && !ploop_delta_alloc(d, missing, true, &first, err)) {
 		for (uint64_t v = 0; v < d->vclusters; v++)
 			if (!d->bat[v])
 				ploop_delta_set_entry(d, v, (uint32_t)first++);
+	} else if (missing && !pio_size(d->file, &now) && now > old_size) {
+		/* An allocation that failed part-way may have kept what it got (posix_allocate gives it
+		 * back itself, another I/O table may not): no entry names it, so the file goes back to
+		 * its old size. */
+		pio_truncate(d->file, old_size);
 	}
-	if (ploop_delta_close(d, err))
+	if (ploop_delta_close(d, err) || err->status)
 		return err->status;
 	s->dd->preallocated = true;
 	return ploop_descriptor_store(s->dd, err);

@@ -755,6 +755,16 @@ outcome "20|7"
 unchanged "$M" "$before"
 set_consistent "$M" "$merge_content"
 verdict "full-disk:convert"
+
+# convert -f preallocated with room for a new descriptor but not for the clusters: nothing changes
+# (the descriptor used to say <Preallocated> after the failed conversion).
+fill 512
+before=$(state "$M")
+run "$PLOOP_SAN" convert -f preallocated "$M/DiskDescriptor.xml"
+outcome 20
+unchanged "$M" "$before"
+set_consistent "$M" "$merge_content"
+verdict "full-disk:convert-preallocated"
 unfill
 rm -rf "$M"
 
@@ -848,6 +858,7 @@ if mountpoint -q "$EXT"; then
 	outcome "20|7"
 	set_consistent "$E" "$conv_content"
 	[ $(($(stat -c %s "$E/root.hds") % 1048576)) = 0 ] || problem "the delta ends in a partial cluster"
+	! grep -q '<Preallocated>' "$E/DiskDescriptor.xml" || problem "the descriptor says preallocated"
 	verdict "full-disk-ext4:convert-preallocated"
 else
 	ok "full-disk-ext4 # SKIP cannot mount an ext4 image here"

@@ -1,5 +1,6 @@
 /* Whole-image operations against an in-memory model of the disk: random writes interleaved with
  * snapshot, merge, delete, switch, grow and conversions must always read back as the model. */
+#include <errno.h>
 #include <stdlib.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -261,6 +262,56 @@ TEST(convert_preallocated_and_raw_keep_content)
 		free(raw);
 		CHECK(access("img/root.hds.tmp", F_OK) != 0);
 	}
+	free(m.disk);
+}
+
+/* An I/O table whose allocate fails part-way (ENOSPC) and keeps what it got, as a filesystem's
+ * fallocate may: half the range, the file size grown to its end. */
+static struct ploop_io_ops keep_partial_ops;
+
+static int keep_partial_allocate(struct ploop_file *f, uint64_t off, uint64_t len)
+{
+	ploop_io_posix()->truncate(f, off + len / 2);
+	return -ENOSPC;
+}
+
+static int keep_partial_open(const char *path, int flags, mode_t mode, struct ploop_file **out)
+{
+	int r = ploop_io_posix()->open(path, flags, mode, out);
+
+	if (!r)
+		(*out)->ops = &keep_partial_ops;
+	return r;
+}
+
+/* A conversion to preallocated that runs out of space leaves the set as it was: the file at its
+ * old size (nothing names the space it got) and the descriptor not saying preallocated. */
+TEST(convert_preallocated_out_of_space_changes_nothing)
+{
+	struct ploop_create_params p = { .size_sectors = 8192, .cluster_sectors = 64 };
+	struct model m = { .size = 8192 * 512, .seed = 7 };
+	struct ploop_descriptor *dd;
+	struct stat before, after;
+
+	mkdir("img", 0755);
+	m.disk = calloc(1, m.size);
+	CHECK_OK(ploop_init_image("img/root.hds", &p, err));
+	for (int i = 0; i < 10; i++)
+		CHECK_OK(random_write(&m, err));
+	CHECK(!stat("img/root.hds", &before));
+	keep_partial_ops = *ploop_io_posix();
+	keep_partial_ops.open = keep_partial_open;
+	keep_partial_ops.allocate = keep_partial_allocate;
+	ploop_io_set(&keep_partial_ops);
+	CHECK_FAILS(PLOOP_ERR_FALLOCATE, ploop_convert_mode(DD, PLOOP_MODE_PREALLOCATED, err));
+	ploop_io_set(NULL);
+	CHECK(!stat("img/root.hds", &after));
+	CHECK_EQ(after.st_size, before.st_size);
+	CHECK_OK(ploop_descriptor_read(DD, &dd, err));
+	CHECK(!dd->preallocated);
+	ploop_descriptor_free(dd);
+	CHECK(matches(&m));
+	CHECK(all_deltas_check());
 	free(m.disk);
 }
 
