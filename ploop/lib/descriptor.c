@@ -222,6 +222,66 @@ static int check_file_name(struct parse_ctx *c, const char *f)
 	return 0;
 }
 
+/* Length of the UTF-8 sequence at @s if it encodes a character XML 1.0 allows at or above 0x20
+ * (no surrogates, no U+FFFE/U+FFFF, nothing past U+10FFFF, no overlong form), else 0. */
+static size_t xml_char_len(const unsigned char *s)
+{
+	uint32_t c;
+	size_t n;
+
+	if (*s < 0x20)
+		return 0;
+	if (*s < 0x80)
+		return 1;
+	if (*s >= 0xc2 && *s <= 0xdf)
+		n = 2, c = *s & 0x1f;
+	else if (*s >= 0xe0 && *s <= 0xef)
+		n = 3, c = *s & 0x0f;
+	else if (*s >= 0xf0 && *s <= 0xf4)
+		n = 4, c = *s & 0x07;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		c = c << 6 | (s[i] & 0x3f);
+	}
+	if ((n == 3 && c < 0x800) || (n == 4 && (c < 0x10000 || c > 0x10ffff)) || (c >= 0xd800 && c <= 0xdfff) ||
+	    c == 0xfffe || c == 0xffff)
+		return 0;
+	return n;
+}
+
+/*
+ * The file name of a new set's image (init, import, restore-descriptor) as DiskDescriptor.xml will
+ * name it: refused (bad arguments) unless reading the descriptor back gives the same name, which
+ * trims blanks and refuses control characters, and XML holds only UTF-8 text.
+ */
+int ploop_check_new_file_name(const char *name, struct ploop_error *err)
+{
+	size_t len = strlen(name);
+
+	if (!len || !strcmp(name, PLOOP_DESCRIPTOR_NAME))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s': not a valid image file name", name);
+	for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+		if (*c < 0x20 || *c == 0x7f)
+			return ploop_fail(err, PLOOP_ERR_PARAM, 0,
+					  "'%s': an image file name cannot hold control characters", name);
+	for (size_t i = 0, n; i < len; i += n)
+		if (!(n = xml_char_len((const unsigned char *)name + i)))
+			return ploop_fail(err, PLOOP_ERR_PARAM, 0,
+					  "the image file name is not UTF-8 text, which DiskDescriptor.xml (XML) "
+					  "cannot hold");
+	if (name[0] == ' ' || name[len - 1] == ' ')
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0,
+				  "'%s': an image file name cannot begin or end with a blank (DiskDescriptor.xml "
+				  "would not keep it)",
+				  name);
+	if (len >= PATH_MAX)
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "an image file name is too long");
+	return 0;
+}
+
 /* Equality of two relative names after dropping "." components and repeated slashes. */
 static bool same_file_name(const char *a, const char *b)
 {
@@ -659,6 +719,17 @@ static int write_tmp(const struct ploop_descriptor *dd, const char *path, struct
 			return ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0, "refusing to write an inconsistent descriptor: %s",
 					  e.msg);
 		}
+		/* ... and gives back the names written (its reader trims blanks). */
+		for (int i = 0; i < dd->n_images && i < check->n_images; i++)
+			if (strcmp(dd->images[i].file, check->images[i].file)) {
+				r = ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0,
+					       "refusing to write an inconsistent descriptor: %s: <File> '%.200s' "
+					       "would read back as '%.200s'",
+					       path, dd->images[i].file, check->images[i].file);
+				ploop_descriptor_free(check);
+				X->Free(text);
+				return r;
+			}
 		ploop_descriptor_free(check);
 	}
 	r = pio_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644, &f);

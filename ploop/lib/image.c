@@ -556,8 +556,8 @@ int ploop_create_set(const char *delta_path, const struct ploop_create_params *i
 		tmp = NULL;
 	if (!dir || !(dd_path = ploop_join(dir, PLOOP_DESCRIPTOR_NAME)) || (fill && !tmp))
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", delta_path);
-	if (!*base || !strcmp(base, PLOOP_DESCRIPTOR_NAME))
-		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: not a valid image file name", delta_path);
+	if (ploop_check_new_file_name(base, err))
+		return err->status;
 	if (stat(dir, &st) || !S_ISDIR(st.st_mode))
 		return ploop_fail(err, PLOOP_ERR_CREAT, errno ? errno : ENOTDIR, "%s: no such directory", dir);
 	if (ploop_lock_new_descriptor(dd_path, &lock, err))
@@ -1116,6 +1116,8 @@ int ploop_restore_descriptor(const char *dir, const char *delta_path, bool raw, 
 	ddir = ploop_dir_of(rdelta);
 	if (!ddir || strcmp(ddir, rdir))
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: the image must be in %s", delta_path, dir);
+	if (ploop_check_new_file_name(strrchr(rdelta, '/') + 1, err))
+		return err->status;
 	if (ploop_lock_new_descriptor(dd_path, &lock, err))
 		return err->status;
 	if (!stat(dd_path, &st)) {

@@ -181,6 +181,10 @@ typedef int (*ploop_fill_fn)(struct ploop_delta *d, void *ctx, struct ploop_erro
  * as DELTA.import and named and described only once complete. */
 int ploop_create_set(const char *delta_path, const struct ploop_create_params *p, ploop_fill_fn fill, void *ctx,
 		     struct ploop_error *err);
+/* PLOOP_ERR_PARAM unless @name (no directory part) can be a new set's image as DiskDescriptor.xml
+ * names it: not empty, not the descriptor's name, UTF-8 text without control characters, no blank
+ * at either end (the reader trims those). */
+int ploop_check_new_file_name(const char *name, struct ploop_error *err);
 int ploop_descriptor_new(const char *dd_path, const char *file, const struct ploop_create_params *p,
 			 struct ploop_descriptor **out, struct ploop_error *err);
 

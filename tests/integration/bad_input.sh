@@ -608,6 +608,32 @@ argument_tests() {
 		ln "$A/root.hds" "$A/link.hds"
 		arg_case merge-hard-link-of-itself 38 merge "$A/link.hds" "$A/root.hds"
 	)
+	# A new image's file name that DiskDescriptor.xml cannot give back as it is (its reader trims
+	# blanks and refuses control characters; XML holds UTF-8 text only) is refused as an argument,
+	# before anything is created: init used to write <File> lead.hds</File>, which every later
+	# command failed to open (exit 4).
+	(
+		IN=$A/existing.raw
+		A=$A-names
+		mkdir -p "$A"
+		# name_case NAME ARGS...: refused with 38, and the directory is left as it was, without
+		# even a lock file; then emptied for the next case.
+		name_case() {
+			local before
+			before=$(ls -A "$A")
+			arg_case "$@"
+			check "args:$1: nothing created" [ "$(ls -A "$A")" = "$before" ]
+			rm -rf "$A" && mkdir -p "$A"
+		}
+		name_case init-name-leading-blank 38 init -s 8M -t none "$A/ lead.hds"
+		name_case init-name-trailing-blank 38 init -s 8M -t none "$A/trail.hds "
+		name_case init-name-control-character 38 init -s 8M -t none "$A/a"$'\t'"b.hds"
+		name_case init-name-not-utf8 38 init -s 8M -t none "$A/"$'\xff'".hds"
+		name_case import-name-leading-blank 38 import -s 1M "$IN" "$A/ imported.hds"
+		"$PLOOP" init -s 8M -t none "$A/kept.hds" >/dev/null && rm "$A"/DiskDescriptor.xml* &&
+			mv "$A/kept.hds" "$A/kept.hds "
+		name_case restore-descriptor-name-trailing-blank 38 restore-descriptor "$A" "$A/kept.hds "
+	)
 	arg_case info-without-s 38 info "$DD"
 	arg_case restore-descriptor-over-existing 1 restore-descriptor "$A" "$A/root.hds"
 	arg_case map-nonexistent-descriptor "4|39" map "$A/nonexistent.xml"

@@ -1101,6 +1101,10 @@ TEST(descriptor_write_refuses_inconsistent)
 	free(dd->images[1].file);
 	dd->images[1].file = strdup("../escape.hds");
 	CHECK(write_refused(dd, "file outside"));
+	/* A name the reader would trim into another one. */
+	free(dd->images[1].file);
+	dd->images[1].file = strdup(" " TOP_FILE);
+	CHECK(write_refused(dd, "leading blank"));
 	free(dd->images[1].file);
 	dd->images[1].file = strdup(TOP_FILE);
 
