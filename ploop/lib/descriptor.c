@@ -957,9 +957,12 @@ int ploop_descriptor_new(const char *dd_path, const char *file, const struct plo
 /*
  * Writers hold DiskDescriptor.xml.lck exclusively (creating it, as upstream does). Readers take it
  * shared only if it exists: they never create files, and the shared locks they hold on every delta
- * keep writers of those deltas away anyway.
+ * keep writers of those deltas away anyway (so they work on read-only media). Only another holder
+ * is PLOOP_ERR_LOCK, which callers may retry; a lock file a writer cannot open (a read-only
+ * filesystem, permissions) is @open_status: PLOOP_ERR_CREAT for a new set, else PLOOP_ERR_OPEN.
  */
-static int lock_descriptor(const char *dd_path, bool exclusive, bool create, int *lock_fd, struct ploop_error *err)
+static int lock_descriptor(const char *dd_path, bool exclusive, bool create, int open_status, int *lock_fd,
+			   struct ploop_error *err)
 {
 	cleanup_free char *lck = NULL;
 	struct flock fl = { .l_type = exclusive ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET };
@@ -977,8 +980,7 @@ static int lock_descriptor(const char *dd_path, bool exclusive, bool create, int
 	if (fd < 0 && !exclusive)
 		return 0;
 	if (fd < 0)
-		return ploop_fail(err, fd == -ENOENT ? PLOOP_ERR_CREAT : PLOOP_ERR_LOCK, -fd,
-				  "%s: cannot open the lock file", lck);
+		return ploop_fail(err, open_status, -fd, "%s: cannot open the lock file", lck);
 	if (fcntl(fd, F_OFD_SETLK, &fl)) {
 		int e = errno;
 
@@ -990,7 +992,7 @@ static int lock_descriptor(const char *dd_path, bool exclusive, bool create, int
 				return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: image is locked: %s", dd_path, holders);
 			return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: image is locked by another process", dd_path);
 		}
-		return ploop_fail(err, PLOOP_ERR_LOCK, e, "%s: cannot lock", lck);
+		return ploop_fail(err, PLOOP_ERR_SYS, e, "%s: cannot lock", lck);
 	}
 	*lock_fd = fd;
 	return 0;
@@ -998,23 +1000,23 @@ static int lock_descriptor(const char *dd_path, bool exclusive, bool create, int
 
 int ploop_lock_descriptor(const char *dd_path, bool exclusive, int *lock_fd, struct ploop_error *err)
 {
-	return lock_descriptor(dd_path, exclusive, false, lock_fd, err);
+	return lock_descriptor(dd_path, exclusive, false, PLOOP_ERR_OPEN, lock_fd, err);
 }
 
 int ploop_lock_new_descriptor(const char *dd_path, int *lock_fd, struct ploop_error *err)
 {
-	return lock_descriptor(dd_path, true, true, lock_fd, err);
+	return lock_descriptor(dd_path, true, true, PLOOP_ERR_CREAT, lock_fd, err);
 }
 
 int ploop_lock_descriptor_server(const char *dd_path, int *lock_fd, bool *exclusive, struct ploop_error *err)
 {
 	*exclusive = true;
-	if (!lock_descriptor(dd_path, true, true, lock_fd, err) || err->status != PLOOP_ERR_LOCK)
+	if (!lock_descriptor(dd_path, true, true, PLOOP_ERR_OPEN, lock_fd, err) || err->status != PLOOP_ERR_LOCK)
 		return err->status;
 	/* Held: by readers (snapshot views of the set), which a shared lock lets in, or by a writer. */
 	*exclusive = false;
 	*err = (struct ploop_error){ 0 };
-	return lock_descriptor(dd_path, false, false, lock_fd, err);
+	return lock_descriptor(dd_path, false, false, PLOOP_ERR_OPEN, lock_fd, err);
 }
 
 void ploop_unlock_descriptor(int lock_fd)

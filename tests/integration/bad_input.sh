@@ -890,5 +890,40 @@ else
 	ok "full-disk-ext4 # SKIP cannot mount an ext4 image here"
 fi
 
+# ---- read-only filesystem ------------------------------------------------------------------------------------
+# A writer that cannot open DiskDescriptor.xml.lck there is refused with 4 (cannot open; 1 for init,
+# cannot create), never 23, which says another process holds the set and which scripts retry; readers
+# work, with the lock file or without it.
+RO=$T/ro
+mkdir -p "$RO"
+if mount -t tmpfs -o size=16M tmpfs "$RO" 2>/dev/null; then
+	at_exit "umount '$RO' || umount -l '$RO'"
+	mkdir -p "$RO/lck" "$RO/nolck"
+	"$PLOOP" init -s 8M -b 64 -t none "$RO/lck/root.hds" >/dev/null
+	"$PLOOP" init -s 8M -b 64 -t none "$RO/nolck/root.hds" >/dev/null && rm "$RO/nolck/DiskDescriptor.xml.lck"
+	mount -o remount,ro "$RO"
+	for s in lck nolck; do
+		for c in snapshot snapshot-merge "grow -s 16M" "check -f" "convert -v 1"; do
+			# shellcheck disable=SC2086
+			run "$PLOOP_SAN" $c "$RO/$s/DiskDescriptor.xml"
+			outcome 4
+			[[ ${ERR[0]:-} == *"DiskDescriptor.xml.lck"*"Read-only file system"* ]] ||
+				problem "the message does not name the lock file and the error: $(first_err)"
+			verdict "read-only-fs:$s:${c// /}"
+		done
+		for c in "check -r -f" snapshot-list "info -s" map; do
+			# shellcheck disable=SC2086
+			run "$PLOOP_SAN" $c "$RO/$s/DiskDescriptor.xml"
+			outcome 0
+			verdict "read-only-fs:$s:${c// /}"
+		done
+	done
+	run "$PLOOP_SAN" init -s 8M -t none "$RO/new.hds"
+	outcome 1
+	verdict "read-only-fs:init"
+else
+	ok "read-only-fs # SKIP cannot mount a tmpfs here"
+fi
+
 echo "# bad_input.sh took ${SECONDS}s"
 finish
