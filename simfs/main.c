@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -49,15 +50,19 @@ static const char usage_text[] =
 	"  9 ROOT is not served by simfs, 10 ROOT busy (umount -l), or another filesystem is\n"
 	"  mounted over the simfs mount\n";
 
+/* One line on stderr, whatever the paths in it hold. */
 __attribute__((noreturn, format(printf, 2, 3))) static void die(int code, const char *fmt, ...)
 {
+	char msg[2 * PATH_MAX];
 	va_list ap;
 
-	fputs("simfs: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	for (char *c = msg; *c; c++)
+		if (*c == '\n' || *c == '\r')
+			*c = ' ';
+	fprintf(stderr, "simfs: %s\n", msg);
 	exit(code);
 }
 
@@ -87,7 +92,7 @@ struct state {
 static int read_state(const char *path, struct state *s)
 {
 	char line[PATH_MAX + 32];
-	FILE *f = fopen(path, "r");
+	FILE *f = fopen(path, "re");
 
 	if (!f)
 		return -errno;
@@ -182,6 +187,7 @@ static bool daemon_alive(pid_t pid)
 struct mounts_at {
 	bool any;		/* something is mounted at @root */
 	dev_t top;		/* the device of the topmost (the one a path lookup sees) */
+	bool top_simfs;		/* the topmost is a simfs mount */
 	bool simfs;		/* a simfs mount is among them */
 	bool dev;		/* the device asked for is among them */
 };
@@ -215,7 +221,8 @@ static void mounts_at(const char *root, dev_t want, struct mounts_at *m)
 		if (want && dev == want)
 			m->dev = true;
 		sep = strstr(save ? save : "", " - ");
-		if (sep && !strncmp(sep + 3, "fuse.simfs ", 11))
+		m->top_simfs = sep && !strncmp(sep + 3, "fuse.simfs ", 11);
+		if (m->top_simfs)
 			m->simfs = true;
 	}
 	fclose(f);
@@ -261,6 +268,66 @@ static int abs_path_no_follow(const char *path, char *out, size_t len)
 	free(a);
 	free(b);
 	return r;
+}
+
+/* ROOT as an absolute path: abs_path_no_follow(), then symlinks in its last component followed
+ * (mounting follows them: the mount is at their target) - by readlink only, which does not reach
+ * into a filesystem mounted there (a dead one would fail, a stuck one hang). */
+static int root_path(const char *arg, char *out, size_t len)
+{
+	char link[PATH_MAX], next[2 * PATH_MAX + 2];
+	int r = abs_path_no_follow(arg, out, len);
+
+	for (int i = 0; !r && i < 40; i++) {
+		ssize_t n = readlink(out, link, sizeof(link) - 1);
+		const char *slash = strrchr(out, '/');
+
+		if (n < 0)
+			return 0;
+		link[n] = 0;
+		if (link[0] == '/')
+			snprintf(next, sizeof(next), "%s", link);
+		else
+			snprintf(next, sizeof(next), "%.*s/%s", (int)(slash - out), out, link);
+		r = abs_path_no_follow(next, out, len);
+	}
+	return r ? r : -ELOOP;
+}
+
+/* Mount and umount of one ROOT exclude each other (flock of a lock file beside its state file),
+ * from the check that it is not served until the daemon has written its state: two mounts at
+ * once stacked two daemons, one of them in no state file. */
+static int lock_root(const char *spath)
+{
+	char lpath[PATH_MAX + 64];
+	int fd;
+
+	if (mkdir(run_dir(), 0755) && errno != EEXIST)
+		die(SIMFS_ERR_SYS, "%s: %s", run_dir(), strerror(errno));
+	snprintf(lpath, sizeof(lpath), "%.*s.lock", (int)(strlen(spath) - 6), spath);
+	fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || flock(fd, LOCK_EX))
+		die(SIMFS_ERR_SYS, "%s: %s", lpath, strerror(errno));
+	return fd;
+}
+
+/*
+ * Takes away the dead mount a killed daemon left at @root (@dev, if known): only if it is what ROOT
+ * shows, as umount2() takes the topmost mount, which may be another filesystem mounted over it since.
+ * @found: a dead mount was there. -EBUSY if another filesystem covers it.
+ */
+static int detach_dead(const char *root, dev_t dev, bool *found)
+{
+	struct mounts_at m;
+
+	mounts_at(root, dev, &m);
+	*found = dev ? m.dev : m.simfs;
+	if (!*found)
+		return 0;
+	if (!m.top_simfs || (dev && m.top != dev))
+		return -EBUSY;
+	umount2(root, MNT_DETACH);
+	return 0;
 }
 
 /* ---- the daemon ------------------------------------------------------------------------------- */
@@ -361,10 +428,20 @@ static int write_state(const char *path, const struct simfs *fs, const struct mo
 	char tmp[PATH_MAX + 128];
 	FILE *f;
 
+	int fd;
+
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	f = fopen(tmp, "w");
-	if (!f)
+	/* Its pid gets signalled and its ROOT unmounted: nobody but us may write it. The daemon runs
+	 * with umask 0 (it creates files with the modes asked for), so the mode is explicit. */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
 		return -errno;
+	if (fchmod(fd, 0644) || !(f = fdopen(fd, "w"))) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
 	fprintf(f, "pid=%d\nprivate=%s\nroot=%s\n", (int)getpid(), fs->private_dir, fs->root_dir);
 	if (dev)
 		fprintf(f, "dev=%u:%u\n", major(dev), minor(dev));
@@ -376,7 +453,8 @@ static int write_state(const char *path, const struct simfs *fs, const struct mo
 }
 
 /* Runs in the forked child: everything up to the mount, then the loop. Never returns. */
-__attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct mount_opts *o, int ready_fd)
+__attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct mount_opts *o, int ready_fd,
+						  int lock_fd)
 {
 	char msg[1200], opts[256], spath[PATH_MAX + 64];
 	char *argv[] = { "simfs", "-o", opts, NULL };
@@ -460,6 +538,7 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 			qlive_stop(fs->quota);
 		fail_start(ready_fd, SIMFS_ERR_SYS, "%s: %s", spath, strerror(r ? -r : errno));
 	}
+	close(lock_fd);		/* the state tells now that ROOT is served */
 	signal(SIGPIPE, SIG_IGN);
 	/* Ready: the parent returns; our stderr becomes a log next to the state file. */
 	if (ready_fd >= 0) {
@@ -513,7 +592,7 @@ static int cmd_mount(int argc, char **argv)
 	static struct simfs fs;
 	char msg[1200], spath[PATH_MAX + 64], root[PATH_MAX];
 	const char *pos[2];
-	int npos = 0, pfd[2];
+	int npos = 0, pfd[2], lock_fd;
 	struct stat st;
 	struct state s;
 	size_t plen;
@@ -546,14 +625,22 @@ static int cmd_mount(int argc, char **argv)
 		die(SIMFS_ERR_DIR, "%s: %s", pos[0], strerror(errno));
 	if (stat(fs.private_dir, &st) || !S_ISDIR(st.st_mode))
 		die(SIMFS_ERR_DIR, "%s: not a directory", pos[0]);
-	if (abs_path_no_follow(pos[1], root, sizeof(root)))
+	if (root_path(pos[1], root, sizeof(root)))
 		die(SIMFS_ERR_DIR, "%s: %s", pos[1], strerror(errno));
+	/* The state file has a line per field. */
+	if (strpbrk(fs.private_dir, "\n\r") || strpbrk(root, "\n\r"))
+		die(SIMFS_ERR_USAGE, "a PRIVATE or ROOT path with a line break is not supported");
 	state_path(root, spath, sizeof(spath));
+	lock_fd = lock_root(spath);
 	if (!read_state(spath, &s)) {
+		bool dead_mount;
+
 		if (daemon_alive(s.pid))
 			die(SIMFS_ERR_MOUNT, "%s is already served (pid %d)", root, (int)s.pid);
 		/* Left by a killed daemon: its dead mount goes first. */
-		umount2(root, MNT_DETACH);
+		if (detach_dead(root, s.dev, &dead_mount))
+			die(SIMFS_ERR_BUSY, "%s: another filesystem is mounted over the mount of a killed simfs; "
+			    "unmount it first", root);
 		forget_instance(spath, &s);
 	} else if (is_simfs_mount(root)) {
 		die(SIMFS_ERR_MOUNT, "%s is already a simfs mount", root);
@@ -568,7 +655,7 @@ static int cmd_mount(int argc, char **argv)
 	    (!strncmp(fs.root_dir, fs.private_dir, plen) && (fs.root_dir[plen] == '/' || plen == 1)))
 		die(SIMFS_ERR_NESTED, "ROOT %s is inside PRIVATE %s", fs.root_dir, fs.private_dir);
 	if (o.foreground)
-		run_daemon(&fs, &o, -1);
+		run_daemon(&fs, &o, -1, lock_fd);
 	if (pipe2(pfd, O_CLOEXEC))
 		die(SIMFS_ERR_SYS, "pipe: %s", strerror(errno));
 	fflush(NULL);
@@ -581,7 +668,7 @@ static int cmd_mount(int argc, char **argv)
 		/* The directory we were started in may be unmounted while we run. */
 		if (chdir("/"))
 			_exit(SIMFS_ERR_SYS);
-		run_daemon(&fs, &o, pfd[1]);
+		run_daemon(&fs, &o, pfd[1], lock_fd);
 	}
 	close(pfd[1]);
 	{
@@ -632,16 +719,18 @@ static int cmd_umount(int argc, char **argv)
 	}
 	if (!arg)
 		die(SIMFS_ERR_USAGE, "usage: simfs umount [-l] ROOT");
-	if (abs_path_no_follow(arg, root, sizeof(root)))
+	if (root_path(arg, root, sizeof(root)))
 		die(SIMFS_ERR_DIR, "%s: %s", arg, strerror(errno));
 	state_path(root, spath, sizeof(spath));
+	lock_root(spath);
 	have_state = !read_state(spath, &s);
 	if (!have_state || !daemon_alive(s.pid)) {
 		/* A killed daemon: its mount is dead; take it away lazily. */
-		bool mounted = is_simfs_mount(root);
+		bool mounted;
 
-		if (mounted)
-			umount2(root, MNT_DETACH);
+		if (detach_dead(root, have_state ? s.dev : 0, &mounted))
+			die(SIMFS_ERR_BUSY, "%s: another filesystem is mounted over the simfs mount; unmount it first",
+			    root);
 		if (have_state)
 			forget_instance(spath, &s);
 		if (!mounted && !have_state)

@@ -63,7 +63,8 @@ check "the daemon went when its last user did" test -z "$("$SIMFS" list)"
 
 # ---- detached by hand (umount -l while busy), and another filesystem at ROOT ----
 gone() { for i in $(seq 50); do alive "$1" || return 0; sleep 0.1; done; return 1; }
-run_dir_empty() { [ -z "$(ls -A "$SIMFS_RUN_DIR")" ]; }
+# (a lock file per ROOT stays, as in /run/lock: it holds nothing)
+run_dir_empty() { [ -z "$(ls -A "$SIMFS_RUN_DIR" | grep -v '\.lock$')" ]; }
 mkdir -p "$T/other"
 : >"$T/other/marker"
 at_exit "umount -l '$R'"	# the bind mounts below, whatever happens
@@ -106,6 +107,51 @@ expect_rc "simfs umount of the dead mount beneath" 0 sf umount "$R"
 check "nothing of it left mounted" sh -c "! grep -q ' $R ' /proc/self/mountinfo"
 check "the log with a message is kept" sh -c "ls '$SIMFS_RUN_DIR' | grep -q '\\.log\$'"
 rm -f "$SIMFS_RUN_DIR"/*.log
+# another filesystem mounted over the dead mount of a killed daemon: umount and mount take the
+# topmost mount at ROOT, so they refuse (exit 10) instead of taking that one away
+expect_rc "mount for kill -9, then a tmpfs over it" 0 sf mount "$P" "$R"
+pid=$(pid_of "$R")
+kill -9 "$pid"
+sleep 0.3
+if mount -t tmpfs -o size=1m cover "$R"; then
+	echo kept >"$R/cover-file"
+	one_line "umount of a dead instance under another filesystem refused (exit 10)" 10 sf umount "$R"
+	check "... the tmpfs stays, with its file" test "$(cat "$R/cover-file" 2>/dev/null)" = kept
+	one_line "mount over a dead instance under another filesystem refused (exit 10)" 10 sf mount "$P" "$R"
+	check "... the tmpfs stays, with its file" test "$(cat "$R/cover-file" 2>/dev/null)" = kept
+	umount "$R"
+else
+	not_ok "mount a tmpfs over the dead mount"
+fi
+expect_rc "once the cover is gone, umount of the dead instance" 0 sf umount "$R"
+check "ROOT is free again" sh -c "! grep -q ' $R ' /proc/self/mountinfo"
+
+# ---- the state files: only root writes them ----
+expect_rc "mount" 0 sf mount "$P" "$R"
+check "the state file is not writable by others ($(stat -c %a "$SIMFS_RUN_DIR"/*.state))" \
+	test "$(stat -c %a "$SIMFS_RUN_DIR"/*.state)" = 644
+expect_rc "umount" 0 sf umount "$R"
+
+# ---- the same ROOT mounted by several at once: one serves it, the others are told ----
+for i in 1 2 3 4 5 6; do sf mount "$P" "$R" >/dev/null 2>"$T/.par$i" & done
+wait
+check "six mounts of one ROOT at once: one mount ($(grep -c " $R " /proc/self/mountinfo))" \
+	test "$(grep -c " $R " /proc/self/mountinfo)" = 1
+check "... one daemon ($(pgrep -f "simfs mount $P $R\$" | wc -l))" \
+	test "$(pgrep -f "simfs mount $P $R\$" | wc -l)" = 1
+check "... five told it is served already" test "$(cat "$T"/.par* | grep -c 'already served')" = 5
+expect_rc "umount" 0 sf umount "$R"
+
+# ---- ROOT through a symlink: the mount is at its target ----
+ln -s "$R" "$T/rlink"
+expect_rc "mount" 0 sf mount "$P" "$R"
+one_line "a second mount through a symlink to ROOT: already served (8)" 8 sf mount "$P" "$T/rlink"
+expect_rc "umount through the symlink" 0 sf umount "$T/rlink"
+check "ROOT is free again" sh -c "! grep -q ' $R ' /proc/self/mountinfo"
+mkdir -p "$T/line
+break"
+one_line "a ROOT with a line break: refused (2), on one line" 2 sf mount "$P" "$T/line
+break"
 
 # ---- many instances ----
 N=8
