@@ -907,13 +907,26 @@ bool ploop_is_descriptor_path(const char *path)
 	return n >= 4 && !strcmp(path + n - 4, ".xml");
 }
 
+/* A single file: a ploop delta, or with @raw a raw image -- which a ploop delta is not: grown as
+ * raw, it would only get bytes appended that its header does not know about. */
 static int grow_file(const char *path, bool raw, uint64_t size, struct ploop_error *err)
 {
+	uint8_t sig[PLOOP_SIG_LEN];
 	struct ploop_delta *d;
+	int r;
 
 	if (ploop_delta_open(path, PLOOP_OPEN_RDWR | (raw ? PLOOP_OPEN_RAW : 0), PLOOP_DEF_CLUSTER_SECTORS, 0, &d, err))
 		return err->status;
-	ploop_delta_grow(d, size, err);
+	if (raw) {
+		r = pio_read(d->file, sig, sizeof(sig), 0);
+		if (r)
+			ploop_fail(err, PLOOP_ERR_READ, -r, "%s: cannot read", path);
+		else if (!memcmp(sig, PLOOP_SIG_V1, PLOOP_SIG_LEN) || !memcmp(sig, PLOOP_SIG_V2, PLOOP_SIG_LEN))
+			ploop_fail(err, PLOOP_ERR_PARAM, 0,
+				   "%s: a ploop delta, not a raw image: grow it without -f raw", path);
+	}
+	if (!err->status)
+		ploop_delta_grow(d, size, err);
 	ploop_delta_close(d, err);
 	return err->status;
 }
@@ -949,6 +962,9 @@ int ploop_grow(const char *path, bool raw, uint64_t size, struct ploop_error *er
 	bool prepared = false, grown = false;
 	int im;
 
+	if (raw && ploop_is_descriptor_path(path))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0,
+				  "%s: a DiskDescriptor.xml, not a raw image: grow it without -f raw", path);
 	if (raw || !ploop_is_descriptor_path(path))
 		return grow_file(path, raw, size, err);
 	if (ploop_set_open(&s, path, err))

@@ -284,6 +284,19 @@ same_content "grow of a delta file: content kept" G2/one.hds mG2
 expect_rc "grow of a delta file: check -f -c -r" 0 "$PLOOP" check -f -c -r G2/one.hds
 check "grow of a delta file: header size" bash -c "
 	test \$(od -An -tu4 -j36 -N4 G2/one.hds | tr -d ' ') = 573440"
+# -f raw is for a raw image file. A descriptor or a ploop delta given with it was grown as a raw
+# file: zeros appended, the descriptor then too large to read (exit 39 for good), the delta's
+# header not knowing them.
+for f in "$GD" G2/one.hds; do
+	cp "$f" "$T/.before"
+	one_line "grow -f raw of ${f##*/} is refused (exit 38)" 38 "$PLOOP" grow -f raw -s 400M "$f"
+	check "... and ${f##*/} is unchanged" cmp -s "$f" "$T/.before"
+done
+head -c 100000 /dev/urandom >G2/disk.raw
+cp G2/disk.raw mG3
+truncate -s 4M mG3
+check "grow -f raw of a raw image file" quiet "$PLOOP" grow -f raw -s 4M G2/disk.raw
+check "... the file is the disk, grown with zeros" cmp -s G2/disk.raw mG3
 
 # ---- convert -v ------------------------------------------------------------------------------------------------
 mkdir C
