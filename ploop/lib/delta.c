@@ -714,16 +714,11 @@ int ploop_delta_alloc(struct ploop_delta *d, uint64_t n, bool fill, uint64_t *fi
 
 /* ---- grow ------------------------------------------------------------------------------------------- */
 
-/* Moves the data cluster at file cluster @c (mapped by @v) to a new cluster at the end of the file. */
-static int relocate_cluster(struct ploop_delta *d, uint64_t v, uint64_t c, struct ploop_error *err)
+/* Moves the data cluster at file cluster @c (mapped by @v) to @to, a cluster allocated for it. */
+static int relocate_cluster(struct ploop_delta *d, uint64_t v, uint64_t c, uint64_t to, struct ploop_error *err)
 {
-	uint64_t to;
 	int r;
 
-	/* Allocated first (running out of space fails there, the file keeping its size): a copy that
-	 * extended the file and failed part-way would leave it ending in a partial cluster. */
-	if (ploop_delta_alloc(d, 1, true, &to, err))
-		return err->status;
 	r = pio_copy(d->file, c * d->cluster_bytes, d->file, to * d->cluster_bytes, d->cluster_bytes);
 	if (r)
 		return ploop_fail(err, PLOOP_ERR_RELOC, -r, "%s: cannot relocate cluster %" PRIu64, d->path, c);
@@ -777,6 +772,8 @@ int ploop_delta_check_size(const struct ploop_delta *d, uint64_t size_sectors, s
  * Offline grow. The new BAT may need clusters that hold data: each such cluster is copied to the end
  * of the file and its entry repointed (durably) before the area is zeroed, and the header that makes
  * the area a BAT is written last. A crash at any point leaves the old, valid header in charge.
+ * Everything the grow needs is allocated before anything moves: running out of space fails there,
+ * with the file as it was (clusters that had moved out would leave holes nothing gives back).
  */
 static int grow_delta(struct ploop_delta *d, uint64_t size_sectors, struct ploop_error *err)
 {
@@ -821,24 +818,33 @@ static int grow_delta(struct ploop_delta *d, uint64_t size_sectors, struct ploop
 		return err->status;
 
 	if (new_l1 > d->l1_size) {
-		uint64_t file_clusters = d->alloc_head;
+		uint64_t file_clusters = d->alloc_head, inside = file_clusters < new_l1 ? file_clusters : new_l1;
+		uint64_t moves = 0, first = 0, to;
 
-		/* New clusters are never placed inside the future BAT area. */
-		if (d->alloc_head < new_l1) {
-			uint64_t first;
-
-			if (ploop_delta_alloc(d, new_l1 - d->alloc_head, true, &first, err))
-				return err->status;
-		}
 		owner = calloc(new_l1 - d->l1_size, sizeof(*owner));
 		if (!owner)
 			return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", d->path);
 		for (uint64_t v = 0; v < d->vclusters; v++)
-			if (d->bat[v] >= d->l1_size && d->bat[v] < new_l1)
+			if (d->bat[v] >= d->l1_size && d->bat[v] < new_l1) {
 				owner[d->bat[v] - d->l1_size] = v + 1;
-		for (uint64_t c = d->l1_size; c < new_l1 && c < file_clusters; c++) {
-			if (owner[c - d->l1_size] &&
-			    relocate_cluster(d, owner[c - d->l1_size] - 1, c, err))
+				moves++;
+			}
+		/* The part of the future BAT area inside the file may have holes (clusters given back by
+		 * a discard): the zeros written there must not run out of space after clusters moved. */
+		r = inside > d->l1_size ? pio_allocate(d->file, d->l1_size * d->cluster_bytes,
+						       (inside - d->l1_size) * d->cluster_bytes)
+					: 0;
+		if (r)
+			return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
+					  "%s: cannot allocate the new BAT area", d->path);
+		/* One allocation: the rest of the future BAT area (new clusters never go there), then a
+		 * cluster for each one that moves out of it. */
+		if (new_l1 - inside + moves &&
+		    ploop_delta_alloc(d, new_l1 - inside + moves, true, &first, err))
+			return err->status;
+		to = first + (new_l1 - inside);
+		for (uint64_t c = d->l1_size; c < inside; c++) {
+			if (owner[c - d->l1_size] && relocate_cluster(d, owner[c - d->l1_size] - 1, c, to++, err))
 				return err->status;
 		}
 	}

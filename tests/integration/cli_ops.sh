@@ -592,6 +592,41 @@ check "check tells about the undescribed delta holding data (and exits 0)" \
 rm -f "$KEPT"
 verify "content after the undescribed deltas" "$XD" mX
 
+# ---- out of space -------------------------------------------------------------------------------------------------------------
+# A command that runs out of space fails with 20 and leaves the set as it was: its files, and the
+# free space (nothing moved, nothing left behind as holes).
+mkdir F
+if mount -t tmpfs -o size=32M tmpfs F 2>/dev/null; then
+	at_exit "umount '$T/F' || umount -l '$T/F'"
+	FD=F/DiskDescriptor.xml
+	# leave_free KIB: fills F up to about KIB KiB free.
+	leave_free() {
+		rm -f F/fill
+		dd if=/dev/zero of=F/fill bs=32K status=none 2>/dev/null
+		truncate -s "-$1K" F/fill
+	}
+	# set_state: the digest of every file of the set, and the free space of F.
+	set_state() { (cd F && sha256sum DiskDescriptor.xml root.hds*) && stat -f -c %a F; }
+	random_file mF 12
+	quiet "$PLOOP" import -s 64M -b 64 mF F/root.hds
+	truncate -s 64M mF
+	quiet "$PLOOP" snapshot "$FD"
+	put "$FD" mF $((20 * MiB)) $((5 * MiB))
+	verify "out of space: set-up (12 MiB base, 5 MiB top, 32 KiB clusters)" "$FD" mF
+	ftop=$(deltas "$FD" | tail -1)
+
+	# grow to 60G needs a BAT of 7.5 MiB, over all 160 data clusters of the top: they moved to the
+	# end of the file one by one until the space ran out, their old places left as holes.
+	leave_free 3072
+	before=$(set_state)
+	one_line "out of space: grow -s 60G with 3 MiB free fails (exit 20)" 20 "$PLOOP" grow -s 60G "$FD"
+	check "... the set and the free space are as they were" test "$(set_state)" = "$before"
+	check "... no unreferenced clusters in the top" bash -c "! '$PLOOP' check -f -c -r '$ftop' 2>&1 | grep -q unreferenced"
+	verify "out of space: after the failed grow" "$FD" mF
+else
+	ok "out of space # SKIP cannot mount a tmpfs here"
+fi
+
 # A snapshot that does not exist: exit 43 for delete, 38 for merge and switch, as upstream.
 expect_rc "snapshot-delete -u of a snapshot that does not exist (exit 43)" 43 "$PLOOP" snapshot-delete -u '{01234567-89ab-cdef-0123-456789abcdef}' "$DD"
 for c in snapshot-merge snapshot-switch; do

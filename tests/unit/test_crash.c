@@ -133,6 +133,15 @@ static int op_grow(struct ploop_error *err)
 	return ploop_grow(DD, false, (64u << 20) / 512, err);
 }
 
+/* Past 8176 clusters of 32 KiB the BAT needs a second cluster (64M above does not): the grow moves
+ * data cluster 1 out of its way. */
+#define BIG_DISK (300u << 20)
+
+static int op_grow_big(struct ploop_error *err)
+{
+	return ploop_grow(DD, false, BIG_DISK / 512, err);
+}
+
 /* Offline shrink of the image (resize's part after resize2fs, which leaves no data past the new end,
  * as this fixture has none): clusters past the end dropped, header and descriptor made smaller. */
 static int op_shrink(struct ploop_error *err)
@@ -432,6 +441,7 @@ CRASH_TEST(delete_middle, .setup = three_levels, .op = op_delete_middle, .target
 CRASH_TEST(delete_top, .setup = two_levels, .op = op_delete_top_parent_leaf, .target_level = -1, .may_leave_merged = true)
 CRASH_TEST(switch, .setup = two_levels, .op = op_switch, .target_level = 0)
 CRASH_TEST(grow_relocating, .setup = one_level, .op = op_grow, .target_level = -1)
+CRASH_TEST(grow_bat_cluster, .setup = one_level, .op = op_grow_big, .target_level = -1)
 CRASH_TEST(shrink, .setup = one_level, .op = op_shrink, .target_level = -1)
 CRASH_TEST(convert_to_v1, .setup = two_levels, .op = op_to_v1, .target_level = -1)
 CRASH_TEST(convert_to_v2, .setup = two_levels_v1, .op = op_to_v2, .target_level = -1)
