@@ -772,12 +772,16 @@ int ploop_delta_check_size(const struct ploop_delta *d, uint64_t size_sectors, s
  * Offline grow. The new BAT may need clusters that hold data: each such cluster is copied to the end
  * of the file and its entry repointed (durably) before the area is zeroed, and the header that makes
  * the area a BAT is written last. A crash at any point leaves the old, valid header in charge.
- * Everything the grow needs is allocated before anything moves: running out of space fails there,
- * with the file as it was (clusters that had moved out would leave holes nothing gives back).
+ * Everything the grow needs is allocated before anything moves, with @extra clusters for the caller
+ * after it (*first_extra): running out of space fails there, with the file as it was (clusters
+ * that had moved out would leave holes nothing gives back).
  */
-static int grow_delta(struct ploop_delta *d, uint64_t size_sectors, struct ploop_error *err)
+static int grow_delta(struct ploop_delta *d, uint64_t size_sectors, uint64_t extra, uint64_t *first_extra,
+		      struct ploop_error *err)
 {
 	uint64_t new_vclusters, new_l1, cs = d->cluster_sectors, old_bat_area;
+	/* Clusters: of the future BAT area, inside the file and past its end; data clusters moving out. */
+	uint64_t inside = 0, pad = 0, moves = 0, first = 0;
 	cleanup_free uint64_t *owner = NULL;
 	cleanup_free uint8_t *zero = NULL;
 	uint32_t *bat;
@@ -794,8 +798,8 @@ static int grow_delta(struct ploop_delta *d, uint64_t size_sectors, struct ploop
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: cannot shrink from %" PRIu64 " to %" PRIu64 " sectors",
 				  d->path, d->size_sectors, size_sectors);
 	if (size_sectors == d->size_sectors)
-		return 0;
-	if (d->raw)
+		return extra ? ploop_delta_alloc(d, extra, true, first_extra, err) : 0;
+	if (d->raw)	/* it maps every cluster in place: never @extra */
 		return grow_raw(d, size_sectors, err);
 	new_vclusters = size_sectors / cs;
 	new_l1 = ploop_bat_clusters(new_vclusters, d->cluster_bytes);
@@ -818,9 +822,8 @@ static int grow_delta(struct ploop_delta *d, uint64_t size_sectors, struct ploop
 		return err->status;
 
 	if (new_l1 > d->l1_size) {
-		uint64_t file_clusters = d->alloc_head, inside = file_clusters < new_l1 ? file_clusters : new_l1;
-		uint64_t moves = 0, first = 0, to;
-
+		inside = d->alloc_head < new_l1 ? d->alloc_head : new_l1;
+		pad = new_l1 - inside;
 		owner = calloc(new_l1 - d->l1_size, sizeof(*owner));
 		if (!owner)
 			return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", d->path);
@@ -837,16 +840,16 @@ static int grow_delta(struct ploop_delta *d, uint64_t size_sectors, struct ploop
 		if (r)
 			return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
 					  "%s: cannot allocate the new BAT area", d->path);
-		/* One allocation: the rest of the future BAT area (new clusters never go there), then a
-		 * cluster for each one that moves out of it. */
-		if (new_l1 - inside + moves &&
-		    ploop_delta_alloc(d, new_l1 - inside + moves, true, &first, err))
+	}
+	/* One allocation: the rest of the future BAT area (new clusters never go there), a cluster for
+	 * each one that moves out of it, and the caller's. */
+	if (pad + moves + extra && ploop_delta_alloc(d, pad + moves + extra, true, &first, err))
+		return err->status;
+	if (extra)
+		*first_extra = first + pad + moves;
+	for (uint64_t c = d->l1_size, to = first + pad; c < inside; c++) {
+		if (owner[c - d->l1_size] && relocate_cluster(d, owner[c - d->l1_size] - 1, c, to++, err))
 			return err->status;
-		to = first + (new_l1 - inside);
-		for (uint64_t c = d->l1_size; c < inside; c++) {
-			if (owner[c - d->l1_size] && relocate_cluster(d, owner[c - d->l1_size] - 1, c, to++, err))
-				return err->status;
-		}
 	}
 	/* Zero every slot the new header will treat as a BAT entry beyond the old size, the padding
 	 * of the old BAT clusters included: stale bytes there would become mappings. */
@@ -894,8 +897,14 @@ static int grow_delta(struct ploop_delta *d, uint64_t size_sectors, struct ploop
 
 int ploop_delta_grow(struct ploop_delta *d, uint64_t size_sectors, struct ploop_error *err)
 {
+	return ploop_delta_grow_alloc(d, size_sectors, 0, NULL, err);
+}
+
+int ploop_delta_grow_alloc(struct ploop_delta *d, uint64_t size_sectors, uint64_t extra, uint64_t *first,
+			   struct ploop_error *err)
+{
 	bool was_dirty = d->hdr.m_DiskInUse == PLOOP_DISK_IN_USE;
-	int r = grow_delta(d, size_sectors, err);
+	int r = grow_delta(d, size_sectors, extra, first, err);
 
 	/* A failed grow left the old header in charge: the image is as consistent as before. */
 	if (r && !was_dirty && d->hdr.m_DiskInUse == PLOOP_DISK_IN_USE) {

@@ -186,23 +186,35 @@ static int merge_set_entries(void *ctx, const struct merge_run *run)
 	return 0;
 }
 
-static int count_fresh(void *ctx, const struct merge_run *run)
+/* The clusters of the disk's first @vclusters that a source holds and @dst does not: those the merge
+ * adds to @dst (as merge_walk hands them out, once @dst is that large). */
+static uint64_t merge_new_clusters(const struct ploop_delta *dst, struct ploop_delta *const *src, int n,
+				   uint64_t vclusters)
 {
-	*(uint64_t *)ctx += run->fresh ? run->n : 0;
-	return 0;
+	uint64_t need = 0, off;
+
+	for (uint64_t v = 0; v < vclusters && !dst->raw; v++) {
+		if (ploop_delta_lookup(dst, v, &off))
+			continue;
+		for (int i = 0; i < n; i++)
+			if (ploop_delta_lookup(src[i], v, &off)) {
+				need++;
+				break;
+			}
+	}
+	return need;
 }
 
 /*
- * Copies every cluster held by @src (top first) into @dst: in place where @dst has the cluster, else
- * into clusters appended in one allocation. Runs contiguous on both sides move as large transfers
- * with many in flight. BAT entries for the new clusters are set only once all data is written, and
- * reach the disk after it is durable.
+ * The space a merge into @dst needs, taken before any data moves: @dst grown to the largest
+ * source's size, and the clusters for what it lacks, in the one allocation of that grow (*first:
+ * the first of them). Allocated up front, direct writes land in allocated space (an extending one
+ * waits for all others) and the new clusters stay contiguous. Out of space, @dst is as it was.
  */
-int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src, int n, struct ploop_error *err)
+int ploop_merge_prepare(struct ploop_delta *dst, struct ploop_delta *const *src, int n, uint64_t *first,
+			struct ploop_error *err)
 {
-	struct merge_ctx m = { .dst = dst, .src = src };
-	uint64_t max_size = dst->size_sectors, need = 0, first = 0;
-	int r;
+	uint64_t max_size = dst->size_sectors, cs = dst->cluster_sectors, need;
 
 	for (int i = 0; i < n; i++) {
 		if (src[i]->cluster_sectors != dst->cluster_sectors)
@@ -211,13 +223,27 @@ int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src, 
 		if (src[i]->size_sectors > max_size)
 			max_size = src[i]->size_sectors;
 	}
-	if (max_size > dst->size_sectors && ploop_delta_grow(dst, max_size, err))
+	*first = 0;
+	need = merge_new_clusters(dst, src, n, (max_size + cs - 1) / cs);
+	if (max_size > dst->size_sectors)
+		return ploop_delta_grow_alloc(dst, max_size, need, first, err);
+	if (need && ploop_delta_alloc(dst, need, true, first, err))
 		return err->status;
-	merge_walk(dst, src, n, 0, count_fresh, &need);
-	/* Allocated up front: direct writes land in allocated space (an extending one waits for all
-	 * others), and the new clusters stay contiguous. */
-	if (need && ploop_delta_alloc(dst, need, true, &first, err))
-		return err->status;
+	return 0;
+}
+
+/*
+ * Copies every cluster held by @src (top first) into @dst, prepared by ploop_merge_prepare: in place
+ * where @dst has the cluster, else into the clusters allocated from @first. Runs contiguous on both
+ * sides move as large transfers with many in flight. BAT entries for the new clusters are set only
+ * once all data is written, and reach the disk after it is durable.
+ */
+int ploop_merge_copy(struct ploop_delta *dst, struct ploop_delta *const *src, int n, uint64_t first,
+		     struct ploop_error *err)
+{
+	struct merge_ctx m = { .dst = dst, .src = src };
+	int r;
+
 	r = pio_pipe_new(PIO_PIPE_DEPTH, PIO_PIPE_CHUNK, PIO_PIPE_DURABLE, merge_consume, &m, &m.pipe);
 	if (r)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, -r, "%s: merge buffers", dst->path);
@@ -231,6 +257,15 @@ int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src, 
 	dst->data_unsynced = true;
 	merge_walk(dst, src, n, first, merge_set_entries, &m);
 	return ploop_delta_flush(dst, err);
+}
+
+int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src, int n, struct ploop_error *err)
+{
+	uint64_t first;
+
+	if (ploop_merge_prepare(dst, src, n, &first, err))
+		return err->status;
+	return ploop_merge_copy(dst, src, n, first, err);
 }
 
 /* Refuses a merge of chain[a+1..b] into chain[a] if any of chain[a..b-1] has another child. */
@@ -286,15 +321,37 @@ int ploop_merge_commit(struct ploop_descriptor *dd, const int *chain, int a, int
 	return err->status;
 }
 
+/* Puts the temporary markers of chain[a..b-1] back as they were before this merge marked them, once
+ * the target is clean again. Failing, they stay: the next command redoes the merge. */
+static void merge_unmark(struct ploop_descriptor *dd, const int *chain, int a, int b,
+			 const enum ploop_temporary *was)
+{
+	bool changed = false;
+
+	for (int i = a; i < b; i++) {
+		int sn = ploop_descriptor_find_snapshot(dd, dd->images[chain[i]].guid);
+
+		changed |= dd->snapshots[sn].temporary != was[i - a];
+		dd->snapshots[sn].temporary = was[i - a];
+	}
+	if (changed)
+		ploop_descriptor_store(dd, &(struct ploop_error){ 0 });
+}
+
 /* Merges images chain[a+1..b] into chain[a] in files and descriptor. Steps: open and validate every
- * delta; mark a..b-1 temporary (a crash now re-runs this merge); merge data; store the merged
- * descriptor; remove the merged files. Returns the surviving GUID in @survivor. */
+ * delta; mark a..b-1 temporary (a crash now re-runs this merge) and chain[a] in use; take the space
+ * the merge needs; merge data; store the merged descriptor; remove the merged files. Without the
+ * space, nothing has changed: chain[a] closes clean as it was and the markers this call set go.
+ * Returns the surviving GUID in @survivor. */
 static int merge_range(struct image_set *s, const int *chain, int a, int b, char survivor[PLOOP_GUID_BUF],
 		       struct ploop_error *err)
 {
 	struct ploop_descriptor *dd = s->dd;
 	struct ploop_delta *dst = NULL, *src[PLOOP_MAX_CHAIN] = { NULL };
+	enum ploop_temporary was_temporary[PLOOP_MAX_CHAIN];
 	int nsrc = 0, r = 0;
+	uint64_t first = 0, old_size, old_file_size;
+	bool unchanged = false;
 
 	if (ploop_merge_check(dd, chain, a, b, err))
 		return err->status;
@@ -317,18 +374,29 @@ static int merge_range(struct image_set *s, const int *chain, int a, int b, char
 		}
 		nsrc++;
 	}
+	for (int i = a; i < b; i++) {
+		int sn = ploop_descriptor_find_snapshot(dd, dd->images[chain[i]].guid);
+
+		was_temporary[i - a] = dd->snapshots[sn].temporary;
+	}
 	r = ploop_merge_mark(dd, chain, a, b, err);
 	if (!r && !dst->raw) {
 		r = ploop_delta_set_dirty(dst, true, err);
 		dst->marked_dirty = !r;
 	}
+	old_size = dst->size_sectors;
+	old_file_size = dst->file_size;
+	if (!r && (r = ploop_merge_prepare(dst, src, nsrc, &first, err)))
+		unchanged = dst->size_sectors == old_size && dst->file_size == old_file_size;
 	if (!r)
-		r = ploop_merge_deltas(dst, src, nsrc, err);
+		r = ploop_merge_copy(dst, src, nsrc, first, err);
 out:
 	for (int i = 0; i < nsrc; i++)
 		ploop_delta_close(src[i], NULL);
-	if (ploop_delta_close(dst, err) && !r)
+	if (ploop_delta_close(dst, err))
 		r = err->status;
+	else if (unchanged)
+		merge_unmark(dd, chain, a, b, was_temporary);
 	if (r)
 		return r;
 	return ploop_merge_commit(dd, chain, a, b, survivor, err);

@@ -129,6 +129,11 @@ int ploop_delta_flush(struct ploop_delta *d, struct ploop_error *err);
 /* Reserves @n clusters at the end of the file and returns the first index. With @fill the space is
  * allocated now (reads as zeros); without, the caller writes every one of them whole next. */
 int ploop_delta_alloc(struct ploop_delta *d, uint64_t n, bool fill, uint64_t *first, struct ploop_error *err);
+/* ploop_delta_grow (to @size_sectors, or no grow at that size) that also allocates @extra clusters
+ * (filled, contiguous, the first in *first) in the one allocation it makes before it changes
+ * anything: out of space, nothing changes. */
+int ploop_delta_grow_alloc(struct ploop_delta *d, uint64_t size_sectors, uint64_t extra, uint64_t *first,
+			   struct ploop_error *err);
 uint64_t ploop_delta_bat_bytes(const struct ploop_delta *d);
 /* Tail clusters into holes, then the file truncated (crash-safe order). */
 int ploop_delta_compact(struct ploop_delta *d, uint64_t *moved, struct ploop_error *err);
@@ -237,6 +242,11 @@ uint64_t ploop_gpt_partition_end(uint64_t size, uint32_t cs);
 /* Data of deltas src[0..n-1] (top first) merged into @dst (their common parent). */
 int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src_top_first, int n,
 		       struct ploop_error *err);
+/* The same in two steps: the space taken (out of space, @dst is as it was), then the data copied. */
+int ploop_merge_prepare(struct ploop_delta *dst, struct ploop_delta *const *src_top_first, int n, uint64_t *first,
+			struct ploop_error *err);
+int ploop_merge_copy(struct ploop_delta *dst, struct ploop_delta *const *src_top_first, int n, uint64_t first,
+		     struct ploop_error *err);
 /* Merges a crash left half done, as recovery completed them. */
 struct ploop_recovery {
 	int n;

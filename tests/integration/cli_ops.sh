@@ -623,6 +623,23 @@ if mount -t tmpfs -o size=32M tmpfs F 2>/dev/null; then
 	check "... the set and the free space are as they were" test "$(set_state)" = "$before"
 	check "... no unreferenced clusters in the top" bash -c "! '$PLOOP' check -f -c -r '$ftop' 2>&1 | grep -q unreferenced"
 	verify "out of space: after the failed grow" "$FD" mF
+
+	# snapshot-merge of the top into the base needs 160 new clusters there: it failed with the base
+	# already marked <Temporary/> (no data moved), and every later modifying command first tried to
+	# complete that merge and failed with 20 as well.
+	leave_free 3072
+	before=$(set_state)
+	one_line "out of space: snapshot-merge with 3 MiB free fails (exit 20)" 20 "$PLOOP" snapshot-merge "$FD"
+	check "... the set (no <Temporary/>) and the free space are as they were" test "$(set_state)" = "$before"
+	check "... a later command (snapshot) works" quiet "$PLOOP" snapshot "$FD"
+	verify "out of space: after the failed merge and a snapshot" "$FD" mF
+	before=$(set_state)
+	one_line "out of space: snapshot-merge -A fails (exit 20)" 20 "$PLOOP" snapshot-merge -A "$FD"
+	check "... the set and the free space are as they were" test "$(set_state)" = "$before"
+	rm -f F/fill
+	check "with room again: snapshot-merge -A" quiet "$PLOOP" snapshot-merge -A "$FD"
+	check "... one image left" test "$(deltas "$FD" | wc -l)" = 1
+	verify "out of space: merged with room again" "$FD" mF
 else
 	ok "out of space # SKIP cannot mount a tmpfs here"
 fi
