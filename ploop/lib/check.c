@@ -404,10 +404,11 @@ out:
 	return err->status;
 }
 
-int ploop_check_if_dirty(const char *path, struct ploop_error *err)
+int ploop_check_if_dirty(const char *path, bool compact, struct ploop_error *err)
 {
 	struct ploop_check_params cp = { .flags = PLOOP_CHECK_FORCE | PLOOP_CHECK_DROP_INUSE };
 	struct ploop_delta *d;
+	uint64_t moved = 0;
 	bool dirty;
 
 	if (ploop_delta_open(path, PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY, 0, 0, &d, err))
@@ -417,5 +418,16 @@ int ploop_check_if_dirty(const char *path, struct ploop_error *err)
 	if (!dirty)
 		return 0;
 	PNOTICE("%s was not closed cleanly: checking it", path);
-	return ploop_check_delta(path, &cp, err);
+	if (ploop_check_delta(path, &cp, err) || !compact)
+		return err->status;
+	/* Clusters a crash left allocated but not yet named by the BAT, before the last one it names
+	 * (a batch of a merge whose entries were being written), are given back too: the last
+	 * clusters move into them and the file is cut. */
+	if (ploop_delta_open(path, PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY, 0, 0, &d, err))
+		return err->status;
+	ploop_delta_compact(d, &moved, err);
+	ploop_delta_close(d, err);
+	if (!err->status && moved)
+		PNOTICE("%s: %" PRIu64 " cluster(s) moved into the holes a crash left", path, moved);
+	return err->status;
 }

@@ -359,7 +359,7 @@ static int merge_range(struct image_set *s, const int *chain, int a, int b, char
 	 * last BAT entry: the merge allocates at the end of the file, after such clusters, which would
 	 * then stay leaked for good (no longer at the tail, nothing trims them). */
 	for (int i = a; i <= b; i++)
-		if (!(i == 0 && dd->raw) && ploop_check_if_dirty(dd->images[chain[i]].path, err))
+		if (!(i == 0 && dd->raw) && ploop_check_if_dirty(dd->images[chain[i]].path, true, err))
 			return err->status;
 	/* Nothing is changed before every delta has opened and passed validation. */
 	PLOG("Merging %d image(s) into %s", b - a, dd->images[chain[a]].path);

@@ -257,8 +257,10 @@ int ploop_recover_locked(const char *dd_path, struct ploop_recovery *rec, struct
 /* The descriptor side of merging chain[a+1..b] into chain[a] (image.c). */
 /* A v2 delta left marked in use by a crash is checked and repaired as `check -f -d` does (check.c):
  * its marker dropped, and the clusters past the last one its BAT names (a crashed writer's
- * unacknowledged data or preallocation) given back; nothing is done to a clean one. */
-int ploop_check_if_dirty(const char *path, struct ploop_error *err);
+ * unacknowledged data or preallocation) given back; with @compact (the caller holds the set alone:
+ * no snapshot view reads it) unnamed clusters before that too, the last ones moved into them.
+ * Nothing is done to a clean one. */
+int ploop_check_if_dirty(const char *path, bool compact, struct ploop_error *err);
 int ploop_merge_check(const struct ploop_descriptor *dd, const int *chain, int a, int b, struct ploop_error *err);
 int ploop_merge_mark(struct ploop_descriptor *dd, const int *chain, int a, int b, struct ploop_error *err);
 int ploop_merge_commit(struct ploop_descriptor *dd, const int *chain, int a, int b, char survivor[PLOOP_GUID_BUF],

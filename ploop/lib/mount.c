@@ -497,11 +497,13 @@ static int cleanup_dead(const struct ploop_instance *in, struct ploop_error *err
 /* ---- before a chain is served ------------------------------------------------------------------- */
 
 /* Deltas of the chain left marked in use (a crash, a killed server, a host that went down under a
- * kernel mapping) are checked and repaired; a raw base has no marker. */
-static int check_dirty_deltas(const struct ploop_descriptor *dd, const int *idx, int n, struct ploop_error *err)
+ * kernel mapping) are checked and repaired, holes compacted if the set is ours alone (@exclusive: a
+ * snapshot view's server reads its deltas with their BAT in memory); a raw base has no marker. */
+static int check_dirty_deltas(const struct ploop_descriptor *dd, const int *idx, int n, bool exclusive,
+			      struct ploop_error *err)
 {
 	for (int i = 0; i < n; i++)
-		if (!(dd->raw && i == 0) && ploop_check_if_dirty(dd->images[idx[i]].path, err))
+		if (!(dd->raw && i == 0) && ploop_check_if_dirty(dd->images[idx[i]].path, exclusive, err))
 			return err->status;
 	return 0;
 }
@@ -536,7 +538,7 @@ int ploop_mount_prepare(const char *dd_path, const char *guid, bool ro, int *loc
 			   dd_path, guid);
 		goto fail;
 	}
-	if (!ro && check_dirty_deltas(*dd, idx, *n, err))
+	if (!ro && check_dirty_deltas(*dd, idx, *n, exclusive, err))
 		goto fail;
 	return 0;
 fail:

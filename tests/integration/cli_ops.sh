@@ -563,6 +563,20 @@ check "... the clusters past the target's BAT were given back first (no hole lef
 	bash -c "! '$PLOOP' check -f -c -r '$xbase' 2>&1 | grep -q unreferenced && test \$(stat -c %s '$xbase') -le $((xsize + 4 * 64 * 1024))"
 verify "interrupted merge completed by check" "$XD" mX
 
+# A crash can also leave a cluster allocated but not named by the BAT before the last one it names
+# (a batch whose entries were being written): a merge into that delta, left in use, gives it back.
+put "$XD" mX 100 5000
+head -c $((64 * 1024)) /dev/urandom >>"$xbase"	# unnamed ...
+put "$XD" mX $((8 * MiB)) 70000			# ... and clusters named after it
+check "a hole inside the base (set up)" bash -c "'$PLOOP' check -f -c -r '$xbase' 2>&1 | grep -q '1 unreferenced'"
+quiet "$PLOOP" snapshot "$XD"
+put "$XD" mX $((3 * MiB)) 3000
+printf 'Ynot' | dd of="$xbase" bs=1 seek=44 conv=notrunc status=none
+check "snapshot-merge into the base a crash left in use" quiet "$PLOOP" snapshot-merge "$XD"
+check "... moved a cluster into the hole first" grep -q "1 cluster(s) moved into the holes a crash left" "$T/.out"
+check "... no hole left" bash -c "! '$PLOOP' check -f -c -r '$xbase' 2>&1 | grep -q unreferenced"
+verify "merge into a base with a hole" "$XD" mX
+
 # What killed commands leave beside a set (a descriptor not yet put in place, the raw copy of a
 # conversion, header+BAT backups of a format conversion not pending) goes with the next command that
 # holds the set alone; a file the set names, or one of another name, stays.
