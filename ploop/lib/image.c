@@ -323,8 +323,8 @@ int ploop_merge_commit(struct ploop_descriptor *dd, const int *chain, int a, int
 
 /* Puts the temporary markers of chain[a..b-1] back as they were before this merge marked them, once
  * the target is clean again. Failing, they stay: the next command redoes the merge. */
-static void merge_unmark(struct ploop_descriptor *dd, const int *chain, int a, int b,
-			 const enum ploop_temporary *was)
+void ploop_merge_unmark(struct ploop_descriptor *dd, const int *chain, int a, int b,
+			const enum ploop_temporary *was)
 {
 	bool changed = false;
 
@@ -396,7 +396,7 @@ out:
 	if (ploop_delta_close(dst, err))
 		r = err->status;
 	else if (unchanged)
-		merge_unmark(dd, chain, a, b, was_temporary);
+		ploop_merge_unmark(dd, chain, a, b, was_temporary);
 	if (r)
 		return r;
 	return ploop_merge_commit(dd, chain, a, b, survivor, err);

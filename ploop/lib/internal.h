@@ -261,6 +261,10 @@ int ploop_recover_locked(const char *dd_path, struct ploop_recovery *rec, struct
  * no snapshot view reads it) unnamed clusters before that too, the last ones moved into them.
  * Nothing is done to a clean one. */
 int ploop_check_if_dirty(const char *path, bool compact, struct ploop_error *err);
+/* Puts the temporary markers of chain[a..b-1] back as they were (@was) before a merge that changed
+ * nothing marked them (image.c). */
+void ploop_merge_unmark(struct ploop_descriptor *dd, const int *chain, int a, int b,
+			const enum ploop_temporary *was);
 int ploop_merge_check(const struct ploop_descriptor *dd, const int *chain, int a, int b, struct ploop_error *err);
 int ploop_merge_mark(struct ploop_descriptor *dd, const int *chain, int a, int b, struct ploop_error *err);
 int ploop_merge_commit(struct ploop_descriptor *dd, const int *chain, int a, int b, char survivor[PLOOP_GUID_BUF],

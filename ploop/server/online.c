@@ -298,6 +298,7 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 	uint32_t *bat_copy = NULL;
 	int idx[PLOOP_MAX_CHAIN], n, a = gl - 1;
 	bool is_top = gl == s->chain->depth - 1, raw;
+	enum ploop_temporary was_temporary;
 
 	if (gl < 1 || gl >= s->chain->depth)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "nothing to merge into");
@@ -332,6 +333,7 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 		s->parent_stale = true;
 		pthread_rwlock_unlock(&s->io_lock);
 	}
+	was_temporary = dd->snapshots[ploop_descriptor_find_snapshot(dd, dd->images[idx[a]].guid)].temporary;
 	if (ploop_merge_mark(dd, idx, a, gl, err))
 		goto out;
 	if (!raw) {
@@ -359,8 +361,26 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 	}
 	{
 		struct ploop_delta *src = &snap;
+		uint64_t first, old_size = dst->size_sectors, old_file_size = dst->file_size;
 
-		if (ploop_merge_deltas(dst, &src, 1, err))
+		if (ploop_merge_prepare(dst, &src, 1, &first, err)) {
+			/* Out of space before any data moved: the parent closes clean as it was and the
+			 * marker goes, as offline (else every later command would redo this merge). */
+			if (dst->size_sectors == old_size && dst->file_size == old_file_size) {
+				int closed = ploop_delta_close(dst, &(struct ploop_error){ 0 });
+
+				dst = NULL;
+				delta_relock(parent);
+				if (!closed) {
+					ploop_merge_unmark(dd, idx, a, gl, &was_temporary);
+					pthread_rwlock_wrlock(&s->io_lock);
+					s->parent_stale = false;	/* nothing moved into it */
+					pthread_rwlock_unlock(&s->io_lock);
+				}
+			}
+			goto out;
+		}
+		if (ploop_merge_copy(dst, &src, 1, first, err))
 			goto out;
 	}
 

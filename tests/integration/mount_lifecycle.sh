@@ -231,6 +231,29 @@ if mount -t tmpfs -o size=2200k tmpfs F; then
 	fill_host "full host (2200k tmpfs)" F 17
 	umount "$RT/F"
 fi
+# An online merge without the space it needs fails (20) before any data moves, and leaves the set as
+# it was: no <Temporary/> marker (every later command would redo the merge, and fail), the parent
+# clean, the set still served and written.
+mkdir -p M
+if mount -t tmpfs -o size=8M tmpfs M; then
+	at_exit "umount -l $RT/M"
+	MD=$RT/M/DiskDescriptor.xml
+	IDS+=("$(run_id "$MD")")
+	must "merge, host full: init -t none" pl init -s 64M -t none M/root.hds
+	if mount_set "merge, host full: mount" "$MD" && inst "$MD"; then
+		dd if=/dev/urandom of="$I_DEV" bs=1M count=1 oflag=direct status=none
+		must "merge, host full: online snapshot" pl snapshot "$MD"
+		for i in 8 9 10 11; do
+			dd if=/dev/urandom of="$I_DEV" bs=1M count=1 seek=$i oflag=direct status=none 2>/dev/null
+		done
+		refuse "merge, host full: online snapshot-merge without the space (exit 20)" 20 pl snapshot-merge "$MD"
+		check "... no <Temporary/> left in the descriptor" bash -c "! grep -q Temporary '$MD'"
+		check "... still two deltas" test "$(grep -c '<Image>' "$MD")" = 2
+		umount_set "merge, host full: umount" "$MD"
+		checked "merge, host full: every delta checks clean" "$MD"
+	fi
+	umount "$RT/M"
+fi
 # The same on ext4: a fallocate that runs out of space there keeps what it allocated and grows the
 # file to it (not a whole number of clusters), which the server took as not allocated at all: the
 # file stayed longer than its last cluster after a clean umount (check: not aligned, exit 11).
