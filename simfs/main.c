@@ -577,6 +577,7 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 			"unserved\n", fs->root_dir);
 	fuse_ring_detach();
 	if (fs->quota) {
+		simfs_true_up_all(fs);
 		simfs_release_orphans(fs);
 		qlive_stop(fs->quota);
 	}
@@ -592,7 +593,7 @@ static int cmd_mount(int argc, char **argv)
 	static struct simfs fs;
 	char msg[1200], spath[PATH_MAX + 64], root[PATH_MAX];
 	const char *pos[2];
-	int npos = 0, pfd[2], lock_fd;
+	int npos = 0, pfd[2], lock_fd, r;
 	struct stat st;
 	struct state s;
 	size_t plen;
@@ -625,8 +626,8 @@ static int cmd_mount(int argc, char **argv)
 		die(SIMFS_ERR_DIR, "%s: %s", pos[0], strerror(errno));
 	if (stat(fs.private_dir, &st) || !S_ISDIR(st.st_mode))
 		die(SIMFS_ERR_DIR, "%s: not a directory", pos[0]);
-	if (root_path(pos[1], root, sizeof(root)))
-		die(SIMFS_ERR_DIR, "%s: %s", pos[1], strerror(errno));
+	if ((r = root_path(pos[1], root, sizeof(root))))
+		die(SIMFS_ERR_DIR, "%s: %s", pos[1], strerror(-r));
 	/* The state file has a line per field. */
 	if (strpbrk(fs.private_dir, "\n\r") || strpbrk(root, "\n\r"))
 		die(SIMFS_ERR_USAGE, "a PRIVATE or ROOT path with a line break is not supported");
@@ -706,6 +707,7 @@ static int cmd_umount(int argc, char **argv)
 	bool lazy = false;
 	struct state s;
 	bool have_state;
+	int r;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "-l"))
@@ -719,8 +721,8 @@ static int cmd_umount(int argc, char **argv)
 	}
 	if (!arg)
 		die(SIMFS_ERR_USAGE, "usage: simfs umount [-l] ROOT");
-	if (root_path(arg, root, sizeof(root)))
-		die(SIMFS_ERR_DIR, "%s: %s", arg, strerror(errno));
+	if ((r = root_path(arg, root, sizeof(root))))
+		die(SIMFS_ERR_DIR, "%s: %s", arg, strerror(-r));
 	state_path(root, spath, sizeof(spath));
 	lock_root(spath);
 	have_state = !read_state(spath, &s);

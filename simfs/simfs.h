@@ -49,6 +49,7 @@ struct sinode {
 	 * caused them): the next measure charges that (true_up), so what is given back when the
 	 * file goes was charged before. */
 	int64_t charged;
+	bool wrote;			/* written since its last measure (true_up_final) */
 	bool orphan;
 	int64_t orphan_bytes;
 	uid_t orphan_uid;
@@ -114,5 +115,8 @@ void qlive_apply(struct qlive *q, const struct qcharge *c);
 int qlive_move(struct qlive *q, int64_t bytes, int64_t inodes, uid_t ouid, gid_t ogid, uid_t nuid, gid_t ngid);
 /* First-level usage and soft limits, for statfs. */
 void qlive_usage(struct qlive *q, struct vzq_stat *st);
+/* At the daemon's stop, before the usage is written back: every file still known measured once
+ * more, its pending writeback started first (fs.c). */
+void simfs_true_up_all(struct simfs *fs);
 
 #endif

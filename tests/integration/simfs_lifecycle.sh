@@ -148,6 +148,9 @@ expect_rc "mount" 0 sf mount "$P" "$R"
 one_line "a second mount through a symlink to ROOT: already served (8)" 8 sf mount "$P" "$T/rlink"
 expect_rc "umount through the symlink" 0 sf umount "$T/rlink"
 check "ROOT is free again" sh -c "! grep -q ' $R ' /proc/self/mountinfo"
+ln -s selfloop "$T/selfloop"
+one_line "a ROOT that is a symlink loop: exit 3" 3 sf mount "$P" "$T/selfloop"
+check "... saying so" grep -q "Too many levels of symbolic links" "$T/.err"
 mkdir -p "$T/line
 break"
 at_exit "umount -l '$T/line

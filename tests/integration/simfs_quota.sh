@@ -98,10 +98,33 @@ for k in 1 2 3 4 5; do
 	frag "$R/frag$k" && sync && rm "$R/frag$k"
 	frag "$R/frag-kept$k" && sync && truncate -s 100K "$R/frag-kept$k"
 done
-# The kernel forgets the inode (memory pressure) before the file goes: charged when it is forgotten.
+# The kernel forgets the inode (memory pressure) before the file goes, written back or not yet:
+# charged when it is forgotten (its writeback started then).
 frag "$R/frag-forgotten" && sync && echo 2 >/proc/sys/vm/drop_caches && sleep 0.5 && rm "$R/frag-forgotten"
+frag "$R/frag-dirty" && echo 2 >/proc/sys/vm/drop_caches && sleep 0.5 && sync && rm "$R/frag-dirty"
 sync
 same_as_scan "fragmented files written back, then removed or truncated: usage equals a fresh scan"
+# Written, then the daemon stops (and the usage is written back) before the host wrote it back:
+# charged at the stop, so its removal after the next mount gives back what was charged.
+frag "$R/frag-stop"
+expect_rc "umount after a fragmented write" 0 sf umount "$R"
+sync
+expect_rc "mount again" 0 sf mount "$P" "$R" -o quota=101
+rm "$R/frag-stop"
+sync
+same_as_scan "a fragmented file written before a stop, removed after it: usage equals a fresh scan"
+# With few inode descriptors the forgotten inodes are reopened from their handles to be measured.
+expect_rc "umount" 0 sf umount "$R"
+expect_rc "mount with inode_fds=16" 0 sf mount "$P" "$R" -o quota=101,inode_fds=16
+for k in $(seq 24); do frag "$R/frag-many$k"; done
+echo 2 >/proc/sys/vm/drop_caches
+sleep 0.5
+sync
+rm -f "$R"/frag-many*
+sync
+same_as_scan "24 fragmented files, inode descriptors closed for the limit, forgotten, removed: usage equals a fresh scan"
+expect_rc "umount" 0 sf umount "$R"
+expect_rc "mount with quota" 0 sf mount "$P" "$R" -o quota=101
 rm -f "$R"/frag-kept*
 same_as_scan "... and once they are removed too"
 
