@@ -326,13 +326,21 @@ static int umount_to_grow(const struct ploop_instance *in, const char *dir, char
 
 static int mount_again(const struct ploop_instance *in, const char *dir, const char *opts, struct ploop_error *err)
 {
+	const char *fstype = in->fstype[0] ? in->fstype : "ext4";
 	char data[1024];
 	unsigned long flags = ploop_mount_options(opts, 0, data, sizeof(data));
 	struct ploop_error e = { 0 };
 
-	if (mount(in->part, dir, in->fstype[0] ? in->fstype : "ext4", flags, data))
-		ploop_fail(err->status ? &e : err, PLOOP_ERR_MOUNT, errno, "%s: cannot mount %s again", dir,
-			   in->part);
+	if (!mount(in->part, dir, fstype, flags, data))
+		return err->status;
+	/* An option mountinfo shows that mount(2) does not take back (idmapped...): mounted at least
+	 * as ploop mount would, and said so. */
+	flags = ploop_mount_options(in->options, 0, data, sizeof(data));
+	if (!mount(in->part, dir, fstype, flags, data)) {
+		PNOTICE("%s: mounted again without some of its options (%s): they were refused", dir, opts);
+		return err->status;
+	}
+	ploop_fail(err->status ? &e : err, PLOOP_ERR_MOUNT, errno, "%s: cannot mount %s again", dir, in->part);
 	return err->status;
 }
 

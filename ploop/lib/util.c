@@ -115,6 +115,10 @@ char *ploop_join(const char *dir, const char *name)
 	return r;
 }
 
+#ifndef MS_NOSYMFOLLOW
+#define MS_NOSYMFOLLOW 256
+#endif
+
 /* mount(8)'s flag options, which mount(2) takes as flags, not in its data string. */
 static const struct {
 	const char *name;
@@ -131,6 +135,7 @@ static const struct {
 	{ "diratime", 0, MS_NODIRATIME }, { "relatime", MS_RELATIME, MS_STRICTATIME },
 	{ "norelatime", 0, MS_RELATIME }, { "strictatime", MS_STRICTATIME, MS_RELATIME },
 	{ "lazytime", MS_LAZYTIME, 0 },	 { "nolazytime", 0, MS_LAZYTIME },
+	{ "nosymfollow", MS_NOSYMFOLLOW, 0 }, { "symfollow", 0, MS_NOSYMFOLLOW },
 	{ "defaults", 0, 0 },
 };
 

@@ -381,19 +381,19 @@ mkdir -p mH mH2
 mount_set "by hand: mount O1 (device only)" "$O1"
 inst "$O1"
 size0=$(pl info -s "$O1" | awk '/^size:/ {print $2}')
-if mount -o ro,nosuid,nodev,noexec,noatime "$I_PART" mH && mount --bind mH mH2; then
+if mount -o ro,nosuid,nodev,noexec,noatime,nosymfollow "$I_PART" mH && mount --bind mH mH2; then
 	refuse "by hand, on two directories: resize without CAP_SYS_RESOURCE refused (exit 46)" 46 \
 		$noresource "$PLOOP" resize -s 400M "$O1"
 	check "... saying so" grep -q "mounted on 2 directories" "$T/.err"
 	check "... nothing changed: the disk did not grow" test "$(pl info -s "$O1" | awk '/^size:/ {print $2}')" = "$size0"
 	check "... both still mounted" bash -c "mountpoint -q mH && mountpoint -q mH2"
 	umount mH2
-	must "by hand ro,nosuid,nodev,noexec,noatime: resize without CAP_SYS_RESOURCE" \
+	must "by hand ro,nosuid,nodev,noexec,noatime,nosymfollow: resize without CAP_SYS_RESOURCE" \
 		$noresource "$PLOOP" resize -s 400M "$O1"
 	check "... the disk grew" test "$(pl info -s "$O1" | awk '/^size:/ {print $2}')" = $((400 * 2048))
 	opts=$(findmnt -n -o OPTIONS --mountpoint "$RT/mH")
 	check "... mounted again with its options ($opts)" \
-		test "$(tr , '\n' <<<"$opts" | grep -cxE 'ro|nosuid|nodev|noexec|noatime')" = 5
+		test "$(tr , '\n' <<<"$opts" | grep -cxE 'ro|nosuid|nodev|noexec|noatime|nosymfollow')" = 6
 	umount mH
 else
 	not_ok "by hand: mount $I_PART read-only on mH and bind it on mH2"
