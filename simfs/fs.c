@@ -292,17 +292,6 @@ static void orphan_free(struct simfs *fs, struct sinode *n)
 	n->orphan_bytes = 0;
 }
 
-void simfs_release_orphans(struct simfs *fs)
-{
-	if (!fs->quota)
-		return;
-	pthread_mutex_lock(&fs->itable_lock);
-	for (size_t i = 0; i < fs->itable_size; i++)
-		for (struct sinode *n = fs->itable[i]; n; n = n->next)
-			orphan_free(fs, n);
-	pthread_mutex_unlock(&fs->itable_lock);
-}
-
 /*
  * The last measure of @n before we stop knowing it (the kernel forgets it, the daemon stops): a
  * later lookup starts from the blocks it has then, so what its host allocates for it afterwards,
@@ -339,23 +328,30 @@ static void true_up_final(struct simfs *fs, struct sinode *n)
 		close(own);
 }
 
-void simfs_true_up_all(struct simfs *fs)
+/* What the quota holds for @n when we stop knowing it: its last measure, and an orphan's charge
+ * given back (its blocks go with our descriptor). */
+static void quota_forget(struct simfs *fs, struct sinode *n)
+{
+	if (!fs->quota)
+		return;
+	true_up_final(fs, n);
+	orphan_free(fs, n);
+}
+
+void simfs_quota_stop(struct simfs *fs)
 {
 	if (!fs->quota)
 		return;
 	pthread_mutex_lock(&fs->itable_lock);
 	for (size_t i = 0; i < fs->itable_size; i++)
 		for (struct sinode *n = fs->itable[i]; n; n = n->next)
-			true_up_final(fs, n);
+			quota_forget(fs, n);
 	pthread_mutex_unlock(&fs->itable_lock);
 }
 
 static void inode_free(struct simfs *fs, struct sinode *n)
 {
-	if (fs->quota) {
-		true_up_final(fs, n);
-		orphan_free(fs, n);
-	}
+	quota_forget(fs, n);
 	if (n->fd >= 0)
 		close(n->fd);
 	free(n->handle);

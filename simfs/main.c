@@ -427,7 +427,6 @@ static int write_state(const char *path, const struct simfs *fs, const struct mo
 {
 	char tmp[PATH_MAX + 128];
 	FILE *f;
-
 	int fd;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -577,8 +576,7 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 			"unserved\n", fs->root_dir);
 	fuse_ring_detach();
 	if (fs->quota) {
-		simfs_true_up_all(fs);
-		simfs_release_orphans(fs);
+		simfs_quota_stop(fs);
 		qlive_stop(fs->quota);
 	}
 	unlink(spath);

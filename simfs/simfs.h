@@ -83,9 +83,10 @@ struct simfs {
 };
 
 extern const struct fuse_lowlevel_ops simfs_ops;
-/* When the session is over: the charge of orphans whose files were never released goes (their
- * blocks go with our descriptors). */
-void simfs_release_orphans(struct simfs *fs);
+/* When the session is over, before the usage is written back: every inode still known measured
+ * once more (a written file's writeback started first), the charge of orphans whose files were
+ * never released given back (their blocks go with our descriptors). */
+void simfs_quota_stop(struct simfs *fs);
 
 /* ---- quota_live.c: the live holder of a vzquota id -------------------------------------------- */
 
@@ -115,8 +116,5 @@ void qlive_apply(struct qlive *q, const struct qcharge *c);
 int qlive_move(struct qlive *q, int64_t bytes, int64_t inodes, uid_t ouid, gid_t ogid, uid_t nuid, gid_t ngid);
 /* First-level usage and soft limits, for statfs. */
 void qlive_usage(struct qlive *q, struct vzq_stat *st);
-/* At the daemon's stop, before the usage is written back: every file still known measured once
- * more, its pending writeback started first (fs.c). */
-void simfs_true_up_all(struct simfs *fs);
 
 #endif
