@@ -108,21 +108,22 @@ struct merge_run {
 
 typedef int (*merge_run_fn)(void *ctx, const struct merge_run *run);
 
-/* Calls @fn for the maximal runs of clusters held by @src (top first: the first holding one wins),
- * mapped into @dst in place or, for clusters @dst lacks, to consecutive clusters from @next. */
-static int merge_walk(struct ploop_delta *dst, struct ploop_delta *const *src, int n, uint64_t next,
-		      merge_run_fn fn, void *ctx)
+/* Calls @fn for the maximal runs of the disk's first @vclusters clusters held by @src (top first:
+ * the first holding one wins), mapped into @dst in place or, for clusters @dst lacks, to
+ * consecutive clusters from @next. */
+static int merge_walk(struct ploop_delta *dst, struct ploop_delta *const *src, int n, uint64_t vclusters,
+		      uint64_t next, merge_run_fn fn, void *ctx)
 {
 	uint64_t cs = dst->cluster_bytes;
 	struct merge_run run = { .level = -1 };
 	int r;
 
-	for (uint64_t v = 0; v <= dst->vclusters; v++) {
+	for (uint64_t v = 0; v <= vclusters; v++) {
 		uint64_t soff = 0, doff = 0;
 		int level = -1;
 		bool fresh = false;
 
-		for (int i = 0; i < n && level < 0 && v < dst->vclusters; i++)
+		for (int i = 0; i < n && level < 0 && v < vclusters; i++)
 			if (ploop_delta_lookup(src[i], v, &soff))
 				level = i;
 		if (level >= 0) {
@@ -186,23 +187,10 @@ static int merge_set_entries(void *ctx, const struct merge_run *run)
 	return 0;
 }
 
-/* The clusters of the disk's first @vclusters that a source holds and @dst does not: those the merge
- * adds to @dst (as merge_walk hands them out, once @dst is that large). */
-static uint64_t merge_new_clusters(const struct ploop_delta *dst, struct ploop_delta *const *src, int n,
-				   uint64_t vclusters)
+static int count_fresh(void *ctx, const struct merge_run *run)
 {
-	uint64_t need = 0, off;
-
-	for (uint64_t v = 0; v < vclusters && !dst->raw; v++) {
-		if (ploop_delta_lookup(dst, v, &off))
-			continue;
-		for (int i = 0; i < n; i++)
-			if (ploop_delta_lookup(src[i], v, &off)) {
-				need++;
-				break;
-			}
-	}
-	return need;
+	*(uint64_t *)ctx += run->fresh ? run->n : 0;
+	return 0;
 }
 
 /*
@@ -224,7 +212,9 @@ int ploop_merge_prepare(struct ploop_delta *dst, struct ploop_delta *const *src,
 			max_size = src[i]->size_sectors;
 	}
 	*first = 0;
-	need = merge_new_clusters(dst, src, n, (max_size + cs - 1) / cs);
+	/* What it lacks once as large as the largest source. */
+	need = 0;
+	merge_walk(dst, src, n, (max_size + cs - 1) / cs, 0, count_fresh, &need);
 	if (max_size > dst->size_sectors)
 		return ploop_delta_grow_alloc(dst, max_size, need, first, err);
 	if (need && ploop_delta_alloc(dst, need, true, first, err))
@@ -247,7 +237,7 @@ int ploop_merge_copy(struct ploop_delta *dst, struct ploop_delta *const *src, in
 	r = pio_pipe_new(PIO_PIPE_DEPTH, PIO_PIPE_CHUNK, PIO_PIPE_DURABLE, merge_consume, &m, &m.pipe);
 	if (r)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, -r, "%s: merge buffers", dst->path);
-	r = merge_walk(dst, src, n, first, merge_queue, &m);
+	r = merge_walk(dst, src, n, dst->vclusters, first, merge_queue, &m);
 	if (!r)
 		r = pio_pipe_finish(m.pipe);
 	pio_pipe_free(m.pipe);
@@ -255,7 +245,7 @@ int ploop_merge_copy(struct ploop_delta *dst, struct ploop_delta *const *src, in
 		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "%s: cannot merge into it",
 				  dst->path);
 	dst->data_unsynced = true;
-	merge_walk(dst, src, n, first, merge_set_entries, &m);
+	merge_walk(dst, src, n, dst->vclusters, first, merge_set_entries, &m);
 	return ploop_delta_flush(dst, err);
 }
 
@@ -283,11 +273,18 @@ int ploop_merge_check(const struct ploop_descriptor *dd, const int *chain, int a
 	return 0;
 }
 
-/* Before the data moves: chain[a..b-1] marked temporary, so a crash makes recovery redo the merge. */
-int ploop_merge_mark(struct ploop_descriptor *dd, const int *chain, int a, int b, struct ploop_error *err)
+/* Before the data moves: chain[a..b-1] marked temporary, so a crash makes recovery redo the merge;
+ * their markers as they were in @was (for ploop_merge_unmark). */
+int ploop_merge_mark(struct ploop_descriptor *dd, const int *chain, int a, int b, enum ploop_temporary *was,
+		     struct ploop_error *err)
 {
-	for (int i = a; i < b; i++)
-		dd->snapshots[ploop_descriptor_find_snapshot(dd, dd->images[chain[i]].guid)].temporary = PLOOP_TEMP;
+	for (int i = a; i < b; i++) {
+		int k = ploop_descriptor_find_snapshot(dd, dd->images[chain[i]].guid);
+		struct ploop_snapshot_entry *sn = &dd->snapshots[k];
+
+		was[i - a] = sn->temporary;
+		sn->temporary = PLOOP_TEMP;
+	}
 	return ploop_descriptor_store(dd, err);
 }
 
@@ -374,12 +371,7 @@ static int merge_range(struct image_set *s, const int *chain, int a, int b, char
 		}
 		nsrc++;
 	}
-	for (int i = a; i < b; i++) {
-		int sn = ploop_descriptor_find_snapshot(dd, dd->images[chain[i]].guid);
-
-		was_temporary[i - a] = dd->snapshots[sn].temporary;
-	}
-	r = ploop_merge_mark(dd, chain, a, b, err);
+	r = ploop_merge_mark(dd, chain, a, b, was_temporary, err);
 	if (!r && !dst->raw) {
 		r = ploop_delta_set_dirty(dst, true, err);
 		dst->marked_dirty = !r;

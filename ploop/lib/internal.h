@@ -266,7 +266,8 @@ int ploop_check_if_dirty(const char *path, bool compact, struct ploop_error *err
 void ploop_merge_unmark(struct ploop_descriptor *dd, const int *chain, int a, int b,
 			const enum ploop_temporary *was);
 int ploop_merge_check(const struct ploop_descriptor *dd, const int *chain, int a, int b, struct ploop_error *err);
-int ploop_merge_mark(struct ploop_descriptor *dd, const int *chain, int a, int b, struct ploop_error *err);
+int ploop_merge_mark(struct ploop_descriptor *dd, const int *chain, int a, int b, enum ploop_temporary *was,
+		     struct ploop_error *err);
 int ploop_merge_commit(struct ploop_descriptor *dd, const int *chain, int a, int b, char survivor[PLOOP_GUID_BUF],
 		       struct ploop_error *err);
 /* An empty delta with the size, cluster and version of @like, named after the descriptor's base. */

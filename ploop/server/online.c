@@ -333,8 +333,7 @@ static int online_merge(struct srv *s, int gl, char survivor[PLOOP_GUID_BUF], st
 		s->parent_stale = true;
 		pthread_rwlock_unlock(&s->io_lock);
 	}
-	was_temporary = dd->snapshots[ploop_descriptor_find_snapshot(dd, dd->images[idx[a]].guid)].temporary;
-	if (ploop_merge_mark(dd, idx, a, gl, err))
+	if (ploop_merge_mark(dd, idx, a, gl, &was_temporary, err))
 		goto out;
 	if (!raw) {
 		if (ploop_delta_set_dirty(dst, true, err))
