@@ -13,8 +13,8 @@ static int verbosity;
 
 static const struct command commands[] = {
 	{ "init", cmd_init, "init -s SIZE [-b BLOCKSIZE] [-v 1|2] [-f ploop1|expanded|preallocated|raw] [--sparse] [-t ext4|none] [-B FSBLOCKSIZE] [-P] DELTA" },
-	{ "mount", cmd_mount, "mount [--kernel] [-r] [-m DIR] [-t FSTYPE] [-o OPTIONS] [-u UUID|base] DiskDescriptor.xml" },
-	{ "umount", cmd_umount, "umount {-m DIR | -d DEVICE | DiskDescriptor.xml}" },
+	{ "mount", cmd_mount, "mount [--kernel|-k] [-r] [-m DIR] [-t FSTYPE] [-o OPTIONS] [-u UUID|base] DiskDescriptor.xml" },
+	{ "umount", cmd_umount, "umount {-m DIR | -d DEVICE | [-u UUID] DiskDescriptor.xml}" },
 	{ "list", cmd_list, "list [-H]" },
 	{ "snapshot-mount", cmd_snapshot_mount, "snapshot-mount -u UUID -m DIR [-t FSTYPE] [-o OPTIONS] DiskDescriptor.xml" },
 	{ "snapshot-umount", cmd_snapshot_umount, "snapshot-umount {-u UUID DiskDescriptor.xml | -m DIR}" },

@@ -382,7 +382,7 @@ static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t
 			goto out;
 	}
 	if (!fs) {
-		PNOTICE("%s holds no ext4 filesystem: the disk grew, there is nothing else to grow", in->part);
+		PNOTICE("%s holds no ext4 filesystem: the disk is resized, there is nothing else to grow", in->part);
 		return 0;
 	}
 	if (!fs_mounted || remount) {
@@ -501,7 +501,7 @@ int ploop_resize(const char *dd_path, uint64_t size, struct ploop_error *err)
 
 		if (ploop_mount(&mp, &in, err))
 			return err->status;
-		if (size > cur)
+		if (size >= cur)	/* the same size grows a filesystem short of its disk, as mounted */
 			grow_mounted(&in, size, cs, err);
 		else
 			shrink_fs(&in, size, cs, err);
