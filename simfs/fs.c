@@ -12,6 +12,7 @@
 #include <string.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
+#include <sched.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/statvfs.h>
@@ -455,8 +456,18 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
 	conn->want &= ~(unsigned)FUSE_CAP_SPLICE_READ;
-	/* We write as root (CAP_FSETID): the kernel must clear suid/sgid itself on write and chown. */
-	conn->want &= ~(unsigned)FUSE_CAP_HANDLE_KILLPRIV;
+	/* We write as root (CAP_FSETID): the kernel must clear suid/sgid itself on write and chown,
+	 * and on open(O_TRUNC) too, which it does only when it truncates through setattr (an atomic
+	 * O_TRUNC of our open would keep the bits of a file another uid empties). */
+	conn->want &= ~(unsigned)(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_ATOMIC_O_TRUNC);
+	/* POSIX ACLs kept by the host are checked by the kernel (default_permissions alone checks
+	 * the mode bits only, so an ACL that denies would be passed over), and a directory's default
+	 * ACL applies to what is created in it instead of the umask: so the umask comes to us and the
+	 * host applies it as POSIX says (do_make). */
+	if ((conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK)) {
+		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+		fs->caller_umask = true;
+	}
 	/* Data changed on the host shows through when its mtime/size do. */
 	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
 		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
@@ -690,6 +701,21 @@ static int64_t make_worst_case(enum mk_kind kind, const char *link)
 	return 0;
 }
 
+/* The umask of the calling thread, for the host's creations that follow (0: the daemon's own).
+ * Each request thread gets a umask of its own the first time (unshare(CLONE_FS)); false if it
+ * cannot, and then the caller applies the mask itself. */
+static bool thread_umask(mode_t mask)
+{
+	static __thread int own;	/* 0 unknown, 1 own umask, -1 shared */
+
+	if (!own)
+		own = unshare(CLONE_FS) ? -1 : 1;
+	if (own < 0)
+		return false;
+	umask(mask);
+	return true;
+}
+
 /* Creates @name in @parent as the caller (owner fixed up after a root create), charging one
  * inode and the worst case of blocks before, the measured blocks after. For MK_FILE the file is
  * opened (fi->fh) and counted open. Replies to @req. */
@@ -734,6 +760,9 @@ static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enu
 		if (r)
 			goto out;
 	}
+	/* The host applies the caller's umask unless the directory has a default ACL. */
+	if (fs->caller_umask && !thread_umask(ctx->umask))
+		mode &= ~ctx->umask;
 	switch (kind) {
 	case MK_DIR:
 		r = mkdirat(parent->fd, name, mode) ? -errno : 0;
@@ -756,6 +785,8 @@ static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enu
 		break;
 	}
 	}
+	if (fs->caller_umask)
+		thread_umask(0);
 	if (r) {
 		if (fs->quota) {
 			struct qcharge undo = { -res.bytes, -res.inodes, res.uid, res.gid };
@@ -776,10 +807,11 @@ static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enu
 			inode_forget(fs, n, 1);
 			goto made;
 		}
+		/* the mode as created (umask or default ACL applied): chown dropped its suid/sgid */
 		if (fchownat(n->fd, "", ctx->uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 &&
-		    kind != MK_SYMLINK && kind != MK_DIR && (mode & (S_ISUID | S_ISGID))) {
+		    kind != MK_SYMLINK && kind != MK_DIR && (e.attr.st_mode & (S_ISUID | S_ISGID))) {
 			proc_name(proc, sizeof(proc), n->fd);
-			chmod(proc, mode & 07777);
+			chmod(proc, e.attr.st_mode & 07777);
 		}
 		stat_fd(n->fd, &e.attr);
 		iput(fs, n);
@@ -1116,17 +1148,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * where they belong (op_write_buf appends the writes of write()). */
 	if (fs->writeback && (flags & O_ACCMODE) == O_WRONLY)
 		flags = (flags & ~O_ACCMODE) | O_RDWR;
-	flags &= ~O_APPEND;
-	/* O_TRUNC frees blocks: do it through setattr's accounting. */
-	if ((flags & O_TRUNC) && fs->quota) {
-		int r = do_truncate(fs, n, NULL, 0);
-
-		if (r) {
-			fuse_reply_err(req, -r);
-			return;
-		}
-		flags &= ~O_TRUNC;
-	}
+	/* The kernel truncates through setattr (no atomic O_TRUNC, op_init): with its accounting, and
+	 * the suid/sgid bits cleared as they must be. */
+	flags &= ~(O_APPEND | O_TRUNC);
 	proc_name(proc, sizeof(proc), n->fd);
 	fd = open(proc, (flags & ~O_CREAT) | O_CLOEXEC);
 	if (fd < 0) {
@@ -1328,8 +1352,10 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 
 	/* write() on an O_APPEND file appends to what the host file has; pages written back (from
 	 * a shared mapping) go to their offset. With the writeback cache the kernel appends itself
-	 * (the file's end may still be in its cache): its offset stands. */
-	bool append = !fs->writeback && (fi->flags & O_APPEND) && !fi->writepage;
+	 * (the file's end may still be in its cache): its offset stands. So it does for O_DIRECT: the
+	 * kernel sends the parts of a large write at once, each at the offset it gave it from the
+	 * size it knows (appended one after the other, the parts would overwrite or swap places). */
+	bool append = !fs->writeback && (fi->flags & O_APPEND) && !(fi->flags & O_DIRECT) && !fi->writepage;
 
 	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	out.buf[0].fd = fh_fd(fi);

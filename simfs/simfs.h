@@ -70,6 +70,7 @@ struct simfs {
 	int proc_fd;		/* /proc/self/fd */
 	bool ro;
 	bool writeback;		/* kernel writeback cache (off with quota: EDQUOT must reach write()) */
+	bool caller_umask;	/* the kernel leaves the umask to us (POSIX ACLs: see op_init) */
 	double timeout;		/* entry and attribute timeout, seconds */
 	pthread_mutex_t itable_lock;
 	struct sinode **itable;
