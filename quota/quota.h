@@ -29,6 +29,10 @@ extern "C" {
  *   usage back (vzq_merge_usage) at least every few seconds while it changes and at a clean stop,
  *   then clears VZQ_FLAG_LIVE. A file that says LIVE while nobody holds the live lock was left by
  *   a killed daemon: its usage is rescanned by the next `vzquota on` or simfs mount.
+ * - VZQ_FLAG_SERVED: a daemon served the quota since `vzquota on` (set with LIVE, kept after a
+ *   clean stop, cleared by on). Nothing counts writes made into the tree while no daemon serves
+ *   it, so `vzquota off` of a quota never SERVED counts the tree, as `stat` does then; once a
+ *   daemon kept the usage, off trusts it.
  * - The file is the only channel between the tools and the daemon. Every change is made under the
  *   file lock (vzq_open with VZQ_RDWR) as read-modify-write: tools change limits, the daemon changes
  *   usage; neither overwrites the other's fields. After changing limits, a tool asks the daemon to
@@ -64,6 +68,7 @@ struct vzq_error {
 #define VZQ_FLAG_DIRTY		0x2u	/* usage must be recomputed */
 #define VZQ_FLAG_UGID_ON	0x4u	/* second level requested */
 #define VZQ_FLAG_LIVE		0x100u	/* a simfs daemon holds the quota (see above) */
+#define VZQ_FLAG_SERVED		0x200u	/* a simfs daemon served it since on (see above) */
 
 /* Usage and limits of one accounting object: bytes (allocated, not apparent) and inodes. Grace
  * ends (btime/itime) are absolute times, 0 when usage is not over the soft limit. */

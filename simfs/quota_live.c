@@ -164,7 +164,8 @@ int qlive_start(uint32_t id, const char *private_dir, const char *root_dir, stru
 		}
 	}
 	vzq_update_grace(&ql->q, now());
-	ql->q.flags |= VZQ_FLAG_LIVE;
+	/* SERVED stays after our stop: vzquota off then trusts the usage we wrote back */
+	ql->q.flags |= VZQ_FLAG_LIVE | VZQ_FLAG_SERVED;
 	ql->q.flags &= ~VZQ_FLAG_DIRTY;
 	r = vzq_write(h, &ql->q, &err);
 	if (r) {

@@ -92,7 +92,7 @@ void simfs_quota_stop(struct simfs *fs);
 /* ---- quota_live.c: the live holder of a vzquota id -------------------------------------------- */
 
 /* Opens quota @id for @private_dir: checks ON, takes the live lock, rescans if DIRTY or LIVE,
- * marks the file LIVE. Returns a SIMFS_ERR_* with @msg on failure. */
+ * marks the file LIVE and SERVED. Returns a SIMFS_ERR_* with @msg on failure. */
 int qlive_start(uint32_t id, const char *private_dir, const char *root_dir, struct qlive **out, char *msg,
 		size_t len);
 /* Starts the writer (every ~2 s when changed) and the request listener threads. */

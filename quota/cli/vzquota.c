@@ -688,7 +688,7 @@ static int cmd_on(const struct opts *o)
 	}
 	if (!rc) {
 		s.q.flags |= VZQ_FLAG_ON;
-		s.q.flags &= ~VZQ_FLAG_LIVE;
+		s.q.flags &= ~(VZQ_FLAG_LIVE | VZQ_FLAG_SERVED);
 		vzq_update_grace(&s.q, time(NULL));
 		warn_limits(&s.q);
 		rc = write_quota(&s, o->id);
@@ -708,6 +708,24 @@ static int refuse_live(uint32_t id, const char *what)
 		    id, where);
 }
 
+/* The count of off. A tree it cannot count does not keep the quota on (a container would not
+ * stop): without a path the usage stays as it was, after a failed count the next on recounts. */
+static void off_count(const struct opts *o, struct vzq_quota *q)
+{
+	const char *path = tree_path(o, q);
+	struct vzq_error err = { 0 };
+
+	if (!path) {
+		warnx_("quota %u: no tree path known, usage not counted (use -p)", q->id);
+		return;
+	}
+	info("counting the usage of %s", path);
+	if (vzq_scan(path, q, time(NULL), &err)) {
+		warnx_("%s; usage not counted, quota marked dirty", err.msg);
+		q->flags |= VZQ_FLAG_DIRTY;
+	}
+}
+
 static int cmd_off(const struct opts *o)
 {
 	struct session s = { 0 };
@@ -719,13 +737,23 @@ static int cmd_off(const struct opts *o)
 	rc = open_quota(o, &s, VZQ_RDWR);
 	if (rc)
 		return rc;
+	/* a simfs that started between our check and our lock marked the file LIVE: not stale */
+	if (vzq_live_held(o->id)) {
+		close_quota(&s);
+		return refuse_live(o->id, "turn off");
+	}
 	if (!(s.q.flags & VZQ_FLAG_ON)) {
 		close_quota(&s);
 		return fail(VZQ_ERR_NOT_RUNNING, "quota %u is not running", o->id);
 	}
-	s.q.flags &= ~VZQ_FLAG_ON;
-	if (s.q.flags & VZQ_FLAG_LIVE)	/* left by a killed daemon: its usage is stale */
+	if (s.q.flags & VZQ_FLAG_LIVE) {	/* left by a killed daemon: its usage is stale */
 		s.q.flags = (s.q.flags & ~VZQ_FLAG_LIVE) | VZQ_FLAG_DIRTY;
+	} else if (!(s.q.flags & VZQ_FLAG_SERVED)) {
+		/* no daemon kept the usage since on (vzctl create untars so): what was written
+		 * into the tree is counted now, as upstream's off pulls the final usage */
+		off_count(o, &s.q);
+	}
+	s.q.flags &= ~VZQ_FLAG_ON;
 	rc = write_quota(&s, o->id);
 	close_quota(&s);
 	if (!rc && verbose >= 1 && !batch)
@@ -855,12 +883,19 @@ static int cmd_stat(const struct opts *o)
 	bool live = vzq_live_held(o->id);
 	int rc;
 
+again:
 	if (live && vzq_live_request(o->id, VZQ_REQ_SYNC, NULL, 0, &s.err))
 		return lib_fail(&s.err);
 	/* live: the daemon wrote its usage; else count it now (nobody kept it) and, without -f, keep it */
 	rc = open_quota(o, &s, live || o->force ? VZQ_RDONLY : VZQ_RDWR);
 	if (rc)
 		return rc;
+	/* a simfs started meanwhile: it keeps the usage (and its LIVE must stay in the file) */
+	if (!live && vzq_live_held(o->id)) {
+		close_quota(&s);
+		live = true;
+		goto again;
+	}
 	if (!(s.q.flags & VZQ_FLAG_ON)) {
 		close_quota(&s);
 		return fail(VZQ_ERR_NOT_RUNNING, "quota accounting is off for id %u, try vzquota show %u", o->id, o->id);
@@ -868,6 +903,7 @@ static int cmd_stat(const struct opts *o)
 	if (!live) {
 		rc = scan(tree_path(o, &s.q), &s.q);
 		if (!rc && !o->force) {
+			/* counted: a killed daemon's LIVE no longer applies (the scan cleared DIRTY) */
 			s.q.flags &= ~VZQ_FLAG_LIVE;
 			rc = write_quota(&s, o->id);
 		}

@@ -153,7 +153,7 @@ static int decode_ours(const char *fname, const unsigned char *buf, size_t len, 
 		return CORRUPT("%s: corrupt quota file: checksum mismatch", fname);
 
 	flags = le32toh(h.flags);
-	if (flags & ~(VZQ_FLAG_ON | VZQ_FLAG_DIRTY | VZQ_FLAG_UGID_ON | VZQ_FLAG_LIVE))
+	if (flags & ~(VZQ_FLAG_ON | VZQ_FLAG_DIRTY | VZQ_FLAG_UGID_ON | VZQ_FLAG_LIVE | VZQ_FLAG_SERVED))
 		return CORRUPT("%s: corrupt quota file: unknown flags 0x%" PRIx32, fname, flags);
 	q->id = le32toh(h.id);
 	q->flags = flags;

@@ -1,5 +1,5 @@
 /* A stand-in for the simfs daemon in the vzquota tests: holds the live lock of a quota, marks its
- * file LIVE, and answers requests: path (its argument), sync (writes usage @bytes/@inodes into the
+ * file LIVE and SERVED, and answers requests: path (its argument), sync (writes usage @bytes/@inodes into the
  * file), reload (ok). Usage: vzq-fakelive ID FILE MOUNTPOINT BYTES INODES. Stops on SIGTERM. */
 #include <signal.h>
 #include <stdio.h>
@@ -55,7 +55,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "fakelive: %s\n", err.msg);
 		return err.status;
 	}
-	if (update(argv[2], &live, VZQ_FLAG_LIVE, 0))
+	if (update(argv[2], &live, VZQ_FLAG_LIVE | VZQ_FLAG_SERVED, 0))
 		return 1;
 	struct sigaction sa = { .sa_handler = on_term };
 	sigaction(SIGTERM, &sa, NULL);

@@ -201,6 +201,22 @@ expect_rc "setlimit while live (reload)" 0 q setlimit 106 -b 5000
 expect_rc "reload2 while live" 0 q reload2 106
 kill $FL; wait $FL 2>/dev/null
 expect_rc "off after the daemon stopped" 0 q off 106
+check "off after a daemon served the quota keeps the usage it wrote" test "$(q -b show 106 | awk 'NR==1{print $1}')" = 3000
+
+# ---- usage written while no simfs serves the quota ----
+# vzctl create untars into the tree with the quota on and no simfs, then turns it off: off counts.
+mkdir -p "$T/untar/d"
+expect_rc "init for writes without simfs" 0 q init 109 -p "$T/untar" -b 1000000 -B 1100000 -i 10000 -I 11000 -e 259200 -n 259200 -s 0
+expect_rc "on" 0 q on 109
+dd if=/dev/zero of="$T/untar/big" bs=1M count=20 status=none
+: >"$T/untar/d/f"
+expect_rc "off" 0 q off 109
+check "off counted what was written while no simfs served the quota" \
+	test "$(q -b show 109 | awk 'NR<=2{print $1}' | xargs)" = "$("$DQCHECK" -q "$T/untar")"
+expect_rc "on again" 0 q on 109 -p "$T/untar"
+rm "$T/untar/big"
+expect_rc "off with -p" 0 q off 109 -p "$T/untar"
+check "off counted the removal too" test "$(q -b show 109 | awk 'NR<=2{print $1}' | xargs)" = "$("$DQCHECK" -q "$T/untar")"
 
 # ---- what vzctl passes ----
 # vzctl starts a container with `on ID -r 0 ... -s 1 -u N` and gives "unlimited" as LONG_MAX 1k blocks.

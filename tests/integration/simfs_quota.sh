@@ -278,6 +278,7 @@ same_as_scan "usage equals a fresh scan after names created at a user's hard lim
 # ---- clean stop writes back; kill -9 is detected and rescanned ----
 expect_rc "umount" 0 sf umount "$R"
 check "clean stop clears LIVE" sh -c "test \$(( \$('$QTOOL' file 101 | awk '/^flags/ { print \$2 }') & 256 )) = 0"
+check "and keeps SERVED (vzquota off trusts the usage written back)" sh -c "test \$(( \$('$QTOOL' file 101 | awk '/^flags/ { print \$2 }') & 512 )) = 512"
 expect_rc "mount again" 0 sf mount "$P" "$R" -o quota=101
 dd if=/dev/urandom of="$R/after" bs=1M count=1 status=none
 pid=$(sed -n 's/^pid=//p' "$SIMFS_RUN_DIR"/*.state)
