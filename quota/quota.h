@@ -196,12 +196,13 @@ void vzq_live_forget(uint32_t id);
  * the live lock now. The lock file stays while the quota exists. */
 void vzq_live_clear(uint32_t id);
 
-/* Copies the usage fields (first level current + grace ends, and every record's current, grace
- * ends, and flags) of @live into @file, keeping @file's limits, grace intervals and path. Records
- * in @live missing from @file are added. */
+/* Copies the usage fields (first level current + grace ends, and, if @live has the second level
+ * on, every record's current, grace ends, and flags) of @live into @file, keeping @file's limits,
+ * grace intervals, flags and path. Records in @live missing from @file are added. */
 int vzq_merge_usage(struct vzq_quota *file, const struct vzq_quota *live, struct vzq_error *err);
-/* Copies the limits (first and second level, grace intervals, ugid settings, flags other than LIVE
- * and DIRTY) of @file into @live, keeping @live's usage; then updates grace ends. */
+/* Copies the limits (first level, every record's, grace intervals) of @file into @live, keeping
+ * @live's usage, flags and second-level state (UGID_ON, ugid_limit: a change of them takes effect
+ * at the holder's next start); then updates grace ends. */
 int vzq_merge_limits(struct vzq_quota *live, const struct vzq_quota *file, time_t now, struct vzq_error *err);
 
 /* Requests from the tools to the live holder, over a SOCK_SEQPACKET socket RUN_DIR/ID.sock
@@ -209,6 +210,7 @@ int vzq_merge_limits(struct vzq_quota *live, const struct vzq_quota *file, time_
 #define VZQ_REQ_SYNC "sync"	/* write your usage into the file now */
 #define VZQ_REQ_RELOAD "reload"	/* the file's limits changed: adopt them */
 #define VZQ_REQ_PATH "path"	/* reply "ok MOUNTPOINT": where the tree is served */
+#define VZQ_REQ_STATUS "status"	/* reply "ok UGID_ON UGID_LIMIT": the second level it enforces */
 
 /* Sends @req to the live holder of @id and waits (at most 10 s) for its reply. VZQ_ERR_NOT_RUNNING
  * if none listens; VZQ_ERR_LIVE with its message if it answers an error. @reply may be NULL. */

@@ -1,6 +1,6 @@
 /* The live holder of a vzquota id: usage kept exact in memory under a mutex, written back to the
  * quota file every ~2 s when it changed and at a clean stop, and the answers to the tools'
- * requests (sync, reload, path) on the live socket. */
+ * requests (sync, reload, path, status) on the live socket. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -229,6 +229,10 @@ static void answer(struct qlive *ql, int fd)
 		snprintf(reply, sizeof(reply), "ok");
 	} else if (!strcmp(req, VZQ_REQ_PATH)) {
 		snprintf(reply, sizeof(reply), "ok %s", ql->root_dir);
+	} else if (!strcmp(req, VZQ_REQ_STATUS)) {
+		pthread_mutex_lock(&ql->lock);
+		snprintf(reply, sizeof(reply), "ok %d %u", (ql->q.flags & VZQ_FLAG_UGID_ON) != 0, ql->q.ugid_limit);
+		pthread_mutex_unlock(&ql->lock);
 	} else {
 		r = VZQ_ERR_USAGE;
 		snprintf(err.msg, sizeof(err.msg), "unknown request '%.40s'", req);

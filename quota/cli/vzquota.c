@@ -46,18 +46,15 @@ struct opts {
 static char *warnings;
 static size_t warnings_len;
 
-__attribute__((format(printf, 1, 2))) static void warnx_(const char *fmt, ...)
+static void held(const char *kind, const char *fmt, va_list ap)
 {
 	char line[1200];
-	va_list ap;
 	char *n;
 	int len;
 
 	if (verbose < 1)
 		return;
-	va_start(ap, fmt);
 	len = vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
 	if (len < 0)
 		return;
 	if ((size_t)len >= sizeof(line))
@@ -66,7 +63,26 @@ __attribute__((format(printf, 1, 2))) static void warnx_(const char *fmt, ...)
 	if (!n)
 		return;
 	warnings = n;
-	warnings_len += sprintf(warnings + warnings_len, "vzquota: (warning) %s\n", line);
+	warnings_len += sprintf(warnings + warnings_len, "vzquota: (%s) %s\n", kind, line);
+}
+
+__attribute__((format(printf, 1, 2))) static void warnx_(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	held("warning", fmt, ap);
+	va_end(ap);
+}
+
+/* Held back as the warnings are: a note on what the command did. */
+__attribute__((format(printf, 1, 2))) static void notice(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	held("notice", fmt, ap);
+	va_end(ap);
 }
 
 static int flush_warnings(int rc)
@@ -407,6 +423,26 @@ static void live_where(uint32_t id, char *out, size_t len)
 
 	if (vzq_live_request(id, VZQ_REQ_PATH, out, len, &err) || !*out)
 		snprintf(out, len, "(a simfs daemon)");
+}
+
+/* The second level the live holder of @id enforces (it keeps the one it started with): 0, or
+ * the request's error. */
+static int live_ugid(uint32_t id, bool *on, uint32_t *limit, struct vzq_error *err)
+{
+	char reply[64];
+	unsigned int o, l;
+	int rc = vzq_live_request(id, VZQ_REQ_STATUS, reply, sizeof(reply), err);
+
+	if (rc)
+		return rc;
+	if (sscanf(reply, "%u %u", &o, &l) != 2) {
+		err->status = VZQ_ERR_LIVE;
+		snprintf(err->msg, sizeof(err->msg), "quota %u: status: unexpected answer '%s'", id, reply);
+		return err->status;
+	}
+	*on = o != 0;
+	*limit = l;
+	return 0;
 }
 
 static int reload_live(uint32_t id)
@@ -797,7 +833,6 @@ static int cmd_setlimit(const struct opts *o)
 	rc = open_quota(o, &s, VZQ_RDWR);
 	if (rc)
 		return rc;
-	bool running = s.q.flags & VZQ_FLAG_ON;
 	bool ugid_was_on = s.q.flags & VZQ_FLAG_UGID_ON;
 	uint32_t old_limit = s.q.ugid_limit;
 
@@ -805,9 +840,12 @@ static int cmd_setlimit(const struct opts *o)
 	rc = set_stored_path(o, &s.q);
 	if (o->force)
 		s.q.flags |= VZQ_FLAG_DIRTY;	/* the next on recounts */
-	/* uid/gid usage that nobody counted */
-	if (running && (s.q.flags & VZQ_FLAG_UGID_ON) && (!ugid_was_on || (old_limit == 0 && s.q.ugid_limit)))
+	/* uid/gid usage that nobody counted: the next start counts it (a simfs serving the quota
+	 * keeps its second level as it started) */
+	if ((s.q.flags & VZQ_FLAG_UGID_ON) && (!ugid_was_on || (old_limit == 0 && s.q.ugid_limit)))
 		s.q.flags |= VZQ_FLAG_DIRTY;
+	if (vzq_live_held(o->id) && (ugid_was_on != !!(s.q.flags & VZQ_FLAG_UGID_ON) || old_limit != s.q.ugid_limit))
+		notice("quota %u: the second-level change takes effect at the next start (simfs mount)", o->id);
 	vzq_update_grace(&s.q, time(NULL));
 	if (!rc)
 		rc = write_quota(&s, o->id);
@@ -838,6 +876,22 @@ static int cmd_setlimit2(const struct opts *o)
 		close_quota(&s);
 		return fail(VZQ_ERR_NOT_RUNNING, "quota %u: %s", o->id,
 			    !(s.q.flags & VZQ_FLAG_ON) ? "quota is not running" : "user/group quota is off (-s 1)");
+	}
+	/* as upstream: the second level must be active, not only requested for the next start */
+	if (vzq_live_held(o->id)) {
+		bool active;
+		uint32_t limit;
+
+		if (live_ugid(o->id, &active, &limit, &s.err)) {
+			close_quota(&s);
+			return lib_fail(&s.err);
+		}
+		if (!active) {
+			close_quota(&s);
+			return fail(VZQ_ERR_NOT_RUNNING,
+				    "quota %u: user/group quota is not active in simfs (it starts at the next mount)",
+				    o->id);
+		}
 	}
 	if (o->set2_type == -1) {
 		for (int i = 0; i < 2; i++) {
@@ -880,7 +934,7 @@ static int cmd_reload2(const struct opts *o)
 static int cmd_stat(const struct opts *o)
 {
 	struct session s = { 0 };
-	bool live = vzq_live_held(o->id);
+	bool live = vzq_live_held(o->id), configured, active;
 	int rc;
 
 again:
@@ -908,11 +962,14 @@ again:
 			rc = write_quota(&s, o->id);
 		}
 	}
+	configured = active = s.q.flags & VZQ_FLAG_UGID_ON;
+	/* a daemon enforces the second level it started with, whatever the file asks now */
+	if (!rc && live && o->ugid_info && live_ugid(o->id, &active, &s.q.ugid_limit, &s.err))
+		rc = lib_fail(&s.err);
 	if (!rc) {
 		print_status(&s.q);
 		if (o->ugid_info) {
-			bool active = s.q.flags & VZQ_FLAG_UGID_ON;
-			print_ugid_status(&s.q, o->force ? -1 : active, active);
+			print_ugid_status(&s.q, o->force ? -1 : configured, active);
 			if (!active)
 				rc = VZQ_ERR_UGID_OFF;
 		}

@@ -218,6 +218,10 @@ int vzq_merge_usage(struct vzq_quota *file, const struct vzq_quota *live, struct
 	file->stat.icurrent = live->stat.icurrent;
 	file->stat.btime = live->stat.btime;
 	file->stat.itime = live->stat.itime;
+	/* a holder without the second level counts no uid/gid usage: the file's records (and the
+	 * DIRTY of a second level requested meanwhile) stay for the next start */
+	if (!(live->flags & VZQ_FLAG_UGID_ON))
+		return 0;
 	for (size_t i = 0; i < live->n_ugid; i++) {
 		const struct vzq_ugid *l = &live->ugid[i];
 		struct vzq_ugid *f = vzq_ugid_get(file, l->type, l->id, true, err);
@@ -234,17 +238,16 @@ int vzq_merge_usage(struct vzq_quota *file, const struct vzq_quota *live, struct
 
 int vzq_merge_limits(struct vzq_quota *live, const struct vzq_quota *file, time_t now, struct vzq_error *err)
 {
-	const uint32_t usage_flags = VZQ_FLAG_LIVE | VZQ_FLAG_DIRTY;
-
 	live->stat.bsoft = file->stat.bsoft;
 	live->stat.bhard = file->stat.bhard;
 	live->stat.isoft = file->stat.isoft;
 	live->stat.ihard = file->stat.ihard;
 	live->grace = file->grace;
-	live->ugid_limit = file->ugid_limit;
 	live->ugid_grace[0] = file->ugid_grace[0];
 	live->ugid_grace[1] = file->ugid_grace[1];
-	live->flags = (live->flags & usage_flags) | (file->flags & ~usage_flags);
+	/* The second level (UGID_ON, ugid_limit) stays as the holder started: turned on now, it
+	 * would count uid/gid usage from zero; the file keeps the request (and DIRTY) for the
+	 * next start, as upstream's kernel does. */
 	for (size_t i = 0; i < file->n_ugid; i++) {
 		const struct vzq_ugid *f = &file->ugid[i];
 		struct vzq_ugid *l = vzq_ugid_get(live, f->type, f->id, true, err);

@@ -1,6 +1,7 @@
 /* A stand-in for the simfs daemon in the vzquota tests: holds the live lock of a quota, marks its
- * file LIVE and SERVED, and answers requests: path (its argument), sync (writes usage @bytes/@inodes into the
- * file), reload (ok). Usage: vzq-fakelive ID FILE MOUNTPOINT BYTES INODES. Stops on SIGTERM. */
+ * file LIVE and SERVED, and answers requests: path (its argument), sync (writes usage
+ * @bytes/@inodes into the file), reload (ok), status (no second level). Usage: vzq-fakelive ID
+ * FILE MOUNTPOINT BYTES INODES. Stops on SIGTERM. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,8 @@ int main(int argc, char **argv)
 			snprintf(reply, sizeof(reply), update(argv[2], &live, 0, 0) ? "error 4 sync failed" : "ok");
 		else if (!strcmp(req, VZQ_REQ_RELOAD))
 			snprintf(reply, sizeof(reply), "ok");
+		else if (!strcmp(req, VZQ_REQ_STATUS))
+			snprintf(reply, sizeof(reply), "ok 0 0");	/* no second level */
 		else
 			snprintf(reply, sizeof(reply), "error 2 unknown request");
 		send(c, reply, strlen(reply), MSG_NOSIGNAL);

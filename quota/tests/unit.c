@@ -196,11 +196,11 @@ static void test_codec(void)
 
 static void test_merge(void)
 {
-	struct vzq_quota file = base(), live = base();
+	struct vzq_quota file = base(), live = base(), off = base();
 	struct vzq_error err = { 0 };
 
 	file.flags = VZQ_FLAG_ON | VZQ_FLAG_UGID_ON;
-	live.flags = VZQ_FLAG_ON | VZQ_FLAG_LIVE;
+	live.flags = VZQ_FLAG_ON | VZQ_FLAG_LIVE | VZQ_FLAG_UGID_ON;
 	live.stat.bcurrent = 5000;
 	live.stat.btime = 77;
 	vzq_ugid_get(&live, VZQ_USER, 3, true, &err)->stat.bcurrent = 42;
@@ -214,8 +214,24 @@ static void test_merge(void)
 				       live.stat.bsoft == 123 && live.stat.bcurrent == 5000 &&
 				       (live.flags & VZQ_FLAG_LIVE) && (live.flags & VZQ_FLAG_UGID_ON) &&
 				       vzq_ugid_get(&live, VZQ_GROUP, 9, false, NULL)->stat.ihard == 8);
+	/* the second level requested while a holder runs without it: taken at its next start */
+	off.flags = VZQ_FLAG_ON | VZQ_FLAG_LIVE;
+	off.stat.bcurrent = 6000;
+	file.ugid_limit = 50;
+	file.flags |= VZQ_FLAG_DIRTY;
+	CHECK("merge: limits keep the holder's second level off",
+	      vzq_merge_limits(&off, &file, 1000, &err) == 0 && off.stat.bhard == 4000 &&
+		      !(off.flags & VZQ_FLAG_UGID_ON) && off.ugid_limit == 0);
+	CHECK("merge: usage of a holder without it keeps the records and DIRTY",
+	      vzq_merge_usage(&file, &off, &err) == 0 && file.stat.bcurrent == 6000 &&
+		      (file.flags & (VZQ_FLAG_UGID_ON | VZQ_FLAG_DIRTY)) == (VZQ_FLAG_UGID_ON | VZQ_FLAG_DIRTY) &&
+		      vzq_ugid_get(&file, VZQ_USER, 3, false, NULL)->stat.bcurrent == 42);
+	file.flags &= ~VZQ_FLAG_UGID_ON;
+	CHECK("merge: limits keep the holder's second level on",
+	      vzq_merge_limits(&live, &file, 1000, &err) == 0 && (live.flags & VZQ_FLAG_UGID_ON) && live.ugid_limit == 0);
 	vzq_quota_free(&file);
 	vzq_quota_free(&live);
+	vzq_quota_free(&off);
 }
 
 static void test_live(void)

@@ -275,6 +275,31 @@ edquot "but not a directory (its first block is the user's)" $U1000 mkdir "$R/d1
 rm -f "$R/d1/ufill" "$R/d1/uempty" "$R/d1/uempty2" "$R/d1/u" "$R/d1/u2"
 same_as_scan "usage equals a fresh scan after names created at a user's hard limit"
 
+# ---- the second level changes at the next start, not under a running daemon ----
+# (turned on, it would count uid/gid usage from zero; turned off, limits would stop at once)
+expect_rc "setlimit -s 0 while served" 0 "$VZQUOTA" setlimit 101 -s 0
+check "setlimit says the change takes effect at the next start" grep -q "(notice).*next start" "$T/.stderr"
+expect_rc "stat -t: the daemon's second level is still active" 0 "$VZQUOTA" stat 101 -t
+check "stat -t shows it requested off, active" sh -c "'$VZQUOTA' stat 101 -t | grep -qx 'User/group quota: off,active'"
+edquot "uid 1000 is still limited until the next start" $U1000 dd if=/dev/zero of="$R/d1/u3" bs=1M count=2 status=none
+expect_rc "umount" 0 sf umount "$R"
+expect_rc "mount: the second level is off now" 0 sf mount "$P" "$R" -o quota=101
+expect_rc "stat -t: inactive (9)" 9 "$VZQUOTA" stat 101 -t
+check "uid 1000 is not limited" $U1000 dd if=/dev/zero of="$R/d1/u3" bs=1M count=2 status=none
+expect_rc "setlimit -s 1 while served" 0 "$VZQUOTA" setlimit 101 -s 1
+expect_rc "stat -t: still inactive (9)" 9 "$VZQUOTA" stat 101 -t
+expect_rc "setlimit2 while the second level is not active: 6" 6 "$VZQUOTA" setlimit2 101 -u 1000 1024 1024 10 10
+check "uid 1000 writes, not counted from zero meanwhile" $U1000 dd if=/dev/zero of="$R/d1/u4" bs=512k count=1 status=none
+check "the file keeps the request and DIRTY after a sync" sh -c "quota_sync() { '$VZQUOTA' stat 101 >/dev/null 2>&1; }; quota_sync 101; test \$(( \$('$QTOOL' file 101 | awk '/^flags/ { print \$2 }') & 6 )) = 6"
+check "no uid 1000 usage counted from zero" sh -c "! '$QTOOL' file 101 | grep -qx 'user 1000 524288 1'"
+expect_rc "umount" 0 sf umount "$R"
+check "the clean stop keeps the request and DIRTY" sh -c "test \$(( \$('$QTOOL' file 101 | awk '/^flags/ { print \$2 }') & 6 )) = 6"
+expect_rc "mount: counts uid/gid usage" 0 sf mount "$P" "$R" -o quota=101
+expect_rc "stat -t: active" 0 "$VZQUOTA" stat 101 -t
+check "uid 1000's usage counted" sh -c "$(declare -f file_usage quota_sync); QTOOL=$QTOOL VZQUOTA=$VZQUOTA; file_usage | grep -qx 'user 1000 2621440 2'"
+same_as_scan "per uid/gid usage equals a fresh scan after the second level came on"
+rm -f "$R/d1/u3" "$R/d1/u4"
+
 # ---- clean stop writes back; kill -9 is detected and rescanned ----
 expect_rc "umount" 0 sf umount "$R"
 check "clean stop clears LIVE" sh -c "test \$(( \$('$QTOOL' file 101 | awk '/^flags/ { print \$2 }') & 256 )) = 0"
