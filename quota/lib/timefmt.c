@@ -25,8 +25,8 @@ int vzq_parse_time(const char *s, int64_t *seconds)
 		['h'] = 3600, ['H'] = 3600, ['d'] = 86400, ['D'] = 86400, ['w'] = 7 * 86400, ['W'] = 7 * 86400,
 		['m'] = 30 * 86400, ['M'] = 30 * 86400, ['y'] = 365 * 86400, ['Y'] = 365 * 86400,
 	};
-	/* seconds per field, counted from the right: ss, mm, hh, dd; and each field's bound unless it
-	 * is the leftmost one */
+	/* seconds per field, counted from the right: ss, mm, hh, dd; and each field's bound (days
+	 * have none; nor has a lone field, plain seconds like vzctl's 259200, as upstream) */
 	static const uint64_t scale[4] = { 1, 60, 3600, 86400 };
 	static const uint64_t bound[4] = { 60, 60, 24, UINT64_MAX };
 	uint64_t fields[4], total = 0;
@@ -57,7 +57,7 @@ int vzq_parse_time(const char *s, int64_t *seconds)
 		int pos = n - 1 - i;	/* 0 = seconds */
 		uint64_t v = fields[i];
 
-		if (i > 0 && v >= bound[pos])
+		if (n > 1 && v >= bound[pos])
 			return -EINVAL;
 		if (v > ((uint64_t)INT64_MAX - total) / scale[pos])
 			return -EINVAL;

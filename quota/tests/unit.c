@@ -142,6 +142,13 @@ static void test_time(void)
 				     t == 365 * 86400);
 	CHECK("time: seconds out of range", vzq_parse_time("1:60", &t) == -EINVAL);
 	CHECK("time: hours out of range", vzq_parse_time("1:24:00:00", &t) == -EINVAL);
+	CHECK("time: leading minutes out of range", vzq_parse_time("99:00", &t) == -EINVAL &&
+							vzq_parse_time("60:00", &t) == -EINVAL);
+	CHECK("time: leading hours out of range", vzq_parse_time("25:00:00", &t) == -EINVAL &&
+						      vzq_parse_time("24:00:00", &t) == -EINVAL);
+	CHECK("time: leading fields in range", vzq_parse_time("59:59", &t) == 0 && t == 3599 &&
+						   vzq_parse_time("23:59:59", &t) == 0 && t == 86399);
+	CHECK("time: leading days unbounded", vzq_parse_time("400:00:00:00", &t) == 0 && t == 400 * 86400);
 	CHECK("time: too many fields", vzq_parse_time("1:1:1:1:1", &t) == -EINVAL);
 	CHECK("time: junk", vzq_parse_time("", &t) == -EINVAL && vzq_parse_time("1x", &t) == -EINVAL &&
 				    vzq_parse_time("-1", &t) == -EINVAL && vzq_parse_time("1:", &t) == -EINVAL &&

@@ -85,12 +85,12 @@ expect_rc "init with long options" 0 q init 102 --path "$TREE" --block-softlimit
 	--inode-softlimit 30 --inode-hardlimit 40 --block-exptime 1:00:00:00 --inode-exptime 3w --sub-quotas 1 --ugid-limit 5
 check "long options stored" test "$(q -b show 102 | tr -s ' ' | tr '\n' ' ')" = " $blocks 10 20 0 86400 4 30 40 0 1814400 " \
 	-o "$(q -b show 102 | awk 'NR==2{print $5}')" = 1814400
-for spec in "30:30" "12:00:720" "1:02:03:3723" "2:03:04:05:183845" "5h:18000" "2d:172800" "1W:604800" "1m:2592000" "1y:31536000"; do
+for spec in "30:30" "259200:259200" "59:59:3599" "23:59:59:86399" "12:00:720" "1:02:03:3723" "2:03:04:05:183845" "5h:18000" "2d:172800" "1W:604800" "1m:2592000" "1y:31536000"; do
 	t=${spec%:*} want=${spec##*:}
 	q setlimit 102 -e "$t" >/dev/null 2>&1
 	check "time $t" test "$(q -b show 102 | awk 'NR==1{print $5}')" = "$want"
 done
-for bad in 1:60 1:25:00:00 x 1.5h "" 1:2:3:4:5 5q; do
+for bad in 1:60 1:25:00:00 99:00 25:00:00 x 1.5h "" 1:2:3:4:5 5q; do
 	expect_rc "bad time '$bad': 2" 2 q setlimit 102 -e "$bad"
 done
 expect_rc "-R init next to the tree" 0 q init 103 -R -p "$TREE" "${LIM[@]}"
