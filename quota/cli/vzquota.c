@@ -172,6 +172,17 @@ static int parse_blocks(const char *s, uint64_t *bytes)
 	return 0;
 }
 
+/* Inode counts are 32-bit (upstream's, and the kernel's): vzctl's "unlimited" (LONG_MAX) and
+ * anything above saturates at UINT32_MAX, as upstream shows it. */
+static int parse_inodes(const char *s, uint64_t *inodes)
+{
+	if (parse_u64(s, UINT64_MAX, inodes))
+		return -1;
+	if (*inodes > UINT32_MAX)
+		*inodes = UINT32_MAX;
+	return 0;
+}
+
 enum { OPT_NOCHECK = 256 };
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -246,12 +257,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->has_bhard = true;
 			break;
 		case 'i':
-			if (parse_u64(a, UINT64_MAX, &o->isoft))
+			if (parse_inodes(a, &o->isoft))
 				return fail(VZQ_ERR_USAGE, "bad inode soft limit '%s'", a);
 			o->has_isoft = true;
 			break;
 		case 'I':
-			if (parse_u64(a, UINT64_MAX, &o->ihard))
+			if (parse_inodes(a, &o->ihard))
 				return fail(VZQ_ERR_USAGE, "bad inode hard limit '%s'", a);
 			o->has_ihard = true;
 			break;
@@ -866,7 +877,7 @@ static int cmd_setlimit2(const struct opts *o)
 				return fail(VZQ_ERR_USAGE, "setlimit2: bad time '%s'", o->pos[i]);
 	} else {
 		for (int i = 0; i < 4; i++)
-			if (i < 2 ? parse_blocks(o->pos[i], &v[i]) : parse_u64(o->pos[i], UINT64_MAX, &v[i]))
+			if (i < 2 ? parse_blocks(o->pos[i], &v[i]) : parse_inodes(o->pos[i], &v[i]))
 				return fail(VZQ_ERR_USAGE, "setlimit2: bad limit '%s'", o->pos[i]);
 	}
 	rc = open_quota(o, &s, VZQ_RDWR);

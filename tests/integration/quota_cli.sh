@@ -225,10 +225,19 @@ printf 'x%.0s' $(seq 1 5000) >"$T/vz/d/f"
 chown 1001 "$T/vz/d/f"
 LONGMAX=9223372036854775807
 expect_rc "init -s 0 with LONG_MAX block limits (vzctl's unlimited)" 0 q init 107 -p "$T/vz" -b $LONGMAX -B $LONGMAX -i 100 -I 200 -e 259200 -n 259200 -s 0
+expect_rc "init with LONG_MAX inode limits" 0 q init 114 -p "$T/vz" -b 100 -B 200 -i $LONGMAX -I $LONGMAX -e 1 -n 1
+check "init's inode limits saturate" test "$(q -b show 114 | awk 'NR==2{print $2, $3}')" = "4294967295 4294967295"
+expect_rc "on with inode limits past 32 bits" 0 q on 114 -I 4294967296
+check "on's inode limits saturate" test "$(q -b show 114 | awk 'NR==2{print $3}')" = 4294967295
 expect_rc "setlimit with more than LONG_MAX (saturates)" 0 q setlimit 107 -B 9223372036854775907
 expect_rc "on -r 0 -s 1 -u 100 (as vzctl)" 0 q on 107 -r 0 -s 1 -u 100 -b $LONGMAX
 check "turning the second level on counted uid 1001's usage" bash -c "'$VZQ' stat 107 -t | grep -Eq '^ *1001 +(user +)?1k-blocks +8 '"
 expect_rc "setlimit -r 0" 0 q setlimit 107 -r 0 -i 150
+# inode limits are 32-bit counts: vzctl's unlimited (LONG_MAX) and more saturate, as upstream shows
+expect_rc "setlimit -i LONG_MAX -I 2^64-1" 0 q setlimit 107 -i $LONGMAX -I 18446744073709551615
+check "inode limits saturate at 4294967295" test "$(q -b show 107 | awk 'NR==2{print $2, $3}')" = "4294967295 4294967295"
+expect_rc "setlimit2 with inode limits past 32 bits" 0 q setlimit2 107 -u 1001 0 0 $LONGMAX 18446744073709551615
+check "setlimit2's inode limits saturate too" bash -c "'$VZQ' show 107 -t | grep -Eq '^1001 +user +inodes +[0-9]+ +4294967295 +4294967295'"
 expect_rc "off" 0 q off 107
 # A grace time beyond any date: the grace end saturates, and the file stays readable.
 expect_rc "init with a grace of 292471208677 years, over the soft limit" 0 q init 108 -p "$T/vz" -b 1 -B 2000 -i 100 -I 200 -e 292471208677y -n 1h
