@@ -781,6 +781,17 @@ static int cmd_off(const struct opts *o)
 	if (vzq_live_held(o->id))
 		return refuse_live(o->id, "turn off");
 	vzq_live_clear(o->id);	/* the socket of a simfs that was killed */
+	rc = quota_file(o, false, s.fname, sizeof(s.fname));
+	if (rc)
+		return rc;
+	/* -f: proceed even if the file is unreadable (upstream). With no simfs serving the quota
+	 * there is nothing to turn off, and a file we could not read is never written. */
+	if (o->force && vzq_open(s.fname, VZQ_RDONLY, &s.h, &s.q, &s.err) == VZQ_ERR_FILE)
+		return fail(VZQ_ERR_NOT_RUNNING, "(warning) %s; left as it is, quota %u is not running", s.err.msg,
+			    o->id);
+	if (s.h)
+		close_quota(&s);
+	memset(&s.err, 0, sizeof(s.err));
 	rc = open_quota(o, &s, VZQ_RDWR);
 	if (rc)
 		return rc;

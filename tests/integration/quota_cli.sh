@@ -138,6 +138,14 @@ if mount -t tmpfs -o size=64k tmpfs "$T/full" 2>/dev/null; then
 else
 	not_ok "full disk: cannot mount a tmpfs here"
 fi
+# off -f proceeds with an unreadable file (upstream): no simfs serves it, so it is not running
+q init 115 -p "$TREE" "${LIM[@]}" >/dev/null 2>&1 && q on 115 >/dev/null 2>&1
+printf 'garbage' | dd of="$VZQ_DIR/quota.115" bs=1 seek=40 conv=notrunc status=none
+cp "$VZQ_DIR/quota.115" "$T/q115"
+one_line "off of a corrupt file: 4" 4 q off 115
+one_line "off -f of a corrupt file: 6, one line" 6 q off 115 -f
+check "off -f says the file is left as it is" grep -q "quota.115.*left as it is" "$T/.err"
+check "off -f left the corrupt file alone" cmp -s "$VZQ_DIR/quota.115" "$T/q115"
 out=$(q init 110 -p "$TREE" "${LIM[@]}" 2>&1 >/dev/null)
 check "the warning of a successful init is printed" bash -c "echo '$out' | grep -q '(warning).*quota.110.*overwritten'"
 # unknown options and missing arguments: one line, exit 2; bare vzquota and --help print the usage
