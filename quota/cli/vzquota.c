@@ -35,7 +35,8 @@ struct opts {
 	bool sub;
 	uint32_t ugid_limit;
 	/* setlimit2 */
-	int set2_type;	/* -1: -t (grace); else VZQ_USER / VZQ_GROUP */
+	int set2_type;	/* VZQ_USER / VZQ_GROUP, -2 if not given */
+	bool set2_grace;	/* -t: the type's grace times (-u if no type given) */
 	uint32_t set2_id;
 	char *pos[8];
 	int npos;
@@ -136,7 +137,8 @@ static void usage(FILE *f)
 		"  off       quotaid [-p path] [-c file | -R] [-f]           turn quota off\n"
 		"  drop      quotaid [-p path] [-c file | -R] [-f]           remove the quota file\n"
 		"  setlimit  quotaid [-p path] [-c file | -R] [-f] [limits]  change limits\n"
-		"  setlimit2 quotaid [-c file | -R] -u|-g id bsoft bhard isoft ihard | -t bgrace igrace\n"
+		"  setlimit2 quotaid [-c file | -R] -u|-g id bsoft bhard isoft ihard\n"
+		"  setlimit2 quotaid [-c file | -R] [-u|-g] -t bgrace igrace   user (default) or group grace\n"
 		"  reload2   quotaid [-c file | -R]                          push uid/gid limits to simfs\n"
 		"  stat      quotaid [-p path] [-c file | -R] [-f] [-t]      usage now\n"
 		"  show      quotaid [-p path] [-c file | -R] [-t]           what the quota file says\n"
@@ -183,6 +185,17 @@ static int parse_inodes(const char *s, uint64_t *inodes)
 	return 0;
 }
 
+/* setlimit2's grace form (-t, with -u or -g as the type, as upstream) takes no ugid: whether
+ * the command line has -t decides whether -u/-g take an argument. */
+static bool setlimit2_grace(int argc, char **argv)
+{
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+		if (argv[i][0] == '-' && argv[i][1] != '-' && strchr(argv[i], 't') &&
+		    strspn(argv[i] + 1, "ugtR") == strlen(argv[i] + 1))
+			return true;
+	return false;
+}
+
 enum { OPT_NOCHECK = 256 };
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -215,7 +228,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	case C_SETLIMIT: shorts = "-:p:c:Rfb:B:i:I:e:n:s:u:r:"; break;
 	case C_OFF:
 	case C_DROP: shorts = "-:p:c:Rfr:"; break;
-	case C_SETLIMIT2: shorts = "-:p:c:Ru:g:tr:"; break;
+	case C_SETLIMIT2: shorts = setlimit2_grace(argc, argv) ? "-:p:c:Rugtr:" : "-:p:c:Ru:g:tr:"; break;
 	case C_RELOAD2: shorts = "-:p:c:Rr:"; break;
 	case C_STAT: shorts = "-:p:c:Rftr:"; break;
 	default: shorts = "-:p:c:Rtr:"; break;
@@ -292,17 +305,15 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				break;
 			}
 			if (o->set2_type != -2)
-				return fail(VZQ_ERR_USAGE, "give one of -u, -g, -t");
-			if (parse_u64(a, UINT32_MAX, &v))
+				return fail(VZQ_ERR_USAGE, "give one of -u, -g");
+			if (a && parse_u64(a, UINT32_MAX, &v))	/* no argument with -t */
 				return fail(VZQ_ERR_USAGE, "bad %s id '%s'", c == 'u' ? "user" : "group", a);
 			o->set2_type = c == 'u' ? VZQ_USER : VZQ_GROUP;
-			o->set2_id = (uint32_t)v;
+			o->set2_id = a ? (uint32_t)v : 0;
 			break;
 		case 't':
 			if (o->cmd == C_SETLIMIT2) {
-				if (o->set2_type != -2)
-					return fail(VZQ_ERR_USAGE, "give one of -u, -g, -t");
-				o->set2_type = -1;
+				o->set2_grace = true;
 			} else {
 				o->ugid_info = true;
 			}
@@ -322,11 +333,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	if (o->file && o->relative)
 		return fail(VZQ_ERR_USAGE, "-c and -R exclude each other");
 	if (o->cmd == C_SETLIMIT2) {
-		int want = o->set2_type == -1 ? 2 : 4;
+		int want = o->set2_grace ? 2 : 4;
+
+		if (o->set2_grace && o->set2_type == -2)
+			o->set2_type = VZQ_USER;
 		if (o->set2_type == -2)
 			return fail(VZQ_ERR_USAGE, "setlimit2: give -u ID, -g ID or -t");
 		if (o->npos != want)
-			return fail(VZQ_ERR_USAGE, "setlimit2: %s takes %d values", o->set2_type == -1 ? "-t" : "-u/-g",
+			return fail(VZQ_ERR_USAGE, "setlimit2: %s takes %d values", o->set2_grace ? "-t" : "-u/-g",
 				    want);
 	} else if (o->npos) {
 		return fail(VZQ_ERR_USAGE, "%s: unexpected argument '%s'", cmd_names[o->cmd], o->pos[0]);
@@ -882,7 +896,7 @@ static int cmd_setlimit2(const struct opts *o)
 	uint64_t v[4];
 	int rc;
 
-	if (o->set2_type == -1) {
+	if (o->set2_grace) {
 		for (int i = 0; i < 2; i++)
 			if (vzq_parse_time(o->pos[i], &t[i]))
 				return fail(VZQ_ERR_USAGE, "setlimit2: bad time '%s'", o->pos[i]);
@@ -915,11 +929,9 @@ static int cmd_setlimit2(const struct opts *o)
 				    o->id);
 		}
 	}
-	if (o->set2_type == -1) {
-		for (int i = 0; i < 2; i++) {
-			s.q.ugid_grace[i].bexpire = t[0];
-			s.q.ugid_grace[i].iexpire = t[1];
-		}
+	if (o->set2_grace) {
+		s.q.ugid_grace[o->set2_type].bexpire = t[0];
+		s.q.ugid_grace[o->set2_type].iexpire = t[1];
 	} else {
 		struct vzq_ugid *u = vzq_ugid_get(&s.q, (uint32_t)o->set2_type, o->set2_id, false, NULL);
 

@@ -46,6 +46,13 @@ expect_rc "setlimit -s 1 -u 100" 0 q setlimit 101 -s 1 -u 100
 expect_rc "setlimit2 -u" 0 q setlimit2 101 -u 1000 10 20 30 40
 expect_rc "setlimit2 -g" 0 q setlimit2 101 -g 50 1 2 3 4
 expect_rc "setlimit2 -t" 0 q setlimit2 101 -t 1d 2h
+check "setlimit2 -t sets the user grace only (upstream)" bash -c "'$VZQ' -b show 101 -t | grep -Eq '^group 0 0 '"
+expect_rc "setlimit2 -g -t: the group grace" 0 q setlimit2 101 -g -t 3h 1d
+expect_rc "setlimit2 -t -g: the same" 0 q setlimit2 101 -t -g 3h 1d
+check "setlimit2 -g -t set the group's and left the user's" bash -c "'$VZQ' -b show 101 -t | grep -Eq '^group 10800 86400 ' && '$VZQ' -b show 101 -t | grep -Eq '^ user 86400 7200 '"
+expect_rc "setlimit2 -u -t: the user grace" 0 q setlimit2 101 -u -t 1d 2h
+expect_rc "setlimit2 -u -g -t: 2" 2 q setlimit2 101 -u -g -t 1d 2h
+expect_rc "setlimit2 -g ID -t: 2" 2 q setlimit2 101 -g 50 -t 1d 2h
 expect_rc "setlimit2 bad value: 2" 2 q setlimit2 101 -u 1000 10 20 x 40
 expect_rc "setlimit2 missing values: 2" 2 q setlimit2 101 -u 1000 10 20
 out=$(q show 101 -t)
