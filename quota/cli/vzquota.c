@@ -883,8 +883,10 @@ static int cmd_setlimit(const struct opts *o)
 	if (vzq_live_held(o->id) && (ugid_was_on != !!(s.q.flags & VZQ_FLAG_UGID_ON) || old_limit != s.q.ugid_limit))
 		notice("quota %u: the second-level change takes effect at the next start (simfs mount)", o->id);
 	vzq_update_grace(&s.q, time(NULL));
-	if (!rc)
+	if (!rc) {
+		warn_limits(&s.q);
 		rc = write_quota(&s, o->id);
+	}
 	close_quota(&s);
 	return rc ? rc : reload_live(o->id);
 }

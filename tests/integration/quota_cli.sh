@@ -36,6 +36,7 @@ b=$(q -b stat 101 | awk 'NR==2 {print $1}')
 check "stat counts the tree now" test "$b" = 4
 check "stat wrote the usage" test "$(q -b show 101 | awk 'NR==2 {print $1}')" = 4
 expect_rc "setlimit" 0 q setlimit 101 -b 1 -i 2 -e 0
+check "setlimit warns of usage over the new soft limits, as init and on" sh -c "grep -Eq '[(]warning[)] block usage [0-9]+ is over the soft limit 1$' '$T/.stderr' && grep -q '(warning) inode usage 4 is over the soft limit 2' '$T/.stderr'"
 out=$(q stat 101)
 check "over soft is marked, grace none when expired" bash -c "echo '$out' | sed -n 2p | grep -q '^  1k-blocks *[0-9]*\* *1 *2000 *none\$'"
 check "grace left as hh:mm" bash -c "echo '$out' | sed -n 3p | grep -Eq '^ *inodes *4\* *2 *200 *0(2:00|1:59)\$'"
@@ -92,6 +93,8 @@ expect_rc "init with long options" 0 q init 102 --path "$TREE" --block-softlimit
 	--inode-softlimit 30 --inode-hardlimit 40 --block-exptime 1:00:00:00 --inode-exptime 3w --sub-quotas 1 --ugid-limit 5
 check "long options stored" test "$(q -b show 102 | tr -s ' ' | tr '\n' ' ')" = " $blocks 10 20 0 86400 4 30 40 0 1814400 " \
 	-o "$(q -b show 102 | awk 'NR==2{print $5}')" = 1814400
+expect_rc "setlimit with a hard limit below the soft one" 0 q setlimit 102 -i 50 -I 40
+check "setlimit warns of it" grep -q "(warning) inode hard limit 40 is below the soft limit 50" "$T/.stderr"
 for spec in "30:30" "259200:259200" "59:59:3599" "23:59:59:86399" "12:00:720" "1:02:03:3723" "2:03:04:05:183845" "5h:18000" "2d:172800" "1W:604800" "1m:2592000" "1y:31536000"; do
 	t=${spec%:*} want=${spec##*:}
 	q setlimit 102 -e "$t" >/dev/null 2>&1
