@@ -1033,6 +1033,22 @@ static int cmd_show(const struct opts *o)
 	return rc;
 }
 
+/* The letters of a global option argument: short ones combine, as getopt's do (-qb); a long one
+ * is its letter; "" if unknown. */
+static const char *global_letters(const char *a)
+{
+	static const char *const longs[][2] = {
+		{ "--help", "h" }, { "--version", "V" }, { "--quiet", "q" }, { "--batch", "b" }, { "--verbose", "v" },
+	};
+
+	if (a[1] != '-')
+		return a + 1;
+	for (size_t k = 0; k < sizeof(longs) / sizeof(longs[0]); k++)
+		if (!strcmp(a, longs[k][0]))
+			return longs[k][1];
+	return "";
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o = { 0 };
@@ -1040,26 +1056,19 @@ int main(int argc, char **argv)
 
 	/* global options, before the command */
 	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
-		const char *a = argv[i];
+		const char *a = argv[i], *letters = global_letters(a);
 
-		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-			usage(stdout);
-			return 0;
-		}
-		if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
-			printf("vzquota version %s\n", VERSION);
-			return 0;
-		}
-		if (!strcmp(a, "-q") || !strcmp(a, "--quiet"))
-			verbose = 0;
-		else if (!strcmp(a, "-b") || !strcmp(a, "--batch"))
-			batch = true;
-		else if (a[1] == 'v' && strspn(a + 1, "v") == strlen(a + 1))
-			verbose += (int)strlen(a + 1);
-		else if (!strcmp(a, "--verbose"))
-			verbose++;
-		else
+		if (!*letters || strspn(letters, "hVqbv") != strlen(letters))
 			return fail(VZQ_ERR_USAGE, "unknown option '%s' (vzquota --help for usage)", a);
+		for (const char *l = letters; *l; l++) {
+			switch (*l) {
+			case 'h': usage(stdout); return 0;
+			case 'V': printf("vzquota version %s\n", VERSION); return 0;
+			case 'q': verbose = 0; break;
+			case 'b': batch = true; break;
+			default: verbose++; break;
+			}
+		}
 	}
 	if (verbose > 3)
 		verbose = 3;

@@ -93,6 +93,10 @@ expect_rc "init with long options" 0 q init 102 --path "$TREE" --block-softlimit
 	--inode-softlimit 30 --inode-hardlimit 40 --block-exptime 1:00:00:00 --inode-exptime 3w --sub-quotas 1 --ugid-limit 5
 check "long options stored" test "$(q -b show 102 | tr -s ' ' | tr '\n' ' ')" = " $blocks 10 20 0 86400 4 30 40 0 1814400 " \
 	-o "$(q -b show 102 | awk 'NR==2{print $5}')" = 1814400
+expect_rc "combined global options (-qb)" 0 q -qb show 102
+check "-qb is batch output" test "$(q -qb show 102 | wc -l)" = 2
+expect_rc "combined with an unknown one: 2" 2 q -qZ show 102
+expect_rc "-vvq" 0 q -vvq show 102
 expect_rc "setlimit with a hard limit below the soft one" 0 q setlimit 102 -i 50 -I 40
 check "setlimit warns of it" grep -q "(warning) inode hard limit 40 is below the soft limit 50" "$T/.stderr"
 for spec in "30:30" "259200:259200" "59:59:3599" "23:59:59:86399" "12:00:720" "1:02:03:3723" "2:03:04:05:183845" "5h:18000" "2d:172800" "1W:604800" "1m:2592000" "1y:31536000"; do
