@@ -496,37 +496,38 @@ static int scan(const char *path, struct vzq_quota *q)
 
 /* ---- output ---- */
 
-/* Time left of a grace period: empty if none, "none" if over, else Ndays or hh:mm. */
-static void grace_left(int64_t end, char *buf, size_t len)
+/* A time as upstream prints grace (time2str with TF_ROUND): rounded to the minute, then Ndays if
+ * a day or more, else hh:mm. */
+static void time_round(int64_t t, char *buf, size_t len)
 {
-	int64_t now = time(NULL), left;
+	int64_t minutes = t > INT64_MAX - 30 ? t / 60 : (t + 30) / 60;
 
-	if (!end) {
-		buf[0] = 0;
-		return;
-	}
-	left = end - now;
-	if (left <= 0)
-		snprintf(buf, len, "none");
-	else if (left >= 86400)
-		snprintf(buf, len, "%" PRId64 "days", left / 86400);
+	if (minutes / 60 / 24)
+		snprintf(buf, len, "%" PRId64 "days", minutes / 60 / 24);
 	else
-		snprintf(buf, len, "%02" PRId64 ":%02" PRId64, left / 3600, left / 60 % 60);
+		snprintf(buf, len, "%02" PRId64 ":%02" PRId64, minutes / 60, minutes % 60);
 }
 
-/* A grace interval, rounded to the largest whole unit. */
+/* Time left of a grace period: empty if none, "none" if over. */
+static void grace_left(int64_t end, char *buf, size_t len)
+{
+	int64_t now = time(NULL);
+
+	if (!end)
+		buf[0] = 0;
+	else if (end <= now)
+		snprintf(buf, len, "none");
+	else
+		time_round(end - now, buf, len);
+}
+
+/* A grace interval: empty if none. */
 static void interval(int64_t t, char *buf, size_t len)
 {
 	if (!t)
 		buf[0] = 0;
-	else if (t % 86400 == 0)
-		snprintf(buf, len, "%" PRId64 "days", t / 86400);
-	else if (t % 3600 == 0)
-		snprintf(buf, len, "%" PRId64 "h", t / 3600);
-	else if (t >= 3600)
-		snprintf(buf, len, "%02" PRId64 ":%02" PRId64 ":%02" PRId64, t / 3600, t / 60 % 60, t % 60);
 	else
-		snprintf(buf, len, "%" PRId64 "s", t);
+		time_round(t, buf, len);
 }
 
 static char over_mark(uint64_t cur, uint64_t soft, uint64_t hard)

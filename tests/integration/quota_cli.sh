@@ -59,7 +59,7 @@ expect_rc "setlimit2 missing values: 2" 2 q setlimit2 101 -u 1000 10 20
 out=$(q show 101 -t)
 check "show -t records" bash -c "echo '$out' | grep -q '^1000 *user 1k-blocks *0 *10 *20'"
 check "show -t group record" bash -c "echo '$out' | grep -q '^50 *group *inodes *0 *3 *4'"
-check "show -t grace times" bash -c "echo '$out' | grep -q '^ user *1days *2h'"
+check "show -t grace times (as upstream: Ndays or hh:mm)" bash -c "echo '$out' | grep -q '^ user *1days *02:00 ' && echo '$out' | grep -q '^group *03:00 *1days '"
 out=$(q -b show 101 -t)
 check "batch -t status lines" bash -c "echo '$out' | sed -n 3p | grep -qx '1 1'"
 expect_rc "reload2 (not live)" 0 q reload2 101
@@ -97,6 +97,16 @@ expect_rc "combined global options (-qb)" 0 q -qb show 102
 check "-qb is batch output" test "$(q -qb show 102 | wc -l)" = 2
 expect_rc "combined with an unknown one: 2" 2 q -qZ show 102
 expect_rc "-vvq" 0 q -vvq show 102
+# grace as upstream prints it (time2str, TF_ROUND): rounded to the minute, Ndays or hh:mm
+expect_rc "init with a grace of 3599 s, over both soft limits" 0 q init 116 -p "$TREE" -b 1 -B 100000 -i 1 -I 1000 -e 3599 -n 59:59 -s 1
+out=$(q show 116)
+check "grace left is rounded: 3599 s shows 01:00" bash -c "echo '$out' | sed -n 2,3p | grep -c ' 01:00\$' | grep -qx 2"
+expect_rc "on" 0 q on 116
+expect_rc "setlimit2 -t 5 3723" 0 q setlimit2 116 -t 5 3723
+expect_rc "setlimit2 -g -t 2h 1d" 0 q setlimit2 116 -g -t 2h 1d
+out=$(q show 116 -t)
+check "grace times as upstream: 00:00 01:02, 02:00 1days" bash -c "echo '$out' | grep -Eq '^ user +00:00 +01:02 +0h\$' && echo '$out' | grep -Eq '^group +02:00 +1days +0h\$'"
+expect_rc "off" 0 q off 116
 expect_rc "setlimit with a hard limit below the soft one" 0 q setlimit 102 -i 50 -I 40
 check "setlimit warns of it" grep -q "(warning) inode hard limit 40 is below the soft limit 50" "$T/.stderr"
 for spec in "30:30" "259200:259200" "59:59:3599" "23:59:59:86399" "12:00:720" "1:02:03:3723" "2:03:04:05:183845" "5h:18000" "2d:172800" "1W:604800" "1m:2592000" "1y:31536000"; do
