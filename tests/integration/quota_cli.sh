@@ -183,6 +183,9 @@ one_line "missing argument: one line" 2 q show 110 -p
 expect_rc "no arguments: usage, exit 2" 2 q
 check "no arguments prints the usage" bash -c "'$VZQ' 2>&1 | grep -q '^Usage: vzquota'"
 expect_rc "--help: exit 0" 0 q --help
+for opt in -V --version --path --quota-file --relative --force --user-group --nocheck --rsquash --sub-quotas --ugid-limit; do
+	check "--help names $opt" bash -c "'$VZQ' --help | grep -q -- '$opt\\b'"
+done
 
 # ---- the walk ----
 mkdir -p "$T/w/sub"
