@@ -13,11 +13,17 @@ D=$(mktemp -d "${TMPDIR:-/tmp}/ploop-demo.XXXXXX")
 export VZQ_DIR=$D/vzquota VZQ_RUN_DIR=$D/run-vzquota SIMFS_RUN_DIR=$D/run-simfs
 cleanup() {
 	set +e
+	local keep=
 	if [ -f "$D/ct3/DiskDescriptor.xml" ] && "$PLOOP" list 2>/dev/null | grep -qF "$D/ct3/"; then
-		"$PLOOP" umount "$D/ct3/DiskDescriptor.xml" >/dev/null 2>&1
+		# its server still has the images open: they are not removed from under it
+		"$PLOOP" umount "$D/ct3/DiskDescriptor.xml" >/dev/null 2>&1 || keep=$D/ct3/DiskDescriptor.xml
 	fi
 	mountpoint -q "$D/root4" && "$SIMFS" umount -l "$D/root4" >/dev/null 2>&1
-	rm -rf "$D"
+	if [ -n "$keep" ]; then
+		echo "demo: $D is kept: its image is still mounted (ploop umount $keep)" >&2
+	else
+		rm -rf "$D"
+	fi
 }
 trap cleanup EXIT
 # Killed (timeout, a CI job stopped), the same cleanup runs: nothing stays mounted.

@@ -76,6 +76,26 @@ void server_request_stop(void)
 	pthread_mutex_unlock(&stop_mu);
 }
 
+/* 0 if nothing holds @dev, else PLOOP_ERR_UMOUNT_BUSY with what holds it in @msg. */
+static int device_held(const char *dev, char *msg, size_t len)
+{
+	int fd = open(dev, O_RDONLY | O_EXCL | O_CLOEXEC);
+	pid_t pid;
+
+	if (fd >= 0)
+		close(fd);
+	else if (errno == EBUSY) {
+		snprintf(msg, len, "%s is in use (mounted elsewhere or claimed)", dev);
+		return PLOOP_ERR_UMOUNT_BUSY;
+	}
+	pid = device_opener(dev);
+	if (pid) {
+		snprintf(msg, len, "%s is open in process %d", dev, (int)pid);
+		return PLOOP_ERR_UMOUNT_BUSY;
+	}
+	return 0;
+}
+
 /*
  * Makes the devices free to detach: the filesystem this server mounted, then any other mount of the
  * partition or the whole device (ploop umount unmounts what is on the device, as upstream), and
@@ -106,8 +126,6 @@ int server_release(struct srv *s, char *msg, size_t len)
 	}
 	for (int i = 0; i < 2 && !code; i++) {
 		int r = fs_umount_device(devs[i], dir, sizeof(dir));
-		pid_t pid;
-		int fd = -1;
 
 		if (r == -EXDEV) {
 			code = PLOOP_ERR_UMOUNT_BUSY;
@@ -116,15 +134,12 @@ int server_release(struct srv *s, char *msg, size_t len)
 			code = r == -EBUSY ? PLOOP_ERR_UMOUNT_BUSY : PLOOP_ERR_UMOUNT;
 			snprintf(msg, len, "cannot unmount %s from %s: %s", devs[i], dir,
 				 r == -EBUSY ? "it is in use" : strerror(-r));
-		} else if ((fd = open(devs[i], O_RDONLY | O_EXCL | O_CLOEXEC)) < 0 && errno == EBUSY) {
-			code = PLOOP_ERR_UMOUNT_BUSY;
-			snprintf(msg, len, "%s is in use (mounted elsewhere or claimed)", devs[i]);
-		} else if ((pid = device_opener(devs[i]))) {
-			code = PLOOP_ERR_UMOUNT_BUSY;
-			snprintf(msg, len, "%s is open in process %d", devs[i], (int)pid);
+		} else {
+			/* A holder may be passing through (a probe of the device the unmount set off,
+			 * udev's blkid): asked again for up to 3 s before the device is called in use. */
+			for (int tries = 0; (code = device_held(devs[i], msg, len)) && tries < 30; tries++)
+				usleep(100 * 1000);
 		}
-		if (fd >= 0)
-			close(fd);
 	}
 out:
 	pthread_mutex_unlock(&mu);

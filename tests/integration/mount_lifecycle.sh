@@ -207,7 +207,28 @@ if inst "$W"; then
 	check "... and leaves it mounted" test "$(pl list -H | grep -c " $W\$")" = 1
 	kill -CONT "$hung"
 fi
-umount_set "wrong targets: umount" "$W"
+# ---- umount while something holds the device open -------------------------------------------------------
+# A holder that goes away within a few seconds (a probe after the unmount) is waited for; one that
+# stays makes umount refuse (exit 46) and leaves the set served.
+if inst "$W"; then
+	python3 -c 'import os,sys,time; fd=os.open(sys.argv[1],os.O_RDONLY); print("open",flush=True); time.sleep(30)' \
+		"$I_PART" >"$T/holder" &
+	holder=$!
+	at_exit "kill $holder"
+	for _ in $(seq 50); do grep -q open "$T/holder" && break; sleep 0.1; done
+	refuse "umount while a process holds the partition open refused (exit 46)" 46 pl umount "$W"
+	check "... names the process" grep -q "is open in process $holder" "$T/.err"
+	check "... and leaves the set served" test "$(pl list -H | grep -c " $W\$")" = 1
+	kill "$holder"; wait "$holder" 2>/dev/null
+	python3 -c 'import os,sys,time; fd=os.open(sys.argv[1],os.O_RDONLY); print("open",flush=True); time.sleep(1)' \
+		"$I_PART" >"$T/holder" &
+	holder=$!
+	for _ in $(seq 50); do grep -q open "$T/holder" && break; sleep 0.1; done
+	umount_set "umount while a process holds the partition open for a second waits for it" "$W"
+	wait "$holder"
+else
+	not_ok "wrong targets: the set is not mounted"
+fi
 # ---- a host filesystem with room for less than the server's preallocation step -----------------------
 # The server grows the top by 16 clusters at a time, or by one when that does not fit; only what was
 # allocated may count as preallocated: the next clusters were written into holes of the file, and
