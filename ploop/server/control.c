@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 
 #include "server.h"
@@ -12,6 +13,7 @@ static pthread_t thread;
 
 static void *control_loop(void *arg)
 {
+	const struct timeval idle = { .tv_sec = 5 };
 	struct srv *s = arg;
 
 	while (!s->stopping) {
@@ -31,6 +33,10 @@ static void *control_loop(void *arg)
 			close(c);
 			continue;
 		}
+		/* A command comes right after the connect: a peer that sends nothing (or reads no
+		 * reply) for 5 s is dropped, or every later command would wait behind it. */
+		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof(idle));
+		setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &idle, sizeof(idle));
 		while ((n = recv(c, line, sizeof(line) - 1, 0)) > 0) {
 			line[n] = '\0';
 			line[strcspn(line, "\n")] = '\0';

@@ -207,6 +207,20 @@ if inst "$W"; then
 	check "... and leaves it mounted" test "$(pl list -H | grep -c " $W\$")" = 1
 	kill -CONT "$hung"
 fi
+# ---- a client of the control socket that sends nothing ----------------------------------------------------
+# The server takes one connection at a time: an idle one is dropped after a few seconds, so the
+# commands behind it go through instead of waiting for ever.
+if inst "$W"; then
+	python3 -c 'import socket,sys,time; s=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET); s.connect(sys.argv[1]); print("connected",flush=True); time.sleep(60)' \
+		"/run/ploop/$(run_id "$W")/control" >"$T/idle" &
+	idle=$!
+	at_exit "kill $idle"
+	for _ in $(seq 50); do grep -q connected "$T/idle" && break; sleep 0.1; done
+	must "an online snapshot while another client holds the control socket idle" timeout 30 "$PLOOP" snapshot "$W"
+	kill "$idle"; wait "$idle" 2>/dev/null
+	must "... merged back" pl snapshot-merge "$W"
+fi
+
 # ---- umount while something holds the device open -------------------------------------------------------
 # A holder that goes away within a few seconds (a probe after the unmount) is waited for; one that
 # stays makes umount refuse (exit 46) and leaves the set served.
