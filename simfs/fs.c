@@ -1695,32 +1695,48 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	}
 }
 
+/* The names of a file's xattrs as the caller may see them: the host lists trusted.* to us (root),
+ * the kernel would list them only to a caller with CAP_SYS_ADMIN - here, to uid 0. */
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	char proc[64];
-	char *buf = NULL;
-	ssize_t r;
+	bool privileged = fuse_req_ctx(req)->uid == 0;
+	char proc[64], *buf = NULL;
+	ssize_t r, kept = 0;
 
 	proc_name(proc, sizeof(proc), ifd(req, ino));
-	if (size) {
-		buf = malloc(size);
+	for (;;) {	/* the list may grow between the two calls */
+		r = listxattr(proc, NULL, 0);
+		if (r <= 0)
+			break;
+		free(buf);
+		buf = malloc((size_t)r);
 		if (!buf) {
 			fuse_reply_err(req, ENOMEM);
 			return;
 		}
-		r = listxattr(proc, buf, size);
-		if (r < 0)
-			fuse_reply_err(req, errno);
-		else
-			fuse_reply_buf(req, buf, (size_t)r);
-		free(buf);
-	} else {
-		r = listxattr(proc, NULL, 0);
-		if (r < 0)
-			fuse_reply_err(req, errno);
-		else
-			fuse_reply_xattr(req, (size_t)r);
+		r = listxattr(proc, buf, (size_t)r);
+		if (r >= 0 || errno != ERANGE)
+			break;
 	}
+	if (r < 0) {
+		fuse_reply_err(req, errno);
+		free(buf);
+		return;
+	}
+	for (ssize_t i = 0, n; i < r; i += n) {
+		n = (ssize_t)strnlen(buf + i, (size_t)(r - i - 1)) + 1;	/* each name ends with a NUL */
+		if (privileged || strncmp(buf + i, "trusted.", 8)) {
+			memmove(buf + kept, buf + i, (size_t)n);
+			kept += n;
+		}
+	}
+	if (!size)
+		fuse_reply_xattr(req, (size_t)kept);
+	else if ((size_t)kept > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, buf, (size_t)kept);
+	free(buf);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

@@ -63,6 +63,7 @@ e setfattr -n user.d -v dirval xd; e setfattr -n trusted.t -v t xa
 getfattr -d -m - xa xd 2>&1 | grep -v '^$' | sed 's/user.big=.*/user.big=<3000>/'
 e setfattr -x user.a xa; e setfattr -x user.nope xa; e getfattr -n user.nope xa
 getfattr -d xa 2>&1 | grep -c user
+as1000 /usr/bin/python3 -c 'import os; print("names uid 1000 sees:", sorted(os.listxattr("xa")))'
 echo "== device nodes, fifos, sockets"
 e mknod cdev c 1 3; e mknod bdev b 7 200; e mkfifo fifo; s cdev bdev fifo
 stat -c '%n %t:%T' cdev bdev
