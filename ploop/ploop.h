@@ -347,6 +347,9 @@ struct ploop_instance {
 	char options[1024];
 	char file[4096];		/* the FUSE file the loop device reads; kernel: the top delta */
 	bool kernel;			/* served by the dm-ploop kernel target, not a server */
+	/* The file of the delta served on top (of the snapshot, for a view): what identifies the set,
+	 * whatever its path is now. 0: not recorded. */
+	uint64_t top_dev, top_ino;
 };
 
 struct ploop_mount_params {
@@ -364,7 +367,8 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 /* Unmounts the filesystem, detaches the device, flushes and stops the server. A dead server's
  * leftovers (mounts, device, run directory) are cleaned up instead. */
 int ploop_umount(const struct ploop_instance *inst, struct ploop_error *err);
-/* The instance serving @descriptor (@guid NULL: its read-write top): 0, or PLOOP_ERR_DEV_NOT_MOUNTED. */
+/* The instance serving @descriptor (@guid NULL: its read-write top): 0, or PLOOP_ERR_DEV_NOT_MOUNTED.
+ * It is the one whose served top is the file @descriptor names, wherever it was mounted from. */
 int ploop_find_instance(const char *descriptor, const char *guid, struct ploop_instance *out,
 			struct ploop_error *err);
 /* The instance whose device, partition or mount point is @what. */

@@ -134,6 +134,14 @@ static int read_state(const char *id, struct ploop_instance *in)
 			copy_field(in->file, sizeof(in->file), eq);
 		else if (!strcmp(line, "kernel"))
 			in->kernel = atoi(eq);
+		else if (!strcmp(line, "top")) {
+			unsigned long long dev, ino;
+
+			if (sscanf(eq, "%llu:%llu", &dev, &ino) == 2) {
+				in->top_dev = dev;
+				in->top_ino = ino;
+			}
+		}
 	}
 	fclose(f);
 	return 0;
@@ -177,6 +185,51 @@ static bool instance_alive(const struct ploop_instance *in)
 	return true;
 }
 
+/* The name of a server's top delta as the server has it open (the set's directory may have been
+ * renamed since the mount): false if it has none. */
+static bool server_top_path(const struct ploop_instance *in, char *path, size_t len)
+{
+	char fds[64], link[PATH_MAX];
+	struct dirent *e;
+	bool found = false;
+	DIR *d;
+
+	if (!in->top_ino || in->pid <= 0 || in->kernel)
+		return false;
+	snprintf(fds, sizeof(fds), "/proc/%d/fd", in->pid);
+	d = opendir(fds);
+	while (d && (e = readdir(d))) {
+		struct stat st;
+		ssize_t n;
+
+		snprintf(link, sizeof(link), "%s/%s", fds, e->d_name);
+		if (e->d_name[0] == '.' || stat(link, &st) || st.st_ino != in->top_ino || st.st_dev != in->top_dev)
+			continue;
+		n = readlink(link, path, len - 1);
+		if (n > 0) {
+			path[n] = '\0';
+			found = path[0] == '/' && !strstr(path, " (deleted)");
+		}
+		break;
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* The descriptor of a server's set as it is named now: beside its top delta. */
+static void current_descriptor(struct ploop_instance *in)
+{
+	const char *name = strrchr(in->descriptor, '/');
+	char top[PATH_MAX], *slash;
+
+	if (!name || !server_top_path(in, top, sizeof(top)) || !(slash = strrchr(top, '/')) ||
+	    (size_t)(slash - top) + strlen(name) >= sizeof(in->descriptor))
+		return;
+	memmove(in->descriptor + (slash - top), name, strlen(name) + 1);
+	memcpy(in->descriptor, top, (size_t)(slash - top));
+}
+
 /* A kernel-mapped set whose device is suspended while an offline operation of ours rewrites its chain
  * (snapshot, merge, delete: see kernel_call): it counts as not mounted meanwhile. */
 static const char *kernel_offline_id;
@@ -191,6 +244,8 @@ static int load_instance(const char *id, struct ploop_instance *out)
 			     !(kernel_offline_id && !strcmp(kernel_offline_id, id));
 	else if (!r)
 		out->alive = instance_alive(out);
+	if (!r && out->alive && !out->kernel)
+		current_descriptor(out);
 	return r;
 }
 
@@ -324,10 +379,90 @@ bool ploop_describe_views(const char *dd_path, char *buf, size_t len)
 	return describe(dd_path, true, buf, len);
 }
 
+/* The file the set at @rp serves on top of @guid's chain ("": the top): its path, device and
+ * inode; false if its descriptor does not tell. */
+static bool named_top(const char *rp, const char *guid, char *path, size_t len, struct stat *st)
+{
+	struct ploop_descriptor *dd = NULL;
+	struct ploop_error none = { 0 };
+	bool named = false;
+
+	if (!ploop_descriptor_read(rp, &dd, &none)) {
+		int im = ploop_descriptor_find_image(dd, guid[0] ? guid : dd->top_guid);
+
+		named = im >= 0 && !stat(dd->images[im].path, st);
+		if (named)
+			snprintf(path, len, "%s", dd->images[im].path);
+	}
+	ploop_descriptor_free(dd);
+	return named;
+}
+
+static bool serves(const struct ploop_instance *in, const struct stat *top)
+{
+	return in->top_ino == top->st_ino && in->top_dev == top->st_dev;
+}
+
+/* Whether @in serves the top at @path: the path leads to its file, or is the name its server has
+ * it open by (something mounted over the file hides it, and keeps it from being removed, not from
+ * being served). */
+static bool serves_named(const struct ploop_instance *in, const char *path, const struct stat *top)
+{
+	char open_path[PATH_MAX];
+
+	return serves(in, top) || (server_top_path(in, open_path, sizeof(open_path)) && !strcmp(open_path, path));
+}
+
+struct find_top {
+	const char *guid;
+	const struct stat *top;
+	struct ploop_instance *out;
+	bool found;
+};
+
+static int match_top(void *ctx, const struct ploop_instance *in)
+{
+	struct find_top *f = ctx;
+
+	if (strcmp(in->guid, f->guid) || !serves(in, f->top))
+		return 0;
+	*f->out = *in;
+	f->found = true;
+	return 1;
+}
+
+/*
+ * The instance of the set at @rp: the one whose served top is the file the descriptor names. Its
+ * run directory is named by the path it was mounted by, which another set may have now (the first
+ * one renamed, a new one made in its place): that one's server is not this set's, and the set
+ * that was moved is found wherever it is, by its top. (A descriptor that cannot be read is taken by
+ * the name of the set the server serves, as it is now.) @out->descriptor is @rp.
+ */
+static bool find_served(const char *rp, const char *guid, struct ploop_instance *out)
+{
+	char top_path[PATH_MAX];
+	struct stat top;
+	bool named = named_top(rp, guid, top_path, sizeof(top_path), &top);
+	struct find_top f = { .guid = guid, .top = &top, .out = out };
+	struct ploop_error none = { 0 };
+	char id[17];
+
+	ploop_instance_id(rp, guid, id);
+	if (!load_instance(id, out) &&
+	    (named ? !out->top_ino || serves_named(out, top_path, &top) : !out->top_ino || !strcmp(out->descriptor, rp)))
+		f.found = true;
+	else if (named)
+		ploop_list_instances(match_top, &f, &none);
+	if (f.found)
+		snprintf(out->descriptor, sizeof(out->descriptor), "%s", rp);
+	return f.found;
+}
+
 int ploop_find_instance(const char *descriptor, const char *guid, struct ploop_instance *out, struct ploop_error *err)
 {
 	char *rp = realpath(descriptor, NULL);
-	char id[17], g[PLOOP_GUID_BUF] = "";
+	char g[PLOOP_GUID_BUF] = "";
+	bool found;
 
 	if (!rp)
 		return ploop_fail(err, errno == ENOENT ? PLOOP_ERR_DESCRIPTOR : PLOOP_ERR_OPEN, errno, "%s", descriptor);
@@ -335,9 +470,9 @@ int ploop_find_instance(const char *descriptor, const char *guid, struct ploop_i
 		free(rp);
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", guid);
 	}
-	ploop_instance_id(rp, g, id);
+	found = find_served(rp, g, out);
 	free(rp);
-	if (load_instance(id, out)) {
+	if (!found) {
 		if (g[0])
 			return ploop_fail(err, PLOOP_ERR_DEV_NOT_MOUNTED, 0, "snapshot %s of %s is not mounted", g,
 					  descriptor);
@@ -606,6 +741,7 @@ static int write_kernel_state(const char *id, const char *descriptor, const char
 			      const char *top, struct ploop_error *err)
 {
 	char dir[PATH_MAX], path[PATH_MAX + 16], tmp[PATH_MAX + 16];
+	struct stat st;
 	FILE *f;
 
 	mkdir(PLOOP_RUN_DIR, 0755);
@@ -619,6 +755,8 @@ static int write_kernel_state(const char *id, const char *descriptor, const char
 		return ploop_fail(err, PLOOP_ERR_CREAT, errno, "%s", tmp);
 	fprintf(f, "pid=0\nkernel=1\nro=%d\ndescriptor=%s\nguid=%s\ndevice=%s\npart=%s\nmount=%s\nfstype=%s\n"
 		"options=%s\nfile=%s\n", ro, descriptor, guid, device, part, mnt, fstype, options, top);
+	if (!stat(top, &st))
+		fprintf(f, "top=%llu:%llu\n", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
 	if (fclose(f) || rename(tmp, path))
 		return ploop_fail(err, PLOOP_ERR_WRITE, errno, "%s", path);
 	return 0;
@@ -1111,13 +1249,7 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 		free(rp);
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", p->guid);
 	}
-	ploop_instance_id(rp, g, id);
-	if (!load_instance(id, &old)) {
-		if (old.alive && p->kernel && !old.kernel) {
-			free(rp);
-			return ploop_fail(err, PLOOP_ERR_MOUNT, 0, "%s is already mounted (device %s)", p->descriptor,
-					  old.device);
-		}
+	if (find_served(rp, g, &old)) {
 		if (old.alive) {
 			free(rp);
 			return ploop_fail(err, PLOOP_ERR_MOUNT, 0, "%s is already mounted (device %s)", p->descriptor,
@@ -1127,6 +1259,27 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 		if (cleanup_dead(&old, err)) {
 			free(rp);
 			return err->status;
+		}
+	}
+	ploop_instance_id(rp, g, id);
+	if (!load_instance(id, &old)) {
+		if (old.alive) {
+			/* Another set's, mounted from this path before it was renamed: this one is named
+			 * apart (and found by its top, as that one is). */
+			char *salted = NULL;
+
+			if (asprintf(&salted, "%s\n%s", rp, old.id) < 0) {
+				free(rp);
+				return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", p->descriptor);
+			}
+			ploop_instance_id(salted, g, id);
+			free(salted);
+		} else {
+			PNOTICE("The server of %s died; cleaning up before mounting again", old.descriptor);
+			if (cleanup_dead(&old, err)) {
+				free(rp);
+				return err->status;
+			}
 		}
 	}
 	if (p->kernel && g[0] && !p->ro) {
@@ -1160,6 +1313,8 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 		argv[argc++] = "--options";
 		argv[argc++] = p->options;
 	}
+	argv[argc++] = "--id";
+	argv[argc++] = id;
 	argv[argc++] = "--ready-fd";
 	argv[argc++] = "3";
 	argv[argc++] = rp;

@@ -174,6 +174,7 @@ static void *fuse_thread(void *arg)
 int server_write_state(struct srv *s)
 {
 	char path[4200], tmp[4300];
+	struct stat top;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "%s/state", s->run_dir);
@@ -184,6 +185,9 @@ int server_write_state(struct srv *s)
 	fprintf(f, "pid=%d\nro=%d\ndescriptor=%s\nguid=%s\ndevice=%s\npart=%s\nmount=%s\nfstype=%s\noptions=%s\nfile=%s\n",
 		(int)getpid(), s->ro, s->dd_path, s->guid, s->device, s->part, s->mount_dir, s->fstype, s->mount_opts,
 		s->disk_path);
+	/* The identity of the set: the top delta's file, whatever its path is now (see ploop_find_instance). */
+	if (s->chain && !fstat(s->chain->deltas[s->chain->depth - 1]->file->fd, &top))
+		fprintf(f, "top=%llu:%llu\n", (unsigned long long)top.st_dev, (unsigned long long)top.st_ino);
 	if (fclose(f) || rename(tmp, path))
 		return -errno;
 	return 0;
@@ -357,7 +361,7 @@ int server_attach_partition(struct srv *s, char *msg, size_t len)
 static void usage(void)
 {
 	fprintf(stderr, "usage: ploopd [--ro] [--guid GUID] [--mount DIR [--fstype T] [--options O]] "
-			"[--ready-fd FD] DiskDescriptor.xml\n");
+			"[--id ID] [--ready-fd FD] DiskDescriptor.xml\n");
 	exit(PLOOP_ERR_PARAM);
 }
 
@@ -367,7 +371,7 @@ int main(int argc, char **argv)
 		{ "ro", no_argument, NULL, 'r' },	   { "guid", required_argument, NULL, 'g' },
 		{ "mount", required_argument, NULL, 'm' }, { "fstype", required_argument, NULL, 't' },
 		{ "options", required_argument, NULL, 'o' }, { "ready-fd", required_argument, NULL, 'f' },
-		{ 0 } };
+		{ "id", required_argument, NULL, 'i' }, { 0 } };
 	struct srv *s = &S;
 	struct ploop_error err = { 0 };
 	const char *mount_dir = NULL, *fstype = NULL, *opts = NULL;
@@ -387,6 +391,11 @@ int main(int argc, char **argv)
 		case 't': fstype = optarg; break;
 		case 'o': opts = optarg; break;
 		case 'f': ready_fd = atoi(optarg); break;
+		case 'i':
+			if (strlen(optarg) != 16 || strspn(optarg, "0123456789abcdef") != 16)
+				usage();
+			snprintf(s->id, sizeof(s->id), "%s", optarg);
+			break;
 		default: usage();
 		}
 	}
@@ -395,7 +404,9 @@ int main(int argc, char **argv)
 	s->dd_path = realpath(argv[optind], NULL);
 	if (!s->dd_path)
 		fail_start(ready_fd, PLOOP_ERR_DESCRIPTOR, "%s: %s", argv[optind], strerror(errno));
-	ploop_instance_id(s->dd_path, s->guid, s->id);
+	/* (ploop mount names it apart when another set's server has the name of this path.) */
+	if (!s->id[0])
+		ploop_instance_id(s->dd_path, s->guid, s->id);
 	if (asprintf(&s->run_dir, "%s/%s", PLOOP_RUN_DIR, s->id) < 0 ||
 	    asprintf(&s->disk_path, "%s/disk", s->run_dir) < 0 || asprintf(&s->sock_path, "%s/control", s->run_dir) < 0)
 		fail_start(ready_fd, PLOOP_ERR_MALLOC, "out of memory");

@@ -86,15 +86,127 @@ static void thaw(struct freezer *fz)
 
 /* ---- helpers ----------------------------------------------------------------------------------- */
 
+/* The name the kernel has for the file open as @fd (NULL if it has none: it was removed). */
+static char *name_of_open(int fd)
+{
+	char link[64], path[PATH_MAX];
+	ssize_t len;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	len = readlink(link, path, sizeof(path) - 1);
+	if (len <= 0 || path[0] != '/')
+		return NULL;
+	path[len] = '\0';
+	return strstr(path, " (deleted)") ? NULL : strdup(path);
+}
+
+/* Whether @path names the file open as @fd: it leads to it, or is its name with something mounted
+ * over it (which hides the file, and keeps it from being removed, not from being served). */
+static bool names_open_file(const char *path, int fd)
+{
+	struct stat named, open;
+	cleanup_free char *name = NULL;
+
+	if (!stat(path, &named) && !fstat(fd, &open) && named.st_dev == open.st_dev && named.st_ino == open.st_ino)
+		return true;
+	name = name_of_open(fd);
+	return name && !strcmp(name, path);
+}
+
+/* Whether the chain @dd names (levels @idx) is, file for file, the one the server has open. */
+static bool names_served_chain(struct srv *s, const struct ploop_descriptor *dd, const int idx[], int n)
+{
+	if (n != s->chain->depth)
+		return false;
+	for (int i = 0; i < n; i++)
+		if (!names_open_file(dd->images[idx[i]].path, s->chain->deltas[i]->file->fd))
+			return false;
+	return true;
+}
+
+/* The descriptor at @path and its top's chain, if that is the served chain (else *@dd is NULL). */
+static void read_dd_at(struct srv *s, const char *path, struct ploop_descriptor **dd, int idx[], int *n)
+{
+	struct ploop_error none = { 0 };
+
+	if (ploop_descriptor_read(path, dd, &none) || ploop_descriptor_chain(*dd, NULL, idx, n, &none) ||
+	    !names_served_chain(s, *dd, idx, *n)) {
+		ploop_descriptor_free(*dd);
+		*dd = NULL;
+	}
+}
+
+/* Where the top delta the server has open is now, by its open file (the set's directory may have
+ * been renamed since the mount): NULL if that cannot be told. */
+static char *top_dir_now(struct srv *s)
+{
+	cleanup_free char *path = name_of_open(top_delta(s)->file->fd);
+
+	return path ? ploop_dir_of(path) : NULL;
+}
+
+static int not_served(const char *path, struct ploop_error *err)
+{
+	return ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0,
+			  "%s does not name the images this server has open (the set was moved or changed behind "
+			  "its back): refused",
+			  path);
+}
+
+/*
+ * Before any online operation: the descriptor it acts on must be the one whose images are the very
+ * files the server has open (device and inode of each delta), not just whatever now has the name the
+ * set was mounted by -- its directory may have been renamed, and another set made under the old
+ * name, which a snapshot would then have changed (its new delta becoming this server's top). A set
+ * that was moved is followed: its descriptor, of the same name beside the top delta as that is named
+ * now, is adopted with the deltas' new paths (the state file too, which ploop list shows). Anything
+ * else is refused.
+ */
+static int follow_descriptor(struct srv *s, struct ploop_error *err)
+{
+	cleanup_free char *dir = top_dir_now(s);
+	char *moved = dir ? ploop_join(dir, strrchr(s->dd_path, '/') + 1) : NULL;
+	struct ploop_descriptor *dd = NULL;
+	int idx[PLOOP_MAX_CHAIN], n;
+
+	read_dd_at(s, s->dd_path, &dd, idx, &n);
+	if (dd || !moved || !strcmp(moved, s->dd_path)) {
+		bool served = dd;
+
+		free(moved);
+		ploop_descriptor_free(dd);
+		return served ? 0 : not_served(s->dd_path, err);
+	}
+	read_dd_at(s, moved, &dd, idx, &n);
+	if (!dd) {
+		not_served(moved, err);
+		free(moved);
+		return err->status;
+	}
+	slog("the set was moved: %s is now %s", s->dd_path, moved);
+	/* (The data path names deltas in its messages.) */
+	pthread_rwlock_wrlock(&s->io_lock);
+	free(s->dd_path);
+	s->dd_path = moved;
+	for (int i = 0; i < n; i++) {
+		char *path = strdup(dd->images[idx[i]].path);
+
+		if (path) {
+			free(s->chain->deltas[i]->path);
+			s->chain->deltas[i]->path = path;
+		}
+	}
+	pthread_rwlock_unlock(&s->io_lock);
+	ploop_descriptor_free(dd);
+	server_write_state(s);
+	return 0;
+}
+
+/* The descriptor of the served set and its top's chain (see follow_descriptor). */
 static int read_dd(struct srv *s, struct ploop_descriptor **dd, int idx[], int *n, struct ploop_error *err)
 {
-	*dd = NULL;
-	if (ploop_descriptor_read(s->dd_path, dd, err) || ploop_descriptor_chain(*dd, NULL, idx, n, err))
-		return err->status;
-	if (*n != s->chain->depth)
-		return ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0, "%s changed behind the server's back (%d images, %d served)",
-				  s->dd_path, *n, s->chain->depth);
-	return 0;
+	read_dd_at(s, s->dd_path, dd, idx, n);
+	return *dd ? 0 : not_served(s->dd_path, err);
 }
 
 static void set_disk_size(struct ploop_descriptor *dd, uint64_t size)
@@ -663,14 +775,26 @@ int online_command(struct srv *s, char *line, char *reply, size_t len)
 		return cmd_status(s, reply, len);
 	if (!strcmp(line, "stop"))
 		return cmd_stop(s, reply, len);
-	if (!strcmp(line, "snapshot"))
-		return cmd_snapshot(s, args, reply, len);
-	if (!strcmp(line, "merge"))
-		return cmd_merge(s, args, false, reply, len);
-	if (!strcmp(line, "merge-all"))
-		return cmd_merge(s, args, true, reply, len);
-	if (!strcmp(line, "delete"))
-		return cmd_delete(s, args, reply, len);
+	/* Each of these acts on the descriptor: the one of the chain served, wherever it is now. */
+	if (!strcmp(line, "snapshot") || !strcmp(line, "merge") || !strcmp(line, "merge-all") ||
+	    !strcmp(line, "delete") || !strcmp(line, "resize")) {
+		struct ploop_error err = { 0 };
+
+		if (!s->ro && !s->guid[0] && follow_descriptor(s, &err))
+			return reply_error(reply, len, &err);
+	}
+	/* The top these change is recorded in the state file: ploop finds the set by it. */
+	if (!strcmp(line, "snapshot") || !strcmp(line, "merge") || !strcmp(line, "merge-all") ||
+	    !strcmp(line, "delete")) {
+		if (!strcmp(line, "snapshot"))
+			r = cmd_snapshot(s, args, reply, len);
+		else if (!strcmp(line, "delete"))
+			r = cmd_delete(s, args, reply, len);
+		else
+			r = cmd_merge(s, args, !strcmp(line, "merge-all"), reply, len);
+		server_write_state(s);
+		return r;
+	}
 	if (!strcmp(line, "resize"))
 		return cmd_resize(s, args, reply, len);
 	if (!strcmp(line, "compact"))

@@ -457,4 +457,62 @@ else
 	not_ok "covered view: mount a tmpfs over mO"
 fi
 G=$OS UCMD=snapshot-umount umount_set "covered view: snapshot-umount once the cover is gone" "$O1" -u "$OS" "$O1"
+
+# ---- a mounted set whose directory is renamed ----------------------------------------------------------
+# A set is its files, not the path it was mounted by. Its directory renamed and a new set made under
+# the old name, the new one was taken as mounted: its snapshot was done by the old set's server (the
+# new delta in R1 became that server's top, where the device's writes then went), and the renamed set
+# was not found (umount: not mounted, snapshot: locked). The server's top now identifies a set: the
+# new R1 is not mounted, the renamed set is found (and listed) as R1x, and the server acts on no
+# descriptor that does not name the very files it has open.
+R=$RT/R1/DiskDescriptor.xml
+RX=$RT/R1x/DiskDescriptor.xml
+mkdir -p R1
+must "renamed: init R1 (-t none)" pl init -s 64M -t none R1/root.hds
+mount_set "renamed: mount R1" "$R"
+inst "$R"
+rdev=$I_DEV
+random_file "$T/w0" 4
+random_file "$T/w4" 1
+dd if="$T/w0" of="$rdev" bs=1M oflag=direct conv=fsync status=none
+mv R1 R1x
+mkdir R1
+must "renamed: init a new set R1 where it was" pl init -s 64M -t none R1/root.hds
+check "... ploop list shows the mounted set as R1x" inst "$RX"
+check "... and not the new R1" bash -c "! $PLOOP list -H | grep -qF ' $R'"
+must "renamed: snapshot of the new R1 (offline: it is not mounted)" pl snapshot "$R"
+check "... R1 has 2 deltas now" test "$(ndeltas "$R")" = 2
+check "... the server's top is still R1x's only delta" test "$(ndeltas "$RX")" = 1
+check "... the server's log names no snapshot" bash -c "! grep -q 'snapshot {' /run/ploop/$(run_id "$R")/log"
+must "renamed: snapshot of R1x (online, by its server)" pl snapshot "$RX"
+check "... R1x has 2 deltas" test "$(ndeltas "$RX")" = 2
+check "... R1 still has 2" test "$(ndeltas "$R")" = 2
+dd if="$T/w4" of="$rdev" bs=1M seek=8 oflag=direct conv=fsync status=none
+# Neither name nor the descriptor of R1x names the files served any more: refused by the server.
+top=$(deltas "$RX" | tail -1)
+cp "$RX" "$T/rx.xml"
+cp "$top" R1x/copy.hds
+sed "s:${top##*/}:copy.hds:" "$T/rx.xml" >R1x/DiskDescriptor.xml.new && mv R1x/DiskDescriptor.xml.new "$RX"
+python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(sys.argv[1])
+s.send(b"snapshot")
+print(s.recv(4096).decode())' "/run/ploop/$(run_id "$R")/control" >"$T/.reply" 2>&1
+check "renamed: the server refuses a snapshot when no descriptor names its files (39): $(head -c 200 "$T/.reply")" \
+	grep -q '^err 39 .*does not name the images this server has open' "$T/.reply"
+check "... nothing was made" test "$(ls R1x | grep -c 'root.hds.{')" = 1
+mv "$T/rx.xml" "$RX"
+rm -f R1x/copy.hds
+mount_set "renamed: mount the new R1 as well" "$R"
+check "... both listed" bash -c "$PLOOP list -H | grep -qF ' $R' && $PLOOP list -H | grep -qF ' $RX'"
+umount_set "renamed: umount the new R1" "$R"
+umount_set "renamed: umount R1x" "$RX"
+must "renamed: export R1x" pl export "$RX" "$T/rx.raw"
+check "... it has the first write" cmp -n $((4 * MiB)) "$T/w0" "$T/rx.raw"
+check "... and the one after the snapshot" cmp -n $MiB -i 0:$((8 * MiB)) "$T/w4" "$T/rx.raw"
+must "renamed: export R1" pl export "$R" "$T/r.raw"
+check "... which holds neither" bash -c "! cmp -s -n $MiB -i 0:$((8 * MiB)) '$T/w4' '$T/r.raw' && ! cmp -s -n $((4 * MiB)) '$T/w0' '$T/r.raw'"
+checked "renamed: every delta of R1x checks clean" "$RX"
+checked "renamed: every delta of R1 checks clean" "$R"
 finish
