@@ -1019,6 +1019,41 @@ int ploop_lock_descriptor_server(const char *dd_path, int *lock_fd, bool *exclus
 	return lock_descriptor(dd_path, false, false, PLOOP_ERR_OPEN, lock_fd, err);
 }
 
+/*
+ * A command that works on a set while its server serves it (a mounted resize: the server grows the
+ * disk, the command the partition table and the filesystem) cannot take the lock the server holds
+ * shared: it takes an flock of the same file, which record locks do not see, so that two such
+ * commands do not interleave. Another holder is PLOOP_ERR_LOCK, as for the descriptor lock.
+ */
+int ploop_lock_descriptor_op(const char *dd_path, int *lock_fd, struct ploop_error *err)
+{
+	cleanup_free char *lck = NULL;
+	struct stat st;
+	int fd;
+
+	*lock_fd = -1;
+	if (stat(dd_path, &st))
+		return ploop_fail(err, errno == ENOENT ? PLOOP_ERR_DESCRIPTOR : PLOOP_ERR_OPEN, errno, "%s", dd_path);
+	if (asprintf(&lck, "%s.lck", dd_path) < 0)
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", dd_path);
+	fd = open_regular_file(lck, O_RDWR | O_CREAT, 0600, false);
+	if (fd == -OPEN_ENOTREG)
+		return ploop_fail(err, PLOOP_ERR_OPEN, 0, "%s: not a regular file", lck);
+	if (fd < 0)
+		return ploop_fail(err, PLOOP_ERR_OPEN, -fd, "%s: cannot open the lock file", lck);
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		int e = errno;
+
+		close(fd);
+		if (e == EWOULDBLOCK)
+			return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: image is locked: another resize is under way",
+					  dd_path);
+		return ploop_fail(err, PLOOP_ERR_SYS, e, "%s: cannot lock", lck);
+	}
+	*lock_fd = fd;
+	return 0;
+}
+
 void ploop_unlock_descriptor(int lock_fd)
 {
 	if (lock_fd >= 0)

@@ -180,6 +180,9 @@ int ploop_lock_new_descriptor(const char *dd_path, int *lock_fd, struct ploop_er
  * operations may then be completed), else shared if only readers do (snapshot views of the set):
  * offline writers stay away either way. *@exclusive says which it got. */
 int ploop_lock_descriptor_server(const char *dd_path, int *lock_fd, bool *exclusive, struct ploop_error *err);
+/* An flock of DiskDescriptor.xml.lck, apart from the server's record lock: for a command that works
+ * on a served set beside its server (release with ploop_unlock_descriptor). */
+int ploop_lock_descriptor_op(const char *dd_path, int *lock_fd, struct ploop_error *err);
 /* Fills a new delta (opened for writing, marked dirty) before it gets its name and descriptor. */
 typedef int (*ploop_fill_fn)(struct ploop_delta *d, void *ctx, struct ploop_error *err);
 /* A new image set: DELTA and its DiskDescriptor.xml (image.c). With @fill, DELTA is made and filled

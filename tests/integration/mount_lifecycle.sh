@@ -515,4 +515,40 @@ must "renamed: export R1" pl export "$R" "$T/r.raw"
 check "... which holds neither" bash -c "! cmp -s -n $MiB -i 0:$((8 * MiB)) '$T/w4' '$T/r.raw' && ! cmp -s -n $((4 * MiB)) '$T/w0' '$T/r.raw'"
 checked "renamed: every delta of R1x checks clean" "$RX"
 checked "renamed: every delta of R1 checks clean" "$R"
+
+# ---- two resizes of one mounted set at the same moment -------------------------------------------------
+# They interleaved (the server's grow, the partition table, resize2fs): the second failed with "e2fsck
+# failed" or took the first one's size for a shrink. One waits for the other or is refused as locked
+# (23); the filesystem checks clean and the disk has one of the two sizes.
+Z=$RT/Z/DiskDescriptor.xml
+mkdir -p Z
+must "concurrent resizes: init -s 512M" pl init -s 512M Z/root.hds
+mount_set "concurrent resizes: mount (device only)" "$Z"
+for sizes in "950 930" "1100 1080" "1300 1290"; do
+	read -r s1 s2 <<<"$sizes"
+	name="concurrent resizes to ${s1}M and ${s2}M"
+	pl resize -s ${s1}M "$Z" >"$T/r1.out" 2>"$T/r1.err" &
+	p1=$!
+	sleep 0.03
+	pl resize -s ${s2}M "$Z" >"$T/r2.out" 2>"$T/r2.err"
+	rc2=$?
+	wait $p1
+	rc1=$?
+	if { [ $rc1 = 0 ] || [ $rc1 = 23 ]; } && { [ $rc2 = 0 ] || [ $rc2 = 23 ]; } && [ $((rc1 + rc2)) != 46 ]; then
+		ok "$name: exits $rc1 and $rc2"
+	else
+		not_ok "$name: exits $rc1 and $rc2 ($(cat "$T/r1.err" "$T/r2.err" | tr '\n' ' ' | head -c 300))"
+	fi
+	for r in 1 2; do
+		rc=rc$r
+		[ ${!rc} = 23 ] && check "... the refused one says so in one line" test "$(wc -l <"$T/r$r.err")" = 1
+	done
+	size=$(pl info -s "$Z" | awk '/^size:/ {print $2}')
+	check "... the disk has one of the two sizes ($size sectors)" \
+		test "$size" = $((s1 * 2048)) -o "$size" = $((s2 * 2048))
+	inst "$Z"
+	check "... the filesystem checks clean" bash -c "e2fsck -fn '$I_PART' >/dev/null 2>&1"
+done
+umount_set "concurrent resizes: umount" "$Z"
+checked "concurrent resizes: every delta checks clean" "$Z"
 finish
