@@ -238,6 +238,8 @@ int ploop_descriptor_find_image(const struct ploop_descriptor *dd, const char *g
 int ploop_descriptor_find_snapshot(const struct ploop_descriptor *dd, const char *guid);
 /* Number of snapshots whose parent is @guid; the first one's index in *first_child (may be NULL). */
 int ploop_descriptor_children(const struct ploop_descriptor *dd, const char *guid, int *first_child);
+/* Image @im is the raw file of a raw set: its base, wherever the descriptor lists it. */
+bool ploop_descriptor_raw_image(const struct ploop_descriptor *dd, int im);
 /* Image indexes of the chain ending at @guid (NULL: the top), base first. */
 int ploop_descriptor_chain(const struct ploop_descriptor *dd, const char *guid, int idx[], int *n,
 			   struct ploop_error *err);

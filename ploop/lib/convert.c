@@ -88,7 +88,7 @@ int ploop_recover_conversion(struct ploop_descriptor *dd, bool *done, struct plo
 		uint64_t size;
 		int r;
 
-		if (dd->raw && i == 0)
+		if (ploop_descriptor_raw_image(dd, i))
 			continue;
 		if (read_header(dd->images[i].path, &h, err))
 			return err->status;
@@ -153,14 +153,15 @@ int ploop_convert_version(const char *dd_path, int version, struct ploop_error *
 {
 	struct image_set s;
 	struct ploop_delta *d[PLOOP_MAX_CHAIN] = { NULL };
-	int n = 0, first = 0, r = 0;
+	int n = 0, r = 0;
 
 	if (version != 1 && version != 2)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "format version must be 1 or 2");
 	if (ploop_set_open(&s, dd_path, err))
 		return err->status;
-	first = s.dd->raw ? 1 : 0;
-	for (int i = first; i < s.dd->n_images; i++) {
+	for (int i = 0; i < s.dd->n_images; i++) {
+		if (ploop_descriptor_raw_image(s.dd, i))
+			continue;
 		if (ploop_delta_open(s.dd->images[i].path, PLOOP_OPEN_RDWR, 0, 0, &d[n], err))
 			goto out;
 		if (version == 1 && d[n]->size_sectors > UINT32_MAX) {

@@ -62,6 +62,13 @@ int ploop_descriptor_children(const struct ploop_descriptor *dd, const char *gui
 	return n;
 }
 
+bool ploop_descriptor_raw_image(const struct ploop_descriptor *dd, int im)
+{
+	int s = dd->raw && im >= 0 && im < dd->n_images ? ploop_descriptor_find_snapshot(dd, dd->images[im].guid) : -1;
+
+	return s >= 0 && !strcmp(dd->snapshots[s].parent, PLOOP_NONE_GUID);
+}
+
 int ploop_descriptor_chain(const struct ploop_descriptor *dd, const char *guid, int idx[], int *n,
 			   struct ploop_error *err)
 {
@@ -119,7 +126,8 @@ struct parse_ctx {
 	struct ploop_descriptor *dd;
 	struct ploop_error *err;
 	const char *name;
-	int plain_image;	/* index of the <Type>Plain</Type> image, -1: none */
+	bool plain;		/* an image is <Type>Plain</Type> */
+	bool compressed[4 * PLOOP_MAX_CHAIN];	/* by image: <Type>Compressed</Type> */
 };
 
 static xmlNode *child(xmlNode *parent, const char *name)
@@ -336,11 +344,13 @@ static int parse_images(struct parse_ctx *c, xmlNode *storage)
 			return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0, "%s: image %s is listed twice", c->name,
 					  im->guid);
 		type = child_text(x, "Type");
-		if (type && !strcmp(type, "Plain")) {
-			if (c->plain_image >= 0)
-				return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0, "%s: more than one Plain image", c->name);
-			c->plain_image = dd->n_images - 1;
-		} else if (type && strcmp(type, "Compressed"))
+		/* Upstream types every image of a raw set Plain (snapshot, snapshot-merge), and any
+		 * Plain image makes the set raw: the raw file is the base, the others are deltas. */
+		if (type && !strcmp(type, "Plain"))
+			c->plain = true;
+		else if (type && !strcmp(type, "Compressed"))
+			c->compressed[dd->n_images - 1] = true;
+		else if (type)
 			return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0, "%s: image %s has unknown <Type> '%.40s'",
 					  c->name, im->guid, type);
 		im->file = child_text(x, "File");
@@ -357,7 +367,7 @@ static int parse_images(struct parse_ctx *c, xmlNode *storage)
 		if (!im->path)
 			return ploop_fail(c->err, PLOOP_ERR_MALLOC, ENOMEM, "%s", c->name);
 	}
-	dd->raw = c->plain_image >= 0;
+	dd->raw = c->plain;
 	return 0;
 }
 
@@ -454,15 +464,13 @@ static int check_tree(struct parse_ctx *c)
 		return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0, "%s: the top image %s has child snapshots", c->name,
 				  dd->top_guid);
 	if (dd->raw) {
-		/* Only the base can be a raw (Plain) file; it is listed first. */
-		int s = ploop_descriptor_find_snapshot(dd, dd->images[c->plain_image].guid);
-
-		if (strcmp(dd->snapshots[s].parent, PLOOP_NONE_GUID))
-			return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0, "%s: Plain image %s is not the base", c->name,
-					  dd->images[c->plain_image].guid);
-		if (c->plain_image != 0)
-			return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0,
-					  "%s: a raw (Plain) set must list its base image first", c->name);
+		/* Neither tool writes that (upstream types every image alike, we type the base Plain):
+		 * a ploop delta read as a raw disk would be served as garbage and merged into. */
+		for (int i = 0; i < dd->n_images; i++)
+			if (c->compressed[i] && ploop_descriptor_raw_image(dd, i))
+				return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0,
+						  "%s: a Plain image makes the set raw, but its base %s is Compressed",
+						  c->name, dd->images[i].guid);
 		if (dd->preallocated)
 			return ploop_fail(c->err, PLOOP_ERR_DESCRIPTOR, 0, "%s: a Plain image cannot be Preallocated",
 					  c->name);
@@ -542,7 +550,7 @@ int ploop_descriptor_parse(const char *xml, size_t len, const char *path, struct
 			   struct ploop_error *err)
 {
 	struct ploop_descriptor *dd = calloc(1, sizeof(*dd));
-	struct parse_ctx c = { .dd = dd, .err = err, .name = path, .plain_image = -1 };
+	struct parse_ctx c = { .dd = dd, .err = err, .name = path };
 	char *dir;
 	xmlDoc *doc;
 	xmlNode *root;
@@ -668,11 +676,11 @@ static xmlDoc *build_doc(const struct ploop_descriptor *dd)
 		add_number(storage, "Preallocated", 1);
 	for (int i = 0; i < dd->n_images; i++) {
 		xmlNode *im = X->NewChild(storage, NULL, BAD_CAST "Image", NULL);
-		int s = ploop_descriptor_find_snapshot(dd, dd->images[i].guid);
-		bool plain = dd->raw && s >= 0 && !strcmp(dd->snapshots[s].parent, PLOOP_NONE_GUID);
 
+		/* Only the raw file is Plain: upstream reads the set as raw all the same, and the
+		 * deltas' entries say what they are. */
 		add_text(im, "GUID", dd->images[i].guid);
-		add_text(im, "Type", plain ? "Plain" : "Compressed");
+		add_text(im, "Type", ploop_descriptor_raw_image(dd, i) ? "Plain" : "Compressed");
 		add_text(im, "File", dd->images[i].file);
 	}
 	snaps = X->NewChild(root, NULL, BAD_CAST "Snapshots", NULL);

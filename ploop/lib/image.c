@@ -33,7 +33,7 @@ static int validate_images(struct ploop_descriptor *dd, struct ploop_error *err)
 	for (int i = 0; i < dd->n_images; i++) {
 		struct ploop_delta *d;
 
-		if (dd->raw && i == 0)
+		if (ploop_descriptor_raw_image(dd, i))
 			continue;
 		if (ploop_delta_open(dd->images[i].path, PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY | PLOOP_OPEN_NOLOCK,
 				     0, 0, &d, err))

@@ -616,7 +616,7 @@ static int delete_unserved_leaf(struct srv *s, struct ploop_descriptor *dd, cons
 	if (!path)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", s->dd_path);
 	if (!ploop_delta_open(path, PLOOP_OPEN_RDWR | PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY |
-				      (dd->raw && im == 0 ? PLOOP_OPEN_RAW : 0),
+				      (ploop_descriptor_raw_image(dd, im) ? PLOOP_OPEN_RAW : 0),
 			      dd->blocksize, 0, &d, err)) {
 		ploop_descriptor_remove_image(dd, g);
 		if (!ploop_descriptor_store(dd, err) || ploop_descriptor_committed(err))

@@ -876,33 +876,97 @@ TEST(descriptor_plain_only_as_base)
 	ploop_descriptor_free(dd);
 }
 
-TEST(descriptor_rejects_plain_top_listed_second)
+/* Upstream's snapshot and snapshot-merge of a raw set type every image Plain: any Plain image makes
+ * the set raw, and the raw file is its base, wherever it is listed. */
+TEST(descriptor_every_image_plain)
 {
-	/* The base is Compressed, the top delta claims to be a raw file. */
-	struct img im[] = { { guid_n(1), "Compressed", "a" }, { guid_n(2), "Plain", "b" } };
-	struct shot sh[] = { { guid_n(1), PLOOP_NONE_GUID, NULL }, { guid_n(2), guid_n(1), NULL } };
+	struct img im[] = { { guid_n(1), "Plain", "d.raw" }, { guid_n(2), "Plain", "d.raw.{1}" },
+			    { PLOOP_TOP_GUID, "Plain", "d.raw.{2}" } };
+	struct shot sh[] = { { guid_n(1), PLOOP_NONE_GUID, NULL }, { guid_n(2), guid_n(1), NULL },
+			     { PLOOP_TOP_GUID, guid_n(2), NULL } };
+	struct ploop_descriptor *dd;
+	int idx[4], n = 0;
 
-	CHECK(rejected_free("Plain top", build_xml(NULL, NULL, im, 2, sh, 2, guid_n(2))));
+	CHECK(accepted_free("three Plain images", build_xml(NULL, NULL, im, 3, sh, 3, PLOOP_TOP_GUID), &dd));
+	CHECK(dd->raw);
+	CHECK(ploop_descriptor_raw_image(dd, 0));
+	CHECK(!ploop_descriptor_raw_image(dd, 1));
+	CHECK(!ploop_descriptor_raw_image(dd, 2));
+	CHECK_OK(ploop_descriptor_chain(dd, NULL, idx, &n, err));
+	CHECK_EQ(n, 3);
+	CHECK_EQ(idx[0], 0);
+	ploop_descriptor_free(dd);
 }
 
-TEST(descriptor_rejects_plain_top_listed_first)
+TEST(descriptor_plain_base_listed_last)
 {
-	struct img im[] = { { guid_n(2), "Plain", "b" }, { guid_n(1), "Compressed", "a" } };
+	struct img all_plain[] = { { PLOOP_TOP_GUID, "Plain", "d.raw.{2}" }, { guid_n(2), "Plain", "d.raw.{1}" },
+				   { guid_n(1), "Plain", "d.raw" } };
+	struct img base_plain[] = { { PLOOP_TOP_GUID, "Compressed", "d.raw.{2}" },
+				    { guid_n(2), "Compressed", "d.raw.{1}" }, { guid_n(1), "Plain", "d.raw" } };
+	struct shot sh[] = { { PLOOP_TOP_GUID, guid_n(2), NULL }, { guid_n(2), guid_n(1), NULL },
+			     { guid_n(1), PLOOP_NONE_GUID, NULL } };
+	struct ploop_descriptor *dd;
+	int idx[4], n = 0;
+
+	CHECK(accepted_free("all Plain, base last", build_xml(NULL, NULL, all_plain, 3, sh, 3, PLOOP_TOP_GUID), &dd));
+	CHECK(dd->raw);
+	CHECK(!ploop_descriptor_raw_image(dd, 0));
+	CHECK(!ploop_descriptor_raw_image(dd, 1));
+	CHECK(ploop_descriptor_raw_image(dd, 2));
+	CHECK_OK(ploop_descriptor_chain(dd, NULL, idx, &n, err));
+	CHECK_EQ(n, 3);
+	CHECK_EQ(idx[0], 2);
+	CHECK_EQ(idx[2], 0);
+	ploop_descriptor_free(dd);
+	CHECK(accepted_free("Plain base last", build_xml(NULL, NULL, base_plain, 3, sh, 3, PLOOP_TOP_GUID), &dd));
+	CHECK(dd->raw && ploop_descriptor_raw_image(dd, 2) && !ploop_descriptor_raw_image(dd, 0));
+	ploop_descriptor_free(dd);
+}
+
+TEST(descriptor_plain_delta_makes_the_base_raw)
+{
+	/* Only a delta says Plain and the base has no <Type>: the set is raw all the same (upstream),
+	 * and the base is the raw file. */
+	struct img second[] = { { guid_n(1), NULL, "a" }, { guid_n(2), "Plain", "b" } };
+	struct img first[] = { { guid_n(2), "Plain", "b" }, { guid_n(1), NULL, "a" } };
+	struct shot sh[] = { { guid_n(1), PLOOP_NONE_GUID, NULL }, { guid_n(2), guid_n(1), NULL } };
+	struct ploop_descriptor *dd;
+
+	CHECK(accepted_free("Plain top", build_xml(NULL, NULL, second, 2, sh, 2, guid_n(2)), &dd));
+	CHECK(dd->raw && ploop_descriptor_raw_image(dd, 0) && !ploop_descriptor_raw_image(dd, 1));
+	ploop_descriptor_free(dd);
+	CHECK(accepted_free("Plain top first", build_xml(NULL, NULL, first, 2, sh, 2, guid_n(2)), &dd));
+	CHECK(dd->raw && ploop_descriptor_raw_image(dd, 1) && !ploop_descriptor_raw_image(dd, 0));
+	ploop_descriptor_free(dd);
+}
+
+TEST(descriptor_rejects_plain_delta_over_compressed_base)
+{
+	/* The base says it is a ploop delta, another image makes the set raw: neither tool writes
+	 * that, and reading the delta as a raw disk would serve (and merge into) garbage. */
+	struct img second[] = { { guid_n(1), "Compressed", "a" }, { guid_n(2), "Plain", "b" } };
+	struct img first[] = { { guid_n(2), "Plain", "b" }, { guid_n(1), "Compressed", "a" } };
 	struct shot sh[] = { { guid_n(1), PLOOP_NONE_GUID, NULL }, { guid_n(2), guid_n(1), NULL } };
 
-	CHECK(rejected_free("Plain top first", build_xml(NULL, NULL, im, 2, sh, 2, guid_n(2))));
+	CHECK(rejected_free("Plain top", build_xml(NULL, NULL, second, 2, sh, 2, guid_n(2))));
+	CHECK(rejected_free("Plain top first", build_xml(NULL, NULL, first, 2, sh, 2, guid_n(2))));
 }
 
 TEST(descriptor_rejects_plain_inconsistencies)
 {
 	struct img im[] = { { guid_n(1), "Plain", "a" } };
 	struct shot sh[] = { { guid_n(1), PLOOP_NONE_GUID, NULL } };
+	struct img im2[] = { { guid_n(2), "Plain", "b" }, { guid_n(1), NULL, "a" } };
+	struct shot sh2[] = { { guid_n(1), PLOOP_NONE_GUID, NULL }, { guid_n(2), guid_n(1), NULL } };
 
 	CHECK(rejected_free("Plain without Blocksize",
 			    build_xml(NULL, "      <Start>0</Start>\n", im, 1, sh, 1, guid_n(1))));
 	CHECK(rejected_free("Plain and Preallocated",
 			    build_xml(NULL, "      <Blocksize>2048</Blocksize><Preallocated>1</Preallocated>\n", im, 1,
 				      sh, 1, guid_n(1))));
+	CHECK(rejected_free("Plain delta without Blocksize",
+			    build_xml(NULL, "      <Start>0</Start>\n", im2, 2, sh2, 2, guid_n(2))));
 }
 
 TEST(descriptor_rejects_encryption_without_keyid)
@@ -1026,26 +1090,32 @@ TEST(descriptor_round_trip_all_fields)
 
 TEST(descriptor_round_trip_raw)
 {
-	struct img im[] = { { guid_n(1), "Plain", "root.raw" }, { PLOOP_TOP_GUID, "Compressed", "root.hds.top" } };
+	/* As we write it, and as upstream does: every image Plain, here with the base listed last. */
+	struct img ours[] = { { guid_n(1), "Plain", "root.raw" }, { PLOOP_TOP_GUID, "Compressed", "root.hds.top" } };
+	struct img upstream[] = { { PLOOP_TOP_GUID, "Plain", "root.hds.top" }, { guid_n(1), "Plain", "root.raw" } };
+	const struct img *in[] = { ours, upstream };
 	struct shot sh[] = { { guid_n(1), PLOOP_NONE_GUID, NULL }, { PLOOP_TOP_GUID, guid_n(1), NULL } };
-	struct ploop_descriptor *one, *two;
-	size_t len = 0;
-	char *text;
 
-	CHECK(accepted_free("raw set", build_xml(NULL, NULL, im, 2, sh, 2, PLOOP_TOP_GUID), &one));
-	CHECK(one->raw);
-	CHECK_OK(ploop_descriptor_write(one, "DiskDescriptor.xml", err));
-	CHECK_OK(ploop_descriptor_read("DiskDescriptor.xml", &two, err));
-	CHECK(same_descriptor(one, two));
-	text = read_file("DiskDescriptor.xml", &len);
-	CHECK(text);
-	text[len] = '\0';
-	/* Only the base is Plain. */
-	CHECK(strstr(text, "<Type>Plain</Type>\n        <File>root.raw</File>"));
-	CHECK(strstr(text, "<Type>Compressed</Type>\n        <File>root.hds.top</File>"));
-	free(text);
-	ploop_descriptor_free(one);
-	ploop_descriptor_free(two);
+	for (int i = 0; i < 2; i++) {
+		struct ploop_descriptor *one, *two;
+		size_t len = 0;
+		char *text;
+
+		CHECK(accepted_free("raw set", build_xml(NULL, NULL, in[i], 2, sh, 2, PLOOP_TOP_GUID), &one));
+		CHECK(one->raw);
+		CHECK_OK(ploop_descriptor_write(one, "DiskDescriptor.xml", err));
+		CHECK_OK(ploop_descriptor_read("DiskDescriptor.xml", &two, err));
+		CHECK(same_descriptor(one, two));
+		text = read_file("DiskDescriptor.xml", &len);
+		CHECK(text);
+		text[len] = '\0';
+		/* Only the base is Plain. */
+		CHECK(strstr(text, "<Type>Plain</Type>\n        <File>root.raw</File>"));
+		CHECK(strstr(text, "<Type>Compressed</Type>\n        <File>root.hds.top</File>"));
+		free(text);
+		ploop_descriptor_free(one);
+		ploop_descriptor_free(two);
+	}
 }
 
 /* Writes @dd to DiskDescriptor.xml (which holds the sample) expecting a refusal that leaves it alone. */

@@ -227,6 +227,90 @@ TEST(model_raw_base)
 	free(m.disk);
 }
 
+/* DiskDescriptor.xml as upstream 1.15 may leave a raw set: every image typed Plain, and here the
+ * base (the raw file) listed last. */
+static int upstream_raw_descriptor(void)
+{
+	struct ploop_descriptor *dd = NULL;
+	struct ploop_error err = { 0 };
+	struct ploop_image_entry base;
+	char *text, *out, *p, *o;
+	size_t len = 0;
+	int r;
+
+	if (ploop_descriptor_read(DD, &dd, &err))
+		return -1;
+	base = dd->images[0];
+	dd->images[0] = dd->images[dd->n_images - 1];
+	dd->images[dd->n_images - 1] = base;
+	r = ploop_descriptor_write(dd, DD, &err);
+	ploop_descriptor_free(dd);
+	text = r ? NULL : read_file(DD, &len);
+	out = text ? malloc(len + 1) : NULL;
+	if (!out) {
+		free(text);
+		return -1;
+	}
+	text[len] = '\0';
+	for (p = text, o = out; *p;)
+		if (!strncmp(p, "Compressed", 10)) {
+			o = stpcpy(o, "Plain");
+			p += 10;
+		} else {
+			*o++ = *p++;
+		}
+	r = write_file(DD, out, (size_t)(o - out));
+	free(text);
+	free(out);
+	return r;
+}
+
+TEST(raw_base_listed_last_every_image_plain)
+{
+	struct ploop_create_params p = { .size_sectors = 8192, .cluster_sectors = 64, .mode = PLOOP_MODE_RAW };
+	struct ploop_check_params q = { .flags = PLOOP_CHECK_FORCE | PLOOP_CHECK_CLUSTERS | PLOOP_CHECK_RDONLY };
+	struct model m = { .size = 8192 * 512, .seed = 11 };
+	struct ploop_descriptor *dd;
+	char g[PLOOP_GUID_BUF];
+
+	mkdir("img", 0755);
+	m.disk = calloc(1, m.size);
+	CHECK_OK(ploop_init_image("img/root.hds", &p, err));
+	for (int i = 0; i < 10; i++)
+		CHECK_OK(random_write(&m, err));
+	CHECK_OK(ploop_snapshot(DD, NULL, g, err));
+	for (int i = 0; i < 10; i++)
+		CHECK_OK(random_write(&m, err));
+	CHECK_OK(ploop_snapshot(DD, NULL, g, err));
+	for (int i = 0; i < 10; i++)
+		CHECK_OK(random_write(&m, err));
+	CHECK(upstream_raw_descriptor() == 0);
+	CHECK_OK(ploop_descriptor_read(DD, &dd, err));
+	CHECK(dd->raw && ploop_descriptor_raw_image(dd, 2) && !strcmp(dd->images[2].file, "root.hds"));
+	ploop_descriptor_free(dd);
+	CHECK(matches(&m));
+	CHECK_OK(ploop_check_descriptor(DD, NULL, &q, err));
+	/* The deltas change format, the raw file stays as it is. */
+	CHECK_OK(ploop_convert_version(DD, 1, err));
+	CHECK(matches(&m) && all_deltas_check());
+	CHECK_OK(ploop_convert_version(DD, 2, err));
+	CHECK(matches(&m) && all_deltas_check());
+	CHECK_OK(ploop_snapshot(DD, NULL, g, err));
+	for (int i = 0; i < 10; i++)
+		CHECK_OK(random_write(&m, err));
+	CHECK(matches(&m));
+	CHECK_OK(ploop_snapshot_merge(DD, NULL, true, err));
+	CHECK(matches(&m));
+	{
+		size_t len;
+		uint8_t *raw = read_file("img/root.hds", &len);
+
+		CHECK(raw && len == m.size && !memcmp(raw, m.disk, len));
+		free(raw);
+	}
+	free(m.disk);
+}
+
 TEST(convert_preallocated_and_raw_keep_content)
 {
 	struct ploop_create_params p = { .size_sectors = 8192, .cluster_sectors = 64 };
