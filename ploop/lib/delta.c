@@ -233,14 +233,43 @@ int ploop_delta_load_bat(struct ploop_delta *d, struct ploop_error *err)
 	return 0;
 }
 
+/*
+ * The largest disk a delta can describe: a cluster count that fits in 32 bits and, for a ploop
+ * delta, a BAT that fits the header and whose entries can index the clusters of the disk (v1: a
+ * disk of at most 2^32-1 sectors, §1.3). A v1 file that grows past what its sector entries can
+ * address is refused at allocation, not here: 1.15 creates, grows and snapshots such disks. One rule
+ * for create (init, snapshot), grow and resize, which checks it before it mounts or changes
+ * anything. The first test also keeps the rounding up to a whole cluster from overflowing.
+ */
+static int check_size(const char *path, int version, bool raw, uint64_t cs, uint64_t size_sectors,
+		      struct ploop_error *err)
+{
+	uint64_t vclusters, l1;
+
+	if (size_sectors / cs >= UINT32_MAX)
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: %" PRIu64 " sectors is too large", path, size_sectors);
+	if (raw)
+		return 0;
+	vclusters = (size_sectors + cs - 1) / cs;
+	l1 = ploop_bat_clusters(vclusters, cs * PLOOP_SECTOR_SIZE);
+	if ((version == 1 && vclusters * cs > UINT32_MAX) || vclusters + l1 >= PLOOP_BAT_INVALID ||
+	    l1 * cs > UINT32_MAX)
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: %" PRIu64 " sectors is too large for format v%d",
+				  path, vclusters * cs, version);
+	return 0;
+}
+
+int ploop_delta_check_size(const struct ploop_delta *d, uint64_t size_sectors, struct ploop_error *err)
+{
+	return check_size(d->path, d->version, d->raw, d->cluster_sectors, size_sectors, err);
+}
+
 /* ---- create ---------------------------------------------------------------------------------------- */
 
 /* Checks create parameters and fills defaults; computes the header. */
 static int create_params_check(const char *path, const struct ploop_create_params *in,
 			       struct ploop_create_params *p, struct ploop_pvd_header *h, struct ploop_error *err)
 {
-	uint64_t entries, l1;
-
 	*p = *in;
 	if (!p->cluster_sectors)
 		p->cluster_sectors = PLOOP_DEF_CLUSTER_SECTORS;
@@ -254,22 +283,11 @@ static int create_params_check(const char *path, const struct ploop_create_param
 				  p->cluster_sectors);
 	if (!p->size_sectors)
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: size must be greater than zero", path);
-	if (p->size_sectors > UINT64_MAX / 2)
-		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: size is too large", path);
+	if (check_size(path, p->version, p->mode == PLOOP_MODE_RAW, p->cluster_sectors, p->size_sectors, err))
+		return err->status;
 	p->size_sectors = (p->size_sectors + p->cluster_sectors - 1) / p->cluster_sectors * p->cluster_sectors;
-	entries = p->size_sectors / p->cluster_sectors;
-	if (p->mode == PLOOP_MODE_RAW)
-		return 0;
-	l1 = ploop_bat_clusters(entries, (uint64_t)p->cluster_sectors * PLOOP_SECTOR_SIZE);
-	/* Every cluster of a fully written image must be addressable by a BAT entry. */
-	if (l1 * p->cluster_sectors > UINT32_MAX ||
-	    (p->version == 1 ? p->size_sectors > UINT32_MAX || (l1 + entries - 1) * p->cluster_sectors >= PLOOP_BAT_INVALID
-			     : l1 + entries - 1 >= PLOOP_BAT_INVALID))
-		return ploop_fail(err, PLOOP_ERR_PARAM, 0,
-				  "%s: %" PRIu64 " sectors is too large for format v%d with %" PRIu32
-				  "-sector clusters",
-				  path, p->size_sectors, p->version, p->cluster_sectors);
-	ploop_header_init(h, p->version, p->size_sectors, p->cluster_sectors);
+	if (p->mode != PLOOP_MODE_RAW)
+		ploop_header_init(h, p->version, p->size_sectors, p->cluster_sectors);
 	return 0;
 }
 
@@ -742,29 +760,6 @@ static int grow_raw(struct ploop_delta *d, uint64_t size_sectors, struct ploop_e
 	}
 	d->size_sectors = size_sectors;
 	d->vclusters = d->bat_entries = (uint32_t)((size_sectors + d->cluster_sectors - 1) / d->cluster_sectors);
-	return 0;
-}
-
-/*
- * The largest disk a delta can describe: a cluster count that fits in 32 bits and, for a ploop
- * delta, a BAT whose entries can address every cluster of the file (v1: sectors in 32 bits). One
- * rule for grow and for resize, which checks it before it mounts or changes anything. The first
- * test also keeps the rounding up to a whole cluster from overflowing.
- */
-int ploop_delta_check_size(const struct ploop_delta *d, uint64_t size_sectors, struct ploop_error *err)
-{
-	uint64_t cs = d->cluster_sectors, vclusters, l1;
-
-	if (size_sectors / cs >= UINT32_MAX)
-		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: %" PRIu64 " sectors is too large", d->path, size_sectors);
-	if (d->raw)
-		return 0;
-	vclusters = (size_sectors + cs - 1) / cs;
-	l1 = ploop_bat_clusters(vclusters, d->cluster_bytes);
-	if ((d->version == 1 && vclusters * cs > UINT32_MAX) || vclusters + l1 >= PLOOP_BAT_INVALID ||
-	    l1 * cs > UINT32_MAX)
-		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: %" PRIu64 " sectors is too large for format v%d",
-				  d->path, vclusters * cs, d->version);
 	return 0;
 }
 

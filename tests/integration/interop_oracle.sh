@@ -449,7 +449,8 @@ verify_raw "real snapshot of our merged raw set"
 # ---- D. descriptors, deltas and exit codes as upstream's --------------------------------------------------------------------
 n=0
 for spec in "-s 20M" "-s 100M -b 64" "-s 1G -b 64" "-s 10001K" "-s 64M -v 1" "-s 64M -v 1 -b 256" \
-	"-s 2T" "-s 16M -f preallocated" "-s 16M -v 1 -b 64 -f preallocated" "-s 8M -f raw" "-s 5000 -b 128"; do
+	"-s 2T" "-s 16M -f preallocated" "-s 16M -v 1 -b 64 -f preallocated" "-s 8M -f raw" "-s 5000 -b 128" \
+	"-s 4294965248 -v 1"; do
 	n=$((n + 1))
 	mkdir D$n D$n/ours D$n/real
 	# shellcheck disable=SC2086
@@ -462,6 +463,24 @@ for spec in "-s 20M" "-s 100M -b 64" "-s 1G -b 64" "-s 10001K" "-s 64M -v 1" "-s
 	check "init $spec: delta byte-identical to upstream's" cmp -s D$n/ours/root.hds D$n/real/root.hds
 	rm -rf D$n
 done
+
+# v1 at its limit (§1.3: 2^32-1 sectors, here 2097151 clusters of 1 MiB): what a grow or a
+# conversion reaches, a snapshot creates too, as 1.15 does.
+mkdir V1 V1r V2
+quiet "$PLOOP" init -s 1G -v 1 -t none V1/root.hds
+cp V1/root.hds V1/DiskDescriptor.xml V1r/
+check "our grow of v1 to 2097151M" quiet "$PLOOP" grow -s 2097151M V1/DiskDescriptor.xml
+check "real grow of v1 to 2097151M" quiet "$ORACLE" grow -s 2097151M V1r/DiskDescriptor.xml
+check "grow of v1 to 2097151M: delta as upstream's" cmp -s V1/root.hds V1r/root.hds
+check "our snapshot of a v1 image at its limit" quiet "$PLOOP" snapshot V1/DiskDescriptor.xml
+check "real snapshot of a v1 image at its limit" quiet "$ORACLE" snapshot V1r/DiskDescriptor.xml
+oracle_accepts "our snapshot of a v1 image at its limit" V1/DiskDescriptor.xml
+same_listings "our snapshot of a v1 image at its limit" V1/DiskDescriptor.xml
+quiet "$PLOOP" init -s 2097151M -v 2 -t none V2/root.hds
+check "our convert -v 1 at the v1 limit" quiet "$PLOOP" convert -v 1 V2/DiskDescriptor.xml
+check "our snapshot after convert -v 1 at the limit" quiet "$PLOOP" snapshot V2/DiskDescriptor.xml
+oracle_accepts "our snapshot after convert -v 1 at the limit" V2/DiskDescriptor.xml
+rm -rf V1 V1r V2
 
 # restore-descriptor writes what upstream's writes.
 mkdir E1 E2 E3 E4

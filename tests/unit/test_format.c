@@ -563,18 +563,19 @@ TEST(format_create_rejects_unknown_version)
 
 TEST(format_create_v1_size_limit)
 {
-	/* v1 entries are u32 sector offsets: 2 TiB (2^32 sectors) cannot be addressed, v2 can. */
+	/* A v1 disk is at most 2^32-1 sectors (§1.3): 2 TiB is not, v2 can. */
 	struct ploop_create_params p = { .size_sectors = 2 * TIB / 512, .cluster_sectors = 2048, .version = 1 };
 
 	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_delta_create("a.hds", &p, err));
 	CHECK(!file_exists("a.hds"));
 	p.size_sectors = 4 * TIB / 512;
 	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_delta_create("a.hds", &p, err));
-	/* The largest size whose every cluster has a u32 sector offset is still accepted:
-	 * 2097142 clusters + 9 BAT clusters, the last data cluster at sector 2097150 * 2048. */
-	p.size_sectors = 2097142ull * 2048;
+	/* The largest whole number of clusters below that is accepted, as 1.15's init -v 1 does, and
+	 * as grow accepts it: 2097151 clusters behind 9 BAT clusters. Its last clusters have no u32
+	 * sector offset; a file that grows that far is refused at allocation. */
+	p.size_sectors = 2097151ull * 2048;
 	CHECK_OK(ploop_delta_create("a.hds", &p, err));
-	CHECK_EQ(peek_u32("a.hds", 36), 2097142u * 2048);
+	CHECK_EQ(peek_u32("a.hds", 36), 2097151u * 2048);
 	CHECK_EQ(peek_u32("a.hds", 40), 0);
 	CHECK_EQ(peek_u32("a.hds", 48), 9 * 2048);
 }
