@@ -349,9 +349,9 @@ struct ploop_instance {
 	char options[1024];
 	char file[4096];		/* the FUSE file the loop device reads; kernel: the top delta */
 	bool kernel;			/* served by the dm-ploop kernel target, not a server */
-	/* The file of the delta served on top (of the snapshot, for a view): what identifies the set,
-	 * whatever its path is now. 0: not recorded. */
-	uint64_t top_dev, top_ino;
+	/* The file of the chain's base delta: what identifies the set, whatever its path is now (online
+	 * snapshots, merges and deletes change the top, never the base). 0: not recorded. */
+	uint64_t base_dev, base_ino;
 };
 
 struct ploop_mount_params {

@@ -134,12 +134,12 @@ static int read_state(const char *id, struct ploop_instance *in)
 			copy_field(in->file, sizeof(in->file), eq);
 		else if (!strcmp(line, "kernel"))
 			in->kernel = atoi(eq);
-		else if (!strcmp(line, "top")) {
+		else if (!strcmp(line, "base")) {
 			unsigned long long dev, ino;
 
 			if (sscanf(eq, "%llu:%llu", &dev, &ino) == 2) {
-				in->top_dev = dev;
-				in->top_ino = ino;
+				in->base_dev = dev;
+				in->base_ino = ino;
 			}
 		}
 	}
@@ -185,16 +185,16 @@ static bool instance_alive(const struct ploop_instance *in)
 	return true;
 }
 
-/* The name of a server's top delta as the server has it open (the set's directory may have been
+/* The name of a server's base delta as the server has it open (the set's directory may have been
  * renamed since the mount): false if it has none. */
-static bool server_top_path(const struct ploop_instance *in, char *path, size_t len)
+static bool server_base_path(const struct ploop_instance *in, char *path, size_t len)
 {
 	char fds[64], link[PATH_MAX];
 	struct dirent *e;
 	bool found = false;
 	DIR *d;
 
-	if (!in->top_ino || in->pid <= 0 || in->kernel)
+	if (!in->base_ino || in->pid <= 0 || in->kernel)
 		return false;
 	snprintf(fds, sizeof(fds), "/proc/%d/fd", in->pid);
 	d = opendir(fds);
@@ -203,7 +203,7 @@ static bool server_top_path(const struct ploop_instance *in, char *path, size_t 
 		ssize_t n;
 
 		snprintf(link, sizeof(link), "%s/%s", fds, e->d_name);
-		if (e->d_name[0] == '.' || stat(link, &st) || st.st_ino != in->top_ino || st.st_dev != in->top_dev)
+		if (e->d_name[0] == '.' || stat(link, &st) || st.st_ino != in->base_ino || st.st_dev != in->base_dev)
 			continue;
 		n = readlink(link, path, len - 1);
 		if (n > 0) {
@@ -217,17 +217,18 @@ static bool server_top_path(const struct ploop_instance *in, char *path, size_t 
 	return found;
 }
 
-/* The descriptor of a server's set as it is named now: beside its top delta. */
+/* The descriptor of a server's set as it is named now: beside its base delta (a set's images are
+ * all in its directory). */
 static void current_descriptor(struct ploop_instance *in)
 {
 	const char *name = strrchr(in->descriptor, '/');
-	char top[PATH_MAX], *slash;
+	char base[PATH_MAX], *slash;
 
-	if (!name || !server_top_path(in, top, sizeof(top)) || !(slash = strrchr(top, '/')) ||
-	    (size_t)(slash - top) + strlen(name) >= sizeof(in->descriptor))
+	if (!name || !server_base_path(in, base, sizeof(base)) || !(slash = strrchr(base, '/')) ||
+	    (size_t)(slash - base) + strlen(name) >= sizeof(in->descriptor))
 		return;
-	memmove(in->descriptor + (slash - top), name, strlen(name) + 1);
-	memcpy(in->descriptor, top, (size_t)(slash - top));
+	memmove(in->descriptor + (slash - base), name, strlen(name) + 1);
+	memcpy(in->descriptor, base, (size_t)(slash - base));
 }
 
 /* A kernel-mapped set whose device is suspended while an offline operation of ours rewrites its chain
@@ -379,52 +380,52 @@ bool ploop_describe_views(const char *dd_path, char *buf, size_t len)
 	return describe(dd_path, true, buf, len);
 }
 
-/* The file the set at @rp serves on top of @guid's chain ("": the top): its path, device and
+/* The base delta of the chain of @guid ("": the top) of the set at @rp: its path, device and
  * inode; false if its descriptor does not tell. */
-static bool named_top(const char *rp, const char *guid, char *path, size_t len, struct stat *st)
+static bool named_base(const char *rp, const char *guid, char *path, size_t len, struct stat *st)
 {
 	struct ploop_descriptor *dd = NULL;
 	struct ploop_error none = { 0 };
+	int idx[PLOOP_MAX_CHAIN], n;
 	bool named = false;
 
-	if (!ploop_descriptor_read(rp, &dd, &none)) {
-		int im = ploop_descriptor_find_image(dd, guid[0] ? guid : dd->top_guid);
-
-		named = im >= 0 && !stat(dd->images[im].path, st);
+	if (!ploop_descriptor_read(rp, &dd, &none) &&
+	    !ploop_descriptor_chain(dd, guid[0] ? guid : NULL, idx, &n, &none) && n > 0) {
+		named = !stat(dd->images[idx[0]].path, st);
 		if (named)
-			snprintf(path, len, "%s", dd->images[im].path);
+			snprintf(path, len, "%s", dd->images[idx[0]].path);
 	}
 	ploop_descriptor_free(dd);
 	return named;
 }
 
-static bool serves(const struct ploop_instance *in, const struct stat *top)
+static bool serves(const struct ploop_instance *in, const struct stat *base)
 {
-	return in->top_ino == top->st_ino && in->top_dev == top->st_dev;
+	return in->base_ino == base->st_ino && in->base_dev == base->st_dev;
 }
 
-/* Whether @in serves the top at @path: the path leads to its file, or is the name its server has
- * it open by (something mounted over the file hides it, and keeps it from being removed, not from
- * being served). */
-static bool serves_named(const struct ploop_instance *in, const char *path, const struct stat *top)
+/* Whether @in serves the chain of the base at @path: the path leads to its file, or is the name
+ * its server has it open by (something mounted over the file hides it, and keeps it from being
+ * removed, not from being served). */
+static bool serves_named(const struct ploop_instance *in, const char *path, const struct stat *base)
 {
 	char open_path[PATH_MAX];
 
-	return serves(in, top) || (server_top_path(in, open_path, sizeof(open_path)) && !strcmp(open_path, path));
+	return serves(in, base) || (server_base_path(in, open_path, sizeof(open_path)) && !strcmp(open_path, path));
 }
 
-struct find_top {
+struct find_base {
 	const char *guid;
-	const struct stat *top;
+	const struct stat *base;
 	struct ploop_instance *out;
 	bool found;
 };
 
-static int match_top(void *ctx, const struct ploop_instance *in)
+static int match_base(void *ctx, const struct ploop_instance *in)
 {
-	struct find_top *f = ctx;
+	struct find_base *f = ctx;
 
-	if (strcmp(in->guid, f->guid) || !serves(in, f->top))
+	if (strcmp(in->guid, f->guid) || !serves(in, f->base))
 		return 0;
 	*f->out = *in;
 	f->found = true;
@@ -432,27 +433,30 @@ static int match_top(void *ctx, const struct ploop_instance *in)
 }
 
 /*
- * The instance of the set at @rp: the one whose served top is the file the descriptor names. Its
- * run directory is named by the path it was mounted by, which another set may have now (the first
- * one renamed, a new one made in its place): that one's server is not this set's, and the set
- * that was moved is found wherever it is, by its top. (A descriptor that cannot be read is taken by
- * the name of the set the server serves, as it is now.) @out->descriptor is @rp.
+ * The instance of the set at @rp: the one whose chain has the base delta the descriptor names (the
+ * base, not the top: online snapshots, merges and deletes change the top, and a server killed in
+ * the middle of one leaves its state naming the old one). Its run directory is named by the path
+ * it was mounted by, which another set may have now (the first one renamed, a new one made in its
+ * place): that one's server is not this set's, and the set that was moved is found wherever it is,
+ * by its base. (A descriptor that cannot be read is taken by the name of the set the server
+ * serves, as it is now.) @out->descriptor is @rp.
  */
 static bool find_served(const char *rp, const char *guid, struct ploop_instance *out)
 {
-	char top_path[PATH_MAX];
-	struct stat top;
-	bool named = named_top(rp, guid, top_path, sizeof(top_path), &top);
-	struct find_top f = { .guid = guid, .top = &top, .out = out };
+	char base_path[PATH_MAX];
+	struct stat base;
+	bool named = named_base(rp, guid, base_path, sizeof(base_path), &base);
+	struct find_base f = { .guid = guid, .base = &base, .out = out };
 	struct ploop_error none = { 0 };
 	char id[17];
 
 	ploop_instance_id(rp, guid, id);
 	if (!load_instance(id, out) &&
-	    (named ? !out->top_ino || serves_named(out, top_path, &top) : !out->top_ino || !strcmp(out->descriptor, rp)))
+	    (named ? !out->base_ino || serves_named(out, base_path, &base)
+		   : !out->base_ino || !strcmp(out->descriptor, rp)))
 		f.found = true;
 	else if (named)
-		ploop_list_instances(match_top, &f, &none);
+		ploop_list_instances(match_base, &f, &none);
 	if (f.found)
 		snprintf(out->descriptor, sizeof(out->descriptor), "%s", rp);
 	return f.found;
@@ -740,7 +744,7 @@ static int write_kernel_state(const char *id, const char *descriptor, const char
 			      const char *part, const char *mnt, const char *fstype, const char *options,
 			      const char *top, struct ploop_error *err)
 {
-	char dir[PATH_MAX], path[PATH_MAX + 16], tmp[PATH_MAX + 16];
+	char dir[PATH_MAX], path[PATH_MAX + 16], tmp[PATH_MAX + 16], base[PATH_MAX];
 	struct stat st;
 	FILE *f;
 
@@ -755,8 +759,8 @@ static int write_kernel_state(const char *id, const char *descriptor, const char
 		return ploop_fail(err, PLOOP_ERR_CREAT, errno, "%s", tmp);
 	fprintf(f, "pid=0\nkernel=1\nro=%d\ndescriptor=%s\nguid=%s\ndevice=%s\npart=%s\nmount=%s\nfstype=%s\n"
 		"options=%s\nfile=%s\n", ro, descriptor, guid, device, part, mnt, fstype, options, top);
-	if (!stat(top, &st))
-		fprintf(f, "top=%llu:%llu\n", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+	if (named_base(descriptor, guid, base, sizeof(base), &st))	/* the set's identity (find_served) */
+		fprintf(f, "base=%llu:%llu\n", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
 	if (fclose(f) || rename(tmp, path))
 		return ploop_fail(err, PLOOP_ERR_WRITE, errno, "%s", path);
 	return 0;

@@ -174,7 +174,7 @@ static void *fuse_thread(void *arg)
 int server_write_state(struct srv *s)
 {
 	char path[4200], tmp[4300];
-	struct stat top;
+	struct stat base;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "%s/state", s->run_dir);
@@ -185,9 +185,9 @@ int server_write_state(struct srv *s)
 	fprintf(f, "pid=%d\nro=%d\ndescriptor=%s\nguid=%s\ndevice=%s\npart=%s\nmount=%s\nfstype=%s\noptions=%s\nfile=%s\n",
 		(int)getpid(), s->ro, s->dd_path, s->guid, s->device, s->part, s->mount_dir, s->fstype, s->mount_opts,
 		s->disk_path);
-	/* The identity of the set: the top delta's file, whatever its path is now (see ploop_find_instance). */
-	if (s->chain && !fstat(s->chain->deltas[s->chain->depth - 1]->file->fd, &top))
-		fprintf(f, "top=%llu:%llu\n", (unsigned long long)top.st_dev, (unsigned long long)top.st_ino);
+	/* The identity of the set: the base delta's file, whatever its path is now (see ploop_find_instance). */
+	if (s->chain && !fstat(s->chain->deltas[0]->file->fd, &base))
+		fprintf(f, "base=%llu:%llu\n", (unsigned long long)base.st_dev, (unsigned long long)base.st_ino);
 	if (fclose(f) || rename(tmp, path))
 		return -errno;
 	return 0;
