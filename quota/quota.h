@@ -69,6 +69,7 @@ struct vzq_error {
 #define VZQ_FLAG_UGID_ON	0x4u	/* second level requested */
 #define VZQ_FLAG_LIVE		0x100u	/* a simfs daemon holds the quota (see above) */
 #define VZQ_FLAG_SERVED		0x200u	/* a simfs daemon served it since on (see above) */
+#define VZQ_FLAG_UGID_OVER	0x400u	/* the ugid limit was exceeded (see struct vzq_quota) */
 
 /* Usage and limits of one accounting object: bytes (allocated, not apparent) and inodes. Grace
  * ends (btime/itime) are absolute times, 0 when usage is not over the soft limit. */
@@ -95,6 +96,8 @@ struct vzq_ugid {
 	uint32_t flags;
 };
 
+struct vzq_ugid_index;
+
 /* A quota file's contents. */
 struct vzq_quota {
 	uint32_t id;
@@ -102,11 +105,24 @@ struct vzq_quota {
 	struct vzq_stat stat;		/* first level: a zero limit means zero */
 	struct vzq_grace grace;
 	char *path;			/* accounting tree (NULL or "" with -R: derived from the file name) */
-	uint32_t ugid_limit;		/* max uid/gid records (vzquota -u) */
+	uint32_t ugid_limit;		/* max uid/gid records (vzquota -u; see below) */
 	struct vzq_grace ugid_grace[2];	/* per type: user, group */
 	size_t n_ugid;
-	struct vzq_ugid *ugid;		/* sorted by (type, id) */
+	struct vzq_ugid *ugid;		/* in no particular order (vzq_ugid_sort: by type, id) */
+	struct vzq_ugid_index *ugid_index;	/* the library's lookup table; NULL until needed */
 };
+
+/*
+ * The second level keeps at most ugid_limit records, user and group ones together (the OpenVZ
+ * kernel's ugid_limit): a charge that adds usage for an id without a record creates one only
+ * while there are fewer, and no id has been refused since the usage was last counted. A refused
+ * id is not counted at the second level (the first level counts everything) and the quota is
+ * marked VZQ_FLAG_UGID_OVER ("Ugid limit was exceeded: yes"); from then on no id gets a new
+ * record, since one made later would miss the usage made meanwhile (the kernel's FIXED_SET),
+ * until a count (vzq_scan, which `vzquota on` runs for such a quota) starts over. So a limit of 0
+ * with the second level on keeps no records at all, as upstream's. A record that holds neither
+ * usage nor limits is dropped, at once by charges and moves, and from every file written.
+ */
 
 /* ---- the quota file ------------------------------------------------------------------------- */
 
@@ -133,16 +149,22 @@ void vzq_quota_free(struct vzq_quota *q);
 /* Removes the file (vzquota drop). */
 int vzq_unlink(struct vzq_handle *h, struct vzq_error *err);
 
-/* The record of (type, id), created (zero limits, zero usage) if @create. NULL if absent or out of
- * memory (then err is set). */
+/* The record of (type, id), created (zero limits, zero usage) if @create, whatever ugid_limit says.
+ * NULL if absent or out of memory (then err is set). The pointer holds until records are added or
+ * removed. */
 struct vzq_ugid *vzq_ugid_get(struct vzq_quota *q, uint32_t type, uint32_t id, bool create, struct vzq_error *err);
+/* Orders the records by (type, id), as the file and the listings have them. */
+void vzq_ugid_sort(struct vzq_quota *q);
+/* Whether a record holds neither usage nor limits (such records are dropped). */
+bool vzq_ugid_unused(const struct vzq_ugid *u);
 
 /* ---- usage scan ----------------------------------------------------------------------------- */
 
 /* Walks @path like vzquota (section 1.6): the root and everything under it, lstat, hard links
  * once, allocated bytes, never crossing a mount point (VZQ_ERR_MOUNTPOINT). Replaces the usage of
- * @q (first level; with VZQ_FLAG_UGID_ON also every uid/gid record, creating records as needed)
- * and clears VZQ_FLAG_DIRTY. Grace ends are then brought in line (vzq_update_grace). */
+ * @q (first level; with VZQ_FLAG_UGID_ON also every uid/gid record, creating records as the ugid
+ * limit allows: VZQ_FLAG_UGID_OVER is cleared first, and set again if an id finds no room) and
+ * clears VZQ_FLAG_DIRTY. Records that hold neither usage nor limits are dropped. Grace ends are then brought in line (vzq_update_grace). */
 int vzq_scan(const char *path, struct vzq_quota *q, time_t now, struct vzq_error *err);
 /* Checks that @path is a tree vzq_scan() can count (exists, is a directory), as init needs:
  * VZQ_ERR_NOPATH if missing or not a directory, VZQ_ERR_SYS for other errors. */
@@ -169,8 +191,8 @@ int vzq_check(const struct vzq_quota *q, const struct vzq_charge *c, time_t now)
 /* The same against the hard limits only (soft limits and grace do not refuse). */
 int vzq_check_hard(const struct vzq_quota *q, const struct vzq_charge *c);
 /* Applies a charge (after vzq_check said yes, or unconditionally for frees and for usage that
- * already exists), starting grace periods as limits are crossed. Records are created as needed;
- * -ENOMEM if one cannot be. */
+ * already exists), starting grace periods as limits are crossed. Records are created as the ugid
+ * limit allows and dropped once they hold nothing (see struct vzq_quota); -ENOMEM if one cannot be. */
 int vzq_apply(struct vzq_quota *q, const struct vzq_charge *c, time_t now);
 /* Moves @bytes and @inodes from the records of @ouid/@ogid to those of @nuid/@ngid (chown): 0, or
  * -EDQUOT (nothing moved) when the second level refuses them. The first level, whose usage does not
@@ -198,11 +220,15 @@ void vzq_live_clear(uint32_t id);
 
 /* Copies the usage fields (first level current + grace ends, and, if @live has the second level
  * on, every record's current, grace ends, and flags) of @live into @file, keeping @file's limits,
- * grace intervals, flags and path. Records in @live missing from @file are added. */
+ * grace intervals, flags and path. Records in @live missing from @file are added; records of @file
+ * that @live does not have hold no usage (their limits stay, else they go). VZQ_FLAG_UGID_OVER
+ * is the holder's. */
 int vzq_merge_usage(struct vzq_quota *file, const struct vzq_quota *live, struct vzq_error *err);
 /* Copies the limits (first level, every record's, grace intervals) of @file into @live, keeping
  * @live's usage, flags and second-level state (UGID_ON, ugid_limit: a change of them takes effect
- * at the holder's next start); then updates grace ends. */
+ * at the holder's next start); then updates grace ends. Limits for an id @live has no record of
+ * need one within the ugid limit: if there is no room, the other limits are copied and the answer
+ * is VZQ_ERR_LIVE naming that id. */
 int vzq_merge_limits(struct vzq_quota *live, const struct vzq_quota *file, time_t now, struct vzq_error *err);
 
 /* Requests from the tools to the live holder, over a SOCK_SEQPACKET socket RUN_DIR/ID.sock

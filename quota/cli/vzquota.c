@@ -441,6 +441,13 @@ static void warn_limits(const struct vzq_quota *q)
 		       q->stat.bsoft / 1024);
 	if (q->stat.icurrent > q->stat.isoft)
 		warnx_("inode usage %" PRIu64 " is over the soft limit %" PRIu64, q->stat.icurrent, q->stat.isoft);
+	if (!(q->flags & VZQ_FLAG_UGID_ON))
+		return;
+	/* as upstream: the second level keeps no more records than the ugid limit, so none with 0 */
+	if (!q->ugid_limit)
+		warnx_("user/group quota is on with a ugid limit of 0: no uid/gid usage is counted (-u N)");
+	else if (q->flags & VZQ_FLAG_UGID_OVER)
+		warnx_("ugid limit %" PRIu32 " exceeded: uids/gids without a record are not counted", q->ugid_limit);
 }
 
 /* Where a live holder serves the tree, for messages. */
@@ -560,25 +567,31 @@ static void print_status(const struct vzq_quota *q)
 	       over_mark(s->icurrent, s->isoft, s->ihard), s->isoft, s->ihard, buf);
 }
 
-/* @configured: -1 unknown (stat -f); @active: second level enforced now. */
-static void print_ugid_status(const struct vzq_quota *q, int configured, bool active)
+/* @configured: -1 unknown (stat -f); @active: second level enforced now. Records are listed in
+ * (type, id) order. */
+static void print_ugid_status(struct vzq_quota *q, int configured, bool active)
 {
 	static const char *const type_names[] = { "user", "group" };
 	size_t total = q->n_ugid, loaded = 0;
+	/* "exceeded" is the kernel's FIXED_SET: an id was refused a record (or more records than
+	 * the limit are kept, after the limit was lowered) */
+	bool exceeded = (q->flags & VZQ_FLAG_UGID_OVER) || total > q->ugid_limit;
 	char b1[32], b2[32];
 
-	if (active)
-		loaded = q->ugid_limit && total > q->ugid_limit ? q->ugid_limit : total;
+	vzq_ugid_sort(q);
+	/* loaded: what the enforcing side holds, every record but those whose usage is unknown */
+	for (size_t i = 0; active && i < total; i++)
+		loaded += !(q->ugid[i].flags & VZQ_UGID_DIRTY);
 	if (batch) {
 		printf("%d %d\n", configured, active ? 1 : 0);
 		printf("%zu %zu %u\n", loaded, total, q->ugid_limit);
-		printf("%d\n", total > q->ugid_limit ? 1 : 0);
+		printf("%d\n", exceeded ? 1 : 0);
 	} else {
 		printf("User/group quota: %s,%s\n", configured < 0 ? "-" : configured ? "on" : "off",
 		       active ? "active" : "inactive");
 		printf("%sUgids: loaded %zu, total %zu, limit %u\n", total > q->ugid_limit ? "*" : "", loaded, total,
 		       q->ugid_limit);
-		printf("Ugid limit was exceeded: %s\n", q->ugid_limit && loaded >= q->ugid_limit ? "yes" : "no");
+		printf("Ugid limit was exceeded: %s\n", exceeded ? "yes" : "no");
 		printf("\nUser/group grace times and quotafile flags:\n");
 		printf("%5s %14s %14s %10s\n", "type", "block_exp_time", "inode_exp_time", "dqi_flags");
 	}
@@ -602,8 +615,8 @@ static void print_ugid_status(const struct vzq_quota *q, int configured, bool ac
 	for (size_t i = 0; i < total; i++) {
 		const struct vzq_ugid *u = &q->ugid[i];
 		const struct vzq_stat *s = &u->stat;
-		bool is_loaded = active && i < (q->ugid_limit ? q->ugid_limit : total);
 		bool dirty = u->flags & VZQ_UGID_DIRTY;
+		bool is_loaded = active && !dirty;
 		char status[32];
 		int64_t t;
 
@@ -742,8 +755,11 @@ static int cmd_on(const struct opts *o)
 	uint32_t old_limit = s.q.ugid_limit;
 
 	apply_limits(o, &s.q);
-	/* Per-uid/gid usage is counted only while the second level is on: turned on, it is counted. */
-	if ((s.q.flags & VZQ_FLAG_UGID_ON) && (!ugid_was_on || (old_limit == 0 && s.q.ugid_limit)))
+	/* Per-uid/gid usage is counted only while the second level is on: turned on, it is counted.
+	 * Ids refused a record (the ugid limit was exceeded) were not counted: counted now, every id
+	 * may get room again (as upstream's on recounts a quota whose records it could not load). */
+	if ((s.q.flags & VZQ_FLAG_UGID_ON) &&
+	    (!ugid_was_on || (old_limit == 0 && s.q.ugid_limit) || (s.q.flags & VZQ_FLAG_UGID_OVER)))
 		rescan = true;
 	if (!rc && rescan && !o->nocheck) {
 		if (stale_live)
@@ -940,6 +956,12 @@ static int cmd_setlimit2(const struct opts *o)
 	} else {
 		struct vzq_ugid *u = vzq_ugid_get(&s.q, (uint32_t)o->set2_type, o->set2_id, false, NULL);
 
+		/* a new record within the ugid limit, as the kernel's set_dqblk */
+		if (!u && (s.q.n_ugid >= s.q.ugid_limit || (s.q.flags & VZQ_FLAG_UGID_OVER))) {
+			close_quota(&s);
+			return fail(VZQ_ERR_LIVE, "quota %u: the ugid limit (%u records) leaves no room for %s %u", o->id,
+				    s.q.ugid_limit, o->set2_type == VZQ_USER ? "user" : "group", o->set2_id);
+		}
 		if (!u) {
 			u = vzq_ugid_get(&s.q, (uint32_t)o->set2_type, o->set2_id, true, &s.err);
 			if (!u) {

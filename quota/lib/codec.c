@@ -45,6 +45,11 @@ static int ugid_sort_cmp(const void *a, const void *b)
 	return vzq_ugid_cmp(x->type, x->id, y->type, y->id);
 }
 
+static int ugid_ptr_cmp(const void *a, const void *b)
+{
+	return ugid_sort_cmp(*(const struct vzq_ugid *const *)a, *(const struct vzq_ugid *const *)b);
+}
+
 static uint64_t pad8(uint64_t n)
 {
 	return (n + 7) & ~(uint64_t)7;
@@ -153,7 +158,8 @@ static int decode_ours(const char *fname, const unsigned char *buf, size_t len, 
 		return CORRUPT("%s: corrupt quota file: checksum mismatch", fname);
 
 	flags = le32toh(h.flags);
-	if (flags & ~(VZQ_FLAG_ON | VZQ_FLAG_DIRTY | VZQ_FLAG_UGID_ON | VZQ_FLAG_LIVE | VZQ_FLAG_SERVED))
+	if (flags & ~(VZQ_FLAG_ON | VZQ_FLAG_DIRTY | VZQ_FLAG_UGID_ON | VZQ_FLAG_LIVE | VZQ_FLAG_SERVED |
+		      VZQ_FLAG_UGID_OVER))
 		return CORRUPT("%s: corrupt quota file: unknown flags 0x%" PRIx32, fname, flags);
 	q->id = le32toh(h.id);
 	q->flags = flags;
@@ -369,16 +375,30 @@ int vzq_encode(const struct vzq_quota *q, unsigned char **out, size_t *len, stru
 	struct vzqf_header h;
 	struct vzqf_trailer t;
 	unsigned char *buf, *p;
-	size_t size;
+	const struct vzq_ugid **recs = NULL;
+	size_t size, n = 0;
 
 	if (path_len > VZQF_MAX_PATH)
 		return vzq_fail(err, VZQ_ERR_USAGE, ENAMETOOLONG, "quota path %.64s...", q->path);
 	if (q->n_ugid > VZQF_MAX_UGID)
 		return vzq_fail(err, VZQ_ERR_INTERNAL, 0, "too many uid/gid records (%zu)", q->n_ugid);
-	size = sizeof(h) + pad8(path_len) + q->n_ugid * sizeof(struct vzqf_ugid) + sizeof(t);
+	/* The file keeps the records sorted, without those that hold neither usage nor limits. */
+	if (q->n_ugid) {
+		recs = malloc(q->n_ugid * sizeof(*recs));
+		if (!recs)
+			return vzq_fail(err, VZQ_ERR_SYS, ENOMEM, "quota file buffer");
+	}
+	for (size_t i = 0; i < q->n_ugid; i++)
+		if (!vzq_ugid_unused(&q->ugid[i]))
+			recs[n++] = &q->ugid[i];
+	if (n > 1)
+		qsort(recs, n, sizeof(*recs), ugid_ptr_cmp);
+	size = sizeof(h) + pad8(path_len) + n * sizeof(struct vzqf_ugid) + sizeof(t);
 	buf = calloc(1, size);
-	if (!buf)
+	if (!buf) {
+		free(recs);
 		return vzq_fail(err, VZQ_ERR_SYS, ENOMEM, "quota file buffer");
+	}
 	memset(&h, 0, sizeof(h));
 	h.magic = htole32(VZQF_MAGIC);
 	h.version = htole32(VZQF_VERSION);
@@ -386,7 +406,7 @@ int vzq_encode(const struct vzq_quota *q, unsigned char **out, size_t *len, stru
 	h.id = htole32(q->id);
 	h.flags = htole32(q->flags);
 	h.ugid_limit = htole32(q->ugid_limit);
-	h.n_ugid = htole32((uint32_t)q->n_ugid);
+	h.n_ugid = htole32((uint32_t)n);
 	h.path_len = htole32((uint32_t)path_len);
 	stat_to_disk(&h.stat, &q->stat);
 	h.bexpire = (int64_t)htole64((uint64_t)q->grace.bexpire);
@@ -400,16 +420,17 @@ int vzq_encode(const struct vzq_quota *q, unsigned char **out, size_t *len, stru
 	if (path_len)
 		memcpy(p, q->path, path_len);
 	p += pad8(path_len);
-	for (size_t i = 0; i < q->n_ugid; i++, p += sizeof(struct vzqf_ugid)) {
+	for (size_t i = 0; i < n; i++, p += sizeof(struct vzqf_ugid)) {
 		struct vzqf_ugid d;
 
 		memset(&d, 0, sizeof(d));
-		d.id = htole32(q->ugid[i].id);
-		d.type = htole32(q->ugid[i].type);
-		d.flags = htole32(q->ugid[i].flags);
-		stat_to_disk(&d.stat, &q->ugid[i].stat);
+		d.id = htole32(recs[i]->id);
+		d.type = htole32(recs[i]->type);
+		d.flags = htole32(recs[i]->flags);
+		stat_to_disk(&d.stat, &recs[i]->stat);
 		memcpy(p, &d, sizeof(d));
 	}
+	free(recs);
 	t.crc = htole32(vzq_crc32c(0, buf, size - sizeof(t)));
 	t.magic = htole32(VZQF_TRAILER_MAGIC);
 	memcpy(p, &t, sizeof(t));

@@ -65,6 +65,7 @@ void vzq_quota_free(struct vzq_quota *q)
 		return;
 	free(q->path);
 	free(q->ugid);
+	vzq_ugid_index_free(q);
 	q->path = NULL;
 	q->ugid = NULL;
 	q->n_ugid = 0;
@@ -304,43 +305,4 @@ int vzq_unlink(struct vzq_handle *h, struct vzq_error *err)
 		return vzq_fail(err, VZQ_ERR_FILE, errno, "%s: unlink", h->fname);
 	h->created = false;
 	return sync_dir_of(h->fname, err);
-}
-
-struct vzq_ugid *vzq_ugid_get(struct vzq_quota *q, uint32_t type, uint32_t id, bool create, struct vzq_error *err)
-{
-	size_t lo = 0, hi = q->n_ugid;
-	struct vzq_ugid *n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int c = vzq_ugid_cmp(q->ugid[mid].type, q->ugid[mid].id, type, id);
-		if (c == 0)
-			return &q->ugid[mid];
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (!create)
-		return NULL;
-	if (type > VZQ_GROUP) {
-		vzq_fail(err, VZQ_ERR_INTERNAL, 0, "bad record type %u", type);
-		return NULL;
-	}
-	/* Capacity is the next power of two (at least 16): realloc to the same size costs nothing. */
-	size_t want = 16;
-	while (want < q->n_ugid + 1)
-		want *= 2;
-	n = realloc(q->ugid, want * sizeof(*n));
-	if (!n) {
-		vzq_fail(err, VZQ_ERR_SYS, ENOMEM, "uid/gid record");
-		return NULL;
-	}
-	q->ugid = n;
-	memmove(&q->ugid[lo + 1], &q->ugid[lo], (q->n_ugid - lo) * sizeof(*q->ugid));
-	memset(&q->ugid[lo], 0, sizeof(*q->ugid));
-	q->ugid[lo].type = type;
-	q->ugid[lo].id = id;
-	q->n_ugid++;
-	return &q->ugid[lo];
 }

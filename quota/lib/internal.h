@@ -36,7 +36,18 @@ int vzq_decode(const char *fname, const unsigned char *buf, size_t len, struct v
 int vzq_encode(const struct vzq_quota *q, unsigned char **out, size_t *len, struct vzq_error *err);
 uint32_t vzq_crc32c(uint32_t crc, const void *buf, size_t len);
 
-/* Records are kept sorted by (type, id). */
+/* The order of records in the file (and after vzq_ugid_sort): by (type, id). */
 int vzq_ugid_cmp(uint32_t type_a, uint32_t id_a, uint32_t type_b, uint32_t id_b);
+
+/* ugid.c: the record of (type, id) for a charge that adds usage, created if there is room for
+ * it: fewer than ugid_limit records and no id refused since the last count. Else *out is NULL
+ * and the quota is marked VZQ_FLAG_UGID_OVER: that id's usage is not counted at the second level.
+ * 0, or -ENOMEM. */
+int vzq_ugid_add(struct vzq_quota *q, uint32_t type, uint32_t id, struct vzq_ugid **out);
+/* Removes record @u (of @q): the last record takes its place. */
+void vzq_ugid_remove(struct vzq_quota *q, struct vzq_ugid *u);
+/* Removes every record that holds neither usage nor limits. */
+void vzq_ugid_prune(struct vzq_quota *q);
+void vzq_ugid_index_free(struct vzq_quota *q);
 
 #endif

@@ -104,38 +104,52 @@ static void charge_stat(struct vzq_stat *s, const struct vzq_charge *c, const st
 	grace_stat(s, g, zero_unlimited, now);
 }
 
+/* Charges @c to the record of (type, id); one that holds nothing afterwards is dropped. A charge
+ * that adds usage creates the record if the limit leaves room (vzq_ugid_add); a free of an id
+ * without a record has nothing to free (its usage was not counted). */
+static int charge_record(struct vzq_quota *q, uint32_t type, uint32_t id, const struct vzq_charge *c, time_t now)
+{
+	struct vzq_ugid *u = vzq_ugid_get(q, type, id, false, NULL);
+
+	if (!u && (c->bytes > 0 || c->inodes > 0) && vzq_ugid_add(q, type, id, &u))
+		return -ENOMEM;
+	if (!u)
+		return 0;
+	charge_stat(&u->stat, c, &q->ugid_grace[type], true, now);
+	if (vzq_ugid_unused(u))
+		vzq_ugid_remove(q, u);
+	return 0;
+}
+
 int vzq_apply(struct vzq_quota *q, const struct vzq_charge *c, time_t now)
 {
 	charge_stat(&q->stat, c, &q->grace, false, now);
-	if (q->flags & VZQ_FLAG_UGID_ON) {
-		struct vzq_ugid *u = vzq_ugid_get(q, VZQ_USER, c->uid, true, NULL);
-		if (!u)
-			return -ENOMEM;
-		charge_stat(&u->stat, c, &q->ugid_grace[VZQ_USER], true, now);
-		/* the user record may have moved the array: look the group up afterwards */
-		struct vzq_ugid *g = vzq_ugid_get(q, VZQ_GROUP, c->gid, true, NULL);
-		if (!g)
-			return -ENOMEM;
-		charge_stat(&g->stat, c, &q->ugid_grace[VZQ_GROUP], true, now);
-	}
-	return 0;
+	if (!(q->flags & VZQ_FLAG_UGID_ON))
+		return 0;
+	/* one record at a time: adding or dropping one moves the others */
+	if (charge_record(q, VZQ_USER, c->uid, c, now))
+		return -ENOMEM;
+	return charge_record(q, VZQ_GROUP, c->gid, c, now);
 }
 
 int vzq_move(struct vzq_quota *q, int64_t bytes, int64_t inodes, uid_t ouid, gid_t ogid, uid_t nuid, gid_t ngid,
 	     time_t now)
 {
 	struct vzq_charge out = { -bytes, -inodes, ouid, ogid }, in = { bytes, inodes, nuid, ngid };
-	struct vzq_stat level1 = q->stat;
-	int r;
+	const struct vzq_ugid *u, *g;
+	int r = 0;
 
 	if (!(q->flags & VZQ_FLAG_UGID_ON) || (ouid == nuid && ogid == ngid))
 		return 0;
-	/* Free first, so that a record losing and gaining (only the gid changes) is checked once. */
-	vzq_apply(q, &out, now);
-	r = check(q, &in, false, false, now);
-	if (r)
-		in = (struct vzq_charge){ bytes, inodes, ouid, ogid };
-	vzq_apply(q, &in, now);
-	q->stat = level1;
+	/* Only the records that change are checked (a chgrp does not ask the owner's) and charged. */
+	u = ouid != nuid ? find(q, VZQ_USER, nuid) : NULL;
+	g = ogid != ngid ? find(q, VZQ_GROUP, ngid) : NULL;
+	if ((u && !stat_allows(&u->stat, &in, true, false, now)) || (g && !stat_allows(&g->stat, &in, true, false, now)))
+		return -EDQUOT;
+	if (ouid != nuid && (charge_record(q, VZQ_USER, ouid, &out, now) || charge_record(q, VZQ_USER, nuid, &in, now)))
+		r = -ENOMEM;
+	if (!r && ogid != ngid &&
+	    (charge_record(q, VZQ_GROUP, ogid, &out, now) || charge_record(q, VZQ_GROUP, ngid, &in, now)))
+		r = -ENOMEM;
 	return r;
 }

@@ -222,6 +222,23 @@ int vzq_merge_usage(struct vzq_quota *file, const struct vzq_quota *live, struct
 	 * DIRTY of a second level requested meanwhile) stay for the next start */
 	if (!(live->flags & VZQ_FLAG_UGID_ON))
 		return 0;
+	file->flags = (file->flags & ~VZQ_FLAG_UGID_OVER) | (live->flags & VZQ_FLAG_UGID_OVER);
+	/* a record the holder does not have holds no usage (dropped at zero, or never made): only
+	 * its limits stay, if it has any */
+	for (size_t i = 0; i < file->n_ugid;) {
+		struct vzq_ugid *f = &file->ugid[i];
+
+		if (vzq_ugid_get((struct vzq_quota *)live, f->type, f->id, false, NULL)) {
+			i++;
+			continue;
+		}
+		f->stat.bcurrent = f->stat.icurrent = 0;
+		f->stat.btime = f->stat.itime = 0;
+		if (vzq_ugid_unused(f))
+			vzq_ugid_remove(file, f);	/* the last takes its place: look at i again */
+		else
+			i++;
+	}
 	for (size_t i = 0; i < live->n_ugid; i++) {
 		const struct vzq_ugid *l = &live->ugid[i];
 		struct vzq_ugid *f = vzq_ugid_get(file, l->type, l->id, true, err);
@@ -248,16 +265,35 @@ int vzq_merge_limits(struct vzq_quota *live, const struct vzq_quota *file, time_
 	/* The second level (UGID_ON, ugid_limit) stays as the holder started: turned on now, it
 	 * would count uid/gid usage from zero; the file keeps the request (and DIRTY) for the
 	 * next start, as upstream's kernel does. */
-	for (size_t i = 0; i < file->n_ugid; i++) {
+	const struct vzq_ugid *refused = NULL;
+
+	/* a holder without the second level has no use for them */
+	for (size_t i = 0; (live->flags & VZQ_FLAG_UGID_ON) && i < file->n_ugid; i++) {
 		const struct vzq_ugid *f = &file->ugid[i];
-		struct vzq_ugid *l = vzq_ugid_get(live, f->type, f->id, true, err);
-		if (!l)
+		struct vzq_ugid *l = vzq_ugid_get(live, f->type, f->id, false, NULL);
+
+		/* limits of an id without a record need one, within the ugid limit (as the kernel's
+		 * set_dqblk, which refuses but does not fix the set); limits taken away from a record
+		 * without usage drop it */
+		if (!l && vzq_ugid_unused(f))
+			continue;
+		if (!l && (live->n_ugid >= live->ugid_limit || (live->flags & VZQ_FLAG_UGID_OVER))) {
+			refused = f;
+			continue;
+		}
+		if (!l && !(l = vzq_ugid_get(live, f->type, f->id, true, err)))
 			return err->status;
 		l->stat.bsoft = f->stat.bsoft;
 		l->stat.bhard = f->stat.bhard;
 		l->stat.isoft = f->stat.isoft;
 		l->stat.ihard = f->stat.ihard;
+		if (vzq_ugid_unused(l))
+			vzq_ugid_remove(live, l);
 	}
 	vzq_update_grace(live, now);
+	if (refused)
+		return vzq_fail(err, VZQ_ERR_LIVE, 0,
+				"the ugid limit (%u records) leaves no room for the limits of %s %u", live->ugid_limit,
+				refused->type == VZQ_USER ? "user" : "group", refused->id);
 	return 0;
 }

@@ -72,17 +72,18 @@ static int account(struct walk *w, const struct statx *st)
 	}
 	w->bytes += bytes;
 	w->inodes++;
-	if (w->ugid) {
-		struct vzq_ugid *u = vzq_ugid_get(w->q, VZQ_USER, st->stx_uid, true, w->err);
-		if (!u)
-			return w->err->status;
-		u->stat.bcurrent += bytes;
-		u->stat.icurrent++;
-		struct vzq_ugid *g = vzq_ugid_get(w->q, VZQ_GROUP, st->stx_gid, true, w->err);
-		if (!g)
-			return w->err->status;
-		g->stat.bcurrent += bytes;
-		g->stat.icurrent++;
+	if (!w->ugid)
+		return 0;
+	/* one record at a time: adding one may move the others */
+	for (uint32_t type = VZQ_USER; type <= VZQ_GROUP; type++) {
+		struct vzq_ugid *u;
+
+		if (vzq_ugid_add(w->q, type, type == VZQ_USER ? st->stx_uid : st->stx_gid, &u))
+			return vzq_fail(w->err, VZQ_ERR_SYS, ENOMEM, "%s: uid/gid record", w->root);
+		if (u) {	/* else over the ugid limit: not counted at the second level */
+			u->stat.bcurrent += bytes;
+			u->stat.icurrent++;
+		}
 	}
 	return 0;
 }
@@ -308,11 +309,15 @@ int vzq_scan(const char *path, struct vzq_quota *q, time_t now, struct vzq_error
 	w.dev_minor = st.stx_dev_minor;
 	w.have_mnt_id = (st.stx_mask & STATX_MNT_ID) != 0;
 	w.mnt_id = st.stx_mnt_id;
-	if (w.ugid)
+	if (w.ugid) {
+		/* counted from scratch: only records with limits stay, and every id may get room */
 		for (size_t i = 0; i < q->n_ugid; i++) {
 			q->ugid[i].stat.bcurrent = 0;
 			q->ugid[i].stat.icurrent = 0;
 		}
+		vzq_ugid_prune(q);
+		q->flags &= ~VZQ_FLAG_UGID_OVER;
+	}
 	rc = account(&w, &st);
 	if (rc) {
 		close(fd);
@@ -326,18 +331,11 @@ int vzq_scan(const char *path, struct vzq_quota *q, time_t now, struct vzq_error
 	q->stat.bcurrent = w.bytes;
 	q->stat.icurrent = w.inodes;
 	q->flags &= ~VZQ_FLAG_DIRTY;
+	if (w.ugid)
+		for (size_t i = 0; i < q->n_ugid; i++)
+			q->ugid[i].flags &= ~VZQ_UGID_DIRTY;
 	/* records that have neither usage nor limits are dropped (as vzquota does) */
-	size_t keep = 0;
-	for (size_t i = 0; i < q->n_ugid; i++) {
-		struct vzq_ugid *u = &q->ugid[i];
-		if (w.ugid)
-			u->flags &= ~VZQ_UGID_DIRTY;
-		if (!u->stat.bcurrent && !u->stat.icurrent && !u->stat.bsoft && !u->stat.bhard && !u->stat.isoft &&
-		    !u->stat.ihard)
-			continue;
-		q->ugid[keep++] = *u;
-	}
-	q->n_ugid = keep;
+	vzq_ugid_prune(q);
 	vzq_update_grace(q, now);
 	return 0;
 }

@@ -85,6 +85,7 @@ static void test_second_level(void)
 
 	q.stat.bhard = q.stat.bsoft = 1u << 30;
 	q.flags = VZQ_FLAG_UGID_ON;
+	q.ugid_limit = 10;
 	q.ugid_grace[VZQ_USER].bexpire = 10;
 	q.ugid_grace[VZQ_GROUP].bexpire = 20;
 	CHECK("l2: no record means no limit", vzq_check(&q, &c, now) == 0);
@@ -119,12 +120,126 @@ static void test_records(void)
 	memset(&q, 0, sizeof(q));
 	for (uint32_t i = 0; i < 300; i++)
 		vzq_ugid_get(&q, (i * 7) % 2, (i * 7919) % 1000, true, &err);
+	vzq_ugid_sort(&q);
 	for (size_t i = 1; i < q.n_ugid; i++)
 		if (vzq_ugid_cmp(q.ugid[i - 1].type, q.ugid[i - 1].id, q.ugid[i].type, q.ugid[i].id) >= 0)
 			sorted = false;
 	CHECK("records: sorted and unique", sorted && q.n_ugid == 300);
 	CHECK("records: lookup", vzq_ugid_get(&q, 1, (7 * 7919) % 1000, false, NULL) != NULL);
 	CHECK("records: absent", vzq_ugid_get(&q, 0, 5000, false, NULL) == NULL);
+	vzq_quota_free(&q);
+}
+
+/* Adds and removes records at random against a plain table of what must be there: the index
+ * finds every record after every removal (backward-shift deletion, the last record moved). */
+static void test_records_index(void)
+{
+	static unsigned char want[2][4096];
+	struct vzq_quota q;
+	struct vzq_error err = { 0 };
+	unsigned int seed = 12345, bad = 0;
+	size_t count = 0;
+
+	memset(&q, 0, sizeof(q));
+	memset(want, 0, sizeof(want));
+	for (int step = 0; step < 200000; step++) {
+		seed = seed * 1103515245u + 12345u;
+		uint32_t type = (seed >> 8) & 1, id = (seed >> 12) % 4096;
+		struct vzq_ugid *u = vzq_ugid_get(&q, type, id, false, NULL);
+
+		if (!u != !want[type][id])
+			bad++;
+		if (u) {
+			vzq_ugid_remove(&q, u);
+			want[type][id] = 0;
+			count--;
+		} else if (vzq_ugid_get(&q, type, id, true, &err)) {
+			want[type][id] = 1;
+			count++;
+		}
+		if (q.n_ugid != count)
+			bad++;
+	}
+	for (uint32_t t = 0; t < 2; t++)
+		for (uint32_t id = 0; id < 4096; id++)
+			if (!vzq_ugid_get(&q, t, id, false, NULL) != !want[t][id])
+				bad++;
+	CHECK("records: index agrees after 200000 random adds and removals", bad == 0);
+	vzq_quota_free(&q);
+}
+
+/* The ugid limit: no record past it, the quota marked, no new record after a refusal until a
+ * count; the first level counts everything. */
+static void test_ugid_limit(void)
+{
+	struct vzq_quota q = base();
+	time_t now = 5000;
+
+	q.stat.bhard = q.stat.bsoft = 1u << 30;
+	q.stat.ihard = q.stat.isoft = 1000;
+	q.flags = VZQ_FLAG_UGID_ON;
+	q.ugid_limit = 4;
+	for (uint32_t i = 0; i < 10; i++)
+		vzq_apply(&q, &(struct vzq_charge){ .bytes = 4096, .inodes = 1, .uid = 100 + i, .gid = 100 + i }, now);
+	CHECK("limit: no record past the limit", q.n_ugid == 4);
+	CHECK("limit: the quota says so", q.flags & VZQ_FLAG_UGID_OVER);
+	CHECK("limit: the first level counts everything", q.stat.bcurrent == 40960 && q.stat.icurrent == 10);
+	CHECK("limit: the ids that got a record are exact",
+	      vzq_ugid_get(&q, VZQ_USER, 100, false, NULL) && vzq_ugid_get(&q, VZQ_GROUP, 100, false, NULL) &&
+		      vzq_ugid_get(&q, VZQ_USER, 101, false, NULL)->stat.bcurrent == 4096 &&
+		      !vzq_ugid_get(&q, VZQ_USER, 102, false, NULL));
+	/* a free of an id without a record: nothing to free, no record */
+	vzq_apply(&q, &(struct vzq_charge){ .bytes = -4096, .inodes = -1, .uid = 105, .gid = 105 }, now);
+	CHECK("limit: a free of an uncounted id makes no record", q.n_ugid == 4 && q.stat.icurrent == 9);
+	/* uid 100 gives up its usage: its record goes; the set stays fixed after the refusal */
+	vzq_apply(&q, &(struct vzq_charge){ .bytes = -4096, .inodes = -1, .uid = 100, .gid = 100 }, now);
+	CHECK("limit: a record at zero usage without limits is dropped", q.n_ugid == 2 &&
+		      !vzq_ugid_get(&q, VZQ_USER, 100, false, NULL) && !vzq_ugid_get(&q, VZQ_GROUP, 100, false, NULL));
+	vzq_apply(&q, &(struct vzq_charge){ .bytes = 4096, .inodes = 1, .uid = 200, .gid = 200 }, now);
+	CHECK("limit: after a refusal no id gets a record", q.n_ugid == 2 && !vzq_ugid_get(&q, VZQ_USER, 200, false, NULL));
+	/* a record with limits stays at zero usage */
+	vzq_ugid_get(&q, VZQ_USER, 101, false, NULL)->stat.ihard = 5;
+	vzq_apply(&q, &(struct vzq_charge){ .bytes = -4096, .inodes = -1, .uid = 101, .gid = 101 }, now);
+	CHECK("limit: a record with limits stays at zero", q.n_ugid == 1 && vzq_ugid_get(&q, VZQ_USER, 101, false, NULL));
+
+	/* limit 0 with the second level on: no records at all (upstream's -s 1 -u 0) */
+	struct vzq_quota z = base();
+
+	z.stat.bhard = z.stat.bsoft = 1u << 30;
+	z.flags = VZQ_FLAG_UGID_ON;
+	vzq_apply(&z, &(struct vzq_charge){ .bytes = 4096, .inodes = 1, .uid = 1, .gid = 1 }, now);
+	CHECK("limit: 0 keeps no records", z.n_ugid == 0 && (z.flags & VZQ_FLAG_UGID_OVER) && z.stat.icurrent == 1);
+	vzq_quota_free(&z);
+	vzq_quota_free(&q);
+}
+
+/* A chown storm on one file: each move leaves the old owner's records empty, which go. */
+static void test_move_drops(void)
+{
+	struct vzq_quota q = base();
+	time_t now = 5000;
+
+	q.stat.bhard = q.stat.bsoft = 1u << 30;
+	q.flags = VZQ_FLAG_UGID_ON;
+	q.ugid_limit = 100;
+	vzq_apply(&q, &(struct vzq_charge){ .bytes = 8192, .inodes = 1, .uid = 0, .gid = 0 }, now);
+	uid_t o = 0;
+	int r = 0;
+
+	for (uid_t n = 1000000; n < 1020000; n++, o = n - 1)
+		r |= vzq_move(&q, 8192, 1, o, o, n, n, now);
+	CHECK("move: 20000 chowns of one file pass", r == 0);
+	CHECK("move: only the last owner's records are left", q.n_ugid == 2 && !(q.flags & VZQ_FLAG_UGID_OVER) &&
+								vzq_ugid_get(&q, VZQ_USER, 1019999, false, NULL) &&
+								vzq_ugid_get(&q, VZQ_GROUP, 1019999, false, NULL)->stat.bcurrent == 8192);
+	CHECK("move: the first level is untouched", q.stat.bcurrent == 8192 && q.stat.icurrent == 1);
+	/* a chgrp asks the new group only, and moves nothing for the owner */
+	vzq_ugid_get(&q, VZQ_GROUP, 7, true, NULL)->stat.bhard = 4096;
+	CHECK("move: over the new group's hard limit refused", vzq_move(&q, 8192, 1, o, o, o, 7, now) == -EDQUOT &&
+								 vzq_ugid_get(&q, VZQ_GROUP, o, false, NULL)->stat.bcurrent == 8192);
+	CHECK("move: a chgrp leaves the owner's record", vzq_move(&q, 4096, 1, o, o, o, 8, now) == 0 &&
+								 vzq_ugid_get(&q, VZQ_USER, o, false, NULL)->stat.bcurrent == 8192 &&
+								 vzq_ugid_get(&q, VZQ_GROUP, 8, false, NULL)->stat.bcurrent == 4096);
 	vzq_quota_free(&q);
 }
 
@@ -210,6 +325,7 @@ static void test_merge(void)
 	live.flags = VZQ_FLAG_ON | VZQ_FLAG_LIVE | VZQ_FLAG_UGID_ON;
 	live.stat.bcurrent = 5000;
 	live.stat.btime = 77;
+	live.ugid_limit = 100;
 	vzq_ugid_get(&live, VZQ_USER, 3, true, &err)->stat.bcurrent = 42;
 	file.stat.bsoft = 123;
 	vzq_ugid_get(&file, VZQ_GROUP, 9, true, &err)->stat.ihard = 8;
@@ -235,7 +351,20 @@ static void test_merge(void)
 		      vzq_ugid_get(&file, VZQ_USER, 3, false, NULL)->stat.bcurrent == 42);
 	file.flags &= ~VZQ_FLAG_UGID_ON;
 	CHECK("merge: limits keep the holder's second level on",
-	      vzq_merge_limits(&live, &file, 1000, &err) == 0 && (live.flags & VZQ_FLAG_UGID_ON) && live.ugid_limit == 0);
+	      vzq_merge_limits(&live, &file, 1000, &err) == 0 && (live.flags & VZQ_FLAG_UGID_ON) && live.ugid_limit == 100);
+	/* the holder dropped a record at zero usage: the file's goes too (its limits would stay) */
+	file.flags |= VZQ_FLAG_UGID_ON;
+	vzq_ugid_get(&file, VZQ_USER, 77, true, &err)->stat.icurrent = 3;
+	live.flags |= VZQ_FLAG_UGID_OVER;
+	CHECK("merge: a record the holder dropped leaves the file, OVER comes along",
+	      vzq_merge_usage(&file, &live, &err) == 0 && !vzq_ugid_get(&file, VZQ_USER, 77, false, NULL) &&
+		      vzq_ugid_get(&file, VZQ_GROUP, 9, false, NULL) && (file.flags & VZQ_FLAG_UGID_OVER));
+	/* limits for an id without a record, and no room for it */
+	vzq_ugid_get(&file, VZQ_USER, 78, true, &err)->stat.bhard = 8192;
+	memset(&err, 0, sizeof(err));
+	CHECK("merge: limits past the ugid limit are refused, naming the id",
+	      vzq_merge_limits(&live, &file, 1000, &err) == VZQ_ERR_LIVE && strstr(err.msg, "user 78") &&
+		      !vzq_ugid_get(&live, VZQ_USER, 78, false, NULL));
 	vzq_quota_free(&file);
 	vzq_quota_free(&live);
 	vzq_quota_free(&off);
@@ -274,6 +403,9 @@ int main(void)
 	test_first_level();
 	test_second_level();
 	test_records();
+	test_records_index();
+	test_ugid_limit();
+	test_move_drops();
 	test_time();
 	test_codec();
 	test_merge();

@@ -72,6 +72,29 @@ check "drop removed the file" test ! -e "$VZQ_DIR/quota.101"
 expect_rc "show missing file: 11" 11 q show 101
 expect_rc "on missing file: 11" 11 q on 101
 
+# ---- the ugid limit: the second level keeps at most -u N records (user and group ones); with
+# -u 0 it keeps none, as upstream's ----
+expect_rc "init -s 1 without -u" 0 q init 117 -p "$TREE" "${LIM[@]}" -s 1
+check "init warns that a ugid limit of 0 counts no uid/gid" grep -q "user/group quota is on with a ugid limit of 0" "$T/.stderr"
+out=$(q show 117 -t)
+check "-u 0: no records, the limit exceeded" bash -c "echo '$out' | grep -qx 'Ugids: loaded 0, total 0, limit 0' && echo '$out' | grep -qx 'Ugid limit was exceeded: yes'"
+expect_rc "init -s 1 -u 1 (the tree has uid 0 and gid 0)" 0 q init 117 -p "$TREE" "${LIM[@]}" -s 1 -u 1
+check "init warns of the exceeded limit" grep -q "ugid limit 1 exceeded" "$T/.stderr"
+expect_rc "on" 0 q on 117
+out=$(q show 117 -t)
+check "one record, the limit exceeded" bash -c "echo '$out' | grep -qx 'Ugids: loaded 1, total 1, limit 1' && echo '$out' | grep -qx 'Ugid limit was exceeded: yes' && echo '$out' | grep -q '^0 *user *inodes *4 '"
+check "batch: the exceeded line is 1" test "$(q -b show 117 -t | sed -n 5p)" = 1
+expect_rc "setlimit2 of a new id past the limit: 3" 3 q setlimit2 117 -u 1000 10 20 30 40
+check "it says why" grep -q "ugid limit (1 records) leaves no room for user 1000" "$T/.stderr"
+expect_rc "setlimit -u 10" 0 q setlimit 117 -u 10
+expect_rc "off" 0 q off 117
+expect_rc "on recounts a quota whose limit was exceeded" 0 q on 117
+out=$(q show 117 -t)
+check "room for both now" bash -c "echo '$out' | grep -qx 'Ugids: loaded 2, total 2, limit 10' && echo '$out' | grep -qx 'Ugid limit was exceeded: no'"
+expect_rc "setlimit2 within the limit" 0 q setlimit2 117 -u 1000 10 20 30 40
+expect_rc "off" 0 q off 117
+expect_rc "drop" 0 q drop 117
+
 # ---- options and their errors ----
 expect_rc "-h" 0 q -h
 expect_rc "-V" 0 q -V
@@ -98,7 +121,7 @@ check "-qb is batch output" test "$(q -qb show 102 | wc -l)" = 2
 expect_rc "combined with an unknown one: 2" 2 q -qZ show 102
 expect_rc "-vvq" 0 q -vvq show 102
 # grace as upstream prints it (time2str, TF_ROUND): rounded to the minute, Ndays or hh:mm
-expect_rc "init with a grace of 3599 s, over both soft limits" 0 q init 116 -p "$TREE" -b 1 -B 100000 -i 1 -I 1000 -e 3599 -n 59:59 -s 1
+expect_rc "init with a grace of 3599 s, over both soft limits" 0 q init 116 -p "$TREE" -b 1 -B 100000 -i 1 -I 1000 -e 3599 -n 59:59 -s 1 -u 100
 out=$(q show 116)
 check "grace left is rounded: 3599 s shows 01:00" bash -c "echo '$out' | sed -n 2,3p | grep -c ' 01:00\$' | grep -qx 2"
 expect_rc "on" 0 q on 116

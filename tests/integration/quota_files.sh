@@ -31,7 +31,7 @@ open(dst, 'wb').write(b)
 PY
 }
 F=$VZQ_DIR/quota.7
-q init 7 -p "$T/tree" -b 100 -B 200 -i 10 -I 20 -e 60 -n 60 -s 1 >/dev/null 2>&1
+q init 7 -p "$T/tree" -b 100 -B 200 -i 10 -I 20 -e 60 -n 60 -s 1 -u 100 >/dev/null 2>&1
 cp "$F" "$T/good"
 size=$(stat -c %s "$T/good")
 

@@ -339,6 +339,41 @@ expect_rc "umount" 0 sf umount "$R"
 "$VZQUOTA" -q off 101 >/dev/null 2>&1
 expect_rc "drop" 0 "$VZQUOTA" -q drop 101
 check "drop removes the live lock file too" test ! -e "$VZQ_RUN_DIR/101.live"
+# ---- the ugid limit (-u): the second level keeps at most that many uid/gid records ----
+PU=$T/pu RU=$T/ru
+mkdir -p "$PU" "$RU"
+"$VZQUOTA" -q init 130 -p "$PU" -b 100000 -B 100000 -i 100000 -I 100000 -e 60 -n 60 -s 1 -u 10 >/dev/null &&
+	"$VZQUOTA" -q on 130 >/dev/null || not_ok "init and on of quota 130 -s 1 -u 10"
+expect_rc "mount with a ugid limit of 10" 0 sf mount "$PU" "$RU" -o quota=130
+echo data >"$RU/g"
+check "5000 chowns of one file to new uids/gids" python3 -c "import os
+for i in range(5000): os.chown('$RU/g', 1000000 + i, 1000000 + i)"
+out=$("$VZQUOTA" stat 130 -t)
+size=$(stat -c %s "$VZQ_DIR/quota.130")
+check "the chown storm leaves a small quota file ($size bytes)" test "$size" -le 1024
+check "only the records with usage are left (root's, the last owner's)" bash -c "echo '$out' | grep -qx 'Ugids: loaded 4, total 4, limit 10'"
+check "the old owners' records are gone" bash -c "! echo '$out' | grep -q '^1000000 '"
+check "the limit was not exceeded" bash -c "echo '$out' | grep -qx 'Ugid limit was exceeded: no'"
+check "after the storm the usage equals a fresh scan" test "$("$QTOOL" file 130 | grep -v '^flags')" = "$("$QTOOL" scan "$PU")"
+# 12 new owners: 4 records are left for 2 of them; the others are not counted at the second level
+for i in $(seq 2000 2011); do echo x >"$RU/o$i" && chown $i:$i "$RU/o$i"; done
+out=$("$VZQUOTA" stat 130 -t)
+check "no record past the limit" bash -c "echo '$out' | grep -qx 'Ugids: loaded 10, total 10, limit 10'"
+check "stat -t says the limit was exceeded" bash -c "echo '$out' | grep -qx 'Ugid limit was exceeded: yes'"
+check "show -t says so too" bash -c "'$VZQUOTA' show 130 -t 2>/dev/null | grep -qx 'Ugid limit was exceeded: yes'"
+check "batch: the exceeded line is 1" test "$("$VZQUOTA" -b stat 130 -t | sed -n 5p)" = 1
+check "the first level counts every owner" test "$("$QTOOL" file 130 | awk '$1 == "total"')" = "$("$QTOOL" scan "$PU" | awk '$1 == "total"')"
+check "every record kept is exact" bash -c "! comm -23 <('$QTOOL' file 130 | grep -v '^flags' | sort) <('$QTOOL' scan '$PU' | sort) | grep -q ."
+rm "$RU/o2000"
+out=$("$VZQUOTA" stat 130 -t)
+check "the records of an owner whose usage goes to zero are dropped" bash -c "echo '$out' | grep -qx 'Ugids: loaded 8, total 8, limit 10' && ! echo '$out' | grep -q '^2000 '"
+expect_rc "umount of quota 130" 0 sf umount "$RU"
+check "the file written at the stop keeps the limit" bash -c "'$VZQUOTA' show 130 -t 2>/dev/null | grep -qx 'Ugids: loaded 8, total 8, limit 10'"
+rm -f "$PU"/o*
+"$VZQUOTA" -q off 130 >/dev/null && "$VZQUOTA" -q on 130 >/dev/null
+check "on recounts a quota whose limit was exceeded: room again" bash -c "'$VZQUOTA' show 130 -t 2>/dev/null | grep -qx 'Ugid limit was exceeded: no'"
+"$VZQUOTA" -q off 130 >/dev/null
+expect_rc "drop quota 130" 0 "$VZQUOTA" -q drop 130
 # a socket a killed daemon left, and the quota dropped without an off or a umount first
 "$VZQUOTA" -q init 101 -p "$P" -b 100000 -B 100000 -i 1000 -I 1000 -e 60 -n 60 >/dev/null && "$VZQUOTA" -q on 101
 expect_rc "mount for the drop case" 0 sf mount "$P" "$R" -o quota=101

@@ -8,8 +8,9 @@
 
 #include "../../quota/quota.h"
 
-static void print(const struct vzq_quota *q)
+static void print(struct vzq_quota *q)
 {
+	vzq_ugid_sort(q);
 	printf("total %llu %llu\n", (unsigned long long)q->stat.bcurrent, (unsigned long long)q->stat.icurrent);
 	for (size_t i = 0; i < q->n_ugid; i++) {
 		const struct vzq_ugid *u = &q->ugid[i];
