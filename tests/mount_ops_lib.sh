@@ -210,13 +210,19 @@ leftovers() {
 # umount_set NAME DD HOW...: `ploop umount HOW...` (HOW: -m DIR, -d DEV, or nothing for the
 # descriptor; G=GUID names a snapshot view, UCMD=snapshot-umount another command), then checks that the server, its devices, mounts and run directory are gone.
 umount_set() {
-	local name=$1 dd=$2 t0 rc left id pid dev part mnt
+	local name=$1 dd=$2 t0 rc left id pid dev part mnt st
 	shift 2
 	if ! inst "$dd" "${G:-}"; then
 		not_ok "$name (not in ploop list before umount)"
 		return 1
 	fi
 	remember "$dd" "${G:-}"
+	# a set renamed since its mount: its state names the old path; its server is the one listed
+	if [ -z "$ID" ]; then
+		for st in /run/ploop/*/state; do
+			grep -qx "pid=$I_PID" "$st" 2>/dev/null && ID=$(basename "$(dirname "$st")") && IDS+=("$ID")
+		done
+	fi
 	id=$ID pid=$I_PID dev=$I_DEV part=$I_PART mnt=$I_MNT
 	[ "$mnt" = - ] && mnt=
 	t0=$(now_ms)

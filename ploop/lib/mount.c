@@ -225,10 +225,12 @@ static void current_descriptor(struct ploop_instance *in)
 	char base[PATH_MAX], *slash;
 
 	if (!name || !server_base_path(in, base, sizeof(base)) || !(slash = strrchr(base, '/')) ||
-	    (size_t)(slash - base) + strlen(name) >= sizeof(in->descriptor))
+	    (size_t)(slash - base) + strlen(name) >= sizeof(base))
 		return;
-	memmove(in->descriptor + (slash - base), name, strlen(name) + 1);
-	memcpy(in->descriptor, base, (size_t)(slash - base));
+	strcpy(slash, name);
+	/* (a base moved out of its set's directory by itself leaves the set where it was) */
+	if (!access(base, F_OK))
+		snprintf(in->descriptor, sizeof(in->descriptor), "%s", base);
 }
 
 /* A kernel-mapped set whose device is suspended while an offline operation of ours rewrites its chain
@@ -414,18 +416,35 @@ static bool serves_named(const struct ploop_instance *in, const char *path, cons
 	return serves(in, base) || (server_base_path(in, open_path, sizeof(open_path)) && !strcmp(open_path, path));
 }
 
+/*
+ * Whether @in serves the set at @rp, whose chain's base is @base_path (@base; !@named: the
+ * descriptor does not tell). A live server: its base is that very file, and it is named so now -
+ * the set at @rp, not a set elsewhere whose base is a hard link of it (the server's descriptor is
+ * where its base is named now, by current_descriptor). A dead server's leftovers belong to the
+ * path it served, whatever became of its files. A kernel-mapped set: its base.
+ */
+static bool is_served(const struct ploop_instance *in, const char *rp, bool named, const char *base_path,
+		      const struct stat *base)
+{
+	if (!in->alive || !named || !in->base_ino)
+		return !strcmp(in->descriptor, rp);
+	if (in->kernel)
+		return serves(in, base);
+	return serves_named(in, base_path, base) && !strcmp(in->descriptor, rp);
+}
+
 struct find_base {
-	const char *guid;
+	const char *rp, *guid, *base_path;
 	const struct stat *base;
+	bool named, found;
 	struct ploop_instance *out;
-	bool found;
 };
 
 static int match_base(void *ctx, const struct ploop_instance *in)
 {
 	struct find_base *f = ctx;
 
-	if (strcmp(in->guid, f->guid) || !serves(in, f->base))
+	if (strcmp(in->guid, f->guid) || !is_served(in, f->rp, f->named, f->base_path, f->base))
 		return 0;
 	*f->out = *in;
 	f->found = true;
@@ -433,29 +452,26 @@ static int match_base(void *ctx, const struct ploop_instance *in)
 }
 
 /*
- * The instance of the set at @rp: the one whose chain has the base delta the descriptor names (the
- * base, not the top: online snapshots, merges and deletes change the top, and a server killed in
- * the middle of one leaves its state naming the old one). Its run directory is named by the path
- * it was mounted by, which another set may have now (the first one renamed, a new one made in its
- * place): that one's server is not this set's, and the set that was moved is found wherever it is,
- * by its base. (A descriptor that cannot be read is taken by the name of the set the server
- * serves, as it is now.) @out->descriptor is @rp.
+ * The instance of the set at @rp (see is_served): by the chain's base delta, not the top (online
+ * snapshots, merges and deletes change the top, and a server killed in the middle of one leaves its
+ * state naming the old one). Its run directory is named by the path it was mounted by, which
+ * another set may have now (the first one renamed, a new one made in its place), so every instance
+ * is looked at when that one is not it. @out->descriptor is @rp.
  */
 static bool find_served(const char *rp, const char *guid, struct ploop_instance *out)
 {
 	char base_path[PATH_MAX];
 	struct stat base;
 	bool named = named_base(rp, guid, base_path, sizeof(base_path), &base);
-	struct find_base f = { .guid = guid, .base = &base, .out = out };
+	struct find_base f = { .rp = rp, .guid = guid, .base_path = base_path, .base = &base, .named = named,
+			       .out = out };
 	struct ploop_error none = { 0 };
 	char id[17];
 
 	ploop_instance_id(rp, guid, id);
-	if (!load_instance(id, out) &&
-	    (named ? !out->base_ino || serves_named(out, base_path, &base)
-		   : !out->base_ino || !strcmp(out->descriptor, rp)))
+	if (!load_instance(id, out) && is_served(out, rp, named, base_path, &base))
 		f.found = true;
-	else if (named)
+	else
 		ploop_list_instances(match_base, &f, &none);
 	if (f.found)
 		snprintf(out->descriptor, sizeof(out->descriptor), "%s", rp);
@@ -1266,25 +1282,26 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 		}
 	}
 	ploop_instance_id(rp, g, id);
-	if (!load_instance(id, &old)) {
-		if (old.alive) {
-			/* Another set's, mounted from this path before it was renamed: this one is named
-			 * apart (and found by its top, as that one is). */
-			char *salted = NULL;
+	for (int salt = 1; !load_instance(id, &old); salt++) {
+		char *salted = NULL;
 
-			if (asprintf(&salted, "%s\n%s", rp, old.id) < 0) {
-				free(rp);
-				return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", p->descriptor);
-			}
-			ploop_instance_id(salted, g, id);
-			free(salted);
-		} else {
+		if (!old.alive) {
 			PNOTICE("The server of %s died; cleaning up before mounting again", old.descriptor);
 			if (cleanup_dead(&old, err)) {
 				free(rp);
 				return err->status;
 			}
+			break;
 		}
+		/* Another set's, mounted from this path before it was renamed (and another before
+		 * that...): this one is named apart, and found by its base as they are. */
+		if (salt > 1000 || asprintf(&salted, "%s\n%d", rp, salt) < 0) {
+			free(rp);
+			return ploop_fail(err, PLOOP_ERR_MOUNT, 0, "%s: too many sets mounted from this path",
+					  p->descriptor);
+		}
+		ploop_instance_id(salted, g, id);
+		free(salted);
 	}
 	if (p->kernel && g[0] && !p->ro) {
 		free(rp);

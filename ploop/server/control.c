@@ -1,5 +1,5 @@
 /* The control socket of ploopd: a root-only unix socket in the run directory; each message is
- * one command line, each reply one line ("ok ..." or "err CODE message"). One command at a time. */
+ * one command line, each reply one line ("ok ..." or "err CODE message"). One command per connection, one connection at a time. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -37,14 +37,14 @@ static void *control_loop(void *arg)
 		 * reply) for 5 s is dropped, or every later command would wait behind it. */
 		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof(idle));
 		setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &idle, sizeof(idle));
-		while ((n = recv(c, line, sizeof(line) - 1, 0)) > 0) {
+		/* One command per connection: a client that kept one open would hold every other
+		 * command back. */
+		n = recv(c, line, sizeof(line) - 1, 0);
+		if (n > 0) {
 			line[n] = '\0';
 			line[strcspn(line, "\n")] = '\0';
 			online_command(s, line, reply, sizeof(reply));
-			if (send(c, reply, strlen(reply), MSG_NOSIGNAL) < 0)
-				break;
-			if (s->stopping)
-				break;
+			send(c, reply, strlen(reply), MSG_NOSIGNAL);
 		}
 		close(c);
 	}

@@ -462,7 +462,7 @@ G=$OS UCMD=snapshot-umount umount_set "covered view: snapshot-umount once the co
 # A set is its files, not the path it was mounted by. Its directory renamed and a new set made under
 # the old name, the new one was taken as mounted: its snapshot was done by the old set's server (the
 # new delta in R1 became that server's top, where the device's writes then went), and the renamed set
-# was not found (umount: not mounted, snapshot: locked). The server's top now identifies a set: the
+# was not found (umount: not mounted, snapshot: locked). The set's base delta now identifies it: the
 # new R1 is not mounted, the renamed set is found (and listed) as R1x, and the server acts on no
 # descriptor that does not name the very files it has open.
 R=$RT/R1/DiskDescriptor.xml
@@ -515,6 +515,69 @@ must "renamed: export R1" pl export "$R" "$T/r.raw"
 check "... which holds neither" bash -c "! cmp -s -n $MiB -i 0:$((8 * MiB)) '$T/w4' '$T/r.raw' && ! cmp -s -n $((4 * MiB)) '$T/w0' '$T/r.raw'"
 checked "renamed: every delta of R1x checks clean" "$RX"
 checked "renamed: every delta of R1 checks clean" "$R"
+
+# ---- sets that share a base file, or a path, with a mounted one ------------------------------------------
+# A set whose base is a hard link of a mounted set's base was taken for it (its snapshot made by the
+# other's server, its umount unmounting the other): a server serves the set its base is named in now.
+HA=$RT/HA/DiskDescriptor.xml HB=$RT/HB/DiskDescriptor.xml
+mkdir -p HA HB
+must "hard link: init HA" pl init -s 64M -t none HA/root.hds
+mount_set "hard link: mount HA" "$HA"
+ln HA/root.hds HB/root.hds
+cp "$HA" "$HB"
+refuse "hard link: umount of HB, which is not mounted (exit 40)" 40 pl umount "$HB"
+check "... HA is still mounted" inst "$HA"
+pl snapshot "$HB" >/dev/null 2>&1
+check "... a snapshot of HB was not made by HA's server" test "$(ndeltas "$HA")" = 1
+umount_set "hard link: umount HA" "$HA"
+rm -rf HB
+# Three sets mounted one after the other from one path, each renamed away: each gets a server of its own.
+for i in 1 2 3; do
+	mkdir -p TP
+	must "one path, set $i: init" pl init -s 64M -t none TP/root.hds
+	mount_set "one path, set $i: mount" "$RT/TP/DiskDescriptor.xml"
+	mv TP "TP$i"
+	IDS+=("$(run_id "$RT/TP/DiskDescriptor.xml")")
+done
+for i in 1 2 3; do umount_set "one path, set $i: umount by its new name" "$RT/TP$i/DiskDescriptor.xml"; done
+# A dead server's leftovers are found by the path it served, even once its base file was replaced.
+DB=$RT/DB/DiskDescriptor.xml
+mkdir -p DB
+must "dead, base replaced: init" pl init -s 64M -t none DB/root.hds
+if mount_set "dead, base replaced: mount" "$DB" && inst "$DB"; then
+	pid=$I_PID
+	kill -9 "$pid"
+	for _ in $(seq 50); do pid_gone "$pid" && break; sleep 0.1; done
+	pl check -d "$DB" >/dev/null 2>&1
+	must "dead, base replaced: convert -f raw (a new base file)" pl convert -f raw "$DB"
+	umount_set "dead, base replaced: umount by the descriptor cleans up" "$DB"
+fi
+# A base moved out of its set's directory leaves the set where its descriptor is.
+MB=$RT/MB/DiskDescriptor.xml
+mkdir -p MB MBX
+must "base moved: init" pl init -s 64M -t none MB/root.hds
+mount_set "base moved: mount" "$MB"
+mv MB/root.hds MBX/
+check "... ploop list still shows the set where its descriptor is" inst "$MB"
+mv MBX/root.hds MB/
+umount_set "base moved back: umount" "$MB"
+# A client that keeps sending commands on one connection held every other command back.
+mount_set "poller: mount" "$MB"
+python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(sys.argv[1])
+try:
+    for _ in range(30):
+        s.send(b"status"); s.recv(4096); time.sleep(0.5)
+except OSError:
+    pass' "/run/ploop/$(run_id "$MB")/control" &
+poller=$!
+at_exit "kill $poller"
+sleep 0.3
+must "poller: an online snapshot while a client sends status every 0.5 s" timeout 10 "$PLOOP" snapshot "$MB"
+kill "$poller" 2>/dev/null; wait "$poller" 2>/dev/null
+umount_set "poller: umount" "$MB"
 
 # ---- two resizes of one mounted set at the same moment -------------------------------------------------
 # They interleaved (the server's grow, the partition table, resize2fs): the second failed with "e2fsck
