@@ -910,9 +910,27 @@ static int cmd_setlimit(const struct opts *o)
 	return rc ? rc : reload_live(o->id);
 }
 
+/* A record setlimit2 made for a simfs daemon that then had no room for it (its table is fuller than
+ * the file was): taken out of the file again, which is then as it was. */
+static void unmake_record(const struct opts *o)
+{
+	struct session s = { 0 };
+	struct vzq_ugid *u;
+
+	if (open_quota(o, &s, VZQ_RDWR))
+		return;
+	u = vzq_ugid_get(&s.q, (uint32_t)o->set2_type, o->set2_id, false, NULL);
+	if (u) {	/* without limits or usage, a record is not written */
+		u->stat.bsoft = u->stat.bhard = u->stat.isoft = u->stat.ihard = 0;
+		write_quota(&s, o->id);
+	}
+	close_quota(&s);
+}
+
 static int cmd_setlimit2(const struct opts *o)
 {
 	struct session s = { 0 };
+	bool created = false;
 	int64_t t[2];
 	uint64_t v[4];
 	int rc;
@@ -926,6 +944,9 @@ static int cmd_setlimit2(const struct opts *o)
 			if (i < 2 ? parse_blocks(o->pos[i], &v[i]) : parse_inodes(o->pos[i], &v[i]))
 				return fail(VZQ_ERR_USAGE, "setlimit2: bad limit '%s'", o->pos[i]);
 	}
+	/* the records a simfs daemon keeps, in the file first: the room for a new one is counted there */
+	if (vzq_live_held(o->id) && vzq_live_request(o->id, VZQ_REQ_SYNC, NULL, 0, &s.err))
+		return lib_fail(&s.err);
 	rc = open_quota(o, &s, VZQ_RDWR);
 	if (rc)
 		return rc;
@@ -969,6 +990,7 @@ static int cmd_setlimit2(const struct opts *o)
 				return lib_fail(&s.err);
 			}
 			u->flags |= VZQ_UGID_DIRTY;	/* its usage was not counted */
+			created = true;
 		}
 		u->stat.bsoft = v[0];
 		u->stat.bhard = v[1];
@@ -978,7 +1000,13 @@ static int cmd_setlimit2(const struct opts *o)
 	vzq_update_grace(&s.q, time(NULL));
 	rc = write_quota(&s, o->id);
 	close_quota(&s);
-	return rc ? rc : reload_live(o->id);
+	if (rc)
+		return rc;
+	if (created && vzq_live_held(o->id) && vzq_live_request(o->id, VZQ_REQ_RELOAD, NULL, 0, &s.err)) {
+		unmake_record(o);
+		return fail(VZQ_ERR_LIVE, "quota %u: %s; the quota file is left as it was", o->id, s.err.msg);
+	}
+	return reload_live(o->id);
 }
 
 static int cmd_reload2(const struct opts *o)

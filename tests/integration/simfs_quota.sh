@@ -357,6 +357,10 @@ check "the limit was not exceeded" bash -c "echo '$out' | grep -qx 'Ugid limit w
 check "after the storm the usage equals a fresh scan" test "$("$QTOOL" file 130 | grep -v '^flags')" = "$("$QTOOL" scan "$PU")"
 # 12 new owners: 4 records are left for 2 of them; the others are not counted at the second level
 for i in $(seq 2000 2011); do echo x >"$RU/o$i" && chown $i:$i "$RU/o$i"; done
+# at once, before the daemon wrote its records back: the file alone seemed to have room
+expect_rc "setlimit2 of a new id when the daemon has no room for it is refused (3)" 3 \
+	"$VZQUOTA" setlimit2 130 -u 3000 100 200 10 20
+check "... and the quota file has no record of it" bash -c "! '$VZQUOTA' show 130 -t 2>/dev/null | grep -q '^3000 '"
 out=$("$VZQUOTA" stat 130 -t)
 check "no record past the limit" bash -c "echo '$out' | grep -qx 'Ugids: loaded 10, total 10, limit 10'"
 check "stat -t says the limit was exceeded" bash -c "echo '$out' | grep -qx 'Ugid limit was exceeded: yes'"
