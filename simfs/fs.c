@@ -1628,6 +1628,36 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- extended attributes (through the magic link: O_PATH descriptors have none) --------------- */
 
+/* Whether the caller of @req is in group @gid (its own or a supplementary one). */
+static bool caller_in_group(fuse_req_t req, gid_t gid)
+{
+	gid_t groups[256];
+	int n;
+
+	if (fuse_req_ctx(req)->gid == gid)
+		return true;
+	n = fuse_req_getgroups(req, 256, groups);
+	for (int i = 0; i < n && i < 256; i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
+/* An access ACL set by a caller outside the file's group clears its setgid bit, as the kernel's
+ * posix_acl_update_mode does; the host, where we set it as root, keeps it (and the kernel's request
+ * to clear it, FUSE_SETXATTR_ACL_KILL_SGID, does not reach us through libfuse 3.14). */
+static void acl_kill_sgid(fuse_req_t req, int fd, const char *name)
+{
+	char proc[64];
+	struct stat st;
+
+	if (strcmp(name, "system.posix_acl_access") || fuse_req_ctx(req)->uid == 0 || stat_fd(fd, &st) ||
+	    !(st.st_mode & S_ISGID) || caller_in_group(req, st.st_gid))
+		return;
+	proc_name(proc, sizeof(proc), fd);
+	chmod(proc, st.st_mode & 07777 & ~S_ISGID);
+}
+
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
 {
 	struct simfs *fs = fs_of(req);
@@ -1664,6 +1694,8 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	} else {
 		r = setxattr(proc, name, value, size, flags) ? errno : 0;
 	}
+	if (!r)
+		acl_kill_sgid(req, n->fd, name);
 	fuse_reply_err(req, r);
 }
 

@@ -157,6 +157,7 @@ mkdir dacl; e setfacl -d -m u:1000:rwx dacl
 e as1000 sh -c 'echo w >dacl/f'
 (umask 027; touch umasked; mkdir umasked-dir; mkfifo umasked-fifo); s umasked umasked-dir umasked-fifo
 e setfacl -b allow; e as1000 cat allow; s allow
+echo x >sgacl; chown 1000:0 sgacl; chmod 2775 sgacl; e as1000 setfacl -m u:2000:r sgacl; s sgacl
 echo "== final listing"
 find . -printf '%p %y %m %U:%G %s %n\n' | sort
 rm -f "$T_ERR"
