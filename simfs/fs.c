@@ -410,11 +410,22 @@ static void charge_dir_delta(struct simfs *fs, struct sinode *dir, int64_t befor
 	qlive_apply(fs->quota, &c);
 }
 
-/* Settles a measured change of @n's blocks (@delta) against what was reserved for it, under
- * n->qlock: the quota, and what an orphan gives back at its last close. */
-static void settle_blocks(struct simfs *fs, struct sinode *n, int64_t delta, int64_t reserved, uid_t uid, gid_t gid)
+/* An inode without a link that is not an orphan (@st: its measure under n->qlock) holds nothing
+ * in the quota: its last name went while it was not open and free_entry() gave its charge back.
+ * It may still be reached afterwards - a truncate, chown or xattr change of a name looked up just
+ * before it went, an open that lost the race with the unlink - and what it frees or takes then
+ * must not be counted again. */
+static bool detached(const struct sinode *n, const struct stat *st)
 {
-	struct qcharge c = { delta - reserved, 0, uid, gid };
+	return st->st_nlink == 0 && !n->orphan;
+}
+
+/* Settles a measured change of @n's blocks (@delta) against what was reserved for it, under
+ * n->qlock (@st: its measure, for the owner): the quota, and what an orphan gives back at its
+ * last close. */
+static void settle_blocks(struct simfs *fs, struct sinode *n, int64_t delta, int64_t reserved, const struct stat *st)
+{
+	struct qcharge c = { detached(n, st) ? -reserved : delta - reserved, 0, st->st_uid, st->st_gid };
 
 	qlive_apply(fs->quota, &c);
 	n->charged += delta;
@@ -434,7 +445,7 @@ static void true_up(struct simfs *fs, struct sinode *n, const struct stat *st)
 
 	if (!n || S_ISDIR(st->st_mode) || (grown = alloc_bytes(st) - n->charged) == 0)
 		return;
-	settle_blocks(fs, n, grown, 0, st->st_uid, st->st_gid);
+	settle_blocks(fs, n, grown, 0, st);
 }
 
 /* ---- operations ------------------------------------------------------------------------------- */
@@ -543,6 +554,11 @@ static int do_chown(struct simfs *fs, struct sinode *n, uid_t uid, gid_t gid)
 		/* Hard links: the inode counts once, whatever its link count. */
 		int64_t bytes = alloc_bytes(&st);
 
+		/* Its last name went: the owners hold nothing of it to move. */
+		if (detached(n, &st)) {
+			r = fchownat(n->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) ? -errno : 0;
+			goto unlock;
+		}
 		r = qlive_move(fs->quota, bytes, 1, st.st_uid, st.st_gid, nu, ng);
 		if (!r && fchownat(n->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) {
 			r = -errno;
@@ -552,6 +568,7 @@ static int do_chown(struct simfs *fs, struct sinode *n, uid_t uid, gid_t gid)
 			n->orphan_gid = ng;
 		}
 	}
+unlock:
 	pthread_mutex_unlock(&n->qlock);
 	return r;
 }
@@ -585,7 +602,7 @@ static int do_truncate(struct simfs *fs, struct sinode *n, struct fuse_file_info
 	if (!fi)
 		close(fd);
 	if (fs->quota && !stat_fd(n->fd, &after))
-		settle_blocks(fs, n, alloc_bytes(&after) - alloc_bytes(&before), 0, after.st_uid, after.st_gid);
+		settle_blocks(fs, n, alloc_bytes(&after) - alloc_bytes(&before), 0, &after);
 out:
 	if (fs->quota)
 		pthread_mutex_unlock(&n->qlock);
@@ -674,7 +691,23 @@ static void file_opened(struct simfs *fs, struct sinode *n)
 	if (!fs->quota || n == &fs->root)
 		return;
 	pthread_mutex_lock(&n->qlock);
-	n->opens++;
+	/* Opened after its last name went (the open, or the create, lost the race with the unlink):
+	 * its charge was given back, yet its blocks stay until its last release, and it may be
+	 * written. It is charged again, as an orphan, until then. */
+	if (!n->opens++ && !n->orphan) {
+		struct stat st;
+
+		if (!stat_fd(n->fd, &st) && detached(n, &st)) {
+			struct qcharge c = { alloc_bytes(&st), 1, st.st_uid, st.st_gid };
+
+			qlive_apply(fs->quota, &c);
+			n->charged = alloc_bytes(&st);
+			n->orphan = true;
+			n->orphan_bytes = alloc_bytes(&st);
+			n->orphan_uid = st.st_uid;
+			n->orphan_gid = st.st_gid;
+		}
+	}
 	pthread_mutex_unlock(&n->qlock);
 }
 
@@ -1390,7 +1423,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	r = write_data(&out, in, fi);
 	if (fstat(fh_fd(fi), &after))
 		after = before;
-	settle_blocks(fs, n, alloc_bytes(&after) - alloc_bytes(&before), res.bytes, before.st_uid, before.st_gid);
+	settle_blocks(fs, n, alloc_bytes(&after) - alloc_bytes(&before), res.bytes, &before);
 out:
 	pthread_mutex_unlock(&n->qlock);
 	if (r < 0)
@@ -1434,8 +1467,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	if (fs->quota) {
 		if (fstat(fh_fd(fi), &after))
 			after = before;
-		settle_blocks(fs, n, alloc_bytes(&after) - alloc_bytes(&before), res.bytes, before.st_uid,
-			      before.st_gid);
+		settle_blocks(fs, n, alloc_bytes(&after) - alloc_bytes(&before), res.bytes, &before);
 	}
 out:
 	if (fs->quota)
@@ -1688,7 +1720,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 		r = -qlive_reserve(fs->quota, &res, BLOCK);
 		if (!r) {
 			r = setxattr(proc, name, value, size, flags) ? errno : 0;
-			settle_blocks(fs, n, blocks_of(n->fd) - alloc_bytes(&before), BLOCK, before.st_uid, before.st_gid);
+			settle_blocks(fs, n, blocks_of(n->fd) - alloc_bytes(&before), BLOCK, &before);
 		}
 		pthread_mutex_unlock(&n->qlock);
 	} else {
@@ -1798,7 +1830,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 		struct stat st;
 
 		if (!stat_fd(n->fd, &st))
-			settle_blocks(fs, n, alloc_bytes(&st) - before, 0, st.st_uid, st.st_gid);
+			settle_blocks(fs, n, alloc_bytes(&st) - before, 0, &st);
 		pthread_mutex_unlock(&n->qlock);
 	}
 	fuse_reply_err(req, r);
