@@ -968,8 +968,9 @@ int ploop_descriptor_new(const char *dd_path, const char *file, const struct plo
  * keep writers of those deltas away anyway (so they work on read-only media). Only another holder
  * is PLOOP_ERR_LOCK, which callers may retry; a lock file a writer cannot open (a read-only
  * filesystem, permissions) is @open_status: PLOOP_ERR_CREAT for a new set, else PLOOP_ERR_OPEN.
+ * With @op, the exclusive lock is an flock of the file instead (see ploop_lock_descriptor_op).
  */
-static int lock_descriptor(const char *dd_path, bool exclusive, bool create, int open_status, int *lock_fd,
+static int lock_descriptor(const char *dd_path, bool exclusive, bool create, bool op, int open_status, int *lock_fd,
 			   struct ploop_error *err)
 {
 	cleanup_free char *lck = NULL;
@@ -989,13 +990,16 @@ static int lock_descriptor(const char *dd_path, bool exclusive, bool create, int
 		return 0;
 	if (fd < 0)
 		return ploop_fail(err, open_status, -fd, "%s: cannot open the lock file", lck);
-	if (fcntl(fd, F_OFD_SETLK, &fl)) {
+	if (op ? flock(fd, LOCK_EX | LOCK_NB) : fcntl(fd, F_OFD_SETLK, &fl)) {
 		int e = errno;
 
 		close(fd);
 		if (e == EAGAIN || e == EACCES) {
 			char holders[512];
 
+			if (op)
+				return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: image is locked: another resize is under way",
+						  dd_path);
 			if (ploop_describe_servers(dd_path, holders, sizeof(holders)))
 				return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: image is locked: %s", dd_path, holders);
 			return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: image is locked by another process", dd_path);
@@ -1008,23 +1012,23 @@ static int lock_descriptor(const char *dd_path, bool exclusive, bool create, int
 
 int ploop_lock_descriptor(const char *dd_path, bool exclusive, int *lock_fd, struct ploop_error *err)
 {
-	return lock_descriptor(dd_path, exclusive, false, PLOOP_ERR_OPEN, lock_fd, err);
+	return lock_descriptor(dd_path, exclusive, false, false, PLOOP_ERR_OPEN, lock_fd, err);
 }
 
 int ploop_lock_new_descriptor(const char *dd_path, int *lock_fd, struct ploop_error *err)
 {
-	return lock_descriptor(dd_path, true, true, PLOOP_ERR_CREAT, lock_fd, err);
+	return lock_descriptor(dd_path, true, true, false, PLOOP_ERR_CREAT, lock_fd, err);
 }
 
 int ploop_lock_descriptor_server(const char *dd_path, int *lock_fd, bool *exclusive, struct ploop_error *err)
 {
 	*exclusive = true;
-	if (!lock_descriptor(dd_path, true, true, PLOOP_ERR_OPEN, lock_fd, err) || err->status != PLOOP_ERR_LOCK)
+	if (!lock_descriptor(dd_path, true, true, false, PLOOP_ERR_OPEN, lock_fd, err) || err->status != PLOOP_ERR_LOCK)
 		return err->status;
 	/* Held: by readers (snapshot views of the set), which a shared lock lets in, or by a writer. */
 	*exclusive = false;
 	*err = (struct ploop_error){ 0 };
-	return lock_descriptor(dd_path, false, false, PLOOP_ERR_OPEN, lock_fd, err);
+	return lock_descriptor(dd_path, false, false, false, PLOOP_ERR_OPEN, lock_fd, err);
 }
 
 /*
@@ -1035,31 +1039,7 @@ int ploop_lock_descriptor_server(const char *dd_path, int *lock_fd, bool *exclus
  */
 int ploop_lock_descriptor_op(const char *dd_path, int *lock_fd, struct ploop_error *err)
 {
-	cleanup_free char *lck = NULL;
-	struct stat st;
-	int fd;
-
-	*lock_fd = -1;
-	if (stat(dd_path, &st))
-		return ploop_fail(err, errno == ENOENT ? PLOOP_ERR_DESCRIPTOR : PLOOP_ERR_OPEN, errno, "%s", dd_path);
-	if (asprintf(&lck, "%s.lck", dd_path) < 0)
-		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", dd_path);
-	fd = open_regular_file(lck, O_RDWR | O_CREAT, 0600, false);
-	if (fd == -OPEN_ENOTREG)
-		return ploop_fail(err, PLOOP_ERR_OPEN, 0, "%s: not a regular file", lck);
-	if (fd < 0)
-		return ploop_fail(err, PLOOP_ERR_OPEN, -fd, "%s: cannot open the lock file", lck);
-	if (flock(fd, LOCK_EX | LOCK_NB)) {
-		int e = errno;
-
-		close(fd);
-		if (e == EWOULDBLOCK)
-			return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: image is locked: another resize is under way",
-					  dd_path);
-		return ploop_fail(err, PLOOP_ERR_SYS, e, "%s: cannot lock", lck);
-	}
-	*lock_fd = fd;
-	return 0;
+	return lock_descriptor(dd_path, true, false, true, PLOOP_ERR_OPEN, lock_fd, err);
 }
 
 void ploop_unlock_descriptor(int lock_fd)

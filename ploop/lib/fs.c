@@ -444,21 +444,6 @@ static int shrink_fs(const struct ploop_instance *in, uint64_t size, uint32_t cs
 	return err->status;
 }
 
-static int resize_locked(const char *dd_path, uint64_t size, struct ploop_error *err);
-
-/* Two resizes of one set interleaved (the server's grow, the partition table, resize2fs): the second
- * failed in e2fsck, or took the first one's size for a shrink. One at a time, for the whole of it. */
-int ploop_resize(const char *dd_path, uint64_t size, struct ploop_error *err)
-{
-	int lock;
-
-	if (ploop_lock_descriptor_op(dd_path, &lock, err))
-		return err->status;
-	resize_locked(dd_path, size, err);
-	ploop_unlock_descriptor(lock);
-	return err->status;
-}
-
 static int resize_locked(const char *dd_path, uint64_t size, struct ploop_error *err)
 {
 	struct ploop_descriptor *dd = NULL;
@@ -527,4 +512,17 @@ static int resize_locked(const char *dd_path, uint64_t size, struct ploop_error 
 			return ploop_fail(err, e2.status, 0, "%s", e2.msg);
 	}
 	return size < cur ? ploop_shrink(dd_path, size, err) : 0;
+}
+
+/* Two resizes of one set interleaved (the server's grow, the partition table, resize2fs): the second
+ * failed in e2fsck, or took the first one's size for a shrink. One at a time, for the whole of it. */
+int ploop_resize(const char *dd_path, uint64_t size, struct ploop_error *err)
+{
+	int lock;
+
+	if (ploop_lock_descriptor_op(dd_path, &lock, err))
+		return err->status;
+	resize_locked(dd_path, size, err);
+	ploop_unlock_descriptor(lock);
+	return err->status;
 }

@@ -775,7 +775,8 @@ int online_command(struct srv *s, char *line, char *reply, size_t len)
 		return cmd_status(s, reply, len);
 	if (!strcmp(line, "stop"))
 		return cmd_stop(s, reply, len);
-	/* Each of these acts on the descriptor: the one of the chain served, wherever it is now. */
+	/* Each of these acts on the descriptor: the one of the chain served, wherever it is now
+	 * (followed here, before the command takes the I/O lock the adoption of new paths takes). */
 	if (!strcmp(line, "snapshot") || !strcmp(line, "merge") || !strcmp(line, "merge-all") ||
 	    !strcmp(line, "delete") || !strcmp(line, "resize")) {
 		struct ploop_error err = { 0 };
@@ -783,18 +784,14 @@ int online_command(struct srv *s, char *line, char *reply, size_t len)
 		if (!s->ro && !s->guid[0] && follow_descriptor(s, &err))
 			return reply_error(reply, len, &err);
 	}
-	/* The top these change is recorded in the state file: ploop finds the set by it. */
-	if (!strcmp(line, "snapshot") || !strcmp(line, "merge") || !strcmp(line, "merge-all") ||
-	    !strcmp(line, "delete")) {
-		if (!strcmp(line, "snapshot"))
-			r = cmd_snapshot(s, args, reply, len);
-		else if (!strcmp(line, "delete"))
-			r = cmd_delete(s, args, reply, len);
-		else
-			r = cmd_merge(s, args, !strcmp(line, "merge-all"), reply, len);
-		server_write_state(s);
-		return r;
-	}
+	if (!strcmp(line, "snapshot"))
+		return cmd_snapshot(s, args, reply, len);
+	if (!strcmp(line, "merge"))
+		return cmd_merge(s, args, false, reply, len);
+	if (!strcmp(line, "merge-all"))
+		return cmd_merge(s, args, true, reply, len);
+	if (!strcmp(line, "delete"))
+		return cmd_delete(s, args, reply, len);
 	if (!strcmp(line, "resize"))
 		return cmd_resize(s, args, reply, len);
 	if (!strcmp(line, "compact"))
