@@ -479,15 +479,21 @@ static int live_ugid(uint32_t id, bool *on, uint32_t *limit, struct vzq_error *e
 	return 0;
 }
 
-static int reload_live(uint32_t id)
+/* Asks the simfs daemon serving the quota, if any, to adopt the limits just written. If it refuses,
+ * @undo (when not NULL) puts the file back as it was. */
+static int reload_live(const struct opts *o, void (*undo)(const struct opts *o))
 {
 	struct vzq_error err = { 0 };
 
-	if (!vzq_live_held(id))
+	if (!vzq_live_held(o->id))
 		return 0;
-	if (vzq_live_request(id, VZQ_REQ_RELOAD, NULL, 0, &err))
-		return fail(VZQ_ERR_LIVE, "limits written, but the simfs daemon did not adopt them: %s", err.msg);
-	info("simfs daemon of quota %u reloaded the limits", id);
+	if (vzq_live_request(o->id, VZQ_REQ_RELOAD, NULL, 0, &err)) {
+		if (!undo)
+			return fail(VZQ_ERR_LIVE, "limits written, but the simfs daemon did not adopt them: %s", err.msg);
+		undo(o);
+		return fail(VZQ_ERR_LIVE, "quota %u: %s; the quota file is left as it was", o->id, err.msg);
+	}
+	info("simfs daemon of quota %u reloaded the limits", o->id);
 	return 0;
 }
 
@@ -907,7 +913,7 @@ static int cmd_setlimit(const struct opts *o)
 		rc = write_quota(&s, o->id);
 	}
 	close_quota(&s);
-	return rc ? rc : reload_live(o->id);
+	return rc ? rc : reload_live(o, NULL);
 }
 
 /* A record setlimit2 made for a simfs daemon that then had no room for it (its table is fuller than
@@ -1000,13 +1006,7 @@ static int cmd_setlimit2(const struct opts *o)
 	vzq_update_grace(&s.q, time(NULL));
 	rc = write_quota(&s, o->id);
 	close_quota(&s);
-	if (rc)
-		return rc;
-	if (created && vzq_live_held(o->id) && vzq_live_request(o->id, VZQ_REQ_RELOAD, NULL, 0, &s.err)) {
-		unmake_record(o);
-		return fail(VZQ_ERR_LIVE, "quota %u: %s; the quota file is left as it was", o->id, s.err.msg);
-	}
-	return reload_live(o->id);
+	return rc ? rc : reload_live(o, created ? unmake_record : NULL);
 }
 
 static int cmd_reload2(const struct opts *o)
@@ -1017,7 +1017,7 @@ static int cmd_reload2(const struct opts *o)
 	if (rc)
 		return rc;
 	close_quota(&s);
-	return reload_live(o->id);
+	return reload_live(o, NULL);
 }
 
 static int cmd_stat(const struct opts *o)
