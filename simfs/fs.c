@@ -658,11 +658,23 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 		if (r)
 			goto out;
 	}
-	/* chown(f, -1, -1) changes nothing but the ctime, which the kernel leaves to us: a chown
-	 * that changes nothing does the same on the host. */
+	/* A setattr that changes nothing (chown(f, -1, -1), or the kernel after it removed a file
+	 * capability on a write) changes the ctime, which the kernel leaves to us. A chmod to the
+	 * mode the file has does that and, by root, keeps suid and sgid; a chown(-1, -1) of the host
+	 * file would clear them (a write by root keeps them on the host). Symlinks have no mode to
+	 * set: for them, the chown. */
 	if (!(valid & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE |
-		       FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)))
-		r = fchownat(n->fd, "", (uid_t)-1, (gid_t)-1, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) ? -errno : 0;
+		       FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
+		struct stat cur;
+
+		r = stat_fd(n->fd, &cur);
+		if (!r && !S_ISLNK(cur.st_mode)) {
+			proc_name(proc, sizeof(proc), n->fd);
+			r = chmod(proc, cur.st_mode & 07777) ? -errno : 0;
+		} else if (!r) {
+			r = fchownat(n->fd, "", (uid_t)-1, (gid_t)-1, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) ? -errno : 0;
+		}
+	}
 out:
 	if (r)
 		fuse_reply_err(req, -r);

@@ -148,6 +148,12 @@ d=open("dapp","rb").read(); print(len(d), d==b[:]+b[:])'
 echo "== O_TRUNC by another uid clears suid and sgid"
 # (sgid without group-exec stays through FUSE, whose kernel side clears it only with group-exec)
 echo x >otr; chmod 6777 otr; as1000 sh -c ': >otr'; s otr
+echo "== a write by root drops a file capability and keeps suid and sgid (CAP_FSETID)"
+for m in 4755 2755 6755; do
+	cp /usr/bin/true cap$m; chmod $m cap$m; e /usr/sbin/setcap cap_net_raw+ep cap$m
+	echo >>cap$m; s cap$m; /usr/sbin/getcap cap$m | wc -l
+done
+echo x >chown-1; chmod 4755 chown-1; e chown -- -1:-1 chown-1; s chown-1
 echo "== POSIX ACLs"
 echo pub >deny; chmod 644 deny; e setfacl -m u:1000:--- deny; e as1000 cat deny
 echo s >allow; chmod 600 allow; e setfacl -m u:1000:r allow; e as1000 cat allow; s allow
