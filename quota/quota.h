@@ -140,7 +140,10 @@ int vzq_file_name(uint32_t id, const char *file, bool relative, const char *path
 struct vzq_handle;
 
 /* Opens and reads @fname (ours or legacy; checksum verified: VZQ_ERR_FILE if bad, VZQ_ERR_NOFILE
- * if missing). */
+ * if missing). An empty regular file is the lock name of an init still counting, or left by one
+ * that was killed: VZQ_ERR_NOFILE too, except for VZQ_CREATE, which takes it over (removed by
+ * vzq_close unless written); VZQ_RDWR without VZQ_REPLACE removes such a leftover (it got the lock:
+ * its init is gone). */
 int vzq_open(const char *fname, int mode, struct vzq_handle **h, struct vzq_quota *q, struct vzq_error *err);
 /* Replaces the file with @q (tmp + fsync + rename + fsync of the directory). Needs VZQ_RDWR. */
 int vzq_write(struct vzq_handle *h, const struct vzq_quota *q, struct vzq_error *err);

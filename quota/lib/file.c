@@ -155,6 +155,14 @@ static int open_locked(struct vzq_handle *h, int flags, struct vzq_error *err)
 	return vzq_fail(err, VZQ_ERR_LOCKED, 0, "%s: the quota file keeps changing", h->fname);
 }
 
+/* Whether @fd is an empty regular file (see vzq_open). */
+static bool is_empty(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0;
+}
+
 int vzq_open(const char *fname, int mode, struct vzq_handle **out, struct vzq_quota *q, struct vzq_error *err)
 {
 	struct vzq_handle *h;
@@ -192,6 +200,24 @@ int vzq_open(const char *fname, int mode, struct vzq_handle **out, struct vzq_qu
 	}
 	if (rc)
 		goto fail;
+	/* An empty file is the name an init creates to hold its lock while it counts, replaced by
+	 * the counted file at the end: while that init runs, or after it was killed, there is no
+	 * quota file yet. Whoever gets its lock knows the init is gone: init takes it over (and
+	 * removes it again if it fails), any other writer removes the leftover. */
+	if (is_empty(h->fd)) {
+		if ((mode & VZQ_RDWR) && (mode & VZQ_CREATE)) {
+			h->created = true;
+			*out = h;
+			return 0;
+		}
+		if ((mode & VZQ_RDWR) && !(mode & VZQ_REPLACE))
+			unlink(fname);
+		if (!(mode & VZQ_REPLACE)) {
+			rc = vzq_fail(err, VZQ_ERR_NOFILE, 0, "%s: no quota file (the empty file of an unfinished init)",
+				      fname);
+			goto fail;
+		}
+	}
 	if ((mode & VZQ_RDWR) && (mode & VZQ_REPLACE)) {
 		*out = h;
 		return 0;
