@@ -167,7 +167,8 @@ bool vzq_ugid_unused(const struct vzq_ugid *u);
  * once, allocated bytes, never crossing a mount point (VZQ_ERR_MOUNTPOINT). Replaces the usage of
  * @q (first level; with VZQ_FLAG_UGID_ON also every uid/gid record, creating records as the ugid
  * limit allows: VZQ_FLAG_UGID_OVER is cleared first, and set again if an id finds no room) and
- * clears VZQ_FLAG_DIRTY. Records that hold neither usage nor limits are dropped. Grace ends are then brought in line (vzq_update_grace). */
+ * clears VZQ_FLAG_DIRTY. Records that hold neither usage nor limits are dropped. Grace ends are then brought in line (vzq_update_grace).
+ * A count that fails leaves @q as it was (the second level is counted into a copy). */
 int vzq_scan(const char *path, struct vzq_quota *q, time_t now, struct vzq_error *err);
 /* Checks that @path is a tree vzq_scan() can count (exists, is a directory), as init needs:
  * VZQ_ERR_NOPATH if missing or not a directory, VZQ_ERR_SYS for other errors. */

@@ -290,9 +290,34 @@ int vzq_check_tree(const char *path, struct vzq_error *err)
 	return 0;
 }
 
+/* The records a count starts from: @q's with their usage zeroed, those left with nothing (no
+ * limits) dropped, every id given room again (UGID_OVER cleared). A copy, so that a count that
+ * fails leaves @q as it was. */
+static int scratch_records(const struct vzq_quota *q, struct vzq_quota *s, struct vzq_error *err)
+{
+	*s = (struct vzq_quota){ .id = q->id, .flags = q->flags & ~VZQ_FLAG_UGID_OVER, .ugid_limit = q->ugid_limit };
+	if (!q->n_ugid)
+		return 0;
+	s->ugid = malloc(q->n_ugid * sizeof(*s->ugid));
+	if (!s->ugid)
+		return vzq_fail(err, VZQ_ERR_SYS, ENOMEM, "uid/gid records");
+	memcpy(s->ugid, q->ugid, q->n_ugid * sizeof(*s->ugid));
+	s->n_ugid = q->n_ugid;
+	for (size_t i = 0; i < s->n_ugid; i++) {
+		s->ugid[i].stat.bcurrent = 0;
+		s->ugid[i].stat.icurrent = 0;
+	}
+	vzq_ugid_prune(s);
+	return 0;
+}
+
 int vzq_scan(const char *path, struct vzq_quota *q, time_t now, struct vzq_error *err)
 {
-	struct walk w = { .root = path, .q = q, .err = err, .ugid = (q->flags & VZQ_FLAG_UGID_ON) != 0 };
+	/* the second level is counted into @counted, and replaces @q's only if the whole walk
+	 * succeeded: a caller that goes on after a failure (vzquota off writes the file, marked
+	 * dirty) must not keep records zeroed or dropped half way */
+	struct vzq_quota counted = { 0 };
+	struct walk w = { .root = path, .q = &counted, .err = err, .ugid = (q->flags & VZQ_FLAG_UGID_ON) != 0 };
 	struct statx st;
 	int fd, rc;
 
@@ -309,33 +334,41 @@ int vzq_scan(const char *path, struct vzq_quota *q, time_t now, struct vzq_error
 	w.dev_minor = st.stx_dev_minor;
 	w.have_mnt_id = (st.stx_mask & STATX_MNT_ID) != 0;
 	w.mnt_id = st.stx_mnt_id;
-	if (w.ugid) {
-		/* counted from scratch: only records with limits stay, and every id may get room */
-		for (size_t i = 0; i < q->n_ugid; i++) {
-			q->ugid[i].stat.bcurrent = 0;
-			q->ugid[i].stat.icurrent = 0;
-		}
-		vzq_ugid_prune(q);
-		q->flags &= ~VZQ_FLAG_UGID_OVER;
+	/* counted from scratch: only records with limits stay, and every id may get room */
+	if (w.ugid && scratch_records(q, &counted, err)) {
+		close(fd);
+		return err->status;
 	}
 	rc = account(&w, &st);
 	if (rc) {
 		close(fd);
 		free(w.links.slots);
+		vzq_quota_free(&counted);
 		return rc;
 	}
 	rc = walk_tree(&w, fd, &st);
 	free(w.links.slots);
-	if (rc)
+	if (rc) {
+		vzq_quota_free(&counted);
 		return rc;
+	}
 	q->stat.bcurrent = w.bytes;
 	q->stat.icurrent = w.inodes;
 	q->flags &= ~VZQ_FLAG_DIRTY;
-	if (w.ugid)
-		for (size_t i = 0; i < q->n_ugid; i++)
-			q->ugid[i].flags &= ~VZQ_UGID_DIRTY;
-	/* records that have neither usage nor limits are dropped (as vzquota does) */
-	vzq_ugid_prune(q);
+	if (w.ugid) {
+		for (size_t i = 0; i < counted.n_ugid; i++)
+			counted.ugid[i].flags &= ~VZQ_UGID_DIRTY;
+		/* records that have neither usage nor limits are dropped (as vzquota does) */
+		vzq_ugid_prune(&counted);
+		vzq_ugid_index_free(q);
+		free(q->ugid);
+		q->ugid = counted.ugid;
+		q->n_ugid = counted.n_ugid;
+		q->ugid_index = counted.ugid_index;
+		q->flags = (q->flags & ~VZQ_FLAG_UGID_OVER) | (counted.flags & VZQ_FLAG_UGID_OVER);
+	} else {
+		vzq_ugid_prune(q);
+	}
 	vzq_update_grace(q, now);
 	return 0;
 }

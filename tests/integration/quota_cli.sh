@@ -236,6 +236,37 @@ else
 	not_ok "mount point: cannot mount a tmpfs here"
 fi
 
+# ---- a count that fails (a mount point met half way) changes nothing: off warns, marks the quota
+# dirty and writes it, with the uid/gid records as they were, not zeroed or dropped half way ----
+mkdir -p "$T/half"
+for d in a b c d e f g h; do
+	mkdir "$T/half/$d"
+	head -c 40960 /dev/zero >"$T/half/$d/x"
+	chown 6000 "$T/half/$d/x"
+done
+expect_rc "init -s 1 of 8 files of uid 6000" 0 q init 118 -p "$T/half" "${LIM[@]}" -b 100000 -B 200000 -s 1 -u 100
+expect_rc "on" 0 q on 118
+# the records of uid 6000: id, type, resource, usage, limits (not the status, loaded while on)
+rec118() { q -b show 118 -t 2>/dev/null | grep '^6000 ' | tr -s ' ' | cut -d' ' -f1-6; }
+before=$(rec118)
+check "uid 6000: 320 KiB, 8 inodes" test "$(echo "$before" | awk '{ printf "%s ", $4 }')" = "320 8 "
+if mount -t tmpfs -o size=1M tmpfs "$T/half/e" 2>/dev/null; then
+	at_exit "umount -l '$T/half/e'"
+	cp "$VZQ_DIR/quota.118" "$T/q118"
+	expect_rc "stat over a mount point: 8" 8 q stat 118
+	check "stat over a mount point left the file alone" cmp -s "$VZQ_DIR/quota.118" "$T/q118"
+	expect_rc "off over a mount point: done, the quota marked dirty" 0 q off 118
+	check "off warned that it did not count" grep -q "crossing mount point.*usage not counted, quota marked dirty" "$T/.stderr"
+	expect_rc "show: dirty (10)" 10 q show 118
+	check "the records are as before the failed count ($(echo $before))" test "$(rec118)" = "$before"
+	umount "$T/half/e"
+	expect_rc "on recounts the dirty quota" 0 q on 118
+	check "the same records then" test "$(rec118)" = "$before"
+	expect_rc "off" 0 q off 118
+else
+	not_ok "failed count: cannot mount a tmpfs here"
+fi
+
 # ---- lock ----
 q init 106 -p "$TREE" "${LIM[@]}" >/dev/null 2>&1
 flock -n "$VZQ_DIR/quota.106" sleep 3 &
