@@ -241,9 +241,12 @@ int vzq_merge_limits(struct vzq_quota *live, const struct vzq_quota *file, time_
 #define VZQ_REQ_RELOAD "reload"	/* the file's limits changed: adopt them */
 #define VZQ_REQ_PATH "path"	/* reply "ok MOUNTPOINT": where the tree is served */
 #define VZQ_REQ_STATUS "status"	/* reply "ok UGID_ON UGID_LIMIT": the second level it enforces */
+#define VZQ_REQ_USAGE "usage"	/* reply "ok BYTES INODES BTIME ITIME": the first-level usage it holds
+				 * (for stat when it cannot write it into the file) */
 
 /* Sends @req to the live holder of @id and waits (at most 10 s) for its reply. VZQ_ERR_NOT_RUNNING
- * if none listens; VZQ_ERR_LIVE with its message if it answers an error. @reply may be NULL. */
+ * if none listens; if it answers an error, VZQ_ERR_FILE when the holder could not read or write the
+ * quota file (its code), else VZQ_ERR_LIVE, with its message. @reply may be NULL. */
 int vzq_live_request(uint32_t id, const char *req, char *reply, size_t len, struct vzq_error *err);
 /* Listening socket for a live holder (the daemon accepts on it and answers). */
 int vzq_live_listen(uint32_t id, int *fd, struct vzq_error *err);

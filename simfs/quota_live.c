@@ -229,6 +229,12 @@ static void answer(struct qlive *ql, int fd)
 		snprintf(reply, sizeof(reply), "ok");
 	} else if (!strcmp(req, VZQ_REQ_PATH)) {
 		snprintf(reply, sizeof(reply), "ok %s", ql->root_dir);
+	} else if (!strcmp(req, VZQ_REQ_USAGE)) {
+		pthread_mutex_lock(&ql->lock);
+		snprintf(reply, sizeof(reply), "ok %llu %llu %lld %lld", (unsigned long long)ql->q.stat.bcurrent,
+			 (unsigned long long)ql->q.stat.icurrent, (long long)ql->q.stat.btime,
+			 (long long)ql->q.stat.itime);
+		pthread_mutex_unlock(&ql->lock);
 	} else if (!strcmp(req, VZQ_REQ_STATUS)) {
 		pthread_mutex_lock(&ql->lock);
 		snprintf(reply, sizeof(reply), "ok %d %u", (ql->q.flags & VZQ_FLAG_UGID_ON) != 0, ql->q.ugid_limit);

@@ -479,6 +479,28 @@ static int live_ugid(uint32_t id, bool *on, uint32_t *limit, struct vzq_error *e
 	return 0;
 }
 
+/* The first-level usage the live holder of @id keeps now: 0, or the request's error. */
+static int live_usage(uint32_t id, struct vzq_stat *st, struct vzq_error *err)
+{
+	char reply[128];
+	unsigned long long b, i;
+	long long bt, it;
+	int rc = vzq_live_request(id, VZQ_REQ_USAGE, reply, sizeof(reply), err);
+
+	if (rc)
+		return rc;
+	if (sscanf(reply, "%llu %llu %lld %lld", &b, &i, &bt, &it) != 4) {
+		err->status = VZQ_ERR_LIVE;
+		snprintf(err->msg, sizeof(err->msg), "quota %u: usage: unexpected answer '%s'", id, reply);
+		return err->status;
+	}
+	st->bcurrent = b;
+	st->icurrent = i;
+	st->btime = bt;
+	st->itime = it;
+	return 0;
+}
+
 /* Asks the simfs daemon serving the quota, if any, to adopt the limits just written. If it refuses,
  * @undo (when not NULL) puts the file back as it was. */
 static int reload_live(const struct opts *o, void (*undo)(const struct opts *o))
@@ -1023,12 +1045,25 @@ static int cmd_reload2(const struct opts *o)
 static int cmd_stat(const struct opts *o)
 {
 	struct session s = { 0 };
-	bool live = vzq_live_held(o->id), configured, active;
+	bool live = vzq_live_held(o->id), configured, active, held_usage = false;
+	struct vzq_stat usage;
 	int rc;
 
 again:
-	if (live && vzq_live_request(o->id, VZQ_REQ_SYNC, NULL, 0, &s.err))
-		return lib_fail(&s.err);
+	if (live && vzq_live_request(o->id, VZQ_REQ_SYNC, NULL, 0, &s.err)) {
+		struct vzq_error uerr = { 0 };
+
+		/* The daemon could not write its usage into the file (a full quota directory):
+		 * upstream's stat reads the kernel's numbers and needs no room, so ask the daemon for
+		 * the ones it holds; the file still has the limits, and the uid/gid usage as last
+		 * written back. */
+		if (s.err.status != VZQ_ERR_FILE || live_usage(o->id, &usage, &uerr))
+			return lib_fail(&s.err);
+		warnx_("%s; the usage shown is the simfs daemon's%s", s.err.msg,
+		       o->ugid_info ? ", the uid/gid usage as last written back" : "");
+		memset(&s.err, 0, sizeof(s.err));
+		held_usage = true;
+	}
 	/* live: the daemon wrote its usage; else count it now (nobody kept it) and, without -f, keep it */
 	rc = open_quota(o, &s, live || o->force ? VZQ_RDONLY : VZQ_RDWR);
 	if (rc)
@@ -1050,6 +1085,12 @@ again:
 			s.q.flags &= ~VZQ_FLAG_LIVE;
 			rc = write_quota(&s, o->id);
 		}
+	}
+	if (held_usage) {
+		s.q.stat.bcurrent = usage.bcurrent;
+		s.q.stat.icurrent = usage.icurrent;
+		s.q.stat.btime = usage.btime;
+		s.q.stat.itime = usage.itime;
 	}
 	configured = active = s.q.flags & VZQ_FLAG_UGID_ON;
 	/* a daemon enforces the second level it started with, whatever the file asks now */

@@ -204,10 +204,14 @@ int vzq_live_request(uint32_t id, const char *req, char *reply, size_t len, stru
 	}
 	if (!strncmp(buf, "error ", 6)) {
 		char *msg = buf + 6;
-		strtol(msg, &msg, 10);
+		long code = strtol(msg, &msg, 10);
+
 		while (*msg == ' ')
 			msg++;
-		return vzq_fail(err, VZQ_ERR_LIVE, 0, "quota %u: %s: %s", id, req, msg);
+		/* the quota file the holder could not read or write (a full quota directory) is the
+		 * file error it is when a tool meets it; anything else is the holder's failure */
+		return vzq_fail(err, code == VZQ_ERR_FILE ? VZQ_ERR_FILE : VZQ_ERR_LIVE, 0, "quota %u: %s: %s", id, req,
+				msg);
 	}
 	return vzq_fail(err, VZQ_ERR_LIVE, 0, "quota %u: %s: unexpected answer", id, req);
 }

@@ -422,6 +422,37 @@ rm -f "$PU"/o*
 check "on recounts a quota whose limit was exceeded: room again" bash -c "'$VZQUOTA' show 130 -t 2>/dev/null | grep -qx 'Ugid limit was exceeded: no'"
 "$VZQUOTA" -q off 130 >/dev/null
 expect_rc "drop quota 130" 0 "$VZQUOTA" -q drop 130
+# ---- the quota directory full: the daemon cannot write its usage back. File errors are exit 4
+# for every command (not 3, the daemon's failure), and stat still shows the usage, the daemon's (upstream's
+# reads the kernel's and needs no room) ----
+PF=$T/pf RF=$T/rf QF=$T/qfull
+mkdir -p "$PF" "$RF" "$QF"
+if mount -t tmpfs -o size=64k tmpfs "$QF"; then
+	at_exit "umount -l '$QF'"
+	VZQ_DIR=$QF quota_init 150 "$PF" 10240 20480 100 150 || not_ok "init and on of quota 150"
+	VZQ_DIR=$QF expect_rc "mount of quota 150" 0 sf mount "$PF" "$RF" -o quota=150
+	dd if=/dev/zero of="$RF/f" bs=4k count=10 status=none
+	dd if=/dev/zero of="$QF/fill" bs=4k status=none 2>/dev/null
+	want=$("$QTOOL" scan "$PF" | awk '$1 == "total" { print $2 / 1024, $3 }')
+	out=$(VZQ_DIR=$QF "$VZQUOTA" -b stat 150 2>"$T/.err")
+	check "stat with the quota directory full: exit 0 ($?)" test $? = 0
+	check "... shows the daemon's usage ($want)" test "$(echo "$out" | awk '{ printf "%s ", $1 }')" = "$want "
+	check "... and warns, one line, that the file could not be written" bash -c "test \$(wc -l <'$T/.err') = 1 && grep -q 'No space left on device.*usage shown is the simfs daemon' '$T/.err'"
+	VZQ_DIR=$QF expect_rc "stat -f with the quota directory full: 0" 0 "$VZQUOTA" stat 150 -f
+	VZQ_DIR=$QF expect_rc "stat -t with the quota directory full: 0" 0 "$VZQUOTA" stat 150 -t
+	check "stat -t says the uid/gid usage is the last written back" grep -q "uid/gid usage as last written back" "$T/.stderr"
+	VZQ_DIR=$QF expect_rc "setlimit2 with the quota directory full: 4 (the file)" 4 "$VZQUOTA" setlimit2 150 -u 2000 1 2 3 4
+	VZQ_DIR=$QF expect_rc "setlimit with the quota directory full: 4" 4 "$VZQUOTA" setlimit 150 -b 100001
+	rm "$QF/fill"
+	VZQ_DIR=$QF expect_rc "room again: stat 0" 0 "$VZQUOTA" stat 150
+	check "... without a warning" test ! -s "$T/.stderr"
+	VZQ_DIR=$QF expect_rc "umount of quota 150" 0 sf umount "$RF"
+	VZQ_DIR=$QF "$VZQUOTA" -q off 150 >/dev/null
+	VZQ_DIR=$QF expect_rc "drop quota 150" 0 "$VZQUOTA" -q drop 150
+	umount "$QF"
+else
+	not_ok "quota directory full: cannot mount a tmpfs here"
+fi
 # a socket a killed daemon left, and the quota dropped without an off or a umount first
 "$VZQUOTA" -q init 101 -p "$P" -b 100000 -B 100000 -i 1000 -I 1000 -e 60 -n 60 >/dev/null && "$VZQUOTA" -q on 101
 expect_rc "mount for the drop case" 0 sf mount "$P" "$R" -o quota=101
