@@ -349,12 +349,19 @@ static int mount_again(const struct ploop_instance *in, const char *dir, const c
 static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t cs, struct ploop_error *err)
 {
 	char cmd[64], dir[4096], opts[2048] = "";
-	enum ploop_mount_found where = ploop_mounted_at(in, dir, sizeof(dir));
-	bool fs_mounted = where != PLOOP_NOT_MOUNTED;
-	bool fs = fs_mounted || holds_ext_fs(in->part);
-	bool remount = fs_mounted && !have_cap_sys_resource();
 	const char *rs[] = { "resize2fs", in->part, NULL };
+	enum ploop_mount_found where;
+	bool fs_mounted, fs, remount;
 
+	/* The server must answer before anything is done: a stopped one would hang the unmount (its
+	 * filesystem's last writes wait for it, uninterruptibly), the fsck and even a read of the
+	 * superblock. */
+	if (!in->kernel && ploop_instance_call(in, "status", NULL, 0, err))
+		return err->status;
+	where = ploop_mounted_at(in, dir, sizeof(dir));
+	fs_mounted = where != PLOOP_NOT_MOUNTED;
+	fs = fs_mounted || holds_ext_fs(in->part);
+	remount = fs_mounted && !have_cap_sys_resource();
 	/* A filesystem that does not check does not grow: found before the disk grows under it. */
 	if (fs && !fs_mounted && check_fs(in->part, err))
 		return err->status;

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/loop.h>
+#include <poll.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -254,8 +255,73 @@ static int load_instance(const char *id, struct ploop_instance *out)
 
 static int kernel_call(const struct ploop_instance *in, const char *cmd, struct ploop_error *err);
 
+/* Whether any thread of @pid is stopped (SIGSTOP, or a tracer's stop): it takes no requests until it
+ * is continued, however long that is. */
+static bool pid_stopped(int pid)
+{
+	char path[64];
+	struct dirent *e;
+	bool stopped = false;
+	DIR *tasks;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	tasks = opendir(path);
+	while (tasks && !stopped && (e = readdir(tasks))) {
+		char stat_path[400], buf[256], *close_paren;
+		ssize_t n;
+		int fd;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(stat_path, sizeof(stat_path), "/proc/%d/task/%s/stat", pid, e->d_name);
+		fd = open(stat_path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		close_paren = strrchr(buf, ')');
+		stopped = close_paren && close_paren[1] && (close_paren[2] == 'T' || close_paren[2] == 't');
+	}
+	if (tasks)
+		closedir(tasks);
+	return stopped;
+}
+
+/*
+ * Waits for the reply on @fd. A command may rightly take long (an online merge of a big delta, a
+ * compact), so there is no time limit; instead, every second without a reply, the server is looked
+ * at: a stopped one (its connection sits in the backlog, or its command waits for it) or one that
+ * is gone answers no more. -ETIME: stopped; -EPIPE: gone.
+ */
+static ssize_t wait_reply(const struct ploop_instance *in, int fd, char *buf, size_t len)
+{
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int r = poll(&p, 1, 1000);
+
+		if (r < 0 && errno != EINTR)
+			return -errno;
+		if (r > 0) {
+			ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
+
+			if (n >= 0 || (errno != EAGAIN && errno != EINTR))
+				return n < 0 ? -errno : n;
+			continue;
+		}
+		if (!pid_running(in->pid))
+			return -EPIPE;
+		if (pid_stopped(in->pid))
+			return -ETIME;
+	}
+}
+
 /* Sends @cmd to the server and reads its reply; *@lost says whether a failure is the server's
- * answer or no answer at all (refused, reset or closed connection: a server that died). */
+ * answer or no answer at all (refused, reset or closed connection: a server that died). A stopped
+ * server fails the command at once (in a second or so) and, once continued, does not run it: it
+ * finds the connection closed (control.c). */
 static int call_server(const struct ploop_instance *in, const char *cmd, char *reply, size_t len, bool *lost,
 		       struct ploop_error *err)
 {
@@ -277,10 +343,16 @@ static int call_server(const struct ploop_instance *in, const char *cmd, char *r
 		close(fd);
 		return ploop_fail(err, PLOOP_ERR_DEVICE, errno, "the server of %s", in->descriptor);
 	}
-	n = recv(fd, buf, sizeof(buf) - 1, 0);
+	n = wait_reply(in, fd, buf, sizeof(buf) - 1);
 	close(fd);
+	if (n == -ETIME) {
+		*lost = false;
+		return ploop_fail(err, PLOOP_ERR_DEVICE, 0,
+				  "the server of %s (pid %d) takes no requests: it is stopped or hung", in->descriptor,
+				  in->pid);
+	}
 	if (n <= 0)
-		return ploop_fail(err, PLOOP_ERR_DEVICE, n < 0 ? errno : 0,
+		return ploop_fail(err, PLOOP_ERR_DEVICE, n < 0 && n != -EPIPE ? (int)-n : 0,
 				  "the server of %s closed the connection", in->descriptor);
 	*lost = false;
 	buf[n] = '\0';

@@ -1,6 +1,7 @@
 /* The control socket of ploopd: a root-only unix socket in the run directory; each message is
  * one command line, each reply one line ("ok ..." or "err CODE message"). One command per connection, one connection at a time. */
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,6 +11,14 @@
 #include "server.h"
 
 static pthread_t thread;
+
+/* Whether the peer of connection @c closed its end (what it sent is still there to read). */
+static bool client_gone(int c)
+{
+	struct pollfd p = { .fd = c, .events = POLLRDHUP };
+
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
 
 static void *control_loop(void *arg)
 {
@@ -40,6 +49,14 @@ static void *control_loop(void *arg)
 		/* One command per connection: a client that kept one open would hold every other
 		 * command back. */
 		n = recv(c, line, sizeof(line) - 1, 0);
+		/* A client that is gone gave up on its command (it found us stopped, or was killed):
+		 * run later, it would surprise everyone - a umount nobody waits for any more took the
+		 * set away after a SIGCONT. */
+		if (n > 0 && client_gone(c)) {
+			line[n] = '\0';
+			slog("command dropped, its client has gone: %.100s", line);
+			n = 0;
+		}
 		if (n > 0) {
 			line[n] = '\0';
 			line[strcspn(line, "\n")] = '\0';

@@ -193,19 +193,41 @@ check "... names the view and how to unmount it" grep -q "snapshot $WS is mounte
 G=$WS UCMD=snapshot-umount umount_set "wrong targets: snapshot-umount the view" "$W" -u "$WS" "$W"
 
 # ---- a server that takes no requests (stopped, or hung with its socket's backlog full) ----------------------
-# Every command that looks at the mounted sets asks each server whether it is alive: one that does
-# not accept may not make them all wait for ever, nor be cleaned up as a dead one.
+# A command to a stopped server fails within a few seconds, changing nothing: umount, snapshot and a
+# resize (which, without CAP_SYS_RESOURCE, would unmount the filesystem first and hang in that unmount
+# for as long as the server is stopped). Once the server is continued, it runs none of the commands
+# whose clients gave up (a stop run then took the set away). Checked before anything fills the
+# socket's backlog: that makes the connect itself fail, which is the other way of noticing.
+# (A watchdog continues the server should a command hang in the kernel, so the test cannot.)
 if inst "$W"; then
 	hung=$I_PID
 	at_exit "kill -CONT $hung"
+	size0=$(pl info -s "$W")
+	snaps0=$(pl snapshot-list -H "$W" | wc -l)
 	kill -STOP "$hung"
+	(sleep 90; kill -CONT "$hung") >/dev/null 2>&1 &
+	watchdog=$!
+	for c in "umount" "snapshot" "resize -s 900M"; do
+		t0=$(now_ms)
+		refuse "$c of a stopped server fails at once (exit 2)" 2 timeout 20 "$PLOOP" $c "$W"
+		ms=$(($(now_ms) - t0))
+		check "... within 5 s ($ms ms)" test "$ms" -lt 5000
+		check "... says the server takes no requests" grep -q "takes no requests" "$T/.err"
+	done
+	check "... the filesystem stays mounted" mountpoint -q "$RT/mW"
 	slow=0
 	for i in $(seq 15); do timeout 10 "$PLOOP" list -H >/dev/null 2>&1 || slow=$((slow + 1)); done
 	check "ploop list does not wait for a stopped server (15 calls, $slow timed out)" test "$slow" = 0
-	refuse "umount of a stopped server fails at once" any timeout 10 "$PLOOP" umount "$W"
+	refuse "umount of a stopped server with its backlog full fails at once" 2 timeout 10 "$PLOOP" umount "$W"
 	check "... says the server takes no requests" grep -q "takes no requests" "$T/.err"
-	check "... and leaves it mounted" test "$(pl list -H | grep -c " $W\$")" = 1
 	kill -CONT "$hung"
+	kill "$watchdog" 2>/dev/null; wait "$watchdog" 2>/dev/null
+	sleep 2
+	check "continued, the server ran none of the commands given up on: still mounted" \
+		test "$(pl list -H | grep -c " $W\$")" = 1
+	check "... its filesystem too" mountpoint -q "$RT/mW"
+	check "... no new snapshot" test "$(pl snapshot-list -H "$W" | wc -l)" = "$snaps0"
+	check "... the size unchanged" test "$(pl info -s "$W")" = "$size0"
 fi
 # ---- a client of the control socket that sends nothing ----------------------------------------------------
 # The server takes one connection at a time: an idle one is dropped after a few seconds, so the
