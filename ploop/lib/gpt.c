@@ -75,22 +75,49 @@ static void partition_bounds(uint64_t size, uint32_t cs, uint64_t *first, uint64
 	*last = (end & ~7ULL) - 1;
 }
 
+/*
+ * Writes straight to the device (O_DIRECT, with an aligned copy of @buf) where it can: a write that
+ * reaches the disk only at writeback fails there with EIO whatever the cause, the buffer heads of a
+ * block device keep no other error, while a direct write gets the device's own (ENOSPC from a full
+ * host, which is exit 20, not 7). Where the device takes no direct writes, through the page cache.
+ */
 static int write_at(int fd, const void *buf, size_t len, uint64_t lba)
 {
-	return pwrite(fd, buf, len, (off_t)(lba * 512)) == (ssize_t)len ? 0 : -EIO;
+	int flags = fcntl(fd, F_GETFL);
+	void *aligned = NULL;
+	ssize_t n = -1;
+	int e = EINVAL;
+
+	if (flags >= 0 && !(flags & O_DIRECT) && !posix_memalign(&aligned, 4096, len) &&
+	    !fcntl(fd, F_SETFL, flags | O_DIRECT)) {
+		memcpy(aligned, buf, len);
+		n = pwrite(fd, aligned, len, (off_t)(lba * 512));
+		e = errno;
+		fcntl(fd, F_SETFL, flags);
+	}
+	free(aligned);
+	if (n < 0 && e == EINVAL) {
+		n = pwrite(fd, buf, len, (off_t)(lba * 512));
+		e = errno;
+	}
+	if (n == (ssize_t)len)
+		return 0;
+	return n < 0 ? -e : -EIO;
 }
 
 /* Writes header @h (at its my_lba, entries at its entries_lba) with fresh CRCs. */
 static int write_table(int fd, struct gpt_header *h, const uint8_t *entries)
 {
 	uint8_t sec[512] = { 0 };
+	int r;
 
 	h->entries_crc = htole32(crc32(entries, GPT_ENTRIES * GPT_ENTRY_SIZE));
 	h->header_crc = 0;
 	h->header_crc = htole32(crc32(h, sizeof(*h)));
 	memcpy(sec, h, sizeof(*h));
-	if (write_at(fd, entries, GPT_ENTRIES * GPT_ENTRY_SIZE, le64toh(h->entries_lba)))
-		return -EIO;
+	r = write_at(fd, entries, GPT_ENTRIES * GPT_ENTRY_SIZE, le64toh(h->entries_lba));
+	if (r)
+		return r;
 	return write_at(fd, sec, sizeof(sec), le64toh(h->my_lba));
 }
 
@@ -105,8 +132,12 @@ static int write_both(int fd, uint64_t size, struct gpt_header *h, const uint8_t
 	b.my_lba = htole64(size - 1);
 	b.alt_lba = htole64(1);
 	b.entries_lba = htole64(size - 1 - GPT_TABLE_SECTORS);
-	/* Backup first: the primary, which readers trust first, goes last. */
+	/* Backup first: the primary, which readers trust first, goes last - and only once the backup
+	 * is durable (written and flushed), so a backup that cannot be written (a full host: the end of
+	 * a grown disk is new space) leaves the old primary, consistent with the old backup. */
 	r = write_table(fd, &b, entries);
+	if (!r && fsync(fd))
+		r = -errno;
 	if (!r)
 		r = write_table(fd, h, entries);
 	if (!r && fsync(fd))
@@ -162,7 +193,8 @@ int ploop_gpt_create(int fd, uint64_t size, uint32_t cs, struct ploop_error *err
 		r = write_both(fd, size, &h, entries);
 	free(entries);
 	if (r)
-		return ploop_fail(err, PLOOP_ERR_WRITE, -r, "cannot write the partition table");
+		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
+				  "cannot write the partition table");
 	/* Kernels with partition support see it; ploopd serves partition 1 as a device of its own. */
 	ioctl(fd, BLKRRPART, 0);
 	return 0;
@@ -234,7 +266,8 @@ int ploop_gpt_resize(int fd, uint64_t size, uint32_t cs, struct ploop_error *err
 	r = write_both(fd, size, &h, entries);
 	free(entries);
 	if (r)
-		return ploop_fail(err, PLOOP_ERR_WRITE, -r, "cannot write the partition table");
+		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
+				  "cannot write the partition table");
 	part.start = (long long)(first * 512);
 	part.length = (long long)((last - first + 1) * 512);
 	if (ioctl(fd, BLKPG, &arg))

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# A mounted set whose host filesystem is full: `ploop resize` fails with exit 20 (no space), the GPT
+# stays consistent (the backup table, at the new end of the disk, is written and flushed before the
+# primary: a backup that cannot be written leaves the old primary). The host is a small ext4 on a
+# loop device.
+source "$(dirname "$0")/../lib.sh"
+source "$ROOT/tests/mount_ops_lib.sh"
+
+H=$RT/host
+DD=$H/DiskDescriptor.xml
+MNTS=("$RT/mnt")
+mkdir -p host mnt
+# The set goes first (sweep), then the host filesystem it lives on.
+full_cleanup() {
+	sweep
+	mountpoint -q "$H" && { umount "$H" || umount -l "$H"; }
+}
+at_exit full_cleanup
+truncate -s 300M host.img
+must "host: mkfs.ext4 of 300 MiB" mkfs.ext4 -q -F host.img || finish
+must "host: mount -o loop" mount -o loop host.img "$H" || finish
+must "init -s 1G (GPT + ext4)" pl init -s 1G "$H/root.hds" || finish
+IDS+=("$(run_id "$DD")")
+mount_set "mount -m mnt" "$DD" -m mnt || finish
+inst "$DD"
+dev=$I_DEV
+gpt_before=$(parted -s "$dev" unit s print 2>&1 | grep '^ 1 ')
+dd if=/dev/urandom of=mnt/big bs=1M count=600 conv=fsync status=none 2>/dev/null
+sync
+check "the host is full ($(df -k --output=avail "$H" | tail -1 | tr -d ' ') KiB left)" \
+	test "$(df -k --output=avail "$H" | tail -1)" -lt 1024
+
+how=
+command -v capsh >/dev/null && how="capsh --drop=cap_sys_resource --"
+if [ -n "$how" ]; then
+	$how -c "timeout 120 $PLOOP resize -s 2G $DD" >"$T/.out" 2>"$T/.err"
+else
+	timeout 120 "$PLOOP" resize -s 2G "$DD" >"$T/.out" 2>"$T/.err"
+fi
+rc=$?
+msg=$(grep -v '^ploop resize: .*unmounting to grow it$' "$T/.err" | head -c 400 | tr '\n' '|')
+check "resize -s 2G on a full host fails with exit 20, no space (exit $rc: $msg)" test "$rc" = 20
+check "... in one line" test "$(grep -vc 'unmounting to grow it$' "$T/.err")" = 1
+parted -s "$dev" unit s print >"$T/parted" 2>&1
+check "... the GPT is consistent: $(grep -i corrupt "$T/parted" | head -c 200)" bash -c "! grep -qi corrupt '$T/parted'"
+check "... partition 1 as it was" test "$(grep '^ 1 ' "$T/parted")" = "$gpt_before"
+finish
