@@ -324,12 +324,19 @@ static int umount_to_grow(const struct ploop_instance *in, const char *dir, char
 	return 0;
 }
 
+/*
+ * Mounts the filesystem again after umount_to_grow. If it cannot be (its journal replay may need
+ * space a full host does not have), the error says so - also after an earlier one, which stays the
+ * exit code: the user must learn that the filesystem is no longer mounted - and the server forgets
+ * the mount point, so that `ploop list` does not show it mounted.
+ */
 static int mount_again(const struct ploop_instance *in, const char *dir, const char *opts, struct ploop_error *err)
 {
 	const char *fstype = in->fstype[0] ? in->fstype : "ext4";
-	char data[1024];
+	char data[1024], why[sizeof(err->msg)];
 	unsigned long flags = ploop_mount_options(opts, 0, data, sizeof(data));
-	struct ploop_error e = { 0 };
+	struct ploop_error none = { 0 };
+	int e;
 
 	if (!mount(in->part, dir, fstype, flags, data))
 		return err->status;
@@ -340,7 +347,14 @@ static int mount_again(const struct ploop_instance *in, const char *dir, const c
 		PNOTICE("%s: mounted again without some of its options (%s): they were refused", dir, opts);
 		return err->status;
 	}
-	ploop_fail(err->status ? &e : err, PLOOP_ERR_MOUNT, errno, "%s: cannot mount %s again", dir, in->part);
+	e = errno;
+	ploop_instance_call(in, "unmounted", NULL, 0, &none);
+	if (!err->status)
+		return ploop_fail(err, PLOOP_ERR_MOUNT, e, "%s: the filesystem was left unmounted: cannot mount %s again",
+				  dir, in->part);
+	snprintf(why, sizeof(why), "%s", err->msg);
+	snprintf(err->msg, sizeof(err->msg), "%.500s; %.300s: the filesystem was left unmounted: cannot mount %.60s again: %.80s",
+		 why, dir, in->part, strerror(e));
 	return err->status;
 }
 

@@ -805,6 +805,19 @@ int online_command(struct srv *s, char *line, char *reply, size_t len)
 		snprintf(reply, len, "ok %s", s->part);
 		return 0;
 	}
+	/* A client unmounted the filesystem and could not mount it again (a resize without
+	 * CAP_SYS_RESOURCE on a full host): the state, and `ploop list`, no longer name a mount point
+	 * where nothing of ours is mounted. */
+	if (!strcmp(line, "unmounted")) {
+		if (s->mount_dir[0] && !ploop_fs_shows_device(s->mount_dir, s->part) &&
+		    !ploop_fs_shows_device(s->mount_dir, s->device)) {
+			slog("%s: the filesystem is no longer mounted there", s->mount_dir);
+			s->mount_dir[0] = '\0';
+			server_write_state(s);
+		}
+		snprintf(reply, len, "ok");
+		return 0;
+	}
 	if (!strcmp(line, "flush")) {
 		r = dev_flush(s);
 		if (r)

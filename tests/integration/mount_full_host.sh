@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A mounted set whose host filesystem is full: `ploop resize` fails with exit 20 (no space), the GPT
 # stays consistent (the backup table, at the new end of the disk, is written and flushed before the
-# primary: a backup that cannot be written leaves the old primary). The host is a small ext4 on a
-# loop device.
+# primary: a backup that cannot be written leaves the old primary), and a filesystem that was
+# unmounted to grow (no CAP_SYS_RESOURCE) and could not be mounted again is said to be left
+# unmounted, and `ploop list` does not show it mounted. The host is a small ext4 on a loop device.
 source "$(dirname "$0")/../lib.sh"
 source "$ROOT/tests/mount_ops_lib.sh"
 
@@ -44,4 +45,12 @@ check "... in one line" test "$(grep -vc 'unmounting to grow it$' "$T/.err")" = 
 parted -s "$dev" unit s print >"$T/parted" 2>&1
 check "... the GPT is consistent: $(grep -i corrupt "$T/parted" | head -c 200)" bash -c "! grep -qi corrupt '$T/parted'"
 check "... partition 1 as it was" test "$(grep '^ 1 ' "$T/parted")" = "$gpt_before"
+inst "$DD"
+if mountpoint -q mnt; then
+	ok "... the filesystem is mounted again"
+	check "... and listed so" test "$I_MNT" = "$RT/mnt"
+else
+	check "... the error says the filesystem was left unmounted" grep -q "left unmounted" "$T/.err"
+	check "... ploop list shows no mount point ($I_MNT)" test "$I_MNT" != "$RT/mnt"
+fi
 finish
