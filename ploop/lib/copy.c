@@ -203,7 +203,7 @@ static int import_data(int fd, bool is_stream, uint64_t size, struct ploop_delta
 	struct ploop_file *src = is_stream ? &st.file : &in;
 	struct pio_pipe *p;
 	uint64_t off = 0;
-	int r;
+	int r, fin;
 
 	st.file.priv = &st;
 	if (depth > PIO_PIPE_DEPTH)
@@ -230,8 +230,11 @@ static int import_data(int fd, bool is_stream, uint64_t size, struct ploop_delta
 		r = pio_pipe_read(p, src, off, (size_t)want, 0);
 		off += want;
 	}
+	/* Also after an error: what is queued or in flight completes (its errors after the first one
+	 * are dropped by the pipe) before the image that receives it is removed. */
+	fin = pio_pipe_finish(p);
 	if (!r)
-		r = pio_pipe_finish(p);
+		r = fin;
 	pio_pipe_free(p);
 	if (err->status)
 		return err->status;

@@ -232,14 +232,16 @@ int ploop_merge_copy(struct ploop_delta *dst, struct ploop_delta *const *src, in
 		     struct ploop_error *err)
 {
 	struct merge_ctx m = { .dst = dst, .src = src };
-	int r;
+	int r, fin;
 
 	r = pio_pipe_new(PIO_PIPE_DEPTH, PIO_PIPE_CHUNK, PIO_PIPE_DURABLE, merge_consume, &m, &m.pipe);
 	if (r)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, -r, "%s: merge buffers", dst->path);
 	r = merge_walk(dst, src, n, dst->vclusters, first, merge_queue, &m);
+	/* Also after an error: writes already queued complete before the caller closes @dst. */
+	fin = pio_pipe_finish(m.pipe);
 	if (!r)
-		r = pio_pipe_finish(m.pipe);
+		r = fin;
 	pio_pipe_free(m.pipe);
 	if (r)
 		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "%s: cannot merge into it",

@@ -71,8 +71,10 @@ int pio_pipe_new(unsigned depth, size_t chunk, unsigned flags, pio_consume_fn co
 int pio_pipe_read(struct pio_pipe *p, struct ploop_file *f, uint64_t off, size_t len, uint64_t tag);
 int pio_pipe_write(struct pio_pipe *p, struct pio_slot *s, const void *buf, size_t len, struct ploop_file *f,
 		   uint64_t off);
-/* Waits for everything queued; returns the first error (-errno). */
+/* Waits for everything queued; returns the first error (-errno). Called after an error too, so
+ * that the writes queued before it complete (their own errors are not reported twice). */
 int pio_pipe_finish(struct pio_pipe *p);
+/* Submits what is still queued and waits for it before the buffers go. */
 void pio_pipe_free(struct pio_pipe *p);
 #define PIO_PIPE_DEPTH 16
 #define PIO_PIPE_CHUNK (1u << 20)

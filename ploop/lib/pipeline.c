@@ -123,12 +123,19 @@ void pio_pipe_free(struct pio_pipe *p)
 	if (!p)
 		return;
 	if (p->uring) {
-		/* Requests still in flight (after an error) complete before their buffers go. */
+		/* Requests still in flight (after an error) complete before their buffers go. Some may
+		 * only be queued: a consumer's writes wait in the submission queue until the next reap,
+		 * and a consumer that failed after queueing one never gets there. Unsubmitted, they would
+		 * never complete and this wait would never end. */
+		io_uring_submit(&p->ring);
 		while (p->inflight) {
 			struct io_uring_cqe *cqe;
 			struct pio_req *q;
+			int r = io_uring_wait_cqe(&p->ring, &cqe);
 
-			if (io_uring_wait_cqe(&p->ring, &cqe))
+			if (r == -EINTR)
+				continue;
+			if (r)
 				break;
 			q = io_uring_cqe_get_data(cqe);
 			io_uring_cqe_seen(&p->ring, cqe);
