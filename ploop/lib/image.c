@@ -193,6 +193,39 @@ static int count_fresh(void *ctx, const struct merge_run *run)
 	return 0;
 }
 
+static int reserve_raw_run(void *ctx, const struct merge_run *run)
+{
+	struct ploop_delta *dst = ctx;
+	uint64_t end = run->doff + run->n * dst->cluster_bytes;
+
+	/* Past the end of the file: the space of a grow is taken by the grow itself. */
+	if (run->doff >= dst->file_size)
+		return 0;
+	if (end > dst->file_size)
+		end = dst->file_size;
+	return pio_allocate(dst->file, run->doff, end - run->doff);
+}
+
+/*
+ * A raw @dst holds every cluster in place, so a merge into it allocates nothing the way a delta's
+ * does: its space is the holes of a sparse file that the merge writes into. Those ranges are
+ * allocated here, inside the file's size (which stays), before any data moves. Content does not
+ * change: an allocated, unwritten range reads as zeros, as the hole did. Out of space, what was
+ * allocated stays allocated (the next merge uses it) and the file reads as it did.
+ */
+int ploop_merge_reserve_raw(struct ploop_delta *dst, struct ploop_delta *const *src, int n, struct ploop_error *err)
+{
+	int r;
+
+	if (!dst->raw)
+		return 0;
+	r = merge_walk(dst, src, n, dst->vclusters, 0, reserve_raw_run, dst);
+	if (r)
+		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
+				  "%s: cannot allocate the space of the merge", dst->path);
+	return 0;
+}
+
 /*
  * The space a merge into @dst needs, taken before any data moves: @dst grown to the largest
  * source's size, and the clusters for what it lacks, in the one allocation of that grow (*first:
@@ -212,6 +245,8 @@ int ploop_merge_prepare(struct ploop_delta *dst, struct ploop_delta *const *src,
 			max_size = src[i]->size_sectors;
 	}
 	*first = 0;
+	if (ploop_merge_reserve_raw(dst, src, n, err))
+		return err->status;
 	/* What it lacks once as large as the largest source. */
 	need = 0;
 	merge_walk(dst, src, n, (max_size + cs - 1) / cs, 0, count_fresh, &need);
@@ -373,7 +408,11 @@ static int merge_range(struct image_set *s, const int *chain, int a, int b, char
 		}
 		nsrc++;
 	}
-	r = ploop_merge_mark(dd, chain, a, b, was_temporary, err);
+	/* A raw target's space is taken before the markers: it changes nothing that reads, so running
+	 * out of it leaves the descriptor untouched (ploop_merge_prepare finds it taken already). */
+	r = ploop_merge_reserve_raw(dst, src, nsrc, err);
+	if (!r)
+		r = ploop_merge_mark(dd, chain, a, b, was_temporary, err);
 	if (!r && !dst->raw) {
 		r = ploop_delta_set_dirty(dst, true, err);
 		dst->marked_dirty = !r;

@@ -250,6 +250,10 @@ int ploop_merge_deltas(struct ploop_delta *dst, struct ploop_delta *const *src_t
 /* The same in two steps: the space taken (out of space, @dst is as it was), then the data copied. */
 int ploop_merge_prepare(struct ploop_delta *dst, struct ploop_delta *const *src_top_first, int n, uint64_t *first,
 			struct ploop_error *err);
+/* Of ploop_merge_prepare, the part for a raw @dst: the holes the merge writes into, allocated within
+ * the file's size (nothing that reads changes). */
+int ploop_merge_reserve_raw(struct ploop_delta *dst, struct ploop_delta *const *src_top_first, int n,
+			    struct ploop_error *err);
 int ploop_merge_copy(struct ploop_delta *dst, struct ploop_delta *const *src_top_first, int n, uint64_t first,
 		     struct ploop_error *err);
 /* Merges a crash left half done, as recovery completed them. */

@@ -672,6 +672,43 @@ if mount -t tmpfs -o size=32M tmpfs F 2>/dev/null; then
 	check "with room again: snapshot-merge -A" quiet "$PLOOP" snapshot-merge -A "$FD"
 	check "... one image left" test "$(deltas "$FD" | wc -l)" = 1
 	verify "out of space: merged with room again" "$FD" mF
+	rm -f F/* mF
+
+	# A sparse raw base holds every cluster in place: a merge into it allocated nothing up front
+	# (it counted only clusters without a BAT entry), ran out of space while it wrote the holes,
+	# and left the base half written and <Temporary/> in the descriptor.
+	mkdir F/R
+	RD=F/R/DiskDescriptor.xml
+	quiet "$PLOOP" init -s 24M -b 128 -f raw --sparse -t none F/R/root.hds
+	truncate -s 24M mR
+	put "$RD" mR 0 $((4 * MiB))
+	quiet "$PLOOP" snapshot "$RD"
+	put "$RD" mR $((8 * MiB)) $((4 * MiB))
+	quiet "$PLOOP" snapshot "$RD"
+	put "$RD" mR $((16 * MiB)) $((4 * MiB))
+	verify "out of space: sparse raw base (set-up)" "$RD" mR
+	raw_state() { (cd F/R && sha256sum ./*); }
+	leave_free 2048
+	before=$(raw_state)
+	one_line "out of space: snapshot-merge into a sparse raw base fails (exit 20)" 20 \
+		"$PLOOP" snapshot-merge -u "$(shots "$RD" | awk -v n="$NONEG" '$2 != n && $1 != "'"$TOPG"'" { print $1 }')" "$RD"
+	check "... the set (no <Temporary/>) is as it was" test "$(raw_state)" = "$before"
+	one_line "out of space: snapshot-merge -A into a sparse raw base fails (exit 20)" 20 "$PLOOP" snapshot-merge -A "$RD"
+	check "... the set is as it was" test "$(raw_state)" = "$before"
+	one_line "out of space: snapshot-delete of the raw base's child fails (exit 20)" 20 \
+		"$PLOOP" snapshot-delete -u "$(shots "$RD" | awk -v n="$NONEG" '$2 == n { print $1 }')" "$RD"
+	check "... the set is as it was" test "$(raw_state)" = "$before"
+	mapfile -t rfiles < <(deltas "$RD" | tac)
+	one_line "out of space: merge -f raw TOP MIDDLE BASE into a sparse raw file fails (exit 20)" 20 \
+		"$PLOOP" merge -f raw "${rfiles[@]}"
+	check "... the files are as they were" test "$(raw_state)" = "$before"
+	check "... a later command (snapshot) works" quiet "$PLOOP" snapshot "$RD"
+	verify "out of space: sparse raw base after the failed merges" "$RD" mR
+	rm -f F/fill
+	check "with room again: snapshot-merge -A into the sparse raw base" quiet "$PLOOP" snapshot-merge -A "$RD"
+	check "... one image left" test "$(deltas "$RD" | wc -l)" = 1
+	verify "out of space: merged into the raw base with room again" "$RD" mR
+	rm -rf F/R mR
 else
 	ok "out of space # SKIP cannot mount a tmpfs here"
 fi
