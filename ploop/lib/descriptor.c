@@ -969,66 +969,114 @@ int ploop_descriptor_new(const char *dd_path, const char *file, const struct plo
  * is PLOOP_ERR_LOCK, which callers may retry; a lock file a writer cannot open (a read-only
  * filesystem, permissions) is @open_status: PLOOP_ERR_CREAT for a new set, else PLOOP_ERR_OPEN.
  * With @op, the exclusive lock is an flock of the file instead (see ploop_lock_descriptor_op).
+ * A path that is not a regular file (a directory given for a descriptor) is refused before any
+ * lock file is made beside it. *@created (if not NULL): this call made the lock file. A lock file
+ * may be removed by the process that made it and holds it (a new set that failed): a lock taken
+ * on a file no longer at the path is no lock, so it is taken again on the file that is there.
  */
 static int lock_descriptor(const char *dd_path, bool exclusive, bool create, bool op, int open_status, int *lock_fd,
-			   struct ploop_error *err)
+			   bool *created, struct ploop_error *err)
 {
 	cleanup_free char *lck = NULL;
 	struct flock fl = { .l_type = exclusive ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET };
-	struct stat st;
+	struct stat st, now;
+	bool made;
 	int fd;
 
 	*lock_fd = -1;
-	if (!create && stat(dd_path, &st))
-		return ploop_fail(err, errno == ENOENT ? PLOOP_ERR_DESCRIPTOR : PLOOP_ERR_OPEN, errno, "%s", dd_path);
+	if (created)
+		*created = false;
+	if (stat(dd_path, &st)) {
+		if (!create)
+			return ploop_fail(err, errno == ENOENT ? PLOOP_ERR_DESCRIPTOR : PLOOP_ERR_OPEN, errno, "%s",
+					  dd_path);
+	} else if (!S_ISREG(st.st_mode)) {
+		return ploop_fail(err, create ? open_status : PLOOP_ERR_DESCRIPTOR, 0,
+				  "%s: not a regular file (a DiskDescriptor.xml is expected)", dd_path);
+	}
 	if (asprintf(&lck, "%s.lck", dd_path) < 0)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", dd_path);
-	fd = open_regular_file(lck, exclusive ? O_RDWR | O_CREAT : O_RDONLY, 0600, false);
-	if (fd == -OPEN_ENOTREG)
-		return ploop_fail(err, PLOOP_ERR_OPEN, 0, "%s: not a regular file", lck);
-	if (fd < 0 && !exclusive)
-		return 0;
-	if (fd < 0)
-		return ploop_fail(err, open_status, -fd, "%s: cannot open the lock file", lck);
-	if (op ? flock(fd, LOCK_EX | LOCK_NB) : fcntl(fd, F_OFD_SETLK, &fl)) {
-		int e = errno;
-
-		close(fd);
-		if (e == EAGAIN || e == EACCES) {
-			char holders[512];
-
-			if (op)
-				return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: image is locked: another resize is under way",
-						  dd_path);
-			if (ploop_describe_servers(dd_path, holders, sizeof(holders)))
-				return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: image is locked: %s", dd_path, holders);
-			return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: image is locked by another process", dd_path);
+	for (int tries = 0;; tries++) {
+		made = false;
+		fd = -EEXIST;
+		if (exclusive) {
+			fd = open_regular_file(lck, O_RDWR | O_CREAT | O_EXCL, 0600, false);
+			made = fd >= 0;
 		}
-		return ploop_fail(err, PLOOP_ERR_SYS, e, "%s: cannot lock", lck);
+		if (fd == -EEXIST)
+			fd = open_regular_file(lck, exclusive ? O_RDWR | O_CREAT : O_RDONLY, 0600, false);
+		if (fd == -OPEN_ENOTREG)
+			return ploop_fail(err, PLOOP_ERR_OPEN, 0, "%s: not a regular file", lck);
+		if (fd < 0 && !exclusive)
+			return 0;
+		if (fd < 0)
+			return ploop_fail(err, open_status, -fd, "%s: cannot open the lock file", lck);
+		if (op ? flock(fd, LOCK_EX | LOCK_NB) : fcntl(fd, F_OFD_SETLK, &fl)) {
+			int e = errno;
+
+			close(fd);
+			if (e == EAGAIN || e == EACCES) {
+				char holders[512];
+
+				if (op)
+					return ploop_fail(err, PLOOP_ERR_LOCK, 0,
+							  "%s: image is locked: another resize is under way", dd_path);
+				if (ploop_describe_servers(dd_path, holders, sizeof(holders)))
+					return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: image is locked: %s", dd_path,
+							  holders);
+				return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: image is locked by another process",
+						  dd_path);
+			}
+			return ploop_fail(err, PLOOP_ERR_SYS, e, "%s: cannot lock", lck);
+		}
+		if (!fstat(fd, &st) && !stat(lck, &now) && st.st_dev == now.st_dev && st.st_ino == now.st_ino)
+			break;
+		/* Removed (or replaced) by the process that held it before we locked it. */
+		close(fd);
+		if (tries == 100)
+			return ploop_fail(err, PLOOP_ERR_LOCK, 0, "%s: the lock file keeps changing", lck);
 	}
+	if (created)
+		*created = made;
 	*lock_fd = fd;
 	return 0;
 }
 
 int ploop_lock_descriptor(const char *dd_path, bool exclusive, int *lock_fd, struct ploop_error *err)
 {
-	return lock_descriptor(dd_path, exclusive, false, false, PLOOP_ERR_OPEN, lock_fd, err);
+	return lock_descriptor(dd_path, exclusive, false, false, PLOOP_ERR_OPEN, lock_fd, NULL, err);
 }
 
-int ploop_lock_new_descriptor(const char *dd_path, int *lock_fd, struct ploop_error *err)
+int ploop_lock_new_descriptor(const char *dd_path, int *lock_fd, bool *created, struct ploop_error *err)
 {
-	return lock_descriptor(dd_path, true, true, false, PLOOP_ERR_CREAT, lock_fd, err);
+	return lock_descriptor(dd_path, true, true, false, PLOOP_ERR_CREAT, lock_fd, created, err);
+}
+
+/* Removes the lock file while still holding it, if this process made it (@created) and no set came
+ * of it (no descriptor at @dd_path: a failed init, import or restore-descriptor), so that nothing is
+ * left beside what failed. Whoever opened the file meanwhile finds, once it has locked it, that it is
+ * no longer at the path, and locks the one there instead. */
+void ploop_unlock_new_descriptor(const char *dd_path, int lock_fd, bool created)
+{
+	cleanup_free char *lck = NULL;
+	struct stat st;
+	int e = errno;	/* callers report theirs after this */
+
+	if (lock_fd >= 0 && created && stat(dd_path, &st) && errno == ENOENT && asprintf(&lck, "%s.lck", dd_path) >= 0)
+		unlink(lck);
+	ploop_unlock_descriptor(lock_fd);
+	errno = e;
 }
 
 int ploop_lock_descriptor_server(const char *dd_path, int *lock_fd, bool *exclusive, struct ploop_error *err)
 {
 	*exclusive = true;
-	if (!lock_descriptor(dd_path, true, true, false, PLOOP_ERR_OPEN, lock_fd, err) || err->status != PLOOP_ERR_LOCK)
+	if (!lock_descriptor(dd_path, true, true, false, PLOOP_ERR_OPEN, lock_fd, NULL, err) || err->status != PLOOP_ERR_LOCK)
 		return err->status;
 	/* Held: by readers (snapshot views of the set), which a shared lock lets in, or by a writer. */
 	*exclusive = false;
 	*err = (struct ploop_error){ 0 };
-	return lock_descriptor(dd_path, false, false, false, PLOOP_ERR_OPEN, lock_fd, err);
+	return lock_descriptor(dd_path, false, false, false, PLOOP_ERR_OPEN, lock_fd, NULL, err);
 }
 
 /*
@@ -1039,7 +1087,7 @@ int ploop_lock_descriptor_server(const char *dd_path, int *lock_fd, bool *exclus
  */
 int ploop_lock_descriptor_op(const char *dd_path, int *lock_fd, struct ploop_error *err)
 {
-	return lock_descriptor(dd_path, true, false, true, PLOOP_ERR_OPEN, lock_fd, err);
+	return lock_descriptor(dd_path, true, false, true, PLOOP_ERR_OPEN, lock_fd, NULL, err);
 }
 
 void ploop_unlock_descriptor(int lock_fd)

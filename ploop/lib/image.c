@@ -651,6 +651,7 @@ int ploop_create_set(const char *delta_path, const struct ploop_create_params *i
 	const char *base = strrchr(delta_path, '/') ? strrchr(delta_path, '/') + 1 : delta_path;
 	const char *made;	/* the file this call created, removed if it fails */
 	struct stat st;
+	bool lock_made = false;
 	int lock = -1, r;
 
 	if (fill && asprintf(&tmp, "%s" FILL_SUFFIX, delta_path) < 0)
@@ -661,7 +662,7 @@ int ploop_create_set(const char *delta_path, const struct ploop_create_params *i
 		return err->status;
 	if (stat(dir, &st) || !S_ISDIR(st.st_mode))
 		return ploop_fail(err, PLOOP_ERR_CREAT, errno ? errno : ENOTDIR, "%s: no such directory", dir);
-	if (ploop_lock_new_descriptor(dd_path, &lock, err))
+	if (ploop_lock_new_descriptor(dd_path, &lock, &lock_made, err))
 		return err->status;
 	if (!stat(dd_path, &st) || (fill && !stat(delta_path, &st))) {
 		ploop_fail(err, PLOOP_ERR_CREAT, EEXIST, "%s", stat(dd_path, &st) ? delta_path : dd_path);
@@ -702,7 +703,7 @@ remove:
 	if (err->status && !ploop_descriptor_committed(err))
 		pio_unlink(made);
 unlock:
-	ploop_unlock_descriptor(lock);
+	ploop_unlock_new_descriptor(dd_path, lock, lock_made);
 	return err->status;
 }
 
@@ -1222,6 +1223,7 @@ int ploop_restore_descriptor(const char *dir, const char *delta_path, bool raw, 
 	struct ploop_descriptor *dd = NULL;
 	struct ploop_delta *d = NULL;
 	struct stat st;
+	bool lock_made = false;
 	int lock = -1;
 
 	if (!dd_path)
@@ -1235,15 +1237,15 @@ int ploop_restore_descriptor(const char *dir, const char *delta_path, bool raw, 
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: the image must be in %s", delta_path, dir);
 	if (ploop_check_new_file_name(strrchr(rdelta, '/') + 1, err))
 		return err->status;
-	if (ploop_lock_new_descriptor(dd_path, &lock, err))
+	if (ploop_lock_new_descriptor(dd_path, &lock, &lock_made, err))
 		return err->status;
 	if (!stat(dd_path, &st)) {
-		ploop_unlock_descriptor(lock);
+		ploop_unlock_new_descriptor(dd_path, lock, lock_made);
 		return ploop_fail(err, PLOOP_ERR_CREAT, EEXIST, "%s", dd_path);
 	}
 	if (raw) {
 		if (stat(rdelta, &st) || !S_ISREG(st.st_mode)) {
-			ploop_unlock_descriptor(lock);
+			ploop_unlock_new_descriptor(dd_path, lock, lock_made);
 			return ploop_fail(err, PLOOP_ERR_OPEN, errno, "%s: not a regular file", delta_path);
 		}
 		p.cluster_sectors = cs ? cs : raw_cluster_guess((uint64_t)st.st_size);
@@ -1251,14 +1253,14 @@ int ploop_restore_descriptor(const char *dir, const char *delta_path, bool raw, 
 		p.mode = PLOOP_MODE_RAW;
 		if (!ploop_cluster_size_valid(p.cluster_sectors) || !p.size_sectors ||
 		    (uint64_t)st.st_size % PLOOP_SECTOR_SIZE) {
-			ploop_unlock_descriptor(lock);
+			ploop_unlock_new_descriptor(dd_path, lock, lock_made);
 			return ploop_fail(err, PLOOP_ERR_PARAM, 0,
 					  "%s: size %lld cannot be described (give a cluster size with -b)", delta_path,
 					  (long long)st.st_size);
 		}
 	} else {
 		if (ploop_delta_open(rdelta, PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY, 0, 0, &d, err)) {
-			ploop_unlock_descriptor(lock);
+			ploop_unlock_new_descriptor(dd_path, lock, lock_made);
 			return err->status;
 		}
 		p.size_sectors = d->size_sectors;
@@ -1269,7 +1271,7 @@ int ploop_restore_descriptor(const char *dir, const char *delta_path, bool raw, 
 	if (!ploop_descriptor_new(dd_path, strrchr(rdelta, '/') + 1, &p, &dd, err))
 		ploop_descriptor_write(dd, dd_path, err);
 	ploop_descriptor_free(dd);
-	ploop_unlock_descriptor(lock);
+	ploop_unlock_new_descriptor(dd_path, lock, lock_made);
 	return err->status;
 }
 

@@ -176,8 +176,11 @@ int ploop_descriptor_prepare(const struct ploop_descriptor *dd, struct ploop_err
 int ploop_descriptor_commit(const struct ploop_descriptor *dd, struct ploop_error *err);
 void ploop_descriptor_abort(const struct ploop_descriptor *dd);
 bool ploop_descriptor_committed(const struct ploop_error *err);
-/* The exclusive lock for a descriptor about to be created (init, restore-descriptor). */
-int ploop_lock_new_descriptor(const char *dd_path, int *lock_fd, struct ploop_error *err);
+/* The exclusive lock for a descriptor about to be created (init, import, restore-descriptor);
+ * *@created: this call made the lock file. Released by ploop_unlock_new_descriptor, which removes
+ * a lock file this call made if no descriptor came of it. */
+int ploop_lock_new_descriptor(const char *dd_path, int *lock_fd, bool *created, struct ploop_error *err);
+void ploop_unlock_new_descriptor(const char *dd_path, int lock_fd, bool created);
 /* The lock of a read-write server while it starts: exclusive if nothing holds it (interrupted
  * operations may then be completed), else shared if only readers do (snapshot views of the set):
  * offline writers stay away either way. *@exclusive says which it got. */

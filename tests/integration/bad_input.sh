@@ -677,6 +677,25 @@ argument_tests() {
 		arg_case fifo-lock-snapshot 4 snapshot "$A/lck/DiskDescriptor.xml"
 		check "args: refused FIFO exports create no output" [ ! -e "$SCR/args-out.raw" ]
 	)
+
+	# A directory in place of a descriptor: refused (39) before a lock file is made beside it (a
+	# stray DIR.lck was left). Init with DELTA an existing directory leaves no lock file either.
+	mkdir "$A/dir.xml"
+	for cmd in compact "resize -s 1G" snapshot "convert -f raw" snapshot-merge "snapshot-delete -u $BASE_GUID" \
+		"snapshot-switch -u $BASE_GUID" "grow -s 1G"; do
+		# shellcheck disable=SC2086
+		arg_case "directory-descriptor-${cmd%% *}" 39 $cmd "$A/dir.xml"
+		[[ ${ERR[0]:-} == *"not a regular file"* ]] || problem "the message does not say what is wrong: $(first_err)"
+		verdict "args:directory-descriptor-${cmd%% *}-message"
+		rm -f "$A/dir.xml.lck"	# each case on its own
+	done
+	rmdir "$A/dir.xml"
+	(
+		A=$A-initdir
+		mkdir -p "$A/root.hds"
+		arg_case init-delta-directory 1 init -s 8M -t none "$A/root.hds"
+		check "args: init over a directory leaves no lock file" [ ! -e "$A/DiskDescriptor.xml.lck" ]
+	)
 	check "args: the set is still consistent" "$PLOOP" check -r -f "$DD"
 }
 
@@ -740,8 +759,8 @@ head -c 16M /dev/urandom >"$W/big.raw"
 mkdir -p "$SMALL/imp"
 run "$PLOOP_SAN" import "$W/big.raw" "$SMALL/imp/root.hds"
 outcome "20|7"
-[ -z "$(find "$SMALL/imp" -type f ! -name '*.lck')" ] ||
-	problem "left behind: $(find "$SMALL/imp" -type f ! -name '*.lck' | tr '\n' ' ')"
+[ -z "$(find "$SMALL/imp" -type f)" ] ||
+	problem "left behind: $(find "$SMALL/imp" -type f | tr '\n' ' ')"
 verdict "full-disk:import"
 rm -rf "$SMALL/imp"
 
