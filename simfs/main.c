@@ -372,11 +372,11 @@ static int parse_opts(char *s, struct mount_opts *o, char *msg, size_t len)
 		} else if (!strcmp(t, "nouring") && !v) {
 			o->nouring = true;
 		} else if (!strcmp(t, "timeout") && v) {
-			/* plain decimal seconds only: no sign, space, hex, inf or nan */
+			/* plain decimal seconds only (a fraction allowed): no sign, exponent, space, hex, inf or nan */
 			errno = 0;
 			o->timeout = strtod(v, &end);
 			if (!(isdigit((unsigned char)*v) || (*v == '.' && isdigit((unsigned char)v[1]))) ||
-			    strspn(v, "0123456789.eE+-") != strlen(v) || errno || *end || !isfinite(o->timeout) ||
+			    strspn(v, "0123456789.") != strlen(v) || errno || *end || !isfinite(o->timeout) ||
 			    o->timeout < 0 || o->timeout > 1e7) {
 				snprintf(msg, len, "bad timeout '%s' (0 to 10000000 seconds)", v);
 				return -1;
@@ -803,7 +803,7 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "mount"))
 		return cmd_mount(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "umount") || !strcmp(argv[1], "unmount"))
+	if (!strcmp(argv[1], "umount"))
 		return cmd_umount(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "list")) {
 		if (argc > 2)

@@ -93,9 +93,9 @@ int cmd_init(int argc, char **argv)
 	}
 	/* As upstream, ext4 unless told otherwise. */
 	p.fstype = fstype ? fstype : "ext4";
-	if (strcmp(p.fstype, "ext4") && strcmp(p.fstype, "ext3"))
+	/* ext3 (upstream makes one when asked) is not made here: it would be ext4 under the name */
+	if (strcmp(p.fstype, "ext4"))
 		return fail(PLOOP_ERR_PARAM, "filesystem '%s' is not supported (ext4 or none)", p.fstype);
-	p.fstype = "ext4";
 	if (ploop_init_fs(argv[optind], &p, &err))
 		return report_error(&err);
 	return 0;

@@ -15,7 +15,7 @@ static const struct command commands[] = {
 	{ "init", cmd_init, "init -s SIZE [-b BLOCKSIZE] [-v 1|2] [-f ploop1|expanded|preallocated|raw] [--sparse] [-t ext4|none] [-B FSBLOCKSIZE] [-P] DELTA" },
 	{ "mount", cmd_mount, "mount [--kernel|-k] [-r] [-m DIR] [-t FSTYPE] [-o OPTIONS] [-u UUID|base] DiskDescriptor.xml" },
 	{ "umount", cmd_umount, "umount {-m DIR | -d DEVICE | [-u UUID] DiskDescriptor.xml}" },
-	{ "list", cmd_list, "list [-H]" },
+	{ "list", cmd_list, "list [-H] [-a]" },
 	{ "snapshot-mount", cmd_snapshot_mount, "snapshot-mount -u UUID -m DIR [-t FSTYPE] [-o OPTIONS] DiskDescriptor.xml" },
 	{ "snapshot-umount", cmd_snapshot_umount, "snapshot-umount {-u UUID DiskDescriptor.xml | -m DIR}" },
 	{ "resize", cmd_resize, "resize -s SIZE DiskDescriptor.xml" },
@@ -29,7 +29,7 @@ static const struct command commands[] = {
 	{ "grow", cmd_grow, "grow -s SIZE {DiskDescriptor.xml | [-f raw] DELTA}" },
 	{ "convert", cmd_convert, "convert {-f preallocated|raw | -v 1|2} DiskDescriptor.xml" },
 	{ "check", cmd_check, "check [-f] [-F] [-c] [-r] [-s] [-d] [-R -b BLOCKSIZE] [-u UUID] {DELTA | DiskDescriptor.xml}" },
-	{ "restore-descriptor", cmd_restore_descriptor, "restore-descriptor [-f raw|ploop1] [-b BLOCKSIZE] DIR DELTA" },
+	{ "restore-descriptor", cmd_restore_descriptor, "restore-descriptor [-f raw|ploop1|expanded] [-b BLOCKSIZE] DIR DELTA" },
 	{ "merge", cmd_merge, "merge [-f raw] TOP [MIDDLE...] BASE" },
 	{ "map", cmd_map, "map [-j] [-u UUID] {DiskDescriptor.xml | DELTA}" },
 	{ "export", cmd_export, "export [-u UUID] {DiskDescriptor.xml | DELTA} {OUTPUT | -}" },
@@ -121,8 +121,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	opterr = 0;	/* one line of our own per error, not getopt's as well */
 	while (i < argc && argv[i][0] == '-' && argv[i][1]) {
-		if (!strcmp(argv[i], "-v"))
-			verbosity++;
+		if (strspn(argv[i] + 1, "v") == strlen(argv[i] + 1))
+			verbosity += (int)strlen(argv[i] + 1);	/* -v, -vv, -vvv */
 		else if (!strncmp(argv[i], "-v", 2) && argv[i][2] >= '0' && argv[i][2] <= '9')
 			verbosity = atoi(argv[i] + 2);
 		else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {

@@ -225,7 +225,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	int c;
 
 	switch (o->cmd) {
-	case C_INIT:
+	case C_INIT: shorts = "-:p:c:Rb:B:i:I:e:n:s:u:r:"; break;
 	case C_ON:
 	case C_SETLIMIT: shorts = "-:p:c:Rfb:B:i:I:e:n:s:u:r:"; break;
 	case C_OFF:

@@ -547,6 +547,7 @@ argument_tests() {
 	arg_case init-version-3 38 init -s 1G -v 3 -t none "$A/new.hds"
 	arg_case init-format-unknown 38 init -s 1G -f qcow2 -t none "$A/new.hds"
 	arg_case init-filesystem-xfs 38 init -s 1G -t xfs "$A/new.hds"
+	arg_case init-filesystem-ext3 38 init -s 1G -t ext3 "$A/new.hds"
 	arg_case init-over-existing-set 1 init -s 1G -t none "$A/new.hds"
 	arg_case grow-size-abc 38 grow -s abc "$DD"
 	arg_case grow-size-negative 38 grow -s -1 "$DD"

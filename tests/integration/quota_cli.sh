@@ -42,6 +42,7 @@ check "over soft is marked, grace none when expired" bash -c "echo '$out' | sed 
 check "grace left as hh:mm" bash -c "echo '$out' | sed -n 3p | grep -Eq '^ *inodes *4\* *2 *200 *0(2:00|1:59)\$'"
 expect_rc "setlimit -p (no rescan)" 0 q setlimit 101 -p "$TREE"
 expect_rc "setlimit nothing: 2" 2 q setlimit 101
+expect_rc "init -f (not an init option): 2" 2 q init 102 -p "$TREE" -b 1 -B 2 -i 1 -I 2 -e 0 -n 0 -f
 expect_rc "setlimit2 without -s 1: 6" 6 q setlimit2 101 -u 1000 10 20 30 40
 expect_rc "setlimit -s 1 -u 100" 0 q setlimit 101 -s 1 -u 100
 expect_rc "setlimit2 -u" 0 q setlimit2 101 -u 1000 10 20 30 40

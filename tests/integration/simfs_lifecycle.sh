@@ -21,7 +21,7 @@ one_line "bad quota id" 2 sf mount "$P" "$R" -o quota=abc
 # numeric options are parsed strictly: no sign, no overflow, no garbage, in range
 for o in inode_fds=-1 inode_fds=99999999999999999999 inode_fds=0 inode_fds=1048577 inode_fds=16x "inode_fds= 16" \
 	threads=-1 threads=0 threads=1025 threads=18446744073709551617 threads=+4 \
-	timeout=-1 timeout=nan timeout=inf timeout=0x10 timeout=1e8 quota=-1 quota=-0 quota=4294967296; do
+	timeout=-1 timeout=nan timeout=inf timeout=0x10 timeout=1e8 timeout=1e3 timeout=1e+3 timeout=1.5.2 quota=-1 quota=-0 quota=4294967296; do
 	one_line "bad numeric option $o" 2 sf mount "$P" "$R" -o "$o"
 done
 check "no mount left by the bad options" sh -c "! grep -q ' $R ' /proc/mounts"
