@@ -82,6 +82,8 @@ pid=$(pid_of "$R")
 cat >"$T/tight.py" <<'PY'
 import os, sys, time
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+os.write(fd, b"y" * 4096)
+open(sys.argv[2], "w").close()	# writing through the mount: ready for the SIGTERM
 n = 0
 while True:
     try:
@@ -93,11 +95,24 @@ while True:
         print(time.monotonic())
         break
 PY
-for k in 1 2 3; do python3 "$T/tight.py" "$R/t$k" >"$T/tight$k" 2>&1 & done
-sleep 1
+# The writers must be writing through the mount before the SIGTERM (a writer that started after it
+# would write into the host directory for ever): each says so once its first write went through.
+writers=()
+for k in 1 2 3; do python3 "$T/tight.py" "$R/t$k" "$T/ready$k" >"$T/tight$k" 2>&1 & writers+=($!); done
+check "three writers are writing through the mount" \
+	timeout 60 sh -c "until [ -e '$T/ready1' ] && [ -e '$T/ready2' ] && [ -e '$T/ready3' ]; do sleep 0.1; done"
+sleep 0.5
 kill -TERM "$pid"
 stopped=$(python3 -c 'import time; print(time.monotonic())')
 check "the daemon stops" timeout 30 sh -c "while [ -d /proc/$pid ]; do sleep 0.1; done"
+# (up to 30 s; writers that hang are killed, so that the test goes on)
+for _ in $(seq 300); do
+	running=$(jobs -rp | grep -cxF -f <(printf '%s\n' "${writers[@]}"))
+	[ "$running" = 0 ] && break
+	sleep 0.1
+done
+check "the writers end ($running left)" test "$running" = 0
+kill -9 "${writers[@]}" 2>/dev/null
 wait
 check "the writers got an error within a second of SIGTERM" python3 -c "
 import sys
