@@ -109,6 +109,7 @@ struct vzq_quota {
 	struct vzq_grace ugid_grace[2];	/* per type: user, group */
 	size_t n_ugid;
 	struct vzq_ugid *ugid;		/* in no particular order (vzq_ugid_sort: by type, id) */
+	size_t ugid_cap;		/* records ugid has room for */
 	struct vzq_ugid_index *ugid_index;	/* the library's lookup table; NULL until needed */
 };
 

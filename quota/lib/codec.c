@@ -187,6 +187,7 @@ static int decode_ours(const char *fname, const unsigned char *buf, size_t len, 
 		q->ugid = calloc(n_ugid, sizeof(*q->ugid));
 		if (!q->ugid)
 			return vzq_fail(err, VZQ_ERR_SYS, ENOMEM, "%s", fname);
+		q->ugid_cap = n_ugid;
 	}
 	const unsigned char *r = buf + sizeof(h) + pad8(path_len);
 	for (uint64_t i = 0; i < n_ugid; i++, r += sizeof(struct vzqf_ugid)) {
@@ -285,6 +286,7 @@ static int decode_legacy(const char *fname, const unsigned char *buf, size_t len
 			q->ugid = calloc(n, sizeof(*q->ugid));
 			if (!q->ugid)
 				return vzq_fail(err, VZQ_ERR_SYS, ENOMEM, "%s", fname);
+			q->ugid_cap = n;
 		}
 		const unsigned char *r = buf + off + path_len + sizeof(info);
 		for (uint64_t i = 0; i < n; i++, r += sizeof(struct vzql_ugid)) {

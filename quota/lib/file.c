@@ -69,6 +69,7 @@ void vzq_quota_free(struct vzq_quota *q)
 	q->path = NULL;
 	q->ugid = NULL;
 	q->n_ugid = 0;
+	q->ugid_cap = 0;
 }
 
 static int read_all(int fd, const char *fname, unsigned char **out, size_t *len, struct vzq_error *err)

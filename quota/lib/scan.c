@@ -302,7 +302,7 @@ static int scratch_records(const struct vzq_quota *q, struct vzq_quota *s, struc
 	if (!s->ugid)
 		return vzq_fail(err, VZQ_ERR_SYS, ENOMEM, "uid/gid records");
 	memcpy(s->ugid, q->ugid, q->n_ugid * sizeof(*s->ugid));
-	s->n_ugid = q->n_ugid;
+	s->n_ugid = s->ugid_cap = q->n_ugid;
 	for (size_t i = 0; i < s->n_ugid; i++) {
 		s->ugid[i].stat.bcurrent = 0;
 		s->ugid[i].stat.icurrent = 0;
@@ -364,6 +364,7 @@ int vzq_scan(const char *path, struct vzq_quota *q, time_t now, struct vzq_error
 		free(q->ugid);
 		q->ugid = counted.ugid;
 		q->n_ugid = counted.n_ugid;
+		q->ugid_cap = counted.ugid_cap;
 		q->ugid_index = counted.ugid_index;
 		q->flags = (q->flags & ~VZQ_FLAG_UGID_OVER) | (counted.flags & VZQ_FLAG_UGID_OVER);
 	} else {

@@ -110,16 +110,23 @@ struct vzq_ugid *vzq_ugid_get(struct vzq_quota *q, uint32_t type, uint32_t id, b
 		vzq_fail(err, VZQ_ERR_SYS, ENOMEM, "uid/gid record");
 		return NULL;
 	}
-	/* Capacity is the next power of two (at least 16): realloc to the same size costs nothing. */
-	size_t want = 16;
-	while (want < q->n_ugid + 1)
-		want *= 2;
-	n = realloc(q->ugid, want * sizeof(*n));
-	if (!n) {
-		vzq_fail(err, VZQ_ERR_SYS, ENOMEM, "uid/gid record");
-		return NULL;
+	/* The table grows to the next power of two (at least 16) when full: a realloc per record
+	 * would copy it every time where realloc never works in place (under ASan: 200,000 adds
+	 * and removes of 4,096 ids took minutes). */
+	if (q->n_ugid + 1 > q->ugid_cap) {
+		size_t want = 16;
+
+		while (want < q->n_ugid + 1)
+			want *= 2;
+		n = realloc(q->ugid, want * sizeof(*n));
+		if (!n) {
+			vzq_fail(err, VZQ_ERR_SYS, ENOMEM, "uid/gid record");
+			return NULL;
+		}
+		q->ugid = n;
+		q->ugid_cap = want;
 	}
-	q->ugid = n;
+	n = q->ugid;
 	memset(&n[q->n_ugid], 0, sizeof(*n));
 	n[q->n_ugid].type = type;
 	n[q->n_ugid].id = id;
