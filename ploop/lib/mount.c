@@ -42,22 +42,50 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Whether a task's /proc stat file says it is a zombie (or it is gone). */
-static bool task_dead(const char *stat_path)
+/* The state letter of a task from its /proc stat file ('R', 'S', 'D', 'T', 'Z'...), or 0 if it is
+ * gone. */
+static char task_state(const char *stat_path)
 {
 	char buf[256], *close_paren;
 	int fd = open(stat_path, O_RDONLY | O_CLOEXEC);
 	ssize_t n;
 
 	if (fd < 0)
-		return true;
+		return 0;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
-		return true;
+		return 0;
 	buf[n] = '\0';
 	close_paren = strrchr(buf, ')');
-	return close_paren && close_paren[1] && close_paren[2] == 'Z';
+	return close_paren && close_paren[1] ? close_paren[2] : 0;
+}
+
+/* Whether any thread of @pid is in one of @states (state letters), or, with @negate, in none of
+ * them (a thread that is gone is in none). */
+static bool any_thread(int pid, const char *states, bool negate)
+{
+	char path[64];
+	struct dirent *e;
+	bool found = false;
+	DIR *tasks;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	tasks = opendir(path);
+	if (!tasks)
+		return false;
+	while (!found && (e = readdir(tasks))) {
+		char stat_path[400], st;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(stat_path, sizeof(stat_path), "/proc/%d/task/%s/stat", pid, e->d_name);
+		st = task_state(stat_path);
+		if (st)
+			found = (strchr(states, st) != NULL) != negate;
+	}
+	closedir(tasks);
+	return found;
 }
 
 /* Whether @pid runs: any of its threads is not a zombie. (A zombie does not run: nobody may be
@@ -65,27 +93,7 @@ static bool task_dead(const char *stat_path)
  * files - and with them its image locks - until the last is gone.) */
 static bool pid_running(int pid)
 {
-	char path[64];
-	struct dirent *e;
-	bool running = false;
-	DIR *tasks;
-
-	if (pid <= 0 || kill(pid, 0))
-		return false;
-	snprintf(path, sizeof(path), "/proc/%d/task", pid);
-	tasks = opendir(path);
-	if (!tasks)
-		return false;
-	while (!running && (e = readdir(tasks))) {
-		char stat_path[400];
-
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(stat_path, sizeof(stat_path), "/proc/%d/task/%s/stat", pid, e->d_name);
-		running = !task_dead(stat_path);
-	}
-	closedir(tasks);
-	return running;
+	return pid > 0 && !kill(pid, 0) && any_thread(pid, "Z", true);
 }
 
 /* ---- state files ------------------------------------------------------------------------------- */
@@ -259,35 +267,7 @@ static int kernel_call(const struct ploop_instance *in, const char *cmd, struct 
  * is continued, however long that is. */
 static bool pid_stopped(int pid)
 {
-	char path[64];
-	struct dirent *e;
-	bool stopped = false;
-	DIR *tasks;
-
-	snprintf(path, sizeof(path), "/proc/%d/task", pid);
-	tasks = opendir(path);
-	while (tasks && !stopped && (e = readdir(tasks))) {
-		char stat_path[400], buf[256], *close_paren;
-		ssize_t n;
-		int fd;
-
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(stat_path, sizeof(stat_path), "/proc/%d/task/%s/stat", pid, e->d_name);
-		fd = open(stat_path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (n <= 0)
-			continue;
-		buf[n] = '\0';
-		close_paren = strrchr(buf, ')');
-		stopped = close_paren && close_paren[1] && (close_paren[2] == 'T' || close_paren[2] == 't');
-	}
-	if (tasks)
-		closedir(tasks);
-	return stopped;
+	return any_thread(pid, "Tt", false);
 }
 
 /*
