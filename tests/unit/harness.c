@@ -2,6 +2,7 @@
  * directory, prints "ok"/"not ok" lines, and exits non-zero if any case failed. */
 #include <endian.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -167,6 +168,51 @@ uint8_t *descriptor_contents(const char *dd_path, size_t *len)
 	ploop_chain_close(c, NULL);
 	ploop_descriptor_free(dd);
 	return buf;
+}
+
+int descriptor_compare(const char *dd_path, const uint8_t *want, size_t len, size_t *first_diff)
+{
+	enum { CHUNK = 1 << 20 };
+	struct ploop_error err = { 0 };
+	struct ploop_descriptor *dd = NULL;
+	struct ploop_chain *c = NULL;
+	uint8_t *buf = malloc(CHUNK);
+	int r = -1;
+
+	*first_diff = 0;
+	if (!buf || ploop_descriptor_read(dd_path, &dd, &err) ||
+	    ploop_descriptor_open_chain(dd, NULL, PLOOP_OPEN_ALLOW_DIRTY, &c, &err)) {
+		fprintf(stderr, "  %s\n", err.msg);
+		goto out;
+	}
+	if (ploop_chain_size(c) != len) {
+		fprintf(stderr, "  size %" PRIu64 " vs %zu\n", ploop_chain_size(c), len);
+		goto out;
+	}
+	for (size_t off = 0; off < len; off += CHUNK) {
+		size_t n = len - off < CHUNK ? len - off : CHUNK;
+
+		if (ploop_chain_read(c, buf, n, off, &err)) {
+			fprintf(stderr, "  chain read: %s\n", err.msg);
+			goto out;
+		}
+		if (memcmp(buf, want + off, n)) {
+			size_t i = 0;
+
+			while (buf[i] == want[off + i])
+				i++;
+			*first_diff = off + i;
+			r = 1;
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	if (c)
+		ploop_chain_close(c, NULL);
+	ploop_descriptor_free(dd);
+	free(buf);
+	return r;
 }
 
 int patch_file(const char *path, uint64_t off, const void *bytes, size_t len)

@@ -79,6 +79,9 @@ void *read_file(const char *path, size_t *len);
 uint8_t *chain_contents(struct ploop_chain *c);
 /* Reads the disk of the top of a descriptor's chain; NULL on error (message printed). */
 uint8_t *descriptor_contents(const char *dd_path, size_t *len);
+/* Compares the disk of a descriptor's top with @want a MiB at a time: 0 when equal, 1 when not
+ * (first differing byte in *first_diff), -1 on error or a size mismatch (message printed). */
+int descriptor_compare(const char *dd_path, const uint8_t *want, size_t len, size_t *first_diff);
 /* Flips/sets bytes of a file at an offset. */
 int patch_file(const char *path, uint64_t off, const void *bytes, size_t len);
 int patch_u32(const char *path, uint64_t off, uint32_t v);

@@ -67,20 +67,12 @@ static int random_write(struct model *m, struct ploop_error *err)
 
 static bool matches(struct model *m)
 {
-	size_t len = 0;
-	uint8_t *disk = descriptor_contents(DD, &len);
-	bool ok = disk && len == m->size && !memcmp(disk, m->disk, len);
+	size_t at;
+	int r = descriptor_compare(DD, m->disk, m->size, &at);
 
-	if (disk && !ok) {
-		for (size_t i = 0; i < len && i < m->size; i++) {
-			if (disk[i] != m->disk[i]) {
-				fprintf(stderr, "  first difference at byte %zu (size %zu vs %zu)\n", i, len, m->size);
-				break;
-			}
-		}
-	}
-	free(disk);
-	return ok;
+	if (r > 0)
+		fprintf(stderr, "  first difference at byte %zu\n", at);
+	return r == 0;
 }
 
 static bool all_deltas_check(void)
