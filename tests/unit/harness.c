@@ -2,7 +2,6 @@
  * directory, prints "ok"/"not ok" lines, and exits non-zero if any case failed. */
 #include <endian.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -170,7 +169,7 @@ uint8_t *descriptor_contents(const char *dd_path, size_t *len)
 	return buf;
 }
 
-int descriptor_compare(const char *dd_path, const uint8_t *want, size_t len, size_t *first_diff)
+int descriptor_chunks(const char *dd_path, size_t *len, chunk_fn *fn, void *arg)
 {
 	enum { CHUNK = 1 << 20 };
 	struct ploop_error err = { 0 };
@@ -179,32 +178,22 @@ int descriptor_compare(const char *dd_path, const uint8_t *want, size_t len, siz
 	uint8_t *buf = malloc(CHUNK);
 	int r = -1;
 
-	*first_diff = 0;
+	*len = 0;
 	if (!buf || ploop_descriptor_read(dd_path, &dd, &err) ||
 	    ploop_descriptor_open_chain(dd, NULL, PLOOP_OPEN_ALLOW_DIRTY, &c, &err)) {
 		fprintf(stderr, "  %s\n", err.msg);
 		goto out;
 	}
-	if (ploop_chain_size(c) != len) {
-		fprintf(stderr, "  size %" PRIu64 " vs %zu\n", ploop_chain_size(c), len);
-		goto out;
-	}
-	for (size_t off = 0; off < len; off += CHUNK) {
-		size_t n = len - off < CHUNK ? len - off : CHUNK;
+	*len = ploop_chain_size(c);
+	for (size_t off = 0; off < *len; off += CHUNK) {
+		size_t n = *len - off < CHUNK ? *len - off : CHUNK;
 
 		if (ploop_chain_read(c, buf, n, off, &err)) {
 			fprintf(stderr, "  chain read: %s\n", err.msg);
 			goto out;
 		}
-		if (memcmp(buf, want + off, n)) {
-			size_t i = 0;
-
-			while (buf[i] == want[off + i])
-				i++;
-			*first_diff = off + i;
-			r = 1;
-			goto out;
-		}
+		if (fn(buf, off, n, arg))
+			break;
 	}
 	r = 0;
 out:
@@ -213,6 +202,41 @@ out:
 	ploop_descriptor_free(dd);
 	free(buf);
 	return r;
+}
+
+struct compare {
+	const uint8_t *want;
+	size_t len, first_diff;
+	bool differs;
+};
+
+static int compare_chunk(const uint8_t *buf, size_t off, size_t n, void *arg)
+{
+	struct compare *c = arg;
+	size_t i = 0;
+
+	if (off + n > c->len || !memcmp(buf, c->want + off, n))
+		return off + n > c->len;
+	while (buf[i] == c->want[off + i])
+		i++;
+	c->first_diff = off + i;
+	c->differs = true;
+	return 1;
+}
+
+int descriptor_compare(const char *dd_path, const uint8_t *want, size_t len, size_t *first_diff)
+{
+	struct compare c = { .want = want, .len = len };
+	size_t got = 0;
+
+	if (descriptor_chunks(dd_path, &got, compare_chunk, &c))
+		return -1;
+	if (got != len) {
+		fprintf(stderr, "  size %zu vs %zu\n", got, len);
+		return -1;
+	}
+	*first_diff = c.first_diff;
+	return c.differs;
 }
 
 int patch_file(const char *path, uint64_t off, const void *bytes, size_t len)

@@ -79,6 +79,10 @@ void *read_file(const char *path, size_t *len);
 uint8_t *chain_contents(struct ploop_chain *c);
 /* Reads the disk of the top of a descriptor's chain; NULL on error (message printed). */
 uint8_t *descriptor_contents(const char *dd_path, size_t *len);
+/* Reads the disk of a descriptor's top a MiB at a time (size in *len) and hands each piece to @fn,
+ * until @fn returns non-zero; -1 on error (message printed). */
+typedef int chunk_fn(const uint8_t *buf, size_t off, size_t n, void *arg);
+int descriptor_chunks(const char *dd_path, size_t *len, chunk_fn *fn, void *arg);
 /* Compares the disk of a descriptor's top with @want a MiB at a time: 0 when equal, 1 when not
  * (first differing byte in *first_diff), -1 on error or a size mismatch (message printed). */
 int descriptor_compare(const char *dd_path, const uint8_t *want, size_t len, size_t *first_diff);
