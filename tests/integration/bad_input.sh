@@ -5,6 +5,7 @@
 # of the input of a read-only command, and never leave an image worse after a failed change.
 # One "ok"/"not ok" line per input and command: "img:CASE:COMMAND", "dd:CASE:COMMAND", "args:NAME",
 # "full-disk:NAME".
+# runner: isolated (touches nothing another test looks at: tests/run may run it beside them)
 source "$(dirname "$0")/../lib.sh"
 
 BAD_DESCRIPTORS=$ROOT/tests/data/bad-descriptors

@@ -2,6 +2,7 @@
 # End-to-end semantics of the ploop CLI against a model: a raw file kept in step with every write
 # (dd conv=notrunc). After each step the virtual disk (`ploop export`) must equal the model and every
 # delta must pass `ploop check -f -c -r`.
+# runner: isolated (touches nothing another test looks at: tests/run may run it beside them)
 source "$(dirname "$0")/../lib.sh"
 
 MiB=1048576

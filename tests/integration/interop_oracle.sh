@@ -7,6 +7,7 @@
 #     export still equals the model (a raw file kept in step with every write);
 #  C. our tool does the same to images the real tool created, and the real tool accepts the result;
 #  D. init writes the same DiskDescriptor.xml (and delta) as the real tool; error exit codes agree.
+# runner: isolated (touches nothing another test looks at: tests/run may run it beside them)
 source "$(dirname "$0")/../lib.sh"
 
 if ! have_oracle; then

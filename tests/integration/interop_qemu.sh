@@ -4,6 +4,7 @@
 #    merged, converted) pass `qemu-img check`, and qemu-img reads each single delta exactly as
 #    `ploop export DELTA` does.
 # 2. Images qemu-img/qemu-io create are read, checked, described and snapshotted/merged by our tool.
+# runner: isolated (touches nothing another test looks at: tests/run may run it beside them)
 source "$(dirname "$0")/../lib.sh"
 
 MiB=1048576

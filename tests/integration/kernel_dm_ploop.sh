@@ -3,6 +3,7 @@
 # on this host (no module), then boots Debian's kernel under QEMU and runs kernel/qemu/guest-test.sh
 # there (create with our tool, map, write/read, snapshot by reload, COW, merge, unmap, check, ext4,
 # bad images). Each guest check prints its own "ok NAME" line.
+# runner: isolated (touches nothing another test looks at: tests/run may run it beside them)
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$PWD

@@ -2,6 +2,7 @@
 # vzquota and vzdqcheck: every command, option errors and their exit codes, output layout, time
 # syntax, what the walk counts (hard links once, sparse files as allocated, no mount crossing), the
 # file lock, and the exchange with a live holder (tests/fakelive.c stands in for simfs).
+# runner: isolated (touches nothing another test looks at: tests/run may run it beside them)
 source "$(dirname "$0")/../lib.sh"
 VZQ=${VZQ:-$ROOT/build/san/bin/vzquota}
 DQCHECK=$ROOT/build/bin/vzdqcheck

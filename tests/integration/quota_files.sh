@@ -3,6 +3,7 @@
 # untouched; legacy vzquota v3/v2/v1 files (crafted here with python3 struct, x86_64 layout) are read
 # with every value intact and converted on the first write; DIRTY and stale LIVE files are recounted
 # by the next `on`.
+# runner: isolated (touches nothing another test looks at: tests/run may run it beside them)
 source "$(dirname "$0")/../lib.sh"
 VZQ=${VZQ:-$ROOT/build/san/bin/vzquota}
 [ -x "$VZQ" ] || { not_ok "setup: $VZQ is not built (make)"; finish; }
