@@ -69,9 +69,17 @@ int ploop_set_open(struct image_set *s, const char *dd_path, struct ploop_error 
 
 	s->dd = NULL;
 	s->lock_fd = -1;
-	if (mounted(dd_path, &in))
-		return ploop_fail(err, PLOOP_ERR_BUSY, 0, "%s is mounted (%s): this needs it unmounted (ploop umount)",
-				  dd_path, in.device);
+	{
+		struct ploop_error e = { 0 };
+
+		/* (a kernel mapping counts as not mounted while its device is suspended for an offline
+		 * operation of ours: see kernel_call) */
+		if (!ploop_find_instance(dd_path, NULL, &in, &e) && (in.alive || !in.kernel))
+			return ploop_fail(err, PLOOP_ERR_BUSY, 0,
+					  in.alive ? "%s is mounted (%s): this needs it unmounted (ploop umount)"
+						   : "%s was mounted (%s) by a server that is gone: ploop umount cleans up after it",
+					  dd_path, in.device);
+	}
 	if (ploop_lock_descriptor(dd_path, true, &s->lock_fd, err))
 		return err->status;
 	s->rec.n = 0;

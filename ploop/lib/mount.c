@@ -1447,6 +1447,30 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 	return 0;
 }
 
+/* After a dead server is cleaned up: the deltas of the chain it served read-write are checked and
+ * repaired now, as the next mount would (ploop_mount_prepare), so that the set is left as a clean
+ * umount leaves it and offline commands work on it at once. */
+static int repair_after_dead(const struct ploop_instance *in, struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = NULL;
+	struct ploop_error e = { 0 };
+	int lock_fd = -1, idx[PLOOP_MAX_CHAIN], n;
+
+	if (in->ro || in->guid[0])
+		return 0;
+	if (ploop_mount_prepare(in->descriptor, NULL, false, &lock_fd, &dd, idx, &n, &e))
+		return ploop_fail(err, e.status, 0, "cleaned up after the dead server of %s, but its deltas are not repaired: %s",
+				  in->descriptor, e.msg);
+	ploop_descriptor_free(dd);
+	ploop_unlock_descriptor(lock_fd);
+	return 0;
+}
+
+static int umount_dead(const struct ploop_instance *in, struct ploop_error *err)
+{
+	return cleanup_dead(in, err) || repair_after_dead(in, err) ? err->status : 0;
+}
+
 int ploop_umount(const struct ploop_instance *in, struct ploop_error *err)
 {
 	bool lost;
@@ -1455,7 +1479,7 @@ int ploop_umount(const struct ploop_instance *in, struct ploop_error *err)
 		return kernel_umount(in, err);
 	if (!in->alive) {
 		PNOTICE("The server of %s is not running; cleaning up what it left", in->descriptor);
-		return cleanup_dead(in, err);
+		return umount_dead(in, err);
 	}
 	if (call_server(in, "stop", NULL, 0, &lost, err)) {
 		/* No answer: a server killed a moment ago still runs while its threads exit, and may
@@ -1468,7 +1492,7 @@ int ploop_umount(const struct ploop_instance *in, struct ploop_error *err)
 			return err->status;
 		PNOTICE("The server of %s died; cleaning up what it left", in->descriptor);
 		*err = (struct ploop_error){ 0 };
-		return cleanup_dead(in, err);
+		return umount_dead(in, err);
 	}
 	/* The server exits once its data is durable and its image closed. */
 	for (int i = 0; i < 3000 && pid_running(in->pid); i++)

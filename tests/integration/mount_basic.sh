@@ -232,7 +232,13 @@ if inst "$A"; then
 else
 	not_ok "kill -9: ploop list still lists the set"
 fi
+refuse "kill -9: an offline command before ploop umount is refused" 17 pl snapshot "$A"
+check "... and says that ploop umount cleans up" grep -q "gone: ploop umount cleans up" "$T/.err"
 umount_set "kill -9: ploop umount cleans up (no devices, FUSE mount, run dir left)" "$A"
+# ... and repairs what the server left marked in use, as a mount would: offline work goes on at once.
+checked "kill -9: after ploop umount every delta checks clean, none marked in use" "$A"
+must "kill -9: an offline snapshot right after ploop umount" pl snapshot "$A"
+must "kill -9: ... merged back" pl snapshot-merge "$A"
 mount_set "kill -9: ploop mount again" "$A" -m mA
 if [ -s "$T/durable" ] && cmp -s "$T/durable" mA/durable; then
 	ok "kill -9: data written and fsync'd before the kill is there"

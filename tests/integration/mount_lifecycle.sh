@@ -72,7 +72,7 @@ for round in $(seq 20); do
 		not_ok "$name: the first ploop umount: exit $rc ($(head -c 200 "$T/.err")), left behind:${left:- nothing}"
 		pl umount "$B" >/dev/null 2>&1
 	fi
-	# The top stays marked in use until the next mount checks it.
+	# umount has checked and repaired the top the server left marked in use.
 	mount_set "$name: mount again" "$B" && umount_set "$name: umount" "$B"
 	checked "$name: every delta checks clean" "$B"
 done
@@ -570,8 +570,9 @@ if mount_set "dead, base replaced: mount" "$DB" && inst "$DB"; then
 	pid=$I_PID
 	kill -9 "$pid"
 	for _ in $(seq 50); do pid_gone "$pid" && break; sleep 0.1; done
-	pl check -d "$DB" >/dev/null 2>&1
-	must "dead, base replaced: convert -f raw (a new base file)" pl convert -f raw "$DB"
+	# Offline commands are refused until umount has cleaned up; the file is replaced by hand.
+	must "dead, base replaced: a copy of the base put in its place (a new file)" \
+		sh -c "cp --sparse=always DB/root.hds DB/root.new && mv DB/root.new DB/root.hds"
 	umount_set "dead, base replaced: umount by the descriptor cleans up" "$DB"
 fi
 # A base moved out of its set's directory leaves the set where its descriptor is.
