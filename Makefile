@@ -99,16 +99,21 @@ fuzz: deps fuzz-build
 	@for t in $(FUZZ_TARGETS); do tests/fuzz/run.sh $(BUILD)/fuzz/$$t $(FUZZ_SECONDS) || exit 1; done
 
 # ---- tests, demo, bench ----
-test: deps all fuzz-build $(TEST_PREREQS)
+# deps first (it installs the headers the build needs), then the build on every CPU.
+NPROC := $(shell nproc 2>/dev/null || echo 1)
+test: deps
+	@$(MAKE) --no-print-directory -j$(NPROC) all fuzz-build $(TEST_PREREQS)
 	@tests/run
 
 unit-test: all
 	@$(BUILD)/unit-tests && $(BUILD)/san/unit-tests
 
-bench: deps all
+bench: deps
+	@$(MAKE) --no-print-directory -j$(NPROC) all
 	@tests/bench/run.sh
 
-demo: deps all
+demo: deps
+	@$(MAKE) --no-print-directory -j$(NPROC) all
 	@./scripts/demo.sh
 
 clean:
