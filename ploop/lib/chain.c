@@ -177,7 +177,7 @@ static int write_in_cluster(struct ploop_chain *c, uint64_t v, uint64_t in, cons
 			foff = v * c->cluster_bytes;
 		r = pio_write(top->file, p, n, foff + in);
 		if (r)
-			return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
+			return ploop_fail(err, ploop_write_status(r), -r,
 					  "%s: write error", top->path);
 		if (top->raw && foff + in + n > top->file_size)
 			top->file_size = foff + in + n;
@@ -205,7 +205,7 @@ static int write_in_cluster(struct ploop_chain *c, uint64_t v, uint64_t in, cons
 		return err->status;
 	r = pio_write(top->file, p, n, cl * c->cluster_bytes + in);
 	if (r)
-		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "%s: write error",
+		return ploop_fail(err, ploop_write_status(r), -r, "%s: write error",
 				  top->path);
 	top->data_unsynced = true;
 	ploop_delta_set_entry(top, v, (uint32_t)cl);

@@ -233,7 +233,7 @@ int ploop_check_delta(const char *path, const struct ploop_check_params *p, stru
 		if (!r)
 			r = pio_sync(d->file);
 		if (r) {
-			ploop_fail(err, PLOOP_ERR_WRITE, -r, "%s: cannot write the repaired BAT", path);
+			ploop_fail(err, ploop_write_status(r), -r, "%s: cannot write the repaired BAT", path);
 			goto out;
 		}
 	}

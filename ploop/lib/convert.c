@@ -113,7 +113,7 @@ int ploop_recover_conversion(struct ploop_descriptor *dd, bool *done, struct plo
 		pio_close(src);
 		pio_close(dst);
 		if (r)
-			return ploop_fail(err, PLOOP_ERR_WRITE, -r, "%s: cannot restore from %s", dd->images[i].path, idx);
+			return ploop_fail(err, ploop_write_status(r), -r, "%s: cannot restore from %s", dd->images[i].path, idx);
 		if (ploop_unlink_file(idx, err))
 			return err->status;
 		*done = true;
@@ -193,7 +193,7 @@ int ploop_convert_version(const char *dd_path, int version, struct ploop_error *
 			r = pio_sync_parent(idx);
 		if (r) {
 			pio_unlink(idx);
-			ploop_fail(err, PLOOP_ERR_WRITE, -r, "%s: cannot back up header and BAT", idx);
+			ploop_fail(err, ploop_write_status(r), -r, "%s: cannot back up header and BAT", idx);
 			goto out;
 		}
 	}
@@ -294,7 +294,7 @@ static int write_raw_copy(struct ploop_delta *d, const char *path, struct ploop_
 		r = pio_sync_parent(path);
 	if (r) {
 		pio_unlink(path);
-		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "%s: cannot write",
+		return ploop_fail(err, ploop_write_status(r), -r, "%s: cannot write",
 				  path);
 	}
 	return 0;

@@ -114,7 +114,7 @@ int ploop_export(struct ploop_chain *c, int fd, struct ploop_error *err)
 	r = pio_pipe_finish(x.pipe);
 	pio_pipe_free(x.pipe);
 	if (r)
-		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "cannot copy the disk");
+		return ploop_fail(err, ploop_write_status(r), -r, "cannot copy the disk");
 	if (!x.stream && ftruncate(fd, (off_t)c->size_bytes))
 		return ploop_fail(err, PLOOP_ERR_FTRUNCATE, errno, "cannot size the output");
 	return 0;
@@ -239,7 +239,7 @@ static int import_data(int fd, bool is_stream, uint64_t size, struct ploop_delta
 	if (err->status)
 		return err->status;
 	if (r)
-		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "%s",
+		return ploop_fail(err, ploop_write_status(r), -r, "%s",
 				  r == -ESPIPE ? "input is not readable in order" : "cannot copy the input");
 	if (is_stream && st.pos < size)
 		return ploop_fail(err, PLOOP_ERR_READ, 0, "input ended at %" PRIu64 " of %" PRIu64 " bytes",

@@ -399,7 +399,7 @@ sync:
 fail:
 	pio_close(f);
 	pio_unlink(path);
-	return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "%s: cannot %s", path,
+	return ploop_fail(err, ploop_write_status(r), -r, "%s: cannot %s", path,
 			  what);
 }
 
@@ -426,7 +426,7 @@ int ploop_delta_write_header(struct ploop_delta *d, struct ploop_error *err)
 	ploop_header_encode(&d->hdr, raw);
 	r = pio_write(d->file, raw, sizeof(raw), 0);
 	if (r)
-		return ploop_fail(err, PLOOP_ERR_WRITE, -r, "%s: cannot write the header", d->path);
+		return ploop_fail(err, ploop_write_status(r), -r, "%s: cannot write the header", d->path);
 	d->header_dirty = false;
 	return 0;
 }
@@ -689,7 +689,7 @@ int ploop_delta_flush(struct ploop_delta *d, struct ploop_error *err)
 		encode_bat_range(d, start, end, buf);
 		r = pio_write(d->file, buf, end - start, start);
 		if (r)
-			return ploop_fail(err, PLOOP_ERR_WRITE, -r, "%s: cannot write the BAT", d->path);
+			return ploop_fail(err, ploop_write_status(r), -r, "%s: cannot write the BAT", d->path);
 		for (size_t i = p; i < q; i++)
 			d->dirty_pages[i / 8] &= (uint8_t)~(1u << (i % 8));
 		p = q;
@@ -721,7 +721,7 @@ int ploop_delta_alloc(struct ploop_delta *d, uint64_t n, bool fill, uint64_t *fi
 	if (fill && !r)
 		r = pio_allocate(d->file, d->alloc_head * d->cluster_bytes, n * d->cluster_bytes);
 	if (r)
-		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
+		return ploop_fail(err, ploop_write_status(r), -r,
 				  "%s: cannot allocate %" PRIu64 " clusters", d->path, n);
 	*first = d->alloc_head;
 	d->alloc_head += n;
@@ -833,7 +833,7 @@ static int grow_delta(struct ploop_delta *d, uint64_t size_sectors, uint64_t ext
 						       (inside - d->l1_size) * d->cluster_bytes)
 					: 0;
 		if (r)
-			return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
+			return ploop_fail(err, ploop_write_status(r), -r,
 					  "%s: cannot allocate the new BAT area", d->path);
 	}
 	/* One allocation: the rest of the future BAT area (new clusters never go there), a cluster for
@@ -857,7 +857,7 @@ static int grow_delta(struct ploop_delta *d, uint64_t size_sectors, uint64_t ext
 
 		r = pio_write(d->file, zero, n, off);
 		if (r)
-			return ploop_fail(err, PLOOP_ERR_WRITE, -r, "%s: cannot clear the new BAT area", d->path);
+			return ploop_fail(err, ploop_write_status(r), -r, "%s: cannot clear the new BAT area", d->path);
 		off += n;
 	}
 	r = pio_sync(d->file);

@@ -753,7 +753,7 @@ static int write_tmp(const struct ploop_descriptor *dd, const char *path, struct
 	pio_close(f);
 	if (r) {
 		pio_unlink(tmp);
-		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "%s: cannot write", tmp);
+		return ploop_fail(err, ploop_write_status(r), -r, "%s: cannot write", tmp);
 	}
 	return 0;
 }

@@ -193,7 +193,7 @@ int ploop_gpt_create(int fd, uint64_t size, uint32_t cs, struct ploop_error *err
 		r = write_both(fd, size, &h, entries);
 	free(entries);
 	if (r)
-		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
+		return ploop_fail(err, ploop_write_status(r), -r,
 				  "cannot write the partition table");
 	/* Kernels with partition support see it; ploopd serves partition 1 as a device of its own. */
 	ioctl(fd, BLKRRPART, 0);
@@ -266,7 +266,7 @@ int ploop_gpt_resize(int fd, uint64_t size, uint32_t cs, struct ploop_error *err
 	r = write_both(fd, size, &h, entries);
 	free(entries);
 	if (r)
-		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
+		return ploop_fail(err, ploop_write_status(r), -r,
 				  "cannot write the partition table");
 	part.start = (long long)(first * 512);
 	part.length = (long long)((last - first + 1) * 512);

@@ -229,7 +229,7 @@ int ploop_merge_reserve_raw(struct ploop_delta *dst, struct ploop_delta *const *
 		return 0;
 	r = merge_walk(dst, src, n, dst->vclusters, 0, reserve_raw_run, dst);
 	if (r)
-		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r,
+		return ploop_fail(err, ploop_write_status(r), -r,
 				  "%s: cannot allocate the space of the merge", dst->path);
 	return 0;
 }
@@ -287,7 +287,7 @@ int ploop_merge_copy(struct ploop_delta *dst, struct ploop_delta *const *src, in
 		r = fin;
 	pio_pipe_free(m.pipe);
 	if (r)
-		return ploop_fail(err, r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, -r, "%s: cannot merge into it",
+		return ploop_fail(err, ploop_write_status(r), -r, "%s: cannot merge into it",
 				  dst->path);
 	dst->data_unsynced = true;
 	merge_walk(dst, src, n, dst->vclusters, first, merge_set_entries, &m);

@@ -393,7 +393,7 @@ static int merge_remaining(struct ploop_delta *dst, struct ploop_delta *src, con
 	}
 	free(buf);
 	if (r && !err->status)
-		ploop_fail(err, PLOOP_ERR_WRITE, -r, "%s: cannot merge into it", dst->path);
+		ploop_fail(err, ploop_write_status(r), -r, "%s: cannot merge into it", dst->path);
 	return err->status ? err->status : ploop_delta_flush(dst, err);
 }
 
