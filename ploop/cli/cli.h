@@ -11,6 +11,7 @@ struct command {
 	const char *name;
 	int (*run)(int argc, char **argv);
 	const char *usage;
+	bool listing;	/* what it prints is its result: output that cannot be written fails it */
 };
 
 extern const char *prog_cmd;

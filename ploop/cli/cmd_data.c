@@ -105,8 +105,6 @@ int cmd_map(int argc, char **argv)
 		printf(m.first ? "[]\n" : "\n]\n");
 	ploop_chain_close(m.c, NULL);
 	ploop_unlock_descriptor(lock);
-	if (!r && fflush(stdout))
-		r = fail(PLOOP_ERR_WRITE, "cannot write the output: %s", strerror(errno));
 	return r;
 }
 
@@ -147,7 +145,7 @@ int cmd_export(int argc, char **argv)
 		ploop_unlock_descriptor(lock);
 	}
 	if (fd != STDOUT_FILENO && close(fd) && !r)
-		r = fail(PLOOP_ERR_WRITE, "%s: %s", out, strerror(errno));
+		r = fail(errno == ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, "%s: %s", out, strerror(errno));
 	if (r && created)
 		unlink(out);
 	return r;

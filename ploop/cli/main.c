@@ -12,28 +12,28 @@ const char *prog_cmd = "";
 static int verbosity;
 
 static const struct command commands[] = {
-	{ "init", cmd_init, "init -s SIZE [-b BLOCKSIZE] [-v 1|2] [-f ploop1|expanded|preallocated|raw] [--sparse] [-t ext4|none] [-B FSBLOCKSIZE] [-P] DELTA" },
-	{ "mount", cmd_mount, "mount [--kernel|-k] [-r] [-m DIR] [-t FSTYPE] [-o OPTIONS] [-u UUID|base] DiskDescriptor.xml" },
-	{ "umount", cmd_umount, "umount {-m DIR | -d DEVICE | [-u UUID] DiskDescriptor.xml}" },
-	{ "list", cmd_list, "list [-H] [-a]" },
-	{ "snapshot-mount", cmd_snapshot_mount, "snapshot-mount -u UUID -m DIR [-t FSTYPE] [-o OPTIONS] DiskDescriptor.xml" },
-	{ "snapshot-umount", cmd_snapshot_umount, "snapshot-umount {-u UUID DiskDescriptor.xml | -m DIR}" },
-	{ "resize", cmd_resize, "resize -s SIZE DiskDescriptor.xml" },
-	{ "compact", cmd_compact, "compact DiskDescriptor.xml" },
-	{ "info", cmd_info, "info -s DiskDescriptor.xml" },
-	{ "snapshot", cmd_snapshot, "snapshot [-u UUID] DiskDescriptor.xml" },
-	{ "snapshot-list", cmd_snapshot_list, "snapshot-list [-H] [-s] [-o uuid,parent_uuid,current,fname] [-u UUID] DiskDescriptor.xml" },
-	{ "snapshot-merge", cmd_snapshot_merge, "snapshot-merge [-u UUID | -A] DiskDescriptor.xml" },
-	{ "snapshot-delete", cmd_snapshot_delete, "snapshot-delete -u UUID DiskDescriptor.xml" },
-	{ "snapshot-switch", cmd_snapshot_switch, "snapshot-switch -u UUID [-D] DiskDescriptor.xml" },
-	{ "grow", cmd_grow, "grow -s SIZE {DiskDescriptor.xml | [-f raw] DELTA}" },
-	{ "convert", cmd_convert, "convert {-f preallocated|raw | -v 1|2} DiskDescriptor.xml" },
-	{ "check", cmd_check, "check [-f] [-F] [-c] [-r] [-s] [-d] [-R -b BLOCKSIZE] [-u UUID] {DELTA | DiskDescriptor.xml}" },
-	{ "restore-descriptor", cmd_restore_descriptor, "restore-descriptor [-f raw|ploop1|expanded] [-b BLOCKSIZE] DIR DELTA" },
-	{ "merge", cmd_merge, "merge [-f raw] TOP [MIDDLE...] BASE" },
-	{ "map", cmd_map, "map [-j] [-u UUID] {DiskDescriptor.xml | DELTA}" },
-	{ "export", cmd_export, "export [-u UUID] {DiskDescriptor.xml | DELTA} {OUTPUT | -}" },
-	{ "import", cmd_import, "import [-s SIZE] [-b BLOCKSIZE] [-v 1|2] {INPUT | -} DELTA" },
+	{ "init", cmd_init, "init -s SIZE [-b BLOCKSIZE] [-v 1|2] [-f ploop1|expanded|preallocated|raw] [--sparse] [-t ext4|none] [-B FSBLOCKSIZE] [-P] DELTA", false },
+	{ "mount", cmd_mount, "mount [--kernel|-k] [-r] [-m DIR] [-t FSTYPE] [-o OPTIONS] [-u UUID|base] DiskDescriptor.xml", false },
+	{ "umount", cmd_umount, "umount {-m DIR | -d DEVICE | [-u UUID] DiskDescriptor.xml}", false },
+	{ "list", cmd_list, "list [-H] [-a]", true },
+	{ "snapshot-mount", cmd_snapshot_mount, "snapshot-mount -u UUID -m DIR [-t FSTYPE] [-o OPTIONS] DiskDescriptor.xml", false },
+	{ "snapshot-umount", cmd_snapshot_umount, "snapshot-umount {-u UUID DiskDescriptor.xml | -m DIR}", false },
+	{ "resize", cmd_resize, "resize -s SIZE DiskDescriptor.xml", false },
+	{ "compact", cmd_compact, "compact DiskDescriptor.xml", false },
+	{ "info", cmd_info, "info -s DiskDescriptor.xml", true },
+	{ "snapshot", cmd_snapshot, "snapshot [-u UUID] DiskDescriptor.xml", false },
+	{ "snapshot-list", cmd_snapshot_list, "snapshot-list [-H] [-s] [-o uuid,parent_uuid,current,fname] [-u UUID] DiskDescriptor.xml", true },
+	{ "snapshot-merge", cmd_snapshot_merge, "snapshot-merge [-u UUID | -A] DiskDescriptor.xml", false },
+	{ "snapshot-delete", cmd_snapshot_delete, "snapshot-delete -u UUID DiskDescriptor.xml", false },
+	{ "snapshot-switch", cmd_snapshot_switch, "snapshot-switch -u UUID [-D] DiskDescriptor.xml", false },
+	{ "grow", cmd_grow, "grow -s SIZE {DiskDescriptor.xml | [-f raw] DELTA}", false },
+	{ "convert", cmd_convert, "convert {-f preallocated|raw | -v 1|2} DiskDescriptor.xml", false },
+	{ "check", cmd_check, "check [-f] [-F] [-c] [-r] [-s] [-d] [-R -b BLOCKSIZE] [-u UUID] {DELTA | DiskDescriptor.xml}", false },
+	{ "restore-descriptor", cmd_restore_descriptor, "restore-descriptor [-f raw|ploop1|expanded] [-b BLOCKSIZE] DIR DELTA", false },
+	{ "merge", cmd_merge, "merge [-f raw] TOP [MIDDLE...] BASE", false },
+	{ "map", cmd_map, "map [-j] [-u UUID] {DiskDescriptor.xml | DELTA}", true },
+	{ "export", cmd_export, "export [-u UUID] {DiskDescriptor.xml | DELTA} {OUTPUT | -}", false },
+	{ "import", cmd_import, "import [-s SIZE] [-b BLOCKSIZE] [-v 1|2] {INPUT | -} DELTA", false },
 };
 
 static void usage(FILE *f)
@@ -114,6 +114,19 @@ static void log_message(int level, const char *msg, void *ctx)
 		printf("%s\n", msg);
 }
 
+/* What a listing printed must have reached its output: on a full disk it fails (a short listing
+ * would be taken for the whole). A reader that went away (EPIPE: `ploop list | head -1`) is no error,
+ * and a command that changed something is not made to say it failed. */
+static int flush_output(const struct command *cmd, int r)
+{
+	if (!fflush(stdout) && !ferror(stdout))
+		return r;
+	if (r || errno == EPIPE || !cmd->listing)
+		return r;
+	return fail(errno == ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, "cannot write the output: %s",
+		    strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	int i = 1;
@@ -152,7 +165,7 @@ int main(int argc, char **argv)
 			return 0;
 		}
 		optind = 1;
-		return commands[c].run(argc - i, argv + i);
+		return flush_output(&commands[c], commands[c].run(argc - i, argv + i));
 	}
 	fprintf(stderr, "ploop: unknown command '%s' (ploop help lists the commands)\n", argv[i]);
 	return PLOOP_ERR_PARAM;

@@ -882,6 +882,17 @@ outcome 20
 [ ! -e "$SMALL/out.raw" ] || problem "the partial output was left behind"
 verdict "full-disk:export"
 
+# Listings written to a full disk: the command fails (exit 20), a short list is never taken for all.
+fill 0
+dd if=/dev/zero of="$SMALL/fill.rest" bs=512 2>/dev/null	# (fill leaves less than 32K)
+for cmd in "snapshot-list" "map -j" "info -s"; do
+	# shellcheck disable=SC2086 # $cmd is a command and its options
+	run sh -c 'out=$1; shift; "$@" >"$out"' sh "$SMALL/listing" "$PLOOP_SAN" $cmd "$G/DiskDescriptor.xml"
+	outcome 20
+	verdict "full-disk:output of ${cmd%% *}"
+done
+rm -f "$SMALL/listing" "$SMALL/fill.rest"
+
 # init of a preallocated image that does not fit.
 unfill
 mkdir -p "$SMALL/pre"
