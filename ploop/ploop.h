@@ -3,6 +3,7 @@
 #ifndef PLOOP_H
 #define PLOOP_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,6 +53,12 @@ enum ploop_status {
 	PLOOP_ERR_UMOUNT_BUSY = 46,	/* the filesystem is in use */
 	PLOOP_ERR_NO_KMOD = 60,		/* mount --kernel: the dm-ploop target is not loaded */
 };
+
+/* The status of a failed write (-errno @r): no space left is 20, as upstream's failed fallocate. */
+static inline int ploop_write_status(int r)
+{
+	return r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE;
+}
 
 struct ploop_error {
 	int status;	/* enum ploop_status */

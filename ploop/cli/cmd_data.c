@@ -145,7 +145,7 @@ int cmd_export(int argc, char **argv)
 		ploop_unlock_descriptor(lock);
 	}
 	if (fd != STDOUT_FILENO && close(fd) && !r)
-		r = fail(errno == ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, "%s: %s", out, strerror(errno));
+		r = fail(ploop_write_status(-errno), "%s: %s", out, strerror(errno));
 	if (r && created)
 		unlink(out);
 	return r;

@@ -123,8 +123,7 @@ static int flush_output(const struct command *cmd, int r)
 		return r;
 	if (r || errno == EPIPE || !cmd->listing)
 		return r;
-	return fail(errno == ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE, "cannot write the output: %s",
-		    strerror(errno));
+	return fail(ploop_write_status(-errno), "cannot write the output: %s", strerror(errno));
 }
 
 int main(int argc, char **argv)

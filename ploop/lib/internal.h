@@ -21,11 +21,6 @@
  * returns the status of the error @err holds. */
 __attribute__((format(printf, 4, 5)))
 int ploop_fail(struct ploop_error *err, int status, int errnum, const char *fmt, ...);
-/* The status of a failed write (-errno @r): no space left is exit 20, as upstream's failed fallocate. */
-static inline int ploop_write_status(int r)
-{
-	return r == -ENOSPC ? PLOOP_ERR_FALLOCATE : PLOOP_ERR_WRITE;
-}
 __attribute__((format(printf, 2, 3)))
 void ploop_log(int level, const char *fmt, ...);
 #define PLOG(...) ploop_log(1, __VA_ARGS__)
