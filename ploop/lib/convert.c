@@ -113,7 +113,8 @@ int ploop_recover_conversion(struct ploop_descriptor *dd, bool *done, struct plo
 		pio_close(src);
 		pio_close(dst);
 		if (r)
-			return ploop_fail(err, ploop_write_status(r), -r, "%s: cannot restore from %s", dd->images[i].path, idx);
+			return ploop_fail(err, ploop_write_status(r), -r, "%s: cannot restore from %s",
+					  dd->images[i].path, idx);
 		if (ploop_unlink_file(idx, err))
 			return err->status;
 		*done = true;

@@ -1071,7 +1071,8 @@ void ploop_unlock_new_descriptor(const char *dd_path, int lock_fd, bool created)
 int ploop_lock_descriptor_server(const char *dd_path, int *lock_fd, bool *exclusive, struct ploop_error *err)
 {
 	*exclusive = true;
-	if (!lock_descriptor(dd_path, true, true, false, PLOOP_ERR_OPEN, lock_fd, NULL, err) || err->status != PLOOP_ERR_LOCK)
+	if (!lock_descriptor(dd_path, true, true, false, PLOOP_ERR_OPEN, lock_fd, NULL, err) ||
+	    err->status != PLOOP_ERR_LOCK)
 		return err->status;
 	/* Held: by readers (snapshot views of the set), which a shared lock lets in, or by a writer. */
 	*exclusive = false;

@@ -75,10 +75,10 @@ int ploop_set_open(struct image_set *s, const char *dd_path, struct ploop_error 
 		/* (a kernel mapping counts as not mounted while its device is suspended for an offline
 		 * operation of ours: see kernel_call) */
 		if (!ploop_find_instance(dd_path, NULL, &in, &e) && (in.alive || !in.kernel))
-			return ploop_fail(err, PLOOP_ERR_BUSY, 0,
-					  in.alive ? "%s is mounted (%s): this needs it unmounted (ploop umount)"
-						   : "%s was mounted (%s) by a server that is gone: ploop umount cleans up after it",
-					  dd_path, in.device);
+			return ploop_fail(err, PLOOP_ERR_BUSY, 0, "%s %s (%s): %s", dd_path,
+					  in.alive ? "is mounted" : "was mounted by a server that is gone", in.device,
+					  in.alive ? "this needs it unmounted (ploop umount)"
+						   : "ploop umount cleans up after it");
 	}
 	if (ploop_lock_descriptor(dd_path, true, &s->lock_fd, err))
 		return err->status;

@@ -1459,7 +1459,8 @@ static int repair_after_dead(const struct ploop_instance *in, struct ploop_error
 	if (in->ro || in->guid[0])
 		return 0;
 	if (ploop_mount_prepare(in->descriptor, NULL, false, &lock_fd, &dd, idx, &n, &e))
-		return ploop_fail(err, e.status, 0, "cleaned up after the dead server of %s, but its deltas are not repaired: %s",
+		return ploop_fail(err, e.status, 0,
+				  "cleaned up after the dead server of %s, but its deltas are not repaired: %s",
 				  in->descriptor, e.msg);
 	ploop_descriptor_free(dd);
 	ploop_unlock_descriptor(lock_fd);

@@ -427,8 +427,8 @@ static int crash_scenario(const char *name, const struct scenario *s)
 						     crash ? "crash" : "error");
 					failures++;
 				} else if (!rc && !crash && !(glen == alen && j.is_after)) {
-					harness_fail(__FILE__, __LINE__, "%s step %ld: reported success but content is old",
-						     name, n);
+					harness_fail(__FILE__, __LINE__,
+						     "%s step %ld: reported success but content is old", name, n);
 					failures++;
 				}
 			}
