@@ -201,6 +201,21 @@ static int count_fresh(void *ctx, const struct merge_run *run)
 	return 0;
 }
 
+/* The size of the largest of @dst and @src, which must have @dst's cluster size. */
+static int merge_max_size(const struct ploop_delta *dst, struct ploop_delta *const *src, int n, uint64_t *max_size,
+			  struct ploop_error *err)
+{
+	*max_size = dst->size_sectors;
+	for (int i = 0; i < n; i++) {
+		if (src[i]->cluster_sectors != dst->cluster_sectors)
+			return ploop_fail(err, PLOOP_ERR_FORMAT, 0, "%s: cluster size differs from %s", src[i]->path,
+					  dst->path);
+		if (src[i]->size_sectors > *max_size)
+			*max_size = src[i]->size_sectors;
+	}
+	return 0;
+}
+
 static int reserve_raw_run(void *ctx, const struct merge_run *run)
 {
 	struct ploop_delta *dst = ctx;
@@ -223,14 +238,36 @@ static int reserve_raw_run(void *ctx, const struct merge_run *run)
  */
 int ploop_merge_reserve_raw(struct ploop_delta *dst, struct ploop_delta *const *src, int n, struct ploop_error *err)
 {
+	uint64_t max_size;
 	int r;
 
 	if (!dst->raw)
 		return 0;
+	if (merge_max_size(dst, src, n, &max_size, err))
+		return err->status;
 	r = merge_walk(dst, src, n, dst->vclusters, 0, reserve_raw_run, dst);
 	if (r)
 		return ploop_fail(err, ploop_write_status(r), -r,
 				  "%s: cannot allocate the space of the merge", dst->path);
+	return 0;
+}
+
+/* ploop_merge_prepare once the raw target's reservation is taken (merge_range takes it earlier). */
+static int merge_allocate(struct ploop_delta *dst, struct ploop_delta *const *src, int n, uint64_t *first,
+			  struct ploop_error *err)
+{
+	uint64_t max_size, cs = dst->cluster_sectors, need;
+
+	*first = 0;
+	if (merge_max_size(dst, src, n, &max_size, err))
+		return err->status;
+	/* What it lacks once as large as the largest source. */
+	need = 0;
+	merge_walk(dst, src, n, (max_size + cs - 1) / cs, 0, count_fresh, &need);
+	if (max_size > dst->size_sectors)
+		return ploop_delta_grow_alloc(dst, max_size, need, first, err);
+	if (need && ploop_delta_alloc(dst, need, true, first, err))
+		return err->status;
 	return 0;
 }
 
@@ -243,26 +280,8 @@ int ploop_merge_reserve_raw(struct ploop_delta *dst, struct ploop_delta *const *
 int ploop_merge_prepare(struct ploop_delta *dst, struct ploop_delta *const *src, int n, uint64_t *first,
 			struct ploop_error *err)
 {
-	uint64_t max_size = dst->size_sectors, cs = dst->cluster_sectors, need;
-
-	for (int i = 0; i < n; i++) {
-		if (src[i]->cluster_sectors != dst->cluster_sectors)
-			return ploop_fail(err, PLOOP_ERR_FORMAT, 0, "%s: cluster size differs from %s", src[i]->path,
-					  dst->path);
-		if (src[i]->size_sectors > max_size)
-			max_size = src[i]->size_sectors;
-	}
 	*first = 0;
-	if (ploop_merge_reserve_raw(dst, src, n, err))
-		return err->status;
-	/* What it lacks once as large as the largest source. */
-	need = 0;
-	merge_walk(dst, src, n, (max_size + cs - 1) / cs, 0, count_fresh, &need);
-	if (max_size > dst->size_sectors)
-		return ploop_delta_grow_alloc(dst, max_size, need, first, err);
-	if (need && ploop_delta_alloc(dst, need, true, first, err))
-		return err->status;
-	return 0;
+	return ploop_merge_reserve_raw(dst, src, n, err) ? err->status : merge_allocate(dst, src, n, first, err);
 }
 
 /*
@@ -417,7 +436,7 @@ static int merge_range(struct image_set *s, const int *chain, int a, int b, char
 		nsrc++;
 	}
 	/* A raw target's space is taken before the markers: it changes nothing that reads, so running
-	 * out of it leaves the descriptor untouched (ploop_merge_prepare finds it taken already). */
+	 * out of it leaves the descriptor untouched. */
 	r = ploop_merge_reserve_raw(dst, src, nsrc, err);
 	if (!r)
 		r = ploop_merge_mark(dd, chain, a, b, was_temporary, err);
@@ -427,7 +446,7 @@ static int merge_range(struct image_set *s, const int *chain, int a, int b, char
 	}
 	old_size = dst->size_sectors;
 	old_file_size = dst->file_size;
-	if (!r && (r = ploop_merge_prepare(dst, src, nsrc, &first, err)))
+	if (!r && (r = merge_allocate(dst, src, nsrc, &first, err)))
 		unchanged = dst->size_sectors == old_size && dst->file_size == old_file_size;
 	if (!r)
 		r = ploop_merge_copy(dst, src, nsrc, first, err);
