@@ -1458,10 +1458,16 @@ static int repair_after_dead(const struct ploop_instance *in, struct ploop_error
 
 	if (in->ro || in->guid[0])
 		return 0;
-	if (ploop_mount_prepare(in->descriptor, NULL, false, &lock_fd, &dd, idx, &n, &e))
-		return ploop_fail(err, e.status, 0,
-				  "cleaned up after the dead server of %s, but its deltas are not repaired: %s",
-				  in->descriptor, e.msg);
+	/* A server killed with requests in flight lets go of its files (and the locks on them) only
+	 * once the kernel has torn down its io_uring, a moment after its last thread is gone. */
+	for (int i = 0; ploop_mount_prepare(in->descriptor, NULL, false, &lock_fd, &dd, idx, &n, &e); i++) {
+		if (e.status != PLOOP_ERR_LOCK || i == 250)
+			return ploop_fail(err, e.status, 0,
+					  "cleaned up after the dead server of %s, but its deltas are not repaired: %s",
+					  in->descriptor, e.msg);
+		e = (struct ploop_error){ 0 };
+		sleep_ms(20);
+	}
 	ploop_descriptor_free(dd);
 	ploop_unlock_descriptor(lock_fd);
 	return 0;
