@@ -365,6 +365,23 @@ int ploop_instance_call(const struct ploop_instance *in, const char *cmd, char *
 	return call_server(in, cmd, reply, len, &lost, err);
 }
 
+/* Whether a server found alive still serves its set. One killed a moment ago still runs while its
+ * threads exit, and answers no more (its connection refused, reset or closed): it is waited for (up
+ * to 5 s), and then it is a dead one. */
+static bool still_serving(const struct ploop_instance *in)
+{
+	struct ploop_error e = { 0 };
+	bool lost;
+
+	if (!in->alive)
+		return false;
+	if (in->kernel || !call_server(in, "status", NULL, 0, &lost, &e) || !lost)
+		return true;
+	for (int i = 0; i < 500 && pid_running(in->pid); i++)
+		sleep_ms(10);
+	return pid_running(in->pid);
+}
+
 /* ---- finding instances ----------------------------------------------------------------------- */
 
 int ploop_list_instances(int (*fn)(void *ctx, const struct ploop_instance *in), void *ctx, struct ploop_error *err)
@@ -754,6 +771,38 @@ fail:
 	ploop_unlock_descriptor(*lock_fd);
 	*lock_fd = -1;
 	return err->status;
+}
+
+/* After a dead server is cleaned up: the deltas of the chain it served read-write are checked and
+ * repaired now, as the next mount would (ploop_mount_prepare), so that the set is left as a clean
+ * umount leaves it and offline commands work on it at once. A mount that finds a dead server does
+ * the same before it starts a new one, which would otherwise meet the dying server's locks. */
+static int repair_after_dead(const struct ploop_instance *in, struct ploop_error *err)
+{
+	struct ploop_descriptor *dd = NULL;
+	struct ploop_error e = { 0 };
+	int lock_fd = -1, idx[PLOOP_MAX_CHAIN], n;
+
+	if (in->ro || in->guid[0])
+		return 0;
+	/* A server killed with requests in flight lets go of its files (and the locks on them) only
+	 * once the kernel has torn down its io_uring, a moment after its last thread is gone. */
+	for (int i = 0; ploop_mount_prepare(in->descriptor, NULL, false, &lock_fd, &dd, idx, &n, &e); i++) {
+		if (e.status != PLOOP_ERR_LOCK || i == 250)
+			return ploop_fail(err, e.status, 0,
+					  "cleaned up after the dead server of %s, but its deltas are not repaired: %s",
+					  in->descriptor, e.msg);
+		e = (struct ploop_error){ 0 };
+		sleep_ms(20);
+	}
+	ploop_descriptor_free(dd);
+	ploop_unlock_descriptor(lock_fd);
+	return 0;
+}
+
+static int umount_dead(const struct ploop_instance *in, struct ploop_error *err)
+{
+	return cleanup_dead(in, err) || repair_after_dead(in, err) ? err->status : 0;
 }
 
 /* ---- the kernel data path: the dm-ploop target (kernel/dm-ploop) ------------------------------------
@@ -1322,13 +1371,13 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", p->guid);
 	}
 	if (find_served(rp, g, &old)) {
-		if (old.alive) {
+		if (still_serving(&old)) {
 			free(rp);
 			return ploop_fail(err, PLOOP_ERR_MOUNT, 0, "%s is already mounted (device %s)", p->descriptor,
 					  old.device);
 		}
 		PNOTICE("The server of %s died; cleaning up before mounting again", p->descriptor);
-		if (cleanup_dead(&old, err)) {
+		if (umount_dead(&old, err)) {
 			free(rp);
 			return err->status;
 		}
@@ -1337,9 +1386,9 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 	for (int salt = 1; !load_instance(id, &old); salt++) {
 		char *salted = NULL;
 
-		if (!old.alive) {
+		if (!still_serving(&old)) {
 			PNOTICE("The server of %s died; cleaning up before mounting again", old.descriptor);
-			if (cleanup_dead(&old, err)) {
+			if (umount_dead(&old, err)) {
 				free(rp);
 				return err->status;
 			}
@@ -1445,37 +1494,6 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 	if (load_instance(id, out))
 		return ploop_fail(err, PLOOP_ERR_DEVICE, 0, "the server for %s started but left no state", p->descriptor);
 	return 0;
-}
-
-/* After a dead server is cleaned up: the deltas of the chain it served read-write are checked and
- * repaired now, as the next mount would (ploop_mount_prepare), so that the set is left as a clean
- * umount leaves it and offline commands work on it at once. */
-static int repair_after_dead(const struct ploop_instance *in, struct ploop_error *err)
-{
-	struct ploop_descriptor *dd = NULL;
-	struct ploop_error e = { 0 };
-	int lock_fd = -1, idx[PLOOP_MAX_CHAIN], n;
-
-	if (in->ro || in->guid[0])
-		return 0;
-	/* A server killed with requests in flight lets go of its files (and the locks on them) only
-	 * once the kernel has torn down its io_uring, a moment after its last thread is gone. */
-	for (int i = 0; ploop_mount_prepare(in->descriptor, NULL, false, &lock_fd, &dd, idx, &n, &e); i++) {
-		if (e.status != PLOOP_ERR_LOCK || i == 250)
-			return ploop_fail(err, e.status, 0,
-					  "cleaned up after the dead server of %s, but its deltas are not repaired: %s",
-					  in->descriptor, e.msg);
-		e = (struct ploop_error){ 0 };
-		sleep_ms(20);
-	}
-	ploop_descriptor_free(dd);
-	ploop_unlock_descriptor(lock_fd);
-	return 0;
-}
-
-static int umount_dead(const struct ploop_instance *in, struct ploop_error *err)
-{
-	return cleanup_dead(in, err) || repair_after_dead(in, err) ? err->status : 0;
 }
 
 int ploop_umount(const struct ploop_instance *in, struct ploop_error *err)

@@ -153,8 +153,8 @@ for r in $(seq $((4 * SCALE))); do
 		crash_cleanup "$name" "$DE" "ext4-$r" nomount
 		if pmount "$name: ploop mount straight over the dead server" "$DE" -m "$E/mnt"; then
 			one_instance "$name: ploop mount cleaned up the dead server's devices" "$DE"
-			check "$name: the new server's log says it checked the dirty top first" \
-				grep -q "was not closed cleanly: checking it" "/run/ploop/${SET_IDS[$(realpath "$DE")]}/log"
+			check "$name: ploop mount says it checked the dirty top before the new server" \
+				grep -q "was not closed cleanly: checking it" "$T/.mount.out"
 			pumount "$name: umount" "$DE" || break
 		fi
 	else

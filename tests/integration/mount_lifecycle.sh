@@ -43,9 +43,10 @@ for round in $(seq 10); do
 	checked "$name: every delta checks clean, not marked in use" "$A"
 done
 
-# ---- ploop umount right after kill -9 of the server ------------------------------------------------------
-# A server killed during direct writes takes a moment to exit (its in-flight I/O is reaped first), and
-# meanwhile resets the connection of the umount that asks it to stop: umount cleans up at the first call.
+# ---- ploop umount (every 4th round: ploop mount) right after kill -9 of the server ------------------------
+# A server killed during direct writes takes a moment to exit (its in-flight I/O is reaped first, and its
+# files, with the locks on them, go only after that), and meanwhile resets the connection of the umount
+# that asks it to stop: umount cleans up at the first call; a mount cleans up and mounts at the first call.
 # (Raw writes onto the device of a set without a filesystem: open files would rightly keep one mounted.)
 B=$RT/B/DiskDescriptor.xml
 mkdir -p B
@@ -63,6 +64,21 @@ for round in $(seq 20); do
 	done
 	sleep 0.3
 	kill -9 "$pid"
+	if [ $((round % 4)) = 0 ]; then
+		name="mount right after kill -9 during writes, round $round"
+		pl mount "$B" >"$T/.out" 2>"$T/.err"
+		rc=$?
+		wait "${writers[@]}"
+		if [ $rc = 0 ] && inst "$B" && [ "$I_PID" != "$pid" ]; then
+			ok "$name: the first ploop mount cleans up and mounts"
+			umount_set "$name: umount" "$B"
+		else
+			not_ok "$name: the first ploop mount: exit $rc ($(head -c 200 "$T/.err"))"
+			pl umount "$B" >/dev/null 2>&1
+		fi
+		checked "$name: every delta checks clean" "$B"
+		continue
+	fi
 	pl umount "$B" >"$T/.out" 2>"$T/.err"
 	rc=$?
 	wait "${writers[@]}"
