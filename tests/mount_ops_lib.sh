@@ -173,13 +173,22 @@ ndeltas() { deltas "$1" | wc -l; }
 # in_use FILE: the header's m_DiskInUse is set.
 in_use() { [ "$(od -An -tx4 -j44 -N4 "$1" | tr -d ' ')" != 00000000 ]; }
 
-# checked NAME DD: every delta passes `ploop check -f -c -r` and none is marked in use.
+# checked NAME DD: every delta passes `ploop check -f -c -r`, ours and Debian's real one (1.15, when
+# installed: it also rejects clusters left partly unwritten, "sparse"), and none is marked in use.
+HAVE_ORACLE=$(have_oracle && echo 1)
+export PLOOP_ORACLE_LOCKDIR="$T/.oracle-lock"
 checked() {
 	local name=$1 f bad="" rc
 	while IFS= read -r f; do
 		pl check -f -c -r "$f" >"$T/.ck" 2>&1
 		rc=$?
 		[ $rc = 0 ] || bad="$bad ${f##*/} (check exit $rc: $(tr '\n' ' ' <"$T/.ck" | head -c 200))"
+		# (a raw base is no delta to it)
+		if [ -n "$HAVE_ORACLE" ] && [[ $(head -c 16 "$f") == Withou* ]]; then
+			"$ORACLE" check -f -c -r "$f" >"$T/.ock" 2>&1
+			rc=$?
+			[ $rc = 0 ] || bad="$bad ${f##*/} (real ploop check exit $rc: $(tr '\n' ' ' <"$T/.ock" | head -c 200))"
+		fi
 		in_use "$f" && bad="$bad ${f##*/} (dirty flag set)"
 	done < <(deltas "$2")
 	if [ -z "$bad" ]; then ok "$name"; else not_ok "$name:$bad"; fi

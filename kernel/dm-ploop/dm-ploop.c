@@ -656,8 +656,9 @@ static void ploop_copy_from_bio(struct ploop_target *pt, struct bio *bio,
 /*
  * A write to a cluster the top does not hold: append a cluster to the top,
  * fill it with the old content (copy-up) overlaid by the bio, make it
- * durable, then point the BAT at it.  A cluster no delta holds is
- * fallocated (zeros) instead, and only the bio is written into it.
+ * durable, then point the BAT at it.  A cluster no delta holds is written
+ * whole too, zeros around the bio: a cluster left partly unwritten is what
+ * ploop 1.15's check calls sparse.
  */
 static int ploop_alloc_write(struct ploop_target *pt, struct bio *bio, u32 v,
 			     u64 off)
@@ -672,10 +673,6 @@ static int ploop_alloc_write(struct ploop_target *pt, struct bio *bio, u32 v,
 		return -ENOSPC;
 	if (bio->bi_iter.bi_size == pt->cluster_bytes) {
 		r = ploop_bio_rw(file, bio, pos, true);
-	} else if (pt->map_level[v] == U8_MAX &&
-		   !vfs_fallocate(file, 0, pos, pt->cluster_bytes)) {
-		/* New space past EOF reads as zeros: write the bio only. */
-		r = ploop_bio_rw(file, bio, pos + off, true);
 	} else {
 		if (pt->map_level[v] != U8_MAX)
 			atomic64_inc(&pt->nr_cows);

@@ -431,7 +431,10 @@ int dev_read(struct srv *s, void *buf, size_t len, uint64_t off)
 
 /* ---- writes --------------------------------------------------------------------------------------- */
 
-/* A write to a cluster the top does not hold: allocate it, copying the lower data up first. */
+/* A write to a cluster the top does not hold: allocate it, copying the lower data up first. A
+ * cluster no delta holds is written whole too, zeros around the data, as upstream's kernel writes
+ * it: its fallocated space is unwritten, and 1.15's check calls a cluster left partly unwritten
+ * "sparse" (rc 11). */
 static int write_new_cluster(struct srv *s, uint64_t v, uint64_t in, const uint8_t *data, size_t n)
 {
 	struct ploop_delta *top = top_delta(s);
@@ -449,14 +452,18 @@ static int write_new_cluster(struct srv *s, uint64_t v, uint64_t in, const uint8
 	level = lookup(s, s->chain->depth - 2, v, &foff);
 	r = alloc_cluster(s, &c);
 	if (!r) {
-		if (n == s->cs || level < 0) {
-			/* Fresh space reads as zeros around the data. */
-			r = io_one(top, true, (void *)data, n, c * s->cs + in);
+		if (n == s->cs) {
+			r = io_one(top, true, (void *)data, n, c * s->cs);
 		} else {
 			struct io_ctx *io = io_ctx();
 			uint8_t *buf = io ? cluster_buffer(io, s->cs) : NULL;
 
-			r = buf ? io_one(s->chain->deltas[level], false, buf, s->cs, foff) : -ENOMEM;
+			if (!buf)
+				r = -ENOMEM;
+			else if (level >= 0)
+				r = io_one(s->chain->deltas[level], false, buf, s->cs, foff);
+			else
+				memset(buf, 0, s->cs);
 			if (!r) {
 				memcpy(buf + in, data, n);
 				r = io_one(top, true, buf, s->cs, c * s->cs);
