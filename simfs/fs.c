@@ -1058,8 +1058,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent_ino, const char *name, f
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	/* RENAME_WHITEOUT leaves a new inode (a 0/0 character device) at the old name. */
 	struct qcharge wh = { 0, (flags & RENAME_WHITEOUT) ? 1 : 0, ctx->uid, ctx->gid };
-	struct stat target;
-	bool had_target;
+	/* A name new to the target directory may grow it by a block, charged to its owner. */
+	struct qcharge room = { 0 };
+	struct stat target, npst;
+	bool had_target, roomed = false;
 	int64_t pb, npb;
 	int r;
 
@@ -1077,7 +1079,21 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent_ino, const char *name, f
 		return;
 	}
 	lock_two(p, np);
+	had_target = !(flags & RENAME_EXCHANGE) && !fstatat(np->fd, newname, &target, AT_SYMLINK_NOFOLLOW);
 	r = -qlive_reserve(fs->quota, &wh, 0);
+	if (!r && !had_target && !(flags & RENAME_EXCHANGE)) {
+		r = -stat_fd(np->fd, &npst);
+		if (!r) {
+			room = (struct qcharge){ 0, 0, npst.st_uid, npst.st_gid };
+			r = -qlive_reserve(fs->quota, &room, BLOCK);
+			roomed = !r;
+		}
+		if (r) {
+			struct qcharge undo = { 0, -wh.inodes, wh.uid, wh.gid };
+
+			qlive_apply(fs->quota, &undo);
+		}
+	}
 	if (r) {
 		unlock_two(p, np);
 		fuse_reply_err(req, r);
@@ -1085,7 +1101,6 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent_ino, const char *name, f
 	}
 	pb = blocks_of(p->fd);
 	npb = blocks_of(np->fd);
-	had_target = !(flags & RENAME_EXCHANGE) && !fstatat(np->fd, newname, &target, AT_SYMLINK_NOFOLLOW);
 	if (had_target) {
 		tn = lock_last_link(fs, np->fd, newname, &target);
 		true_up(fs, tn, &target);
@@ -1100,6 +1115,11 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent_ino, const char *name, f
 			free_entry(fs, &target, tn);
 	}
 	unlock_inode(fs, tn);
+	if (roomed) {
+		struct qcharge undo = { -BLOCK, 0, room.uid, room.gid };
+
+		qlive_apply(fs->quota, &undo);
+	}
 	if (wh.inodes) {
 		struct qcharge undo = { 0, -1, wh.uid, wh.gid };
 		struct stat w;

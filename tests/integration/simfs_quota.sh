@@ -220,13 +220,21 @@ check "the replaced open file keeps its charge" test "$(total_bytes)" -ge $((b0 
 exec 7>&-
 rm -f "$R/open-rename"
 settled_as_scan "after it is closed, usage equals a fresh scan"
+mkdir -p "$R/movers" "$R/moved"
+for i in $(seq 40); do : >"$R/movers/$(printf 'm%.0s' $(seq 240))$i"; done
+: >"$R/movers/over-me"
 check "fill to the hard limit" sh -c "dd if=/dev/zero of='$R/fill' bs=4k count=10000 status=none 2>/dev/null; true"
 edquot "a symlink needing a block is refused at the hard limit" ln -s "$(printf 'x%.0s' $(seq 200))" "$R/long-link"
 edquot "so is any new name within a block of the hard limit (its directory may grow)" ln -s short "$R/short-link"
 mkdir -p "$R/names"
 for i in $(seq 40); do : >"$R/names/$(printf 'n%.0s' $(seq 240))$i" 2>/dev/null || break; done
 check "new names at the hard limit never grow the directory past it" test "$(total_bytes)" -le $((20480 * 1024))
-rm -rf "$R/fill" "$R/names"
+# Renamed in, names grow a directory as created ones do: 40 long names need 3 blocks in "moved".
+for f in "$R/movers/m"*; do mv "$f" "$R/moved/" 2>"$T/.err" || break; done
+check "renames into another directory at the hard limit are refused with EDQUOT" grep -q "Disk quota exceeded" "$T/.err"
+check "renames at the hard limit never grow a directory past it" test "$(total_bytes)" -le $((20480 * 1024))
+check "a rename over an existing name passes at the hard limit" mv -f "$R/movers/$(ls "$R/movers" | grep '^m' | head -1)" "$R/movers/over-me"
+rm -rf "$R/fill" "$R/names" "$R/movers" "$R/moved"
 same_as_scan "usage equals a fresh scan after the hard-limit scenarios"
 i0=$(total_inodes)
 : >"$R/wsrc"
