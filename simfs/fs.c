@@ -1351,8 +1351,8 @@ static int64_t allocated_in(int fd, int64_t start, int64_t end)
 
 /* Worst-case new allocation of writing [off, off+len) to @fd: the range in whole blocks, less
  * what of it is allocated already (from the extent map). Past the end of the file (appends, the
- * common case) the whole range counts without asking: space preallocated there is rare, and
- * counting it only makes the check stricter. */
+ * common case) the whole range counts without asking, unless the file holds more blocks than its
+ * size covers: then space may be preallocated there (fallocate -n), and writing into it is free. */
 static int64_t write_worst_case(int fd, const struct stat *st, off_t off, size_t len)
 {
 	int64_t start = off / BLOCK * BLOCK, end = ((int64_t)off + (int64_t)len + BLOCK - 1) / BLOCK * BLOCK;
@@ -1360,7 +1360,7 @@ static int64_t write_worst_case(int fd, const struct stat *st, off_t off, size_t
 
 	if (end <= start)
 		return 0;
-	if (!alloc_bytes(st) || start >= alloc_end)
+	if (!alloc_bytes(st) || (start >= alloc_end && alloc_bytes(st) <= alloc_end))
 		return end - start;
 	return end - start - allocated_in(fd, start, end);
 }

@@ -221,6 +221,7 @@ exec 7>&-
 rm -f "$R/open-rename"
 settled_as_scan "after it is closed, usage equals a fresh scan"
 mkdir -p "$R/movers" "$R/moved"
+check "4 MiB preallocated past the end of an empty file (fallocate -n)" sh -c ": >'$R/kept' && fallocate -n -l 4M '$R/kept'"
 for i in $(seq 40); do : >"$R/movers/$(printf 'm%.0s' $(seq 240))$i"; done
 : >"$R/movers/over-me"
 check "fill to the hard limit" sh -c "dd if=/dev/zero of='$R/fill' bs=4k count=10000 status=none 2>/dev/null; true"
@@ -234,7 +235,12 @@ for f in "$R/movers/m"*; do mv "$f" "$R/moved/" 2>"$T/.err" || break; done
 check "renames into another directory at the hard limit are refused with EDQUOT" grep -q "Disk quota exceeded" "$T/.err"
 check "renames at the hard limit never grow a directory past it" test "$(total_bytes)" -le $((20480 * 1024))
 check "a rename over an existing name passes at the hard limit" mv -f "$R/movers/$(ls "$R/movers" | grep '^m' | head -1)" "$R/movers/over-me"
-rm -rf "$R/fill" "$R/names" "$R/movers" "$R/moved"
+# writing into space preallocated past the end needs no new block: it passes at the hard limit
+check "writes into space preallocated past the end pass at the hard limit" \
+	dd if=/dev/urandom of="$R/kept" bs=64k count=64 conv=notrunc status=none
+check "... and so does fallocate of it" fallocate -o 0 -l 4M "$R/kept"
+check "... they wrote no block past the hard limit" test "$(total_bytes)" -le $((20480 * 1024))
+rm -rf "$R/fill" "$R/names" "$R/movers" "$R/moved" "$R/kept"
 same_as_scan "usage equals a fresh scan after the hard-limit scenarios"
 i0=$(total_inodes)
 : >"$R/wsrc"
