@@ -242,6 +242,28 @@ static void current_descriptor(struct ploop_instance *in)
 		snprintf(in->descriptor, sizeof(in->descriptor), "%s", base);
 }
 
+/* The device of the filesystem mounted at @dir (the last mounted there, which is what shows), or 0. */
+static dev_t device_mounted_at(const char *dir)
+{
+	char line[8192];
+	dev_t dev = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned maj, min;
+		char field[4096], d[4096];
+
+		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, field) != 3)
+			continue;
+		mountinfo_unescape(field, d, sizeof(d));
+		if (!strcmp(d, dir))
+			dev = makedev(maj, min);
+	}
+	if (f)
+		fclose(f);
+	return dev;
+}
+
 /* A kernel-mapped set whose device is suspended while an offline operation of ours rewrites its chain
  * (snapshot, merge, delete: see kernel_call): it counts as not mounted meanwhile. */
 static const char *kernel_offline_id;
@@ -258,6 +280,15 @@ static int load_instance(const char *id, struct ploop_instance *out)
 		out->alive = instance_alive(out);
 	if (!r && out->alive && !out->kernel)
 		current_descriptor(out);
+	/* Its mount point while its filesystem is what is mounted there: not once that was unmounted
+	 * by hand (or moved, or covered), when the directory may hold another set's. */
+	if (!r && out->mount[0]) {
+		dev_t at = device_mounted_at(out->mount);
+
+		if (!at || ((stat(out->device, &st) || st.st_rdev != at) &&
+			    (!out->part[0] || stat(out->part, &st) || st.st_rdev != at)))
+			out->mount[0] = '\0';
+	}
 	return r;
 }
 
@@ -590,28 +621,6 @@ static int match_instance(void *ctx, const struct ploop_instance *in)
 		return 1;
 	}
 	return 0;
-}
-
-/* The device of the filesystem mounted at @dir (the last mounted there, which is what shows), or 0. */
-static dev_t device_mounted_at(const char *dir)
-{
-	char line[8192];
-	dev_t dev = 0;
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-
-	while (f && fgets(line, sizeof(line), f)) {
-		unsigned maj, min;
-		char field[4096], d[4096];
-
-		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, field) != 3)
-			continue;
-		mountinfo_unescape(field, d, sizeof(d));
-		if (!strcmp(d, dir))
-			dev = makedev(maj, min);
-	}
-	if (f)
-		fclose(f);
-	return dev;
 }
 
 int ploop_find_instance_by(const char *what, struct ploop_instance *out, struct ploop_error *err)

@@ -312,6 +312,21 @@ else
 	not_ok "B: mount the partition by hand"
 fi
 
+# ---- a filesystem unmounted by hand, and another set mounted on its directory ---------------------------
+# `ploop list` shows where a set is mounted, not where it once was, and umount -m DIR stops the set
+# mounted at DIR. Both orders of the two sets (which of them the run directory lists first varies).
+for order in "$A $B" "$B $A"; do
+	read -r first second <<<"$order"
+	mount_set "stale mount point: mount ${first#"$RT"/} -m m4" "$first" -m m4
+	umount m4
+	inst "$first"
+	check "list: a filesystem unmounted by hand shows no mount point (list: $I_MNT)" test "$I_MNT" = -
+	mount_set "stale mount point: mount ${second#"$RT"/} -m m4, where the other's was" "$second" -m m4
+	umount_set "umount -m DIR stops the set mounted there" "$second" -m "$RT/m4"
+	check_not "... and DIR is unmounted" mountpoint -q m4
+	umount_set "the other set: umount" "$first"
+done
+
 # ---- errors ---------------------------------------------------------------------------------------------
 refuse "umount of a set that is not mounted (exit 40)" 40 pl umount "$A"
 refuse "umount -m of a directory that is no ploop mount (exit 40)" 40 pl umount -m mA
