@@ -312,7 +312,6 @@ static int umount_to_grow(const struct ploop_instance *in, const char *dir, char
 				  "%s: the filesystem is mounted on %d directories; without CAP_SYS_RESOURCE it grows "
 				  "only unmounted: unmount the others first (nothing changed)",
 				  dir, n);
-	PNOTICE("%s: no online resize here (CAP_SYS_RESOURCE); unmounting to grow it", dir);
 	r = ploop_umount_own(dir, in->part, NULL);
 	if (r == -EXDEV)
 		return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0, PLOOP_COVERED_FMT, in->part, dir);
@@ -321,6 +320,7 @@ static int umount_to_grow(const struct ploop_instance *in, const char *dir, char
 				  "%s: without CAP_SYS_RESOURCE the filesystem grows only unmounted, and it cannot "
 				  "be unmounted (nothing changed)",
 				  dir);
+	PNOTICE("%s: no online resize here (CAP_SYS_RESOURCE): unmounted to grow it", dir);
 	return 0;
 }
 
@@ -372,6 +372,8 @@ static int grow_mounted(const struct ploop_instance *in, uint64_t size, uint32_t
 	 * superblock. */
 	if (!in->kernel && ploop_instance_call(in, "status", NULL, 0, err))
 		return err->status;
+	if (in->ro)
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s is mounted read-only", in->descriptor);
 	where = ploop_mounted_at(in, dir, sizeof(dir));
 	fs_mounted = where != PLOOP_NOT_MOUNTED;
 	fs = fs_mounted || holds_ext_fs(in->part);

@@ -132,6 +132,9 @@ if inst "$A"; then
 		bash -c "! dd if=/dev/urandom of='$I_DEV' bs=4096 count=1 seek=100 oflag=direct conv=notrunc status=none 2>/dev/null"
 	check "mount -r: the served FUSE file cannot be opened for writing" \
 		bash -c "! dd if=/dev/urandom of='/run/ploop/$ID/disk' bs=4096 count=1 seek=100 conv=notrunc status=none 2>/dev/null"
+	refuse "mount -r: resize is refused (exit 38)" 38 pl resize -s 1G "$A"
+	check "mount -r: the refused resize announces no unmount ($(head -c 100 "$T/.out"))" test ! -s "$T/.out"
+	check "mount -r: the filesystem stays mounted" mountpoint -q mA
 	check_not "mount -r: the top delta is not marked in use" in_use A/root.hds
 	umount_set "umount of a read-only mount" "$A"
 	check "mount -r + umount: not a byte of the image set changed" test "$(set_digest "$A")" = "$before"

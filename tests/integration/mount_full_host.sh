@@ -39,9 +39,9 @@ else
 	timeout 120 "$PLOOP" resize -s 2G "$DD" >"$T/.out" 2>"$T/.err"
 fi
 rc=$?
-msg=$(grep -v '^ploop resize: .*unmounting to grow it$' "$T/.err" | head -c 400 | tr '\n' '|')
+msg=$(grep -v '^ploop resize: .*unmounted to grow it$' "$T/.err" | head -c 400 | tr '\n' '|')
 check "resize -s 2G on a full host fails with exit 20, no space (exit $rc: $msg)" test "$rc" = 20
-check "... in one line" test "$(grep -vc 'unmounting to grow it$' "$T/.err")" = 1
+check "... in one line" test "$(grep -vc 'unmounted to grow it$' "$T/.err")" = 1
 parted -s "$dev" unit s print >"$T/parted" 2>&1
 check "... the GPT is consistent: $(grep -i corrupt "$T/parted" | head -c 200)" bash -c "! grep -qi corrupt '$T/parted'"
 check "... partition 1 as it was" test "$(grep '^ 1 ' "$T/parted")" = "$gpt_before"
