@@ -151,7 +151,7 @@ int ploop_check_delta(const char *path, const struct ploop_check_params *p, stru
 	uint8_t raw[sizeof(struct ploop_pvd_header)];
 	cleanup_free uint8_t *bat = NULL;
 	uint64_t bat_bytes;
-	bool dirty, empty_wrong = false;
+	bool dirty, empty_wrong, want_empty;
 	int r;
 
 	d->path = (char *)path;
@@ -265,12 +265,11 @@ int ploop_check_delta(const char *path, const struct ploop_check_params *p, stru
 			       dirty ? ": want to trim tail" : "; they are harmless");
 		}
 	}
-	if (d->hdr.m_Flags & PLOOP_FLAG_EMPTY) {
-		for (uint64_t off = 64; off + 4 <= (64 + (uint64_t)d->vclusters * 4) && !empty_wrong; off += 4)
-			empty_wrong = memcmp(bat + off, "\0\0\0\0", 4) != 0;
-		if (empty_wrong)
-			report(&c, "CIF_Empty flag is incorrect");
-	}
+	/* As 1.15: CIF_Empty set exactly when the file ends at its BAT (nothing allocated past it). */
+	want_empty = ploop_delta_empty_by_size(d);
+	empty_wrong = !(d->hdr.m_Flags & PLOOP_FLAG_EMPTY) != !want_empty;
+	if (empty_wrong)
+		report(&c, "CIF_Empty flag is incorrect");
 	if (dirty || empty_wrong) {
 		if (c.rdonly) {
 			ploop_fail(err, PLOOP_ERR_WRITE, 0, "%s: %s, but the image is opened read-only", path,
@@ -283,7 +282,7 @@ int ploop_check_delta(const char *path, const struct ploop_check_params *p, stru
 			d->hdr.m_FormatExtensionOffset = 0;
 			report(&c, "Dropped the dirty flag");
 		}
-		d->hdr.m_Flags &= ~(empty_wrong ? PLOOP_FLAG_EMPTY : 0);
+		d->hdr.m_Flags = (d->hdr.m_Flags & ~PLOOP_FLAG_EMPTY) | (want_empty ? PLOOP_FLAG_EMPTY : 0);
 		if (ploop_delta_write_header(d, err))
 			goto out;
 		r = pio_sync(d->file);

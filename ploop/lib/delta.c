@@ -431,7 +431,15 @@ int ploop_delta_write_header(struct ploop_delta *d, struct ploop_error *err)
 	return 0;
 }
 
-/* Sets or clears the dirty marker durably (everything written before is made durable first). */
+bool ploop_delta_empty_by_size(const struct ploop_delta *d)
+{
+	return d->file_size <= (uint64_t)d->hdr.m_FirstBlockOffset * PLOOP_SECTOR_SIZE;
+}
+
+/* Sets or clears the dirty marker durably (everything written before is made durable first). A
+ * delta left clean says with CIF_Empty whether it holds anything: 1.15's check wants the flag set
+ * exactly when the file ends at its BAT (a top whose only clusters were given back, or cut off as
+ * a killed server's preallocated tail, is empty again), and rejects it otherwise (rc 7 read-only). */
 int ploop_delta_set_dirty(struct ploop_delta *d, bool dirty, struct ploop_error *err)
 {
 	int r;
@@ -442,6 +450,12 @@ int ploop_delta_set_dirty(struct ploop_delta *d, bool dirty, struct ploop_error 
 		if (ploop_delta_flush(d, err))
 			return err->status;
 		d->hdr.m_DiskInUse = 0;
+		if (!d->raw) {
+			if (ploop_delta_empty_by_size(d))
+				d->hdr.m_Flags |= PLOOP_FLAG_EMPTY;
+			else
+				d->hdr.m_Flags &= ~PLOOP_FLAG_EMPTY;
+		}
 	}
 	if (ploop_delta_write_header(d, err))
 		return err->status;

@@ -127,6 +127,8 @@ int ploop_delta_check_size(const struct ploop_delta *d, uint64_t size_sectors, s
 void ploop_delta_set_entry(struct ploop_delta *d, uint64_t v, uint32_t cluster);
 /* Data was written to the delta: it needs a sync, and it is no longer empty (CIF_Empty). */
 void ploop_delta_note_data(struct ploop_delta *d);
+/* Whether the file ends at its BAT: CIF_Empty's meaning to 1.15's check. */
+bool ploop_delta_empty_by_size(const struct ploop_delta *d);
 int ploop_delta_flush(struct ploop_delta *d, struct ploop_error *err);
 /* Reserves @n clusters at the end of the file and returns the first index. With @fill the space is
  * allocated now (reads as zeros); without, the caller writes every one of them whole next. */
