@@ -339,6 +339,46 @@ static void quota_forget(struct simfs *fs, struct sinode *n)
 	orphan_free(fs, n);
 }
 
+void simfs_quota_true_up(void *ctx)
+{
+	struct simfs *fs = ctx;
+	struct sinode **list = NULL, **bigger;
+	size_t n = 0, cap = 0;
+
+	pthread_mutex_lock(&fs->itable_lock);
+	for (size_t i = 0; i < fs->itable_size; i++)
+		for (struct sinode *x = fs->itable[i]; x; x = x->next) {
+			if (!__atomic_load_n(&x->wrote, __ATOMIC_RELAXED))
+				continue;
+			if (n == cap) {
+				cap = cap ? cap * 2 : 64;
+				bigger = realloc(list, cap * sizeof(*list));
+				if (!bigger)
+					goto listed;
+				list = bigger;
+			}
+			x->users++;	/* pinned: not freed under us if the kernel forgets it */
+			list[n++] = x;
+		}
+listed:
+	pthread_mutex_unlock(&fs->itable_lock);
+	for (size_t i = 0; i < n; i++) {
+		struct sinode *x = list[i];
+		struct stat st;
+		int err;
+
+		if (iget(fs, x, &err)) {
+			pthread_mutex_lock(&x->qlock);
+			if (!fstat(x->fd, &st) && S_ISREG(st.st_mode))
+				true_up(fs, x, &st);
+			pthread_mutex_unlock(&x->qlock);
+			iput(fs, x);
+		}
+		iput(fs, x);
+	}
+	free(list);
+}
+
 void simfs_quota_stop(struct simfs *fs)
 {
 	if (!fs->quota)

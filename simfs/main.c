@@ -502,6 +502,7 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 		r = qlive_start(o->quota_id, fs->private_dir, fs->root_dir, &fs->quota, msg, sizeof(msg));
 		if (r)
 			fail_start(ready_fd, r, "%s", msg);
+		qlive_on_sync(fs->quota, simfs_quota_true_up, fs);
 	}
 	snprintf(opts, sizeof(opts), "default_permissions,allow_other,dev,suid,fsname=simfs,subtype=simfs%s",
 		 fs->ro ? ",ro" : "");
@@ -576,6 +577,7 @@ __attribute__((noreturn)) static void run_daemon(struct simfs *fs, const struct 
 			"unserved\n", fs->root_dir);
 	fuse_ring_detach();
 	if (fs->quota) {
+		qlive_quiesce(fs->quota);
 		simfs_quota_stop(fs);
 		qlive_stop(fs->quota);
 	}

@@ -27,7 +27,21 @@ struct qlive {
 	pthread_t writer, listener;
 	bool threads;
 	pthread_mutex_t file_lock;	/* one write-back at a time */
+	void (*sync_fn)(void *ctx);	/* before a write-back (qlive_on_sync) */
+	void *sync_ctx;
 };
+
+void qlive_on_sync(struct qlive *ql, void (*fn)(void *ctx), void *ctx)
+{
+	ql->sync_fn = fn;
+	ql->sync_ctx = ctx;
+}
+
+static void bring_up_to_date(struct qlive *ql)
+{
+	if (ql->sync_fn)
+		ql->sync_fn(ql->sync_ctx);
+}
 
 static time_t now(void)
 {
@@ -200,6 +214,7 @@ static void *writer_main(void *arg)
 		struct vzq_error err;
 		bool dirty;
 
+		bring_up_to_date(ql);
 		pthread_mutex_lock(&ql->lock);
 		dirty = ql->dirty;
 		pthread_mutex_unlock(&ql->lock);
@@ -222,6 +237,7 @@ static void answer(struct qlive *ql, int fd)
 	while (n > 0 && (req[n - 1] == '\n' || req[n - 1] == 0))
 		req[--n] = 0;
 	if (!strcmp(req, VZQ_REQ_SYNC)) {
+		bring_up_to_date(ql);
 		r = write_back(ql, 0, 0, &err);
 		snprintf(reply, sizeof(reply), "ok");
 	} else if (!strcmp(req, VZQ_REQ_RELOAD)) {
@@ -230,6 +246,7 @@ static void answer(struct qlive *ql, int fd)
 	} else if (!strcmp(req, VZQ_REQ_PATH)) {
 		snprintf(reply, sizeof(reply), "ok %s", ql->root_dir);
 	} else if (!strcmp(req, VZQ_REQ_USAGE)) {
+		bring_up_to_date(ql);
 		pthread_mutex_lock(&ql->lock);
 		snprintf(reply, sizeof(reply), "ok %llu %llu %lld %lld", (unsigned long long)ql->q.stat.bcurrent,
 			 (unsigned long long)ql->q.stat.icurrent, (long long)ql->q.stat.btime,
@@ -314,16 +331,22 @@ int qlive_run(struct qlive *ql, char *msg, size_t len)
 	return 0;
 }
 
+void qlive_quiesce(struct qlive *ql)
+{
+	if (!ql->threads)
+		return;
+	close(ql->stop_pipe[1]);
+	pthread_join(ql->writer, NULL);
+	pthread_join(ql->listener, NULL);
+	ql->threads = false;
+}
+
 void qlive_stop(struct qlive *ql)
 {
 	struct vzq_error err = { 0 };
 	char sock[4200];
 
-	if (ql->threads) {
-		close(ql->stop_pipe[1]);
-		pthread_join(ql->writer, NULL);
-		pthread_join(ql->listener, NULL);
-	}
+	qlive_quiesce(ql);
 	if (ql->listen_fd >= 0) {
 		snprintf(sock, sizeof(sock), "%s/%u.sock", vzq_run_dir(), ql->id);
 		unlink(sock);

@@ -88,6 +88,12 @@ extern const struct fuse_lowlevel_ops simfs_ops;
  * once more (a written file's writeback started first), the charge of orphans whose files were
  * never released given back (their blocks go with our descriptors). */
 void simfs_quota_stop(struct simfs *fs);
+/* Charges what the host allocated by itself for files written since they were last measured (the
+ * extent tree ext4 allocates at writeback), now rather than at their next operation or when they
+ * are forgotten: called (with the struct simfs) before the usage is shown or written back. It does
+ * not start their writeback (true_up_final does, at the end): what is not allocated yet is not
+ * counted yet. */
+void simfs_quota_true_up(void *fs);
 
 /* ---- quota_live.c: the live holder of a vzquota id -------------------------------------------- */
 
@@ -97,8 +103,12 @@ int qlive_start(uint32_t id, const char *private_dir, const char *root_dir, stru
 		size_t len);
 /* Starts the writer (every ~2 s when changed) and the request listener threads. */
 int qlive_run(struct qlive *q, char *msg, size_t len);
+/* Stops the writer and the listener (no more sync callbacks), before the inodes go. */
+void qlive_quiesce(struct qlive *q);
 /* Final write-back, clears LIVE, releases the lock. */
 void qlive_stop(struct qlive *q);
+/* @fn(@ctx) brings the usage up to date before it is written back or shown (simfs_quota_true_up). */
+void qlive_on_sync(struct qlive *q, void (*fn)(void *ctx), void *ctx);
 
 /* A pending charge: reserved against the limits before the host call, settled after it. */
 struct qcharge {

@@ -94,6 +94,10 @@ frag() {
 fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o644)
 for i in range(600): os.pwrite(fd, b'x' * 4096, i * 8192)" "$1"
 }
+# Left alone after its writeback, a file is measured when the usage is asked for (vzquota stat).
+frag "$R/frag-idle" && sync
+same_as_scan "a fragmented file written back and left alone: usage equals a fresh scan"
+rm "$R/frag-idle"
 for k in 1 2 3 4 5; do
 	frag "$R/frag$k" && sync && rm "$R/frag$k"
 	frag "$R/frag-kept$k" && sync && truncate -s 100K "$R/frag-kept$k"
