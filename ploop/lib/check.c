@@ -208,8 +208,8 @@ int ploop_check_delta(const char *path, const struct ploop_check_params *p, stru
 	}
 	if (d->hdr.m_Flags & PLOOP_FLAG_FMT_CONVERT) {
 		ploop_fail(err, PLOOP_ERR_BUSY, 0,
-			   "%s: image is in the middle of a format version conversion (any command on its "
-			   "DiskDescriptor.xml rolls it back)",
+			   "%s: image is in the middle of a format version conversion (check without -r of its "
+			   "DiskDescriptor.xml, or any command that modifies the set, rolls it back)",
 			   path);
 		goto out;
 	}
@@ -336,24 +336,20 @@ int ploop_check_descriptor(const char *dd_path, const char *guid, const struct p
 		return err->status;
 	if (ploop_descriptor_read(dd_path, &dd, err))
 		goto out;
-	/* An interrupted merge leaves its target marked in use, which a lower delta's read-only check
-	 * can only report: a check that may write completes the merge first, as every modifying
-	 * command does (other interrupted operations are what the check itself reports on). */
-	for (int i = 0; i < dd->n_snapshots; i++) {
-		if (!dd->snapshots[i].temporary || ploop_descriptor_children(dd, dd->snapshots[i].guid, NULL) != 1)
-			continue;
-		if (rdonly) {
-			PNOTICE("%s: the merge into snapshot %s was interrupted; the next command that modifies the "
-				"set (or check without -r) completes it",
-				dd_path, dd->snapshots[i].guid);
-			continue;
-		}
+	/* An interrupted merge leaves its target marked in use, an interrupted format conversion its
+	 * deltas flagged, which a delta's read-only check can only report: a check that may write
+	 * completes the merge or rolls the conversion back first, as every modifying command does. */
+	if (!rdonly) {
 		ploop_descriptor_free(dd);
 		dd = NULL;
 		if (ploop_recover_locked(dd_path, NULL, err) || ploop_descriptor_read(dd_path, &dd, err))
 			goto out;
-		break;
 	}
+	for (int i = 0; rdonly && i < dd->n_snapshots; i++)
+		if (dd->snapshots[i].temporary && ploop_descriptor_children(dd, dd->snapshots[i].guid, NULL) == 1)
+			PNOTICE("%s: the merge into snapshot %s was interrupted; the next command that modifies the "
+				"set (or check without -r) completes it",
+				dd_path, dd->snapshots[i].guid);
 	if (ploop_descriptor_chain(dd, guid ? g : NULL, idx, &n, err))
 		goto out;
 	/* Read-only, the lower deltas of a mounted set can be checked (the server only reads them),

@@ -339,6 +339,21 @@ verify "convert -v 2" "$CD" mC
 check "convert v2 -> v1 -> v2 gives back the same files" bash -c "
 	for f in \$(sed -n 's:.*<File>\(.*\)</File>.*:C/\1:p' '$CD'); do cmp -s \"\$f\" \"\$f.orig\" || exit 1; done"
 rm -f C/*.orig
+# A conversion killed once its .idx backup and the flag were written: commands that read refuse it
+# (17) and name `ploop check DiskDescriptor.xml`, which rolls it back from the backup.
+mkdir CV
+quiet "$PLOOP" init -s 8M -t none CV/root.hds
+truncate -s 8M mCV
+put CV/DiskDescriptor.xml mCV 0 $((3 * MiB))
+head -c $MiB CV/root.hds >CV/root.hds.idx
+printf 'Ynot' | dd of=CV/root.hds bs=1 seek=44 conv=notrunc status=none	# m_DiskInUse
+printf '\2\0\0\0' | dd of=CV/root.hds bs=1 seek=52 conv=notrunc status=none	# CIF_FmtVersionConvert
+expect_rc "interrupted convert -v: export refused (17)" 17 "$PLOOP" export CV/DiskDescriptor.xml "$T/cv.raw"
+check "... naming ploop check DiskDescriptor.xml" grep -q "run ploop check DiskDescriptor.xml" "$T/.stderr"
+expect_rc "... check -r of DiskDescriptor.xml only reports it (17)" 17 "$PLOOP" check -r CV/DiskDescriptor.xml
+expect_rc "... check of DiskDescriptor.xml rolls it back" 0 "$PLOOP" check CV/DiskDescriptor.xml
+check "... the .idx backup is gone" test ! -e CV/root.hds.idx
+verify "interrupted convert -v, rolled back by check" CV/DiskDescriptor.xml mCV
 
 # ---- convert -f preallocated / raw --------------------------------------------------------------------------------
 quiet "$PLOOP" snapshot-merge -A "$CD"
