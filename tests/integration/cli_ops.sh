@@ -414,6 +414,20 @@ head -c $((3 * MiB / 2)) /dev/urandom >R3/disk.raw
 check "restore-descriptor -f raw -b 64" quiet "$PLOOP" restore-descriptor -f raw -b 64 R3 R3/disk.raw
 check "restore-descriptor -f raw -b 64: blocksize kept" grep -q '<Blocksize>64</Blocksize>' R3/DiskDescriptor.xml
 same_content "restore-descriptor -f raw -b 64: content" R3/DiskDescriptor.xml R3/disk.raw
+# A raw file whose size is no whole number of clusters is refused (38, as upstream), with the reason:
+# a disk of such a size would grow to the next cluster at the first snapshot.
+mkdir R4
+head -c $((1954 * 512)) /dev/urandom >R4/disk.raw
+one_line "restore-descriptor -f raw -b 64 of 1954 sectors: refused (38), one line" 38 \
+	"$PLOOP" restore-descriptor -f raw -b 64 R4 R4/disk.raw
+check "... saying it is no multiple of the cluster ($(cat "$T/.err"))" grep -q "not a multiple of the cluster size" "$T/.err"
+one_line "... without -b too (38)" 38 "$PLOOP" restore-descriptor -f raw R4 R4/disk.raw
+check "... saying so ($(cat "$T/.err"))" grep -q "not a multiple of 32 KiB" "$T/.err"
+head -c 1000000 /dev/urandom >R4/disk.raw
+one_line "restore-descriptor -f raw -b 64 of 1000000 bytes: refused (38)" 38 \
+	"$PLOOP" restore-descriptor -f raw -b 64 R4 R4/disk.raw
+check "... saying it is no whole number of sectors ($(cat "$T/.err"))" grep -q "not a whole number of 512-byte sectors" "$T/.err"
+check "... and no descriptor was written" test ! -e R4/DiskDescriptor.xml
 
 # ---- merge of an explicit file list -----------------------------------------------------------------------------------
 mkdir M
