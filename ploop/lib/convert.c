@@ -32,11 +32,35 @@ static int read_header(const char *path, struct ploop_pvd_header *h, struct ploo
 	return 0;
 }
 
+/* NAME becomes a second name of the copy at @tmp_path in one step: a link made beside it (NAME.tmp.new)
+ * is renamed over it, so NAME is the old delta or the copy at every instant, never missing. */
+static int link_over(const char *tmp_path, const char *path, struct ploop_error *err)
+{
+	cleanup_free char *beside = NULL;
+	int r;
+
+	if (asprintf(&beside, "%s.new", tmp_path) < 0)
+		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", path);
+	pio_unlink(beside);	/* an earlier attempt's */
+	r = pio_link(tmp_path, beside);
+	if (!r) {
+		r = pio_rename(beside, path);
+		if (r)
+			pio_unlink(beside);
+	}
+	if (!r)
+		r = pio_sync_parent(path);
+	if (r)
+		return ploop_fail(err, PLOOP_ERR_RENAME, -r, "%s: cannot link to %s", tmp_path, path);
+	return 0;
+}
+
 /*
  * A conversion to raw (to_raw below) stopped after the descriptor named the raw copy NAME.tmp is
- * finished: the old image NAME (a ploop delta, or already a second name of the copy) removed, NAME
- * linked to the copy, the descriptor back to NAME, the name NAME.tmp removed. Without a NAME beside
- * it, a raw image called NAME.tmp is left as it is (nothing says it was ours).
+ * finished: NAME (the old ploop delta, or already a second name of the copy) made a name of the
+ * copy, the descriptor back to NAME, the name NAME.tmp removed. Without a NAME beside it, a raw
+ * image called NAME.tmp is left as it is (nothing says it was ours; to_raw never leaves NAME
+ * missing).
  */
 static int finish_to_raw(struct ploop_descriptor *dd, bool *done, struct ploop_error *err)
 {
@@ -47,7 +71,6 @@ static int finish_to_raw(struct ploop_descriptor *dd, bool *done, struct ploop_e
 	struct stat a, b;
 	bool linked;
 	char *swap;
-	int r;
 
 	if (!dd->raw || dd->n_images != 1 || n <= 4 || strcmp(im->file + n - 4, ".tmp"))
 		return 0;
@@ -59,13 +82,8 @@ static int finish_to_raw(struct ploop_descriptor *dd, bool *done, struct ploop_e
 	if (!linked && (read_header(path, &h, &(struct ploop_error){ 0 }) || !ploop_header_version(&h)))
 		return 0;
 	PNOTICE("Completing the interrupted conversion of %s to raw", path);
-	if (!linked) {
-		if (ploop_unlink_file(path, err))
-			return err->status;
-		r = pio_link(im->path, path);
-		if (r)
-			return ploop_fail(err, PLOOP_ERR_RENAME, -r, "%s: cannot link to %s", im->path, path);
-	}
+	if (!linked && link_over(im->path, path, err))
+		return err->status;
 	/* The descriptor takes NAME; file and path keep NAME.tmp's, to remove it (and free them). */
 	swap = im->file, im->file = file, file = swap;
 	swap = im->path, im->path = path, path = swap;
@@ -303,8 +321,8 @@ static int write_raw_copy(struct ploop_delta *d, const char *path, struct ploop_
 
 /*
  * ploop1 -> raw, keeping the file name. The descriptor names a complete image at every instant:
- * raw copy at NAME.tmp; descriptor -> NAME.tmp (Plain); NAME removed; NAME hard-linked to the copy;
- * descriptor -> NAME; NAME.tmp removed.
+ * raw copy at NAME.tmp; descriptor -> NAME.tmp (Plain); NAME replaced by a second name of the copy
+ * (link_over); descriptor -> NAME; NAME.tmp removed.
  */
 static int to_raw(struct image_set *s, struct ploop_error *err)
 {
@@ -334,13 +352,8 @@ static int to_raw(struct image_set *s, struct ploop_error *err)
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", dd->path);
 	dd->raw = true;
 	dd->preallocated = false;
-	if (ploop_descriptor_store(dd, err))
+	if (ploop_descriptor_store(dd, err) || link_over(tmp_path, orig_path, err))
 		return err->status;
-	if (ploop_unlink_file(orig_path, err))
-		return err->status;
-	r = pio_link(tmp_path, orig_path);
-	if (r)
-		return ploop_fail(err, PLOOP_ERR_RENAME, -r, "%s: cannot link to %s", tmp_path, orig_path);
 	free(im->file);
 	free(im->path);
 	im->file = strdup(orig_file);

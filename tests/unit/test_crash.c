@@ -279,6 +279,23 @@ static bool deltas_consistent(void)
 	return ok;
 }
 
+/* Whether the base of the set is still called root.hds, as every setup names it (a conversion to
+ * raw keeps the name: it must not stay NAME.tmp). */
+static bool base_name_kept(void)
+{
+	struct ploop_descriptor *dd = NULL;
+	struct ploop_error err = { 0 };
+	bool ok = false;
+	int chain[PLOOP_MAX_CHAIN], n;
+
+	if (!ploop_descriptor_read(DD, &dd, &err) && !ploop_descriptor_chain(dd, NULL, chain, &n, &err))
+		ok = !strcmp(dd->images[chain[0]].file, "root.hds");
+	if (!ok)
+		fprintf(stderr, "  base: %s\n", dd && !err.msg[0] ? dd->images[chain[0]].file : err.msg);
+	ploop_descriptor_free(dd);
+	return ok;
+}
+
 static void remove_merged(char *name)
 {
 	char path[512];
@@ -398,6 +415,12 @@ static int crash_scenario(const char *name, const struct scenario *s)
 			}
 			if (!deltas_consistent()) {
 				harness_fail(__FILE__, __LINE__, "%s step %ld (%s): inconsistent delta", name, n,
+					     crash ? "crash" : "error");
+				failures++;
+				continue;
+			}
+			if (!base_name_kept()) {
+				harness_fail(__FILE__, __LINE__, "%s step %ld (%s): the base lost its name", name, n,
 					     crash ? "crash" : "error");
 				failures++;
 				continue;
