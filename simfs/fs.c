@@ -339,16 +339,21 @@ static void quota_forget(struct simfs *fs, struct sinode *n)
 	orphan_free(fs, n);
 }
 
-void simfs_quota_true_up(void *ctx)
+/* What the host has not written back this long after the last write, it writes back at the stop. */
+#define TRUE_UP_RECENT 300
+
+void simfs_quota_true_up(void *ctx, bool all)
 {
 	struct simfs *fs = ctx;
 	struct sinode **list = NULL, **bigger;
 	size_t n = 0, cap = 0;
+	time_t since = all ? 0 : time(NULL) - TRUE_UP_RECENT;
 
 	pthread_mutex_lock(&fs->itable_lock);
 	for (size_t i = 0; i < fs->itable_size; i++)
 		for (struct sinode *x = fs->itable[i]; x; x = x->next) {
-			if (!__atomic_load_n(&x->wrote, __ATOMIC_RELAXED))
+			if (!__atomic_load_n(&x->wrote, __ATOMIC_RELAXED) ||
+			    __atomic_load_n(&x->wrote_at, __ATOMIC_RELAXED) < since)
 				continue;
 			if (n == cap) {
 				cap = cap ? cap * 2 : 64;
@@ -470,6 +475,7 @@ static void settle_blocks(struct simfs *fs, struct sinode *n, int64_t delta, int
 	qlive_apply(fs->quota, &c);
 	n->charged += delta;
 	n->wrote = true;
+	__atomic_store_n(&n->wrote_at, time(NULL), __ATOMIC_RELAXED);
 	if (n->orphan)
 		n->orphan_bytes += delta;
 }
@@ -804,6 +810,24 @@ static bool thread_umask(mode_t mask)
 /* Creates @name in @parent as the caller (owner fixed up after a root create), charging one
  * inode and the worst case of blocks before, the measured blocks after. For MK_FILE the file is
  * opened (fi->fh) and counted open. Replies to @req. */
+/* Settles the reservation @res with what the operation turned out to cost (@c; NULL: nothing). For
+ * the owner reserved for, one change: undoing the reservation first would drop a uid/gid record it
+ * had just made, and at the ugid limit the second level has no room to make it again. */
+static void settle(struct simfs *fs, const struct qcharge *res, const struct qcharge *c)
+{
+	struct qcharge undo = { -res->bytes, -res->inodes, res->uid, res->gid };
+
+	if (c && c->uid == res->uid && c->gid == res->gid) {
+		struct qcharge net = { c->bytes - res->bytes, c->inodes - res->inodes, c->uid, c->gid };
+
+		qlive_apply(fs->quota, &net);
+		return;
+	}
+	qlive_apply(fs->quota, &undo);
+	if (c)
+		qlive_apply(fs->quota, c);
+}
+
 static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enum mk_kind kind, mode_t mode,
 		    dev_t rdev, const char *link, struct fuse_file_info *fi)
 {
@@ -903,18 +927,14 @@ static void do_make(fuse_req_t req, fuse_ino_t parent_ino, const char *name, enu
 	}
 made:
 	if (fs->quota) {
-		struct qcharge undo = { -res.bytes, -res.inodes, res.uid, res.gid };
-		struct qcharge unroom = { -BLOCK, 0, room.uid, room.gid };
+		struct qcharge unroom = { -BLOCK, 0, room.uid, room.gid }, c;
 
-		qlive_apply(fs->quota, &undo);
-		qlive_apply(fs->quota, &unroom);
 		if (!err) {
-			struct qcharge c;
-
 			st = e.attr;
 			c = (struct qcharge){ alloc_bytes(&st), 1, st.st_uid, st.st_gid };
-			qlive_apply(fs->quota, &c);
 		}
+		settle(fs, &res, err ? NULL : &c);
+		qlive_apply(fs->quota, &unroom);
 		charge_dir_delta(fs, parent, alloc_bytes(&pst));
 	}
 	if (err) {
@@ -1161,15 +1181,13 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent_ino, const char *name, f
 		qlive_apply(fs->quota, &undo);
 	}
 	if (wh.inodes) {
-		struct qcharge undo = { 0, -1, wh.uid, wh.gid };
+		struct qcharge c;
 		struct stat w;
+		bool made = !r && !fstatat(p->fd, name, &w, AT_SYMLINK_NOFOLLOW);
 
-		qlive_apply(fs->quota, &undo);
-		if (!r && !fstatat(p->fd, name, &w, AT_SYMLINK_NOFOLLOW)) {
-			struct qcharge c = { alloc_bytes(&w), 1, w.st_uid, w.st_gid };
-
-			qlive_apply(fs->quota, &c);
-		}
+		if (made)
+			c = (struct qcharge){ alloc_bytes(&w), 1, w.st_uid, w.st_gid };
+		settle(fs, &wh, made ? &c : NULL);
 	}
 	charge_dir_delta(fs, p, pb);
 	if (np != p)

@@ -27,20 +27,20 @@ struct qlive {
 	pthread_t writer, listener;
 	bool threads;
 	pthread_mutex_t file_lock;	/* one write-back at a time */
-	void (*sync_fn)(void *ctx);	/* before a write-back (qlive_on_sync) */
+	void (*sync_fn)(void *ctx, bool all);	/* before a write-back (qlive_on_sync) */
 	void *sync_ctx;
 };
 
-void qlive_on_sync(struct qlive *ql, void (*fn)(void *ctx), void *ctx)
+void qlive_on_sync(struct qlive *ql, void (*fn)(void *ctx, bool all), void *ctx)
 {
 	ql->sync_fn = fn;
 	ql->sync_ctx = ctx;
 }
 
-static void bring_up_to_date(struct qlive *ql)
+static void bring_up_to_date(struct qlive *ql, bool all)
 {
 	if (ql->sync_fn)
-		ql->sync_fn(ql->sync_ctx);
+		ql->sync_fn(ql->sync_ctx, all);
 }
 
 static time_t now(void)
@@ -214,7 +214,7 @@ static void *writer_main(void *arg)
 		struct vzq_error err;
 		bool dirty;
 
-		bring_up_to_date(ql);
+		bring_up_to_date(ql, false);
 		pthread_mutex_lock(&ql->lock);
 		dirty = ql->dirty;
 		pthread_mutex_unlock(&ql->lock);
@@ -237,7 +237,7 @@ static void answer(struct qlive *ql, int fd)
 	while (n > 0 && (req[n - 1] == '\n' || req[n - 1] == 0))
 		req[--n] = 0;
 	if (!strcmp(req, VZQ_REQ_SYNC)) {
-		bring_up_to_date(ql);
+		bring_up_to_date(ql, true);
 		r = write_back(ql, 0, 0, &err);
 		snprintf(reply, sizeof(reply), "ok");
 	} else if (!strcmp(req, VZQ_REQ_RELOAD)) {
@@ -246,7 +246,7 @@ static void answer(struct qlive *ql, int fd)
 	} else if (!strcmp(req, VZQ_REQ_PATH)) {
 		snprintf(reply, sizeof(reply), "ok %s", ql->root_dir);
 	} else if (!strcmp(req, VZQ_REQ_USAGE)) {
-		bring_up_to_date(ql);
+		bring_up_to_date(ql, true);
 		pthread_mutex_lock(&ql->lock);
 		snprintf(reply, sizeof(reply), "ok %llu %llu %lld %lld", (unsigned long long)ql->q.stat.bcurrent,
 			 (unsigned long long)ql->q.stat.icurrent, (long long)ql->q.stat.btime,

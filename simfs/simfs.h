@@ -50,6 +50,7 @@ struct sinode {
 	 * file goes was charged before. */
 	int64_t charged;
 	bool wrote;			/* written since its last measure (true_up_final) */
+	time_t wrote_at;		/* when it was last written (simfs_quota_true_up) */
 	bool orphan;
 	int64_t orphan_bytes;
 	uid_t orphan_uid;
@@ -90,10 +91,11 @@ extern const struct fuse_lowlevel_ops simfs_ops;
 void simfs_quota_stop(struct simfs *fs);
 /* Charges what the host allocated by itself for files written since they were last measured (the
  * extent tree ext4 allocates at writeback), now rather than at their next operation or when they
- * are forgotten: called (with the struct simfs) before the usage is shown or written back. It does
- * not start their writeback (true_up_final does, at the end): what is not allocated yet is not
+ * are forgotten: called (with the struct simfs) before the usage is shown (@all: every such file) or
+ * written back periodically (those written in the last minutes, which the host writes back). It
+ * does not start their writeback (true_up_final does, at the end): what is not allocated yet is not
  * counted yet. */
-void simfs_quota_true_up(void *fs);
+void simfs_quota_true_up(void *fs, bool all);
 
 /* ---- quota_live.c: the live holder of a vzquota id -------------------------------------------- */
 
@@ -107,8 +109,9 @@ int qlive_run(struct qlive *q, char *msg, size_t len);
 void qlive_quiesce(struct qlive *q);
 /* Final write-back, clears LIVE, releases the lock. */
 void qlive_stop(struct qlive *q);
-/* @fn(@ctx) brings the usage up to date before it is written back or shown (simfs_quota_true_up). */
-void qlive_on_sync(struct qlive *q, void (*fn)(void *ctx), void *ctx);
+/* @fn(@ctx, @all) brings the usage up to date before it is written back or shown (@all: for a
+ * tool asking for it): simfs_quota_true_up. */
+void qlive_on_sync(struct qlive *q, void (*fn)(void *ctx, bool all), void *ctx);
 
 /* A pending charge: reserved against the limits before the host call, settled after it. */
 struct qcharge {

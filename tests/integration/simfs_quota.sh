@@ -440,6 +440,23 @@ rm -f "$PU"/o*
 check "on recounts a quota whose limit was exceeded: room again" bash -c "'$VZQUOTA' show 130 -t 2>/dev/null | grep -qx 'Ugid limit was exceeded: no'"
 "$VZQUOTA" -q off 130 >/dev/null
 expect_rc "drop quota 130" 0 "$VZQUOTA" -q drop 130
+# One record left under the limit (root's two of 3), a file created by a new uid and gid: the uid
+# takes the last record, the gid finds none (the reservation made and undone around the create
+# dropped the uid's record, and the limit, exceeded then, let none be made again).
+PV=$T/pv RV=$T/rv
+mkdir -p "$PV" "$RV"
+chmod 777 "$PV"
+"$VZQUOTA" -q init 131 -p "$PV" -b 10000 -B 20000 -i 100 -I 200 -e 1h -n 1h -s 1 -u 3 >/dev/null &&
+	"$VZQUOTA" -q on 131 >/dev/null || not_ok "init and on of quota 131 -s 1 -u 3"
+expect_rc "mount with a ugid limit of 3" 0 sf mount "$PV" "$RV" -o quota=131
+check "uid 1001 creates a file" setpriv --reuid 1001 --regid 1001 --clear-groups touch "$RV/f"
+quota_sync 131
+check "its uid takes the last record" bash -c "'$QTOOL' file 131 | grep -q '^user 1001 '"
+check "its gid finds none" bash -c "! '$QTOOL' file 131 | grep -q '^group 1001 '"
+check "the limit is exceeded" bash -c "'$VZQUOTA' stat 131 -t | grep -qx 'Ugid limit was exceeded: yes'"
+expect_rc "umount of quota 131" 0 sf umount "$RV"
+"$VZQUOTA" -q off 131 >/dev/null
+expect_rc "drop quota 131" 0 "$VZQUOTA" -q drop 131
 # ---- the quota directory full: the daemon cannot write its usage back. File errors are exit 4
 # for every command (not 3, the daemon's failure), and stat still shows the usage, the daemon's (upstream's
 # reads the kernel's and needs no room) ----
