@@ -291,7 +291,7 @@ static int decode_legacy(const char *fname, const unsigned char *buf, size_t len
 		const unsigned char *r = buf + off + path_len + sizeof(info);
 		for (uint64_t i = 0; i < n; i++, r += sizeof(struct vzql_ugid)) {
 			struct vzql_ugid d;
-			struct vzq_ugid *u = &q->ugid[i];
+			struct vzq_ugid *u = &q->ugid[q->n_ugid];
 
 			memcpy(&d, r, sizeof(d));
 			u->id = le32toh(d.id);
@@ -301,7 +301,11 @@ static int decode_legacy(const char *fname, const unsigned char *buf, size_t len
 				return CORRUPT("%s: corrupt legacy quota file: bad record %" PRIu64, fname, i);
 			u->flags &= VZQ_UGID_DIRTY;	/* "loaded" meant: in the old kernel */
 			stat_from_legacy(&u->stat, &d.stat);
-			q->n_ugid++;
+			/* one with neither usage nor limits is no record (upstream drops it on reading) */
+			if (vzq_ugid_unused(u))
+				memset(u, 0, sizeof(*u));
+			else
+				q->n_ugid++;
 		}
 	} else {
 		/* v1/v2: no checksum was ever verified by vzquota; some writers appended one. */

@@ -143,18 +143,21 @@ expect_rc "drop 9" 0 q drop 9
 # ---- legacy files ----
 legacy() {	# legacy VERSION FILE PATH [V3FLAGS]: a vzquota file with known values
 	python3 - "$@" <<'PY'
-import struct, sys
+import os, struct, sys
 ver, out, path = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+empty = int(os.environ.get('EMPTY_RECORDS', '0'))	# records with neither usage nor limits
 flags = int(sys.argv[4], 0) if len(sys.argv) > 4 else 0x4
 if ver == 3:
     b = struct.pack('<II', 0xFEDCBC27, flags)
     b += struct.pack('<QQqQIIqII', 2048000, 1024000, 1700000000, 5120000, 2000, 1000, 1700000500, 1500, 0)
     b += struct.pack('<qqII', 259200, 86400, 0, 0)
     b += struct.pack('<Q', len(path)) + path
-    b += struct.pack('<IIII', 100, 2, 2, 2)
+    b += struct.pack('<IIII', 100, 2 + empty, 2, 2 + empty)
     b += struct.pack('<qqII', 3600, 7200, 0, 0) + struct.pack('<qqII', 60, 120, 0, 0)
     b += struct.pack('<II', 1000, 0) + struct.pack('<QQqQIIqII', 409600, 204800, 0, 102400, 40, 20, 0, 10, 0) + struct.pack('<II', 1, 0)
     b += struct.pack('<II', 50, 1) + struct.pack('<QQqQIIqII', 0, 0, 0, 4096, 0, 0, 0, 3, 0) + struct.pack('<II', 2, 0)
+    for i in range(empty):
+        b += struct.pack('<II', 77 + i, 0) + struct.pack('<QQqQIIqII', 0, 0, 0, 0, 0, 0, 0, 0, 0) + struct.pack('<II', 0, 0)
     s = 0
     pad = b + b'\0' * (-len(b) % 8)
     for i in range(0, len(pad), 8):
@@ -185,6 +188,9 @@ expect_rc "legacy v3: setlimit converts" 0 q setlimit 300 -i 1001
 check "converted to ours" test "$(head -c 4 "$VZQ_DIR/quota.300")" = VZQF
 out2=$(q -b show 300 -t 2>/dev/null)
 check "converted: every other value kept" test "$(echo "$out2" | sed 2s/1001/1000/)" = "$out"
+EMPTY_RECORDS=2 legacy 3 "$T/l3e" /x
+out3=$(q -b show 1 -t -c "$T/l3e" 2>/dev/null)
+check "legacy v3: records with neither usage nor limits are dropped" test "$out3" = "$out"
 legacy 3 "$T/l3" /x; printf '\x01' | dd of="$T/l3" bs=1 seek=30 conv=notrunc status=none
 expect_rc "legacy v3 bad checksum: 4" 4 q show 1 -c "$T/l3"
 legacy 3 "$T/l3" /x; head -c 150 "$T/l3" >"$T/l3t"
