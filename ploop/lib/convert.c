@@ -92,6 +92,20 @@ static int finish_to_raw(struct ploop_descriptor *dd, bool *done, struct ploop_e
 	return err->status;
 }
 
+/* Whether @h, read from @path, is a valid header but for its flags: a damaged one that happens to
+ * carry the conversion flag is no stopped conversion (what reads the image reports the damage). */
+static bool header_valid(const char *path, const struct ploop_pvd_header *h)
+{
+	struct ploop_delta d = { .hdr = *h, .path = (char *)path };
+	struct ploop_error e = { 0 };
+	struct stat st;
+
+	if (stat(path, &st))
+		return false;
+	d.file_size = (uint64_t)st.st_size;
+	return !ploop_header_validate(&d, &e);
+}
+
 /* A delta whose header still carries the conversion flag is restored from its .idx copy (written
  * and synced before the flag was set); every other delta is consistent in the version it has. */
 int ploop_recover_conversion(struct ploop_descriptor *dd, bool *done, struct ploop_error *err)
@@ -110,7 +124,8 @@ int ploop_recover_conversion(struct ploop_descriptor *dd, bool *done, struct plo
 			continue;
 		if (read_header(dd->images[i].path, &h, err))
 			return err->status;
-		if (!ploop_header_version(&h) || !(h.m_Flags & PLOOP_FLAG_FMT_CONVERT))
+		if (!ploop_header_version(&h) || !(h.m_Flags & PLOOP_FLAG_FMT_CONVERT) ||
+		    !header_valid(dd->images[i].path, &h))
 			continue;
 		idx = idx_path(dd->images[i].path);
 		if (!idx)
