@@ -36,7 +36,8 @@ mkdir -p "$tmp/ext4"
 "$PLOOP" init -s 128M -t ext4 "$tmp/ext4/root.hds" >/dev/null && echo "ok ext4_image_for_guest" ||
 	echo "not ok ext4_image_for_guest"
 
-GUEST_FILES="$tmp/ext4/DiskDescriptor.xml $tmp/ext4/root.hds" TIMEOUT=${KERNEL_TEST_TIMEOUT:-200} KO=$ROOT/build/kernel/dm-ploop/dm-ploop.ko PLOOP=$PLOOP WORK=$ROOT/build/kernel/qemu-test \
+# Software emulation: about 125 s on a quiet machine, past 200 s beside the other tests of a busy one.
+GUEST_FILES="$tmp/ext4/DiskDescriptor.xml $tmp/ext4/root.hds" TIMEOUT=${KERNEL_TEST_TIMEOUT:-360} KO=$ROOT/build/kernel/dm-ploop/dm-ploop.ko PLOOP=$PLOOP WORK=$ROOT/build/kernel/qemu-test \
 	kernel/qemu/run-guest.sh
 rc=$?
 [ $rc = 0 ] && echo "ok kernel_guest_run" || echo "not ok kernel_guest_run (exit $rc, log build/kernel/qemu-test/serial.log)"
