@@ -342,6 +342,13 @@ static int call_server(const struct ploop_instance *in, const char *cmd, char *r
 
 	*lost = true;
 	fd = connect_instance(in->id);
+	/* A full backlog of a server that runs: it is busy (a client that sends nothing holds it for
+	 * up to 5 s, and a burst of `ploop list` queues behind), and its queue moves. One that is
+	 * stopped is given up on at once. */
+	for (int i = 0; fd == -EAGAIN && i < 80 && pid_running(in->pid) && !pid_stopped(in->pid); i++) {
+		sleep_ms(100);
+		fd = connect_instance(in->id);
+	}
 	if (fd == -EAGAIN) {
 		*lost = false;	/* alive, but not taking requests */
 		return ploop_fail(err, PLOOP_ERR_DEVICE, 0,

@@ -247,14 +247,19 @@ if inst "$W"; then
 fi
 # ---- a client of the control socket that sends nothing ----------------------------------------------------
 # The server takes one connection at a time: an idle one is dropped after a few seconds, so the
-# commands behind it go through instead of waiting for ever.
+# commands behind it go through instead of waiting for ever - also when a burst of `ploop list` (each
+# looks at the server) has filled the socket's backlog meanwhile: the server runs, so it is waited for.
 if inst "$W"; then
 	python3 -c 'import socket,sys,time; s=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET); s.connect(sys.argv[1]); print("connected",flush=True); time.sleep(60)' \
 		"/run/ploop/$(run_id "$W")/control" >"$T/idle" &
 	idle=$!
 	at_exit "kill $idle"
 	for _ in $(seq 50); do grep -q connected "$T/idle" && break; sleep 0.1; done
+	listers=()
+	for _ in $(seq 12); do pl list >/dev/null 2>&1 & listers+=($!); done
+	sleep 0.5
 	must "an online snapshot while another client holds the control socket idle" timeout 30 "$PLOOP" snapshot "$W"
+	wait "${listers[@]}"
 	kill "$idle"; wait "$idle" 2>/dev/null
 	must "... merged back" pl snapshot-merge "$W"
 fi
