@@ -1278,27 +1278,25 @@ int ploop_restore_descriptor(const char *dir, const char *delta_path, bool raw, 
 		p.cluster_sectors = cs ? cs : raw_cluster_guess((uint64_t)st.st_size);
 		p.size_sectors = (uint64_t)st.st_size / PLOOP_SECTOR_SIZE;
 		p.mode = PLOOP_MODE_RAW;
-		if (cs && !ploop_cluster_size_valid(cs)) {
-			ploop_unlock_new_descriptor(dd_path, lock, lock_made);
-			return ploop_fail(err, PLOOP_ERR_PARAM, 0, "invalid cluster size %" PRIu32, cs);
-		}
 		/* The disk of a set is a whole number of clusters (a snapshot's top is): as upstream, a
 		 * raw file of another size is refused, not taken for a disk that grows at the first
 		 * snapshot. */
-		if (!p.size_sectors || (uint64_t)st.st_size % PLOOP_SECTOR_SIZE || !p.cluster_sectors ||
-		    p.size_sectors % p.cluster_sectors) {
+		if (cs && !ploop_cluster_size_valid(cs))
+			ploop_fail(err, PLOOP_ERR_PARAM, 0, "invalid cluster size %" PRIu32, cs);
+		else if (!p.size_sectors || (uint64_t)st.st_size % PLOOP_SECTOR_SIZE)
+			ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: size %lld is not a whole number of 512-byte sectors",
+				   delta_path, (long long)st.st_size);
+		else if (!p.cluster_sectors)
+			ploop_fail(err, PLOOP_ERR_PARAM, 0,
+				   "%s: size %lld is not a multiple of 32 KiB, the smallest cluster size", delta_path,
+				   (long long)st.st_size);
+		else if (p.size_sectors % p.cluster_sectors)
+			ploop_fail(err, PLOOP_ERR_PARAM, 0,
+				   "%s: size %lld is not a multiple of the cluster size (%" PRIu64 " bytes)", delta_path,
+				   (long long)st.st_size, (uint64_t)cs * PLOOP_SECTOR_SIZE);
+		if (err->status) {
 			ploop_unlock_new_descriptor(dd_path, lock, lock_made);
-			if (!p.size_sectors || (uint64_t)st.st_size % PLOOP_SECTOR_SIZE)
-				return ploop_fail(err, PLOOP_ERR_PARAM, 0,
-						  "%s: size %lld is not a whole number of 512-byte sectors", delta_path,
-						  (long long)st.st_size);
-			if (!cs)
-				return ploop_fail(err, PLOOP_ERR_PARAM, 0,
-						  "%s: size %lld is not a multiple of 32 KiB, the smallest cluster size",
-						  delta_path, (long long)st.st_size);
-			return ploop_fail(err, PLOOP_ERR_PARAM, 0,
-					  "%s: size %lld is not a multiple of the cluster size (%" PRIu64 " bytes)",
-					  delta_path, (long long)st.st_size, (uint64_t)cs * PLOOP_SECTOR_SIZE);
+			return err->status;
 		}
 	} else {
 		if (ploop_delta_open(rdelta, PLOOP_OPEN_HEADER_ONLY | PLOOP_OPEN_ALLOW_DIRTY, 0, 0, &d, err)) {
