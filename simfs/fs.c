@@ -311,7 +311,7 @@ static void true_up_final(struct simfs *fs, struct sinode *n)
 	if (fd < 0 && n->handle)
 		fd = own = open_by_handle_at(fs->mount_fd, n->handle, O_PATH | O_CLOEXEC);
 	if (fd >= 0 && !fstat(fd, &st) && st.st_nlink > 0) {
-		if (n->wrote && S_ISREG(st.st_mode)) {
+		if (n->wrote_at && S_ISREG(st.st_mode)) {
 			int rfd;
 
 			proc_name(proc, sizeof(proc), fd);
@@ -323,7 +323,7 @@ static void true_up_final(struct simfs *fs, struct sinode *n)
 			}
 		}
 		true_up(fs, n, &st);
-		n->wrote = false;
+		n->wrote_at = 0;
 	}
 	if (own >= 0)
 		close(own);
@@ -352,8 +352,9 @@ void simfs_quota_true_up(void *ctx, bool all)
 	pthread_mutex_lock(&fs->itable_lock);
 	for (size_t i = 0; i < fs->itable_size; i++)
 		for (struct sinode *x = fs->itable[i]; x; x = x->next) {
-			if (!__atomic_load_n(&x->wrote, __ATOMIC_RELAXED) ||
-			    __atomic_load_n(&x->wrote_at, __ATOMIC_RELAXED) < since)
+			time_t wrote_at = __atomic_load_n(&x->wrote_at, __ATOMIC_RELAXED);
+
+			if (!wrote_at || wrote_at < since)
 				continue;
 			if (n == cap) {
 				cap = cap ? cap * 2 : 64;
@@ -474,7 +475,6 @@ static void settle_blocks(struct simfs *fs, struct sinode *n, int64_t delta, int
 
 	qlive_apply(fs->quota, &c);
 	n->charged += delta;
-	n->wrote = true;
 	__atomic_store_n(&n->wrote_at, time(NULL), __ATOMIC_RELAXED);
 	if (n->orphan)
 		n->orphan_bytes += delta;

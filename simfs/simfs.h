@@ -49,8 +49,7 @@ struct sinode {
 	 * caused them): the next measure charges that (true_up), so what is given back when the
 	 * file goes was charged before. */
 	int64_t charged;
-	bool wrote;			/* written since its last measure (true_up_final) */
-	time_t wrote_at;		/* when it was last written (simfs_quota_true_up) */
+	time_t wrote_at;		/* when last written, 0 if not since its last measure (true_up_final) */
 	bool orphan;
 	int64_t orphan_bytes;
 	uid_t orphan_uid;
