@@ -38,7 +38,7 @@ struct opts {
 	int set2_type;	/* VZQ_USER / VZQ_GROUP, -2 if not given */
 	bool set2_grace;	/* -t: the type's grace times (-u if no type given) */
 	uint32_t set2_id;
-	char *pos[8];
+	const char *pos[8];
 	int npos;
 };
 
@@ -112,11 +112,16 @@ __attribute__((format(printf, 2, 3))) static int fail(int status, const char *fm
 {
 	va_list ap;
 
-	fputs("vzquota: ", stderr);
+	char msg[2048];
+
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	/* one line, whatever an argument it quotes holds */
+	for (char *c = msg; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
+	fprintf(stderr, "vzquota: %s\n", msg);
 	return status;
 }
 
@@ -155,7 +160,7 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out)
 	char *end;
 	unsigned long long v;
 
-	if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+	if (!s || *s < '0' || *s > '9')	/* no sign, no blank: strtoull would take them */
 		return -1;
 	errno = 0;
 	v = strtoull(s, &end, 10);
@@ -191,14 +196,37 @@ static int parse_inodes(const char *s, uint64_t *inodes)
  * the command line has -t decides whether -u/-g take an argument. */
 static bool setlimit2_grace(int argc, char **argv)
 {
-	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
-		if (argv[i][0] == '-' && argv[i][1] != '-' && strchr(argv[i], 't') &&
-		    strspn(argv[i] + 1, "ugtR") == strlen(argv[i] + 1))
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+		const char *a = argv[i];
+
+		if (a[0] == '-' && a[1] != '-' && strchr(a, 't') && strspn(a + 1, "ugtR") == strlen(a + 1))
 			return true;
+		/* --user-group, or as getopt_long takes it, abbreviated (--u alone is ambiguous) */
+		if (strlen(a) >= 4 && !strncmp("--user-group", a, strlen(a)))
+			return true;
+	}
 	return false;
 }
 
 enum { OPT_NOCHECK = 256 };
+
+/* An argument that is no option: the quota id first, then the values of setlimit2. */
+static int add_operand(struct opts *o, const char *a, bool *have_id)
+{
+	uint64_t v;
+
+	if (!*have_id) {
+		if (parse_u64(a, UINT32_MAX, &v))
+			return fail(VZQ_ERR_USAGE, "bad quota id '%s'", a);
+		o->id = (uint32_t)v;
+		*have_id = true;
+	} else if (o->npos < (int)(sizeof(o->pos) / sizeof(o->pos[0]))) {
+		o->pos[o->npos++] = a;
+	} else {
+		return fail(VZQ_ERR_USAGE, "too many arguments");
+	}
+	return 0;
+}
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
@@ -245,16 +273,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 
 		switch (c) {
 		case 1:
-			if (!have_id) {
-				if (parse_u64(a, UINT32_MAX, &v))
-					return fail(VZQ_ERR_USAGE, "bad quota id '%s'", a);
-				o->id = (uint32_t)v;
-				have_id = true;
-			} else if (o->npos < (int)(sizeof(o->pos) / sizeof(o->pos[0]))) {
-				o->pos[o->npos++] = optarg;
-			} else {
-				return fail(VZQ_ERR_USAGE, "too many arguments");
-			}
+			if (add_operand(o, a, &have_id))
+				return VZQ_ERR_USAGE;
 			break;
 		case 'p': o->path = a; break;
 		case 'c': o->file = a; break;
@@ -330,6 +350,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			return fail(VZQ_ERR_USAGE, "%s: unknown option %s", cmd_names[o->cmd], argv[optind - 1]);
 		}
 	}
+	for (; optind < argc; optind++)	/* after "--" */
+		if (add_operand(o, argv[optind], &have_id))
+			return VZQ_ERR_USAGE;
 	if (!have_id)
 		return fail(VZQ_ERR_USAGE, "%s: quota id missing", cmd_names[o->cmd]);
 	if (o->file && o->relative)
@@ -789,6 +812,16 @@ static int cmd_on(const struct opts *o)
 	if ((s.q.flags & VZQ_FLAG_UGID_ON) &&
 	    (!ugid_was_on || (old_limit == 0 && s.q.ugid_limit) || (s.q.flags & VZQ_FLAG_UGID_OVER)))
 		rescan = true;
+	/* as upstream, on needs the tree (its quotactl takes the mount point), counted or not */
+	if (!rc) {
+		const char *path = tree_path(o, &s.q);
+		struct vzq_error err = { 0 };
+
+		if (!path)
+			rc = fail(VZQ_ERR_NOPATH, "quota %u: no tree path known, use -p", o->id);
+		else if (vzq_check_tree(path, &err))
+			rc = lib_fail(&err);
+	}
 	if (!rc && rescan && !o->nocheck) {
 		if (stale_live)
 			info("quota %u was left live by a simfs daemon that is gone: recounting", o->id);

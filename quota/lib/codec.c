@@ -69,6 +69,9 @@ static int check_stat(const char *fname, const struct vzq_stat *s, struct vzq_er
 	if (check_time(fname, "block grace end", s->btime, err) ||
 	    check_time(fname, "inode grace end", s->itime, err))
 		return err->status;
+	/* inode limits are 32-bit, as upstream's and the command line's */
+	if (s->isoft > UINT32_MAX || s->ihard > UINT32_MAX)
+		return CORRUPT("%s: corrupt quota file: inode limit above 2^32", fname);
 	return 0;
 }
 
@@ -350,6 +353,48 @@ static int decode_legacy(const char *fname, const unsigned char *buf, size_t len
 	if (set_path(fname, q, buf + off, path_len, err))
 		return err->status;
 	return finish_records(fname, q, err);
+}
+
+uint64_t vzq_declared_size(const unsigned char *buf, size_t len)
+{
+	uint32_t magic;
+	uint64_t path_len, off;
+
+	if (len < 4)
+		return 0;
+	memcpy(&magic, buf, 4);
+	magic = le32toh(magic);
+	if (magic == VZQF_MAGIC) {
+		struct vzqf_header h;
+
+		if (len < sizeof(h))
+			return 0;
+		memcpy(&h, buf, sizeof(h));
+		path_len = le32toh(h.path_len);
+		if (path_len > VZQF_MAX_PATH || le32toh(h.n_ugid) > VZQF_MAX_UGID)
+			return 0;
+		return sizeof(h) + pad8(path_len) + (uint64_t)le32toh(h.n_ugid) * sizeof(struct vzqf_ugid) +
+		       sizeof(struct vzqf_trailer);
+	}
+	if (magic != VZQL_MAGIC_V3 && magic != VZQL_MAGIC_V2 && magic != VZQL_MAGIC_V1)
+		return 0;
+	off = sizeof(struct vzql_header) +
+	      (magic == VZQL_MAGIC_V1 ? sizeof(struct vzql_stat_v1) : sizeof(struct vzql_stat_v3));
+	if (len < off + 8)
+		return 0;
+	memcpy(&path_len, buf + off, 8);
+	path_len = le64toh(path_len);
+	off += 8;
+	if (path_len > VZQF_MAX_PATH)
+		return 0;
+	if (magic != VZQL_MAGIC_V3)
+		return off + path_len + 8;
+	struct vzql_ugid_info info;
+
+	if (len < off + path_len + sizeof(info))
+		return 0;
+	memcpy(&info, buf + off + path_len, sizeof(info));
+	return off + path_len + sizeof(info) + (uint64_t)le32toh(info.buf_size) * sizeof(struct vzql_ugid) + 8;
 }
 
 int vzq_decode(const char *fname, const unsigned char *buf, size_t len, struct vzq_quota *q, int *legacy,

@@ -1,6 +1,7 @@
 /* The quota file: where it is, opening it under its lock, reading it through the codec, replacing
  * it atomically (tmp + fsync + rename + fsync of the directory), removing it. */
 #include <fcntl.h>
+#include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -86,6 +87,14 @@ static int read_all(int fd, const char *fname, unsigned char **out, size_t *len,
 	if (st.st_size > (off_t)(1u << 24) * 80 + 8192)
 		return vzq_fail(err, VZQ_ERR_FILE, 0, "%s: corrupt quota file: %lld bytes", fname,
 				(long long)st.st_size);
+	/* a file grown past what its header says is refused before it is read whole */
+	unsigned char head[VZQ_HEAD_MAX];
+	ssize_t got = pread(fd, head, sizeof(head), 0);
+	uint64_t declared = got > 0 ? vzq_declared_size(head, got) : 0;
+
+	if (declared && (uint64_t)st.st_size > declared)
+		return vzq_fail(err, VZQ_ERR_FILE, 0, "%s: corrupt quota file: %lld bytes, past the %" PRIu64 " its header says",
+				fname, (long long)st.st_size, declared);
 	buf = malloc(st.st_size ? st.st_size : 1);
 	if (!buf)
 		return vzq_fail(err, VZQ_ERR_SYS, ENOMEM, "%s", fname);
@@ -107,14 +116,17 @@ static int read_all(int fd, const char *fname, unsigned char **out, size_t *len,
 }
 
 /* Opens a quota file (or its tmp file) without blocking on a FIFO or a device: anything but a
- * regular file is refused (VZQ_ERR_FILE). Returns the descriptor, or -1 with @err filled (ENOENT:
- * VZQ_ERR_NOFILE unless creating). */
+ * regular file is refused (VZQ_ERR_FILE), a symbolic link too: the file is replaced by a rename
+ * over its name, which would put a file where the link was and leave the one it points at as it
+ * was. Returns the descriptor, or -1 with @err filled (ENOENT: VZQ_ERR_NOFILE unless creating). */
 static int open_regular(const char *fname, int flags, struct vzq_error *err)
 {
-	int fd = open_regular_file(fname, flags, 0600, false);
+	int fd = open_regular_file(fname, flags | O_NOFOLLOW, 0600, false);
 
 	if (fd == -OPEN_ENOTREG)
 		vzq_fail(err, VZQ_ERR_FILE, 0, "%s: not a regular file", fname);
+	else if (fd == -ELOOP)
+		vzq_fail(err, VZQ_ERR_FILE, 0, "%s: a symbolic link, not a regular file", fname);
 	else if (fd == -ENOENT && !(flags & O_CREAT))
 		vzq_fail(err, VZQ_ERR_NOFILE, 0, "%s: no quota file", fname);
 	else if (fd < 0)

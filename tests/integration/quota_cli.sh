@@ -55,6 +55,14 @@ expect_rc "setlimit2 -t -g: the same" 0 q setlimit2 101 -t -g 3h 1d
 check "setlimit2 -g -t set the group's and left the user's" bash -c "'$VZQ' -b show 101 -t | grep -Eq '^group 10800 86400 ' && '$VZQ' -b show 101 -t | grep -Eq '^ user 86400 7200 '"
 expect_rc "setlimit2 -u -t: the user grace" 0 q setlimit2 101 -u -t 1d 2h
 expect_rc "setlimit2 -u -g -t: 2" 2 q setlimit2 101 -u -g -t 1d 2h
+# --user-group is -t, abbreviated too: -u then takes no id, so an id given is one value too many
+expect_rc "setlimit2 -u 5 --user-group: 2" 2 q setlimit2 101 -u 5 --user-group 1h 1h
+expect_rc "setlimit2 -u --user-group: the user grace" 0 q setlimit2 101 -u --user-group 1d 2h
+expect_rc "setlimit2 -g --user: the group grace" 0 q setlimit2 101 -g --user 3h 1d
+# operands after "--"
+expect_rc "stat -- ID" 0 q stat -- 101
+expect_rc "setlimit2 -u -- ID values: 2 (-u takes the --)" 2 q setlimit2 -u -- 101 1000 10 20 30 40
+expect_rc "setlimit2 ID -u UID -- values" 0 q setlimit2 101 -u 1000 -- 10 20 30 40
 expect_rc "setlimit2 -g ID -t: 2" 2 q setlimit2 101 -g 50 -t 1d 2h
 expect_rc "setlimit2 bad value: 2" 2 q setlimit2 101 -u 1000 10 20 x 40
 expect_rc "setlimit2 missing values: 2" 2 q setlimit2 101 -u 1000 10 20
@@ -112,6 +120,13 @@ expect_rc "bad block limit: 2" 2 q init 102 -p "$TREE" -b -5 -B 2 -i 1 -I 2 -e 1
 expect_rc "bad time: 2" 2 q init 102 -p "$TREE" -b 1 -B 2 -i 1 -I 2 -e 1:61 -n 1
 expect_rc "-s 2: 2" 2 q init 102 -p "$TREE" -b 1 -B 2 -i 1 -I 2 -e 1 -n 1 -s 2
 expect_rc "-c with -R: 2" 2 q show 102 -c "$T/x" -R
+# numbers are digits only: no sign, and no blank of any kind (strtoull would skip them)
+expect_rc "id with a leading tab: 2" 2 q show $'\t102'
+expect_rc "id with a leading newline: 2" 2 q show $'\n102'
+expect_rc "limit with a leading tab: 2" 2 q setlimit 102 -b $'\t7'
+# an argument quoted in an error is shown on the one line, its control characters as '?'
+one_line "id with a newline: 2, one line" 2 q show $'102\n'
+one_line "limit with a newline: 2, one line" 2 q setlimit 102 -b $'5\n'
 expect_rc "unknown command option: 2" 2 q off 102 -b 5
 expect_rc "--nocheck outside on: 2" 2 q off 102 --nocheck
 expect_rc "init with long options" 0 q init 102 --path "$TREE" --block-softlimit 10 --block-hardlimit 20 \
@@ -145,6 +160,11 @@ done
 expect_rc "-R init next to the tree" 0 q init 103 -R -p "$TREE" "${LIM[@]}"
 check "-R file is quota.NAME next to the tree" test -s "$T/quota.tree"
 expect_rc "-R show finds it with -p" 0 q show 103 -p "$TREE"
+# on needs the tree, as upstream's (its quotactl takes the mount point): a -R file stores none
+expect_rc "on of a -R file by -c, no tree known: 13" 13 q on 103 -c "$T/quota.tree"
+check "on without a tree left the file off" bash -c "'$VZQ' show 103 -c '$T/quota.tree' >/dev/null 2>&1; test \$? = 0"
+expect_rc "on of a -R file with -p" 0 q on 103 -R -p "$TREE"
+expect_rc "off of it" 0 q off 103 -R -p "$TREE"
 expect_rc "-c file" 0 q init 104 -c "$T/custom" -p "$TREE" "${LIM[@]}"
 expect_rc "-c show" 0 q show 104 -c "$T/custom"
 expect_rc "drop -c" 0 q drop 104 -c "$T/custom"

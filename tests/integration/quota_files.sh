@@ -31,6 +31,25 @@ struct.pack_into('<I', b, len(b) - 8, crc32c(bytes(b[:-8])))
 open(dst, 'wb').write(b)
 PY
 }
+# with_u64 SRC DST OFFSET VALUE: DST is quota file SRC with the 64-bit field at OFFSET set to VALUE
+# and the checksum made valid again.
+with_u64() {
+	python3 - "$@" <<'PY'
+import struct, sys
+src, dst, off, val = sys.argv[1:5]
+b = bytearray(open(src, 'rb').read())
+def crc32c(data):
+    crc = 0xffffffff
+    for x in data:
+        crc ^= x
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82f63b78 if crc & 1 else crc >> 1
+    return crc ^ 0xffffffff
+struct.pack_into('<Q', b, int(off), int(val))
+struct.pack_into('<I', b, len(b) - 8, crc32c(bytes(b[:-8])))
+open(dst, 'wb').write(b)
+PY
+}
 F=$VZQ_DIR/quota.7
 q init 7 -p "$T/tree" -b 100 -B 200 -i 10 -I 20 -e 60 -n 60 -s 1 -u 100 >/dev/null 2>&1
 cp "$F" "$T/good"
@@ -60,10 +79,20 @@ for len in 3 100 $((size - 1)) $((size - 8)); do
 	head -c $len "$T/good" >"$T/bad"; cp "$T/bad" "$F"; bad "truncated$len"
 done
 cp "$T/good" "$T/bad"; echo junk >>"$T/bad"; cp "$T/bad" "$F"; bad "trailing-junk"
+# grown past its header's size: refused by the header before it is read whole (a 1.3 GB file
+# was read into memory first: 18 s, 1.3 GB resident)
+cp "$T/good" "$T/bad"; truncate -s 64M "$T/bad"; cp --sparse=always "$T/bad" "$F"
+bad "grown-64M"
+check "grown file refused by its header" grep -q "$((64 << 20)) bytes, past the $size its header says" "$T/err"
+rm -f "$T/bad"
 head -c 4096 /dev/urandom >"$T/bad"; cp "$T/bad" "$F"; bad "random"
 # a well-formed file (valid checksum) with a field out of range
 with_flags "$T/good" "$T/bad" 0x80000	# an unknown flag
 cp "$T/bad" "$F"; bad "unknown-flag-valid-crc"
+for off in 72 80; do	# inode soft, hard limit: 32-bit counts
+	with_u64 "$T/good" "$T/bad" $off $((1 << 40))
+	cp "$T/bad" "$F"; bad "inode-limit-2^40-at-$off-valid-crc"
+done
 expect_rc "drop -f removes a corrupt file" 0 q drop 7 -f
 check "gone" test ! -e "$F"
 expect_rc "init over a corrupt file" 0 bash -c "cp '$T/bad' '$F' && '$VZQ' init 7 -p '$T/tree' -b 1 -B 2 -i 3 -I 4 -e 5 -n 6"
@@ -128,6 +157,13 @@ not_regular directory -d
 rmdir "$VZQ_DIR/quota.9"
 ln -s /dev/null "$VZQ_DIR/quota.9"
 not_regular device -c
+rm "$VZQ_DIR/quota.9"
+# a symbolic link to a good quota file: the rename of a write would put a file in the link's place
+# and leave the one it points at as it was
+cp "$T/good" "$T/linked"
+ln -s "$T/linked" "$VZQ_DIR/quota.9"
+not_regular symlink -L
+check "symlink: the file it points at is unchanged" cmp -s "$T/linked" "$T/good"
 rm "$VZQ_DIR/quota.9"
 # nor a FIFO in place of the tmp file of an atomic write
 q init 9 -p "$T/tree" -b 1 -B 2 -i 3 -I 4 -e 5 -n 6 >/dev/null 2>&1
