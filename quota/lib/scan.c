@@ -326,6 +326,12 @@ int vzq_scan(const char *path, struct vzq_quota *q, time_t now, struct vzq_error
 	fd = open_tree(path, err);
 	if (fd < 0)
 		return err->status;
+	/* What the page cache holds is counted as the host will store it: ext4 reserves the blocks of
+	 * delayed data in st_blocks, but allocates the index blocks of a file's extents only when it
+	 * writes the data, and nothing charges those later (upstream forces the allocation,
+	 * EXT4_IOC_ALLOC_DA_BLKS, file by file; one syncfs of the tree's filesystem does it for all).
+	 * A writeback error it reports is some file's, not the count's: counted as it is. */
+	(void)syncfs(fd);
 	if (do_statx(fd, "", AT_EMPTY_PATH, &st) < 0) {
 		close(fd);
 		return vzq_fail(err, VZQ_ERR_SYS, errno, "%s", path);
