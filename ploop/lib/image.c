@@ -833,7 +833,7 @@ out:
 int ploop_snapshot_switch(const char *dd_path, const char *guid, bool keep_top, struct ploop_error *err)
 {
 	struct image_set s;
-	struct ploop_delta *top = NULL;
+	struct ploop_delta *snap = NULL;
 	char g[PLOOP_GUID_BUF], old_top_path[4096] = "";
 	cleanup_free char *file = NULL;
 	cleanup_free char *path = NULL;
@@ -853,11 +853,18 @@ int ploop_snapshot_switch(const char *dd_path, const char *guid, bool keep_top, 
 			   dd_path, g);
 		goto out;
 	}
-	if (open_top_header(s.dd, &top, err) || ploop_new_delta_like(s.dd, top, &file, &path, err))
-		goto out;
-	snprintf(old_top_path, sizeof(old_top_path), "%s", top->path);
-	ploop_delta_close(top, NULL);
-	top = NULL;
+	/* the new top is as large as the snapshot was (a grow since then is rolled back too) */
+	{
+		int im = ploop_descriptor_find_image(s.dd, g);
+		bool raw = ploop_descriptor_raw_image(s.dd, im);
+
+		if (ploop_delta_open(s.dd->images[im].path, PLOOP_OPEN_HEADER_ONLY | (raw ? PLOOP_OPEN_RAW : 0),
+				     s.dd->blocksize, 0, &snap, err) ||
+		    ploop_new_delta_like(s.dd, snap, &file, &path, err))
+			goto out;
+	}
+	snprintf(old_top_path, sizeof(old_top_path), "%s",
+		 s.dd->images[ploop_descriptor_find_image(s.dd, s.dd->top_guid)].path);
 	if (keep_top) {
 		char kept[PLOOP_GUID_BUF];
 
@@ -880,7 +887,7 @@ int ploop_snapshot_switch(const char *dd_path, const char *guid, bool keep_top, 
 	if (old_top_path[0])
 		ploop_unlink_file(old_top_path, err);
 out:
-	ploop_delta_close(top, NULL);
+	ploop_delta_close(snap, NULL);
 	ploop_set_release(&s);
 	return err->status;
 }

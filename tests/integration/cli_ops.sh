@@ -291,6 +291,19 @@ cp "$GD" dd.before
 expect_rc "grow to a smaller size is refused" 38 "$PLOOP" grow -s 100M "$GD"
 check "refused grow leaves the descriptor alone" cmp -s "$GD" dd.before
 
+# a switch rolls back a grow made since the snapshot: the new top is as large as the snapshot
+mkdir G3
+G3D=G3/DiskDescriptor.xml
+quiet "$PLOOP" init -s 8M -b 64 -t none G3/root.hds
+truncate -s 8M mG3
+put "$G3D" mG3 1000 100000
+G3S='{aaaaaaaa-0000-4000-8000-0000000000a3}'
+quiet "$PLOOP" snapshot -u "$G3S" "$G3D"
+check "grow after a snapshot" quiet "$PLOOP" grow -s 16M "$G3D"
+check "snapshot-switch to the snapshot taken before the grow" quiet "$PLOOP" snapshot-switch -u "$G3S" "$G3D"
+check "switch: the disk is 8M again (info -s, Disk_size)" bash -c "'$PLOOP' info -s '$G3D' | grep -qx 'size:		16384' && grep -q '<Disk_size>16384</Disk_size>' '$G3D'"
+verify "switch: the disk is the snapshot" "$G3D" mG3
+
 mkdir G2
 quiet "$PLOOP" init -s 8M -b 64 -v 1 -t none G2/one.hds
 truncate -s 8M mG2
