@@ -1045,22 +1045,28 @@ bool ploop_is_descriptor_path(const char *path)
 
 /* A single file: a ploop delta, or with @raw a raw image -- which a ploop delta is not: grown as
  * raw, it would only get bytes appended that its header does not know about. */
-static int grow_file(const char *path, bool raw, uint64_t size, struct ploop_error *err)
+/* A file given as raw (-f raw) that starts with a ploop signature is a delta: written as raw, its
+ * header and BAT would be overwritten by data. PLOOP_ERR_PARAM naming what to do instead. */
+static int refuse_delta_as_raw(const struct ploop_delta *d, const char *instead, struct ploop_error *err)
 {
 	uint8_t sig[PLOOP_SIG_LEN];
+	int r = pio_read(d->file, sig, sizeof(sig), 0);	/* zeros past the end */
+
+	if (r)
+		return ploop_fail(err, PLOOP_ERR_READ, -r, "%s: cannot read", d->path);
+	if (!memcmp(sig, PLOOP_SIG_V1, PLOOP_SIG_LEN) || !memcmp(sig, PLOOP_SIG_V2, PLOOP_SIG_LEN))
+		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: a ploop delta, not a raw image: %s", d->path, instead);
+	return 0;
+}
+
+static int grow_file(const char *path, bool raw, uint64_t size, struct ploop_error *err)
+{
 	struct ploop_delta *d;
-	int r;
 
 	if (ploop_delta_open(path, PLOOP_OPEN_RDWR | (raw ? PLOOP_OPEN_RAW : 0), PLOOP_DEF_CLUSTER_SECTORS, 0, &d, err))
 		return err->status;
-	if (raw) {
-		r = pio_read(d->file, sig, sizeof(sig), 0);
-		if (r)
-			ploop_fail(err, PLOOP_ERR_READ, -r, "%s: cannot read", path);
-		else if (!memcmp(sig, PLOOP_SIG_V1, PLOOP_SIG_LEN) || !memcmp(sig, PLOOP_SIG_V2, PLOOP_SIG_LEN))
-			ploop_fail(err, PLOOP_ERR_PARAM, 0,
-				   "%s: a ploop delta, not a raw image: grow it without -f raw", path);
-	}
+	if (raw)
+		refuse_delta_as_raw(d, "grow it without -f raw", err);
 	if (!err->status)
 		ploop_delta_grow(d, size, err);
 	ploop_delta_close(d, err);
@@ -1339,6 +1345,8 @@ int ploop_merge_files(const char *const *paths, int n, bool raw_base, uint32_t r
 	}
 	if (ploop_delta_open(paths[n - 1], PLOOP_OPEN_RDWR | PLOOP_OPEN_MARK_DIRTY | (raw_base ? PLOOP_OPEN_RAW : 0),
 			     raw_cs ? raw_cs : src[0]->cluster_sectors, 0, &dst, err))
+		goto out;
+	if (raw_base && refuse_delta_as_raw(dst, "merge into it without -f raw", err))
 		goto out;
 	ploop_merge_deltas(dst, src, nsrc, err);
 out:

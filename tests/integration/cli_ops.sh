@@ -453,6 +453,10 @@ put "$MD" mM $((MiB + 77)) $((3 * MiB))
 quiet "$PLOOP" snapshot "$MD"
 put "$MD" mM $((11 * MiB)) 4097
 mapfile -t mfiles < <(deltas "$MD")
+# -f raw says BASE is a raw file: a ploop delta given so would have its header and BAT overwritten
+sha_base=$(sha "${mfiles[0]}")
+one_line "merge -f raw into a ploop delta is refused (exit 38)" 38 "$PLOOP" merge -f raw "${mfiles[2]}" "${mfiles[0]}"
+check "... and the delta is unchanged" test "$(sha "${mfiles[0]}")" = "$sha_base"
 check "merge TOP MIDDLE BASE" quiet "$PLOOP" merge "${mfiles[2]}" "${mfiles[1]}" "${mfiles[0]}"
 same_content "merge of a file list: the base alone is the disk" "${mfiles[0]}" mM
 expect_rc "merge of a file list: base passes check" 0 "$PLOOP" check -f -c -r "${mfiles[0]}"
