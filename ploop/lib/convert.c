@@ -206,6 +206,10 @@ int ploop_convert_version(const char *dd_path, int version, struct ploop_error *
 		}
 		n++;
 	}
+	if (!n) {	/* as convert -f refuses it */
+		ploop_fail(err, PLOOP_ERR_PARAM, 0, "%s: a raw image has no format version to convert", dd_path);
+		goto out;
+	}
 	for (int i = 0; i < n; i++) {
 		cleanup_free char *idx = idx_path(d[i]->path);
 		struct ploop_file *f = NULL;

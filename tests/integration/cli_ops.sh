@@ -386,6 +386,9 @@ check "convert -f raw: Type Plain, same file name" \
 	bash -c "grep -q '<Type>Plain</Type>' '$CD' && grep -q '<File>root.hds</File>' '$CD' && ! grep -q Compressed '$CD'"
 check "convert -f raw: the file is the disk" cmp -s C/root.hds mC
 verify "convert -f raw" "$CD" mC
+sha_c=$(sha C/root.hds)
+one_line "convert -v 1 of a raw image alone is refused (38): it has no format version" 38 "$PLOOP" convert -v 1 "$CD"
+check "... and the image is unchanged" test "$(sha C/root.hds)" = "$sha_c"
 quiet "$PLOOP" snapshot "$CD"
 put "$CD" mC $((7 * MiB + 1)) $((MiB))
 verify "snapshot over a raw base" "$CD" mC
