@@ -157,6 +157,7 @@ int cmd_import(int argc, char **argv)
 	struct ploop_error err = { 0 };
 	uint64_t size = 0;
 	const char *in;
+	struct stat st;
 	int c, fd;
 
 	while ((c = getopt(argc, argv, "s:b:v:")) != -1) {
@@ -181,6 +182,13 @@ int cmd_import(int argc, char **argv)
 	if (want_args(argc, 2))
 		return PLOOP_ERR_PARAM;
 	in = argv[optind];
+	/* a FIFO is a stream, and open() waits for its writer: without -s, say so first */
+	if (strcmp(in, "-") && !stat(in, &st)) {
+		if (S_ISDIR(st.st_mode))
+			return fail(PLOOP_ERR_OPEN, "%s: a directory, not a raw image", in);
+		if (S_ISFIFO(st.st_mode) && !size)
+			return fail(PLOOP_ERR_PARAM, "%s: the size of a stream must be given (-s)", in);
+	}
 	fd = strcmp(in, "-") ? open(in, O_RDONLY | O_CLOEXEC) : STDIN_FILENO;
 	if (fd < 0)
 		return fail(PLOOP_ERR_OPEN, "%s: %s", in, strerror(errno));

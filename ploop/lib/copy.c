@@ -279,6 +279,8 @@ int ploop_import(int fd, uint64_t size, const char *delta_path, const struct plo
 
 	if (fstat(fd, &st))
 		return ploop_fail(err, PLOOP_ERR_FSTAT, errno, "input");
+	if (S_ISDIR(st.st_mode))
+		return ploop_fail(err, PLOOP_ERR_OPEN, EISDIR, "input");
 	f.stream = !S_ISREG(st.st_mode);
 	if (!size) {
 		if (f.stream)

@@ -474,6 +474,11 @@ check "import FILE" quiet "$PLOOP" import in.raw I1/root.hds
 verify "import FILE" I1/DiskDescriptor.xml in.raw
 check "import stores only non-zero clusters (1M header + 4 data clusters)" test "$(stat -c %s I1/root.hds)" = $((5 * MiB))
 expect_rc "import from a stream without -s" 38 bash -c "cat in.raw | '$PLOOP' import - I2/root.hds"
+mkfifo in.fifo
+one_line "import from a FIFO without -s: 38 at once, not waiting for a writer" 38 timeout 10 "$PLOOP" import in.fifo I2/root.hds
+one_line "import from a directory: 4" 4 "$PLOOP" import -s 1M I3 I2/root.hds
+check "... neither left anything" test -z "$(ls -A I2)"
+rm in.fifo
 check "import - (stdin) -s 8M -b 64 -v 1" bash -c "cat in.raw | '$PLOOP' import -s 8M -b 64 -v 1 - I2/root.hds"
 check "import -b -v: parameters taken" \
 	test "$("$PLOOP" info -s I2/DiskDescriptor.xml)" = "$(printf 'size:\t\t16384\nblocksize:\t64\nfmt_version:\t1')"
