@@ -581,11 +581,11 @@ int ploop_descriptor_parse(const char *xml, size_t len, const char *path, struct
 	doc = X->ReadMemory(xml, (int)len, path, NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	if (!doc) {
 		const xmlError *e = X->GetLastError();
+		const char *m = e && e->message ? e->message : "parse error";
+		size_t ml = strcspn(m, "\n");	/* libxml2's messages end with a newline */
 
-		ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0, "%s: not well-formed XML (line %d): %.200s", path,
-			   e ? e->line : 0, e && e->message ? e->message : "parse error");
-		/* libxml2 messages end with a newline; one line is what we promise. */
-		err->msg[strcspn(err->msg, "\n")] = '\0';
+		ploop_fail(err, PLOOP_ERR_DESCRIPTOR, 0, "%s: not well-formed XML (line %d): %.*s", path,
+			   e ? e->line : 0, (int)(ml < 200 ? ml : 200), m);
 		ploop_descriptor_free(dd);
 		return err->status;
 	}

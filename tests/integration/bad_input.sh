@@ -91,6 +91,10 @@ outcome() {
 		;;
 	*) [[ "|$want|" == *"|$RC|"* ]] || problem "exit $RC, wanted $want${ERR[0]:+ ($(first_err))}" ;;
 	esac
+	# a library message's own newline, shown as '?' by the one-line rule
+	if [ "$RC" -ne 0 ] && [[ ${ERR[0]:-} == *\? ]]; then
+		problem "the error ends in '?': $(first_err)"
+	fi
 	if [ "$RC" -ne 0 ] && [ ${#ERR[@]} -ne 1 ]; then
 		line=$(printf '%s|' "${ERR[@]}")
 		problem "${#ERR[@]} lines on stderr, wanted 1: ${line:0:200}"
