@@ -665,8 +665,6 @@ int ploop_recover(const char *dd_path, struct ploop_error *err)
 
 /* ---- init, snapshot, switch, delete, merge --------------------------------------------------------------- */
 
-#define FILL_SUFFIX ".import"
-
 int ploop_create_set(const char *delta_path, const struct ploop_create_params *in, ploop_fill_fn fill, void *ctx,
 		     struct ploop_error *err)
 {
@@ -681,7 +679,7 @@ int ploop_create_set(const char *delta_path, const struct ploop_create_params *i
 	bool lock_made = false;
 	int lock = -1, r;
 
-	if (fill && asprintf(&tmp, "%s" FILL_SUFFIX, delta_path) < 0)
+	if (fill && asprintf(&tmp, "%s" PLOOP_IMPORT_SUFFIX, delta_path) < 0)
 		tmp = NULL;
 	if (!dir || !(dd_path = ploop_join(dir, PLOOP_DESCRIPTOR_NAME)) || (fill && !tmp))
 		return ploop_fail(err, PLOOP_ERR_MALLOC, ENOMEM, "%s", delta_path);

@@ -15,6 +15,8 @@
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define PLOOP_PAGE 4096u
+/* The name a filled delta (import) has until it is complete: DELTA.import */
+#define PLOOP_IMPORT_SUFFIX ".import"
 
 /* ---- errors and logging ---- */
 /* Records an error in @err unless it already holds one (the first, most specific, wins);

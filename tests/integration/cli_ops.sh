@@ -491,6 +491,22 @@ check "... and says where it ended" bash -c "head -c $((3 * MiB)) in.raw | '$PLO
 expect_rc "a stream longer than -s is refused" 38 bash -c "cat in.raw | '$PLOOP' import -s 2M - I3/root.hds"
 expect_rc "a file larger than -s is refused" 38 "$PLOOP" import -s 2M in.raw I3/root.hds
 check "refused imports leave no image behind" test ! -e I3/root.hds -a ! -e I3/DiskDescriptor.xml
+# an import killed while it filled other.hds.import, then a set imported under another name: only
+# an import of that name removes the leftover, and check of the set names it
+mkfifo imp.fifo
+"$PLOOP" import -s 8M imp.fifo I3/other.hds &
+ipid=$!
+exec 9>imp.fifo
+head -c $((2 * MiB)) in.raw >&9
+for _ in $(seq 50); do [ -s I3/other.hds.import ] && break; sleep 0.1; done
+kill -9 $ipid
+exec 9>&-
+wait $ipid 2>/dev/null
+rm imp.fifo
+check "a killed import leaves its .import" test -e I3/other.hds.import
+check "import into the same directory" quiet "$PLOOP" import in.raw I3/root.hds
+check "check of the set names the killed import's leftover" bash -c "'$PLOOP' check I3/DiskDescriptor.xml 2>&1 | grep -q 'I3/other.hds.import is not in DiskDescriptor.xml: the unfinished image of a killed ploop import'"
+rm -f I3/other.hds.import
 # A partial cluster at the end of a delta (a crash while the file grew) holds old bytes: convert
 # -f preallocated hands it out for an empty cluster, which must still read as zeros.
 mkdir PT
