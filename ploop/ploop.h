@@ -280,7 +280,7 @@ int ploop_snapshot(const char *dd_path, const char *guid, char out_guid[PLOOP_GU
 		   struct ploop_error *err);
 /* Merge @guid (NULL: the top) into its parent; @all: every snapshot of the top's chain into the base. */
 int ploop_snapshot_merge(const char *dd_path, const char *guid, bool all, struct ploop_error *err);
-int ploop_snapshot_delete(const char *dd_path, const char *guid, struct ploop_error *err);
+int ploop_snapshot_delete(const char *dd_path, const char *guid, bool *marked_temporary, struct ploop_error *err);
 /* Replace the top with a fresh delta over @guid; @keep_top keeps the old top as a snapshot. */
 int ploop_snapshot_switch(const char *dd_path, const char *guid, bool keep_top, struct ploop_error *err);
 /* @path: a DiskDescriptor.xml (grows the top delta and the descriptor) or a single delta file

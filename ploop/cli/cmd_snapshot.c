@@ -77,7 +77,8 @@ int cmd_snapshot_list(int argc, char **argv)
 		case 's': snap_view = true; break;
 		case 'o':
 			if (parse_fields(optarg, cols, &ncols))
-				return fail(PLOOP_ERR_PARAM, "invalid field list '%s' (uuid,parent_uuid,current,fname)", optarg);
+				return fail(1, "invalid field list '%s' (uuid,parent_uuid,current,fname)",
+					    optarg);	/* upstream's exit code for an unknown field */
 			break;
 		case 'u': only = optarg; break;
 		default: return usage_error("invalid option");
@@ -161,6 +162,7 @@ int cmd_snapshot_delete(int argc, char **argv)
 {
 	struct ploop_error err = { 0 };
 	const char *guid = NULL;
+	bool marked;
 	int c;
 
 	while ((c = getopt(argc, argv, "u:")) != -1) {
@@ -172,9 +174,10 @@ int cmd_snapshot_delete(int argc, char **argv)
 		return PLOOP_ERR_PARAM;
 	if (!guid)
 		return usage_error("-u UUID is required");
-	if (ploop_snapshot_delete(argv[optind], guid, &err))
+	if (ploop_snapshot_delete(argv[optind], guid, &marked, &err))
 		return report_error(&err);
-	printf("ploop snapshot %s has been successfully deleted\n", guid);
+	if (!marked)	/* else it said it is marked temporary */
+		printf("ploop snapshot %s has been successfully deleted\n", guid);
 	return 0;
 }
 

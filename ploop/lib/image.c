@@ -979,12 +979,14 @@ static void notice_temporary(const char *guid, int children)
 		children);
 }
 
-int ploop_snapshot_delete(const char *dd_path, const char *guid, struct ploop_error *err)
+int ploop_snapshot_delete(const char *dd_path, const char *guid, bool *marked, struct ploop_error *err)
 {
 	struct image_set s;
 	char g[PLOOP_GUID_BUF], survivor[PLOOP_GUID_BUF];
 	int chain[PLOOP_MAX_CHAIN], n, sn, child = -1, k;
 
+	if (marked)
+		*marked = false;
 	if (!guid || ploop_parse_guid(guid, g))
 		return ploop_fail(err, PLOOP_ERR_PARAM, 0, "'%s' is not a GUID", guid ? guid : "");
 	{
@@ -997,8 +999,11 @@ int ploop_snapshot_delete(const char *dd_path, const char *guid, struct ploop_er
 			snprintf(cmd, sizeof(cmd), "delete %s", g);
 			if (ploop_instance_call(&in, cmd, reply, sizeof(reply), err))
 				return err->status;
-			if (sscanf(reply, "temporary %d", &k) == 1)
+			if (sscanf(reply, "temporary %d", &k) == 1) {
 				notice_temporary(g, k);
+				if (marked)
+					*marked = true;
+			}
 			return 0;
 		}
 	}
@@ -1020,11 +1025,17 @@ int ploop_snapshot_delete(const char *dd_path, const char *guid, struct ploop_er
 		/* The only child's data goes into this snapshot's file; the child's GUID survives. */
 		if (!ploop_descriptor_chain(s.dd, s.dd->snapshots[child].guid, chain, &n, err))
 			merge_range(&s, chain, n - 2, n - 1, survivor, err);
+	} else if (s.dd->snapshots[sn].temporary) {
+		ploop_fail(err, PLOOP_ERR_CREAT, 0, "%s: snapshot %s is already marked temporary: it is merged when "
+			   "only one of its %d children is left", dd_path, g, k);	/* 1.15 exits 1 */
 	} else {
 		/* As upstream: deleted once all but one of its children are gone. */
 		s.dd->snapshots[sn].temporary = PLOOP_TEMP;
-		if (!ploop_descriptor_store(s.dd, err))
+		if (!ploop_descriptor_store(s.dd, err)) {
 			notice_temporary(g, k);
+			if (marked)
+				*marked = true;
+		}
 	}
 out:
 	ploop_set_release(&s);

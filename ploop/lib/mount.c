@@ -1334,7 +1334,7 @@ static int kernel_call_locked(const struct ploop_instance *in, const char *cmd, 
 		if (!strcmp(op, "snapshot"))
 			r = ploop_snapshot(in->descriptor, arg, NULL, err);
 		else if (!strcmp(op, "delete"))
-			r = ploop_snapshot_delete(in->descriptor, arg, err);
+			r = ploop_snapshot_delete(in->descriptor, arg, NULL, err);
 		else
 			r = ploop_snapshot_merge(in->descriptor, strcmp(arg, "-") ? arg : NULL, !strcmp(op, "merge-all"),
 						 err);

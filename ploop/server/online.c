@@ -657,7 +657,10 @@ static int cmd_delete(struct srv *s, const char *arg, char *reply, size_t len)
 		if (!strcmp(dd->images[idx[i]].guid, g))
 			gl = i;
 	children = ploop_descriptor_children(dd, g, NULL);
-	if (children > 1) {
+	if (children > 1 && dd->snapshots[sn].temporary) {
+		ploop_fail(&err, PLOOP_ERR_CREAT, 0, "%s: snapshot %s is already marked temporary: it is merged when "
+			   "only one of its %d children is left", s->dd_path, g, children);	/* 1.15 exits 1 */
+	} else if (children > 1) {
 		/* As upstream: deleted once all but one of its children are gone. */
 		dd->snapshots[sn].temporary = PLOOP_TEMP;
 		if (!ploop_descriptor_store(dd, &err))

@@ -583,7 +583,7 @@ argument_tests() {
 	arg_case snapshot-switch-to-top 38 snapshot-switch -u "$TOP_GUID" "$DD"
 	arg_case snapshot-list-guid-invalid 38 snapshot-list -u xyz "$DD"
 	arg_case snapshot-list-guid-unknown 1 snapshot-list -u "$UNKNOWN_GUID" "$DD"
-	arg_case snapshot-list-fields-invalid 38 snapshot-list -o uuid,size "$DD"
+	arg_case snapshot-list-fields-invalid 1 snapshot-list -o uuid,size "$DD"
 	arg_case map-guid-invalid 38 map -u xyz "$DD"
 	arg_case map-guid-on-delta 38 map -u "$BASE_GUID" "$A/root.hds"
 	arg_case export-guid-invalid 38 export -u xyz "$DD" "$SCR/args-out.raw"

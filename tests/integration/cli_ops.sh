@@ -154,7 +154,7 @@ check "snapshot-list -o current,uuid" test "$("$PLOOP" snapshot-list -o current,
 want=$(printf '%-38s %-1s \n%-38s \n%-38s \n%-38s *' UUID C "$S1" "$S2" "$TOPG")
 check "snapshot-list -o uuid,current: empty last column as upstream (no trailing blank)" \
 	test "$("$PLOOP" snapshot-list -o uuid,current "$DD")" = "$want"
-expect_rc "snapshot-list -o with an unknown field" 38 "$PLOOP" snapshot-list -o uuid,size "$DD"
+expect_rc "snapshot-list -o with an unknown field: 1, as upstream" 1 "$PLOOP" snapshot-list -o uuid,size "$DD"
 
 # merge the top into its parent: the survivor keeps the child's GUID and the parent's file.
 cp "$DD" dd.before
@@ -236,6 +236,11 @@ check "snapshot-delete of a snapshot with two children succeeds" test $? = 0
 check "snapshot-delete with two children: marked <Temporary/>" \
 	bash -c "tr -d ' \n' <'$DD' | grep -q '<GUID>$S8</GUID><ParentGUID>$S5</ParentGUID><Temporary/>'"
 verify "snapshot-delete with two children: content unchanged" "$DD" mA
+check "... says it is marked temporary, not that it is deleted" \
+	bash -c "echo '$out' | grep -q 'marked temporary' && ! echo '$out' | grep -q 'successfully deleted'"
+cp "$DD" dd.before
+one_line "snapshot-delete of a snapshot already marked temporary: exit 1, as 1.15" 1 "$PLOOP" snapshot-delete -u "$S8" "$DD"
+check "... and the descriptor is unchanged" cmp -s "$DD" dd.before
 same_content "snapshot-delete with two children: the other child unchanged" "$DD" m_K -u "$K"
 check "snapshot-delete of the other child" quiet "$PLOOP" snapshot-delete -u "$K" "$DD"
 verify "after the other child is gone" "$DD" mA

@@ -115,12 +115,12 @@ static int op_merge_all(struct ploop_error *err)
 
 static int op_delete_middle(struct ploop_error *err)
 {
-	return ploop_snapshot_delete(DD, target, err);
+	return ploop_snapshot_delete(DD, target, NULL, err);
 }
 
 static int op_delete_top_parent_leaf(struct ploop_error *err)
 {
-	return ploop_snapshot_delete(DD, PLOOP_TOP_GUID, err);
+	return ploop_snapshot_delete(DD, PLOOP_TOP_GUID, NULL, err);
 }
 
 static int op_switch(struct ploop_error *err)

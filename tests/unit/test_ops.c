@@ -145,7 +145,7 @@ static void run_model(int version, uint32_t cs, int steps, uint64_t seed)
 			CHECK_OK(ploop_snapshot_merge(DD, NULL, true, err));
 		} else if (op == 12) {
 			if (pick_snapshot(&m, g, false))
-				CHECK_OK(ploop_snapshot_delete(DD, g, err));
+				CHECK_OK(ploop_snapshot_delete(DD, g, NULL, err));
 		} else if (op == 13) {
 			if (pick_snapshot(&m, g, true))
 				CHECK_OK(ploop_snapshot_merge(DD, g, false, err) == PLOOP_ERR_PARAM ? 0 : err->status);
@@ -421,7 +421,7 @@ TEST(snapshot_switch_and_keep)
 	ploop_descriptor_free(dd);
 	/* A snapshot with two children cannot be merged into either; delete defers it. */
 	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot_merge(DD, NULL, true, err));
-	CHECK_OK(ploop_snapshot_delete(DD, g, err));
+	CHECK_OK(ploop_snapshot_delete(DD, g, NULL, err));
 	CHECK_OK(ploop_descriptor_read(DD, &dd, err));
 	CHECK(dd->snapshots[ploop_descriptor_find_snapshot(dd, g)].temporary == PLOOP_TEMP);
 	ploop_descriptor_free(dd);
@@ -447,18 +447,18 @@ TEST(refusals)
 	CHECK_OK(ploop_descriptor_read(DD, &dd, err));
 	strcpy(base, dd->snapshots[0].guid);
 	ploop_descriptor_free(dd);
-	CHECK_FAILS(PLOOP_ERR_NOSNAP, ploop_snapshot_delete(DD, "{99999999-2222-3333-4444-555555555555}", err));
+	CHECK_FAILS(PLOOP_ERR_NOSNAP, ploop_snapshot_delete(DD, "{99999999-2222-3333-4444-555555555555}", NULL, err));
 	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot_merge(DD, "{99999999-2222-3333-4444-555555555555}", false, err));
 	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot_switch(DD, PLOOP_TOP_GUID, false, err));
 	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_grow(DD, false, 2048, err));
 	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_convert_mode(DD, PLOOP_MODE_RAW, err));	/* two images */
 	/* Deleting a base with one child merges the child into it (as upstream); a lone base stays. */
-	CHECK_OK(ploop_snapshot_delete(DD, base, err));
+	CHECK_OK(ploop_snapshot_delete(DD, base, NULL, err));
 	CHECK_OK(ploop_descriptor_read(DD, &dd, err));
 	CHECK_EQ(dd->n_images, 1);
 	CHECK(!strcmp(dd->images[0].guid, PLOOP_TOP_GUID) && !strcmp(dd->images[0].file, "root.hds"));
 	ploop_descriptor_free(dd);
-	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot_delete(DD, PLOOP_TOP_GUID, err));
+	CHECK_FAILS(PLOOP_ERR_PARAM, ploop_snapshot_delete(DD, PLOOP_TOP_GUID, NULL, err));
 }
 
 /* A merge interrupted by a full disk is completed by the next command; asking again for the same
@@ -493,7 +493,7 @@ TEST(retried_merge_completes_once)
 	CHECK_EQ(dd->n_images, 2);	/* base g1 and the top: merged once, not twice */
 	CHECK(ploop_descriptor_find_snapshot(dd, g1) >= 0);
 	ploop_descriptor_free(dd);
-	CHECK_OK(ploop_snapshot_delete(DD, g2, err) == PLOOP_ERR_NOSNAP ? 0 : err->status);
+	CHECK_OK(ploop_snapshot_delete(DD, g2, NULL, err) == PLOOP_ERR_NOSNAP ? 0 : err->status);
 }
 
 TEST(import_export_roundtrip_and_sparse)
