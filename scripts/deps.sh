@@ -2,7 +2,7 @@
 # Installs the Debian packages the build, the tests and the benchmarks need.
 # Idempotent: does nothing when every package is present; runs `apt-get update` once otherwise.
 set -eu
-PKGS="gcc make pkg-config libxml2-dev liburing-dev libfuse3-dev fuse3 fio libext2fs-dev qemu-system-common clang libclang-rt-14-dev qemu-utils ploop e2fsprogs util-linux xxd gdb python3"
+PKGS="gcc make pkg-config libxml2-dev liburing-dev libfuse3-dev fuse3 fio libext2fs-dev qemu-system-common clang libclang-rt-14-dev qemu-utils ploop e2fsprogs util-linux xxd gdb strace python3"
 # Components list what they need beyond this in scripts/deps.d/COMPONENT.txt (one package per line).
 for f in "$(dirname "$0")"/deps.d/*.txt; do
 	[ -f "$f" ] && PKGS="$PKGS $(grep -v '^#' "$f" | tr '\n' ' ')"

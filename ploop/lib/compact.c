@@ -285,7 +285,17 @@ static int compact_online(const struct ploop_instance *in, uint64_t *freed, stru
 		struct fstrim_range range = { .start = 0, .len = UINT64_MAX, .minlen = 0 };
 		int fd;
 
+		struct stat dev, at;
+
 		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		/* Still ours, once open (unmounted since it was found, the directory is one of the
+		 * filesystem below, which must not be trimmed): else nothing to trim, as unmounted. */
+		if (fd >= 0 && (stat(in->part, &dev) || fstat(fd, &at) || at.st_dev != dev.st_rdev)) {
+			close(fd);
+			return ploop_fail(err, PLOOP_ERR_UMOUNT_BUSY, 0,
+					  "%s: the filesystem of %s was unmounted meanwhile: not trimmed, run compact again",
+					  dir, in->part);
+		}
 		/* Blocks freed in a transaction not yet committed are not free to FITRIM: commit first. */
 		if (fd < 0 || syncfs(fd) || ioctl(fd, FITRIM, &range)) {
 			int e = errno;

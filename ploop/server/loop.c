@@ -140,12 +140,14 @@ static int detached_umount(const char *dir)
  */
 struct freeze_call {
 	const char *dir;
+	dev_t dev;
 	int cmd, res;
 };
 
 static int freezer_child(void *arg)
 {
 	struct freeze_call *f = arg;
+	struct stat st;
 	int fd, e = 0;
 	char r;
 
@@ -158,8 +160,13 @@ static int freezer_child(void *arg)
 	if (c < 0 || s < 0 || dup2(c, 3) < 0 || dup2(s, 4) < 0)
 		_exit(EBADF);
 	drop_descriptors(5);
+	/* The directory is ours only if it is on our device still: unmounted since it was found,
+	 * it is a directory of the filesystem below, which must not be frozen. Open, it keeps ours
+	 * from going (a lazy unmount leaves the descriptor on it). */
 	fd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || ioctl(fd, FIFREEZE, 0))
+	if (fd >= 0 && (fstat(fd, &st) || st.st_dev != f->dev))
+		e = errno ? errno : ESTALE;
+	else if (fd < 0 || ioctl(fd, FIFREEZE, 0))
 		e = errno ? errno : EIO;
 	r = (char)e;
 	if (write(4, &r, 1) != 1) {
@@ -199,9 +206,9 @@ static char result_byte(int fd)
 	return n == 1 ? r : (char)EIO;
 }
 
-int fs_freeze(const char *dir, struct freezer *fz)
+int fs_freeze(const char *dir, dev_t dev, struct freezer *fz)
 {
-	struct freeze_call f = { .dir = dir };
+	struct freeze_call f = { .dir = dir, .dev = dev };
 	struct child c;
 	int cmd[2], res[2], r;
 

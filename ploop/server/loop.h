@@ -26,7 +26,8 @@ struct freezer {
 	void *stack;
 	int cmd, res;
 };
-int fs_freeze(const char *dir, struct freezer *fz);
+/* Freezes the filesystem of block device @dev mounted at @dir (-ESTALE if @dir is not on it). */
+int fs_freeze(const char *dir, dev_t dev, struct freezer *fz);
 int fs_thaw(struct freezer *fz);
 /* A process (not this one) holding @dev open, or 0. */
 pid_t device_opener(const char *dev);

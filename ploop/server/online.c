@@ -71,7 +71,7 @@ static void freeze(struct srv *s, struct freezer *fz)
 	case PLOOP_MOUNT_SHOWS:
 		break;
 	}
-	r = fs_freeze(dir, fz);
+	r = fs_freeze(dir, st.st_rdev, fz);
 	if (r)
 		slog("cannot freeze %s: %s", dir, strerror(-r));
 }

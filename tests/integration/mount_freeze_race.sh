@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The filesystem that an online snapshot freezes, and that compact trims, is the set's own: a mount
+# point unmounted between the server (or compact) finding it and opening it, as `ploop resize`
+# without CAP_SYS_RESOURCE unmounts it, is then a directory of the filesystem below, which must be
+# left alone (it was frozen, for good when the deltas live there too: the server blocked writing
+# the new delta). strace delays the open of the mount point to hold that window open. The
+# filesystem below is a small ext4 on a loop device holding the set, so a failure freezes only it
+# (thawed on every exit).
+source "$(dirname "$0")/../lib.sh"
+source "$ROOT/tests/mount_ops_lib.sh"
+
+H=$RT/host
+DD=$H/img/DiskDescriptor.xml
+MNTS=("$H/mnt")
+mkdir -p host
+race_cleanup() {
+	[ -n "${STRACE:-}" ] && kill "$STRACE" 2>/dev/null
+	fsfreeze -u "$H" 2>/dev/null
+	sweep
+	mountpoint -q "$H" && { umount "$H" || umount -l "$H"; }
+}
+at_exit race_cleanup
+truncate -s 200M host.img
+must "host: mkfs.ext4 of 200 MiB" mkfs.ext4 -q -F host.img || finish
+must "host: mount -o loop" mount -o loop host.img "$H" || finish
+mkdir -p "$H/img" "$H/mnt"
+must "init -s 512M (GPT + ext4)" pl init -s 512M "$H/img/root.hds" || finish
+IDS+=("$(run_id "$DD")")
+
+# trace_open PID FILE: strace PID, delaying each open of the mount point by 2 s (into $STRACE)
+trace_open() {
+	strace -f -p "$1" -P "$H/mnt" -e trace=openat -e inject=openat:delay_enter=2000000 -o "$2" 2>/dev/null &
+	STRACE=$!
+	sleep 1
+}
+# host_writable: a write to the filesystem below completes (a writer of a frozen filesystem waits
+# where no signal reaches it: after 5 s it is thawed, and the answer is no)
+host_writable() {
+	touch "$H/probe" &
+	local p=$! i
+	for ((i = 0; i < 50; i++)); do
+		kill -0 $p 2>/dev/null || { wait $p; return; }
+		sleep 0.1
+	done
+	fsfreeze -u "$H"
+	wait $p
+	return 1
+}
+
+mount_set "mount -m" "$DD" -m "$H/mnt" || finish
+inst "$DD"
+trace_open "$I_PID" "$T/strace.snap"
+timeout 30 "$PLOOP" snapshot "$DD" >"$T/.out" 2>&1 &
+snap=$!
+sleep 0.7
+umount "$H/mnt"
+wait "$snap"
+rc=$?
+kill "$STRACE" 2>/dev/null; wait "$STRACE" 2>/dev/null; STRACE=
+check "the server opened the mount point while it was being unmounted (strace saw it)" grep -q "$H/mnt" "$T/strace.snap"
+check "snapshot, its mount point unmounted meanwhile: done (exit $rc: $(head -c 200 "$T/.out"))" test "$rc" = 0
+check "... and the filesystem below was not frozen" host_writable
+fsfreeze -u "$H" 2>/dev/null
+umount_set "umount" "$DD"
+must "snapshot-merge (compact gives nothing back over snapshots)" pl snapshot-merge "$DD"
+
+mount_set "mount -m again" "$DD" -m "$H/mnt" || finish
+strace -f -P "$H/mnt" -e trace=openat -e inject=openat:delay_enter=2000000 -o "$T/strace.compact" \
+	timeout 30 "$PLOOP" compact "$DD" >"$T/.out" 2>&1 &
+comp=$!
+sleep 1.2
+umount "$H/mnt"
+wait "$comp"
+rc=$?
+check "compact opened the mount point while it was being unmounted (strace saw it)" grep -q "$H/mnt" "$T/strace.compact"
+check "compact, its mount point unmounted meanwhile: refused (exit $rc: $(head -c 200 "$T/.out"))" test "$rc" = 46
+check "... saying so" grep -q "was unmounted meanwhile: not trimmed" "$T/.out"
+umount_set "umount" "$DD"
+checked "the deltas are clean" "$DD"
+finish
