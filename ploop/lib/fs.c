@@ -155,8 +155,7 @@ int ploop_init_fs(const char *delta_path, const struct ploop_create_params *p, s
 		return err->status;
 	if (!ploop_mount(&mp, &in, err)) {
 		make_fs(&in, p, err);
-		ploop_umount(&in, &e2);
-		if (e2.status && !err->status)
+		if (ploop_umount_discard(&in, &e2) && !err->status)
 			*err = e2;
 	}
 	if (err->status) {

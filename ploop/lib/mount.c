@@ -1512,6 +1512,36 @@ int ploop_mount(const struct ploop_mount_params *p, struct ploop_instance *out, 
 	return 0;
 }
 
+int ploop_umount_discard(const struct ploop_instance *in, struct ploop_error *err)
+{
+	struct ploop_error e = { 0 };
+	struct ploop_instance now;
+
+	/* as the server has it now: a partition it attached since is in its state */
+	if (!load_instance(in->id, &now))
+		in = &now;
+
+	/* a holder of the new device (udev's probe, say) lets go in a moment (each umount waits 3 s) */
+	for (int i = 0; i < 3; i++) {
+		memset(&e, 0, sizeof(e));
+		if (!ploop_umount(in, &e))
+			return 0;
+		if (e.status != PLOOP_ERR_UMOUNT_BUSY)
+			break;
+		sleep_ms(500);
+	}
+	*err = e;
+	if (in->kernel || !pid_running(in->pid))
+		return err->status;
+	kill(in->pid, SIGKILL);
+	for (int i = 0; i < 500 && pid_running(in->pid); i++)
+		sleep_ms(10);
+	memset(&e, 0, sizeof(e));
+	if (!pid_running(in->pid))
+		cleanup_dead(in, &e);
+	return err->status;
+}
+
 int ploop_umount(const struct ploop_instance *in, struct ploop_error *err)
 {
 	bool lost;

@@ -18,6 +18,37 @@ must "init -s 512M -t ext4 (GPT + ext4)" pl init -s 512M -t ext4 A/root.hds
 check "init -t ext4: descriptor and image made" test -s "$A" -a -s A/root.hds
 checked "init -t ext4: the image checks clean, not marked in use" "$A"
 check "init -t ext4: no server left running" test -z "$(our_ids)"
+# init stops the server it made even when something holds the new device past every retry of
+# its umount (udev's probe holds it a moment): the failed init leaves no files, no server, no
+# loop device once the holder lets go
+mkdir -p H
+/usr/bin/python3 - "$RT/H/" 14 "$T/held" <<'PY' &
+import glob, os, sys, time
+want, secs, note = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+held, end = [], time.time() + 20
+while not held and time.time() < end:
+    for bf in glob.glob('/sys/block/loop*/loop/backing_file'):
+        try:
+            b = open(bf).read().strip()
+            st = open('/run/ploop/%s/state' % b.split('/')[3]).read() if b.startswith('/run/ploop/') else ''
+            if 'descriptor=' + want in st:
+                held.append(os.open('/dev/' + bf.split('/')[3], os.O_RDONLY))
+                open(note, 'a').write(bf.split('/')[3] + '\n')
+        except (OSError, IndexError):
+            pass
+    time.sleep(0.01)
+time.sleep(secs)
+PY
+holder=$!
+at_exit "kill $holder"
+sleep 0.3
+one_line "init while its device is held for 14 s: fails with 46" 46 pl init -s 256M -t ext4 H/root.hds
+check "... leaving no file ($(ls -A H | tr '\n' ' '))" test -z "$(ls -A H)"
+check "... and no server" bash -c "! grep -l 'descriptor=$RT/H/' /run/ploop/*/state 2>/dev/null"
+wait $holder
+check "the holder held the device ($(tr '\n' ' ' <"$T/held"))" test -s "$T/held"
+check "... which, once the holder is gone, is detached" \
+	bash -c "for l in \$(cat '$T/held'); do test ! -e /sys/block/\$l/loop || exit 1; done"
 must "init -s 256M -t ext4 -P (no partition table)" pl init -s 256M -t ext4 -P B/root.hds
 checked "init -P: the image checks clean" "$B"
 pl info -s "$A" >"$T/info.offline" 2>&1
