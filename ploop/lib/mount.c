@@ -1521,15 +1521,9 @@ int ploop_umount_discard(const struct ploop_instance *in, struct ploop_error *er
 	if (!load_instance(in->id, &now))
 		in = &now;
 
-	/* a holder of the new device (udev's probe, say) lets go in a moment (each umount waits 3 s) */
-	for (int i = 0; i < 3; i++) {
-		memset(&e, 0, sizeof(e));
-		if (!ploop_umount(in, &e))
-			return 0;
-		if (e.status != PLOOP_ERR_UMOUNT_BUSY)
-			break;
-		sleep_ms(500);
-	}
+	/* (the server waits up to 10 s for a holder of the device to let go) */
+	if (!ploop_umount(in, &e))
+		return 0;
 	*err = e;
 	if (in->kernel || !pid_running(in->pid))
 		return err->status;
