@@ -81,6 +81,17 @@ static int check_fs(const char *part, struct ploop_error *err)
 {
 	const char *fsck[] = { "e2fsck", "-f", "-p", part, NULL };
 
+	/* e2fsck opens the device exclusively, and just unmounted after much fsync'd I/O, it may
+	 * stay claimed a few seconds ("Cannot continue, aborting"): given up to 10 s to be free */
+	for (int i = 0; i < 100; i++) {
+		int fd = open(part, O_RDONLY | O_EXCL | O_CLOEXEC);
+
+		if (fd >= 0)
+			close(fd);
+		if (fd >= 0 || errno != EBUSY)
+			break;
+		usleep(100 * 1000);
+	}
 	return run_tool_upto(err, PLOOP_ERR_FSCK, 2, fsck);
 }
 
