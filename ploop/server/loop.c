@@ -164,10 +164,12 @@ static int freezer_child(void *arg)
 	 * it is a directory of the filesystem below, which must not be frozen. Open, it keeps ours
 	 * from going (a lazy unmount leaves the descriptor on it). */
 	fd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0 && (fstat(fd, &st) || st.st_dev != f->dev))
-		e = errno ? errno : ESTALE;
-	else if (fd < 0 || ioctl(fd, FIFREEZE, 0))
-		e = errno ? errno : EIO;
+	if (fd < 0 || fstat(fd, &st))
+		e = errno;
+	else if (st.st_dev != f->dev)
+		e = ESTALE;
+	else if (ioctl(fd, FIFREEZE, 0))
+		e = errno;
 	r = (char)e;
 	if (write(4, &r, 1) != 1) {
 		if (!e)	/* a freeze nobody knows of would stay for good */
