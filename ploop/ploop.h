@@ -243,6 +243,8 @@ int ploop_descriptor_write(const struct ploop_descriptor *dd, const char *path, 
 void ploop_descriptor_free(struct ploop_descriptor *dd);
 int ploop_descriptor_find_image(const struct ploop_descriptor *dd, const char *guid);
 int ploop_descriptor_find_snapshot(const struct ploop_descriptor *dd, const char *guid);
+/* The image whose <File> is @file (a name in the descriptor's directory), or -1. */
+int ploop_descriptor_find_file(const struct ploop_descriptor *dd, const char *file);
 /* Number of snapshots whose parent is @guid; the first one's index in *first_child (may be NULL). */
 int ploop_descriptor_children(const struct ploop_descriptor *dd, const char *guid, int *first_child);
 /* Image @im is the raw file of a raw set: its base, wherever the descriptor lists it. */

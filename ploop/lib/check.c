@@ -298,14 +298,6 @@ out:
 	return err->status;
 }
 
-static bool names_file(const struct ploop_descriptor *dd, const char *name)
-{
-	for (int i = 0; i < dd->n_images; i++)
-		if (!strcmp(dd->images[i].file, name))
-			return true;
-	return false;
-}
-
 /* Deltas beside the set that its descriptor does not name: told, never touched (one holding data
  * is what a merge or delete stopped just before removing it leaves, or a copy an operator keeps). */
 static void report_unnamed_deltas(const struct ploop_descriptor *dd)
@@ -323,7 +315,7 @@ static void report_unnamed_deltas(const struct ploop_descriptor *dd)
 		/* the image a killed import was filling: only an import of its name removes it */
 		else if (len > sizeof(PLOOP_IMPORT_SUFFIX) - 1 &&
 			 !strcmp(e->d_name + len - (sizeof(PLOOP_IMPORT_SUFFIX) - 1), PLOOP_IMPORT_SUFFIX) &&
-			 !names_file(dd, e->d_name))
+			 ploop_descriptor_find_file(dd, e->d_name) < 0)
 			PNOTICE("%s/%s is not in %s: the unfinished image of a killed ploop import; remove it",
 				dd->dir, e->d_name, PLOOP_DESCRIPTOR_NAME);
 	}

@@ -283,9 +283,8 @@ static int compact_online(const struct ploop_instance *in, uint64_t *freed, stru
 				  in->part);
 	case PLOOP_MOUNT_SHOWS: {
 		struct fstrim_range range = { .start = 0, .len = UINT64_MAX, .minlen = 0 };
-		int fd;
-
 		struct stat dev, at;
+		int fd;
 
 		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		/* Still ours, once open (unmounted since it was found, the directory is one of the

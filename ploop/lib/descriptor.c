@@ -841,10 +841,15 @@ bool ploop_descriptor_unnamed_delta(const struct ploop_descriptor *dd, const cha
 	if (!dd->n_images || strlen(name) != n + 1 + PLOOP_GUID_LEN || strncmp(name, dd->images[0].file, n) ||
 	    name[n] != '.' || name[n + 1] != '{' || ploop_parse_guid(name + n + 1, g))
 		return false;
+	return ploop_descriptor_find_file(dd, name) < 0;
+}
+
+int ploop_descriptor_find_file(const struct ploop_descriptor *dd, const char *file)
+{
 	for (int i = 0; i < dd->n_images; i++)
-		if (!strcmp(dd->images[i].file, name))
-			return false;
-	return true;
+		if (!strcmp(dd->images[i].file, file))
+			return i;
+	return -1;
 }
 
 /* Name of a new delta: STEM plus ".{random}". */

@@ -1052,8 +1052,6 @@ bool ploop_is_descriptor_path(const char *path)
 	return n >= 4 && !strcmp(path + n - 4, ".xml");
 }
 
-/* A single file: a ploop delta, or with @raw a raw image -- which a ploop delta is not: grown as
- * raw, it would only get bytes appended that its header does not know about. */
 /* A file given as raw (-f raw) that starts with a ploop signature is a delta: written as raw, its
  * header and BAT would be overwritten by data. PLOOP_ERR_PARAM naming what to do instead. */
 static int refuse_delta_as_raw(const struct ploop_delta *d, const char *instead, struct ploop_error *err)
@@ -1068,6 +1066,8 @@ static int refuse_delta_as_raw(const struct ploop_delta *d, const char *instead,
 	return 0;
 }
 
+/* A single file: a ploop delta, or with @raw a raw image -- which a ploop delta is not: grown as
+ * raw, it would only get bytes appended that its header does not know about. */
 static int grow_file(const char *path, bool raw, uint64_t size, struct ploop_error *err)
 {
 	struct ploop_delta *d;

@@ -215,11 +215,11 @@ void ploop_instance_id(const char *dd_realpath, const char *guid, char id[17]);
 enum ploop_mount_found { PLOOP_NOT_MOUNTED, PLOOP_MOUNT_COVERED, PLOOP_MOUNT_SHOWS };
 enum ploop_mount_found ploop_find_mount(dev_t rdev, char *dir, size_t len);
 /* The same for the filesystem on @in's device (its partition's, with a GPT). */
+enum ploop_mount_found ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len);
 /* Stops the server of a set that is to be removed if this fails (init): as ploop_umount (which
  * waits up to 10 s for a holder of the device to let go); failing that, the server is stopped by
  * SIGKILL and cleaned up after as a dead one, and the error of the umount is returned. */
 int ploop_umount_discard(const struct ploop_instance *in, struct ploop_error *err);
-enum ploop_mount_found ploop_mounted_at(const struct ploop_instance *in, char *dir, size_t len);
 /*
  * Unmounting a directory takes off the TOPMOST mount there, which may be another filesystem mounted
  * over ours (another set's, a tmpfs): a directory found through our device, or remembered, is

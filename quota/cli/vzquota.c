@@ -812,14 +812,14 @@ static int cmd_on(const struct opts *o)
 	if ((s.q.flags & VZQ_FLAG_UGID_ON) &&
 	    (!ugid_was_on || (old_limit == 0 && s.q.ugid_limit) || (s.q.flags & VZQ_FLAG_UGID_OVER)))
 		rescan = true;
-	/* as upstream, on needs the tree (its quotactl takes the mount point), counted or not */
-	if (!rc) {
-		const char *path = tree_path(o, &s.q);
+	/* as upstream, on needs the tree (its quotactl takes the mount point), counted or not (a -p
+	 * was checked before anything was read) */
+	if (!rc && !o->path) {
 		struct vzq_error err = { 0 };
 
-		if (!path)
+		if (!s.q.path || !*s.q.path)
 			rc = fail(VZQ_ERR_NOPATH, "quota %u: no tree path known, use -p", o->id);
-		else if (vzq_check_tree(path, &err))
+		else if (vzq_check_tree(s.q.path, &err))
 			rc = lib_fail(&err);
 	}
 	if (!rc && rescan && !o->nocheck) {

@@ -150,7 +150,7 @@ static int decode_ours(const char *fname, const unsigned char *buf, size_t len, 
 		return CORRUPT("%s: corrupt quota file: path length %" PRIu64, fname, path_len);
 	if (n_ugid > VZQF_MAX_UGID)
 		return CORRUPT("%s: corrupt quota file: %" PRIu64 " records", fname, n_ugid);
-	want = sizeof(h) + pad8(path_len) + n_ugid * sizeof(struct vzqf_ugid) + sizeof(t);
+	want = vzq_declared_size(buf, len);
 	if (want != len)
 		return CORRUPT("%s: corrupt quota file: %zu bytes where its header says %" PRIu64
 			       "%s", fname, len, want, len < want ? " (truncated)" : "");
@@ -260,7 +260,7 @@ static int decode_legacy(const char *fname, const unsigned char *buf, size_t len
 			return CORRUPT("%s: corrupt legacy quota file (v3): truncated (%zu bytes)", fname, len);
 		memcpy(&info, buf + off + path_len, sizeof(info));
 		n = le32toh(info.buf_size);
-		want = off + path_len + sizeof(info) + n * sizeof(struct vzql_ugid) + 8;
+		want = vzq_declared_size(buf, len);
 		if (want != len)
 			return CORRUPT("%s: corrupt legacy quota file (v3): %zu bytes where it says %" PRIu64 "%s",
 				       fname, len, want, len < want ? " (truncated)" : "");
@@ -312,7 +312,9 @@ static int decode_legacy(const char *fname, const unsigned char *buf, size_t len
 		}
 	} else {
 		/* v1/v2: no checksum was ever verified by vzquota; some writers appended one. */
-		if (len != off + path_len && len != off + path_len + 8)
+		uint64_t most = vzq_declared_size(buf, len);
+
+		if (len != most - 8 && len != most)
 			return CORRUPT("%s: corrupt legacy quota file (v%d): %zu bytes for a path of %" PRIu64,
 				       fname, *version, len, path_len);
 		if (magic == VZQL_MAGIC_V2) {

@@ -32,13 +32,13 @@ static inline void vzq_cleanup_closep(int *fd)
  * anything is out of place. *legacy is set to the legacy version (1-3) or 0 for ours. */
 int vzq_decode(const char *fname, const unsigned char *buf, size_t len, struct vzq_quota *q, int *legacy,
 	       struct vzq_error *err);
-/* @q into a new buffer (*out, *len) in our format. */
 /* The most bytes a quota file can have whose first @len bytes are @buf, as its header says (v1/v2
  * files may end with an 8-byte checksum); 0 when that takes more bytes or the file is no quota
  * file (vzq_decode says what is wrong). Lets a reader refuse a file grown past its header's size
  * without reading it. */
 #define VZQ_HEAD_MAX 8192
 uint64_t vzq_declared_size(const unsigned char *buf, size_t len);
+/* @q into a new buffer (*out, *len) in our format. */
 int vzq_encode(const struct vzq_quota *q, unsigned char **out, size_t *len, struct vzq_error *err);
 uint32_t vzq_crc32c(uint32_t crc, const void *buf, size_t len);
 
