@@ -110,6 +110,16 @@ must() {
 	not_ok "$name (exit $rc: $(head -c 300 "$T/.err" | tr '\n' ' '))"
 	return 1
 }
+# host_fs MIB: a small ext4 on a loop device at H=$RT/host, for a test that fills or freezes the
+# filesystem its set lives on; at exit it is thawed, and unmounted once the sets on it are (sweep).
+host_fs() {
+	H=$RT/host
+	mkdir -p "$H"
+	at_exit 'fsfreeze -u "$H" 2>/dev/null; sweep; mountpoint -q "$H" && { umount "$H" || umount -l "$H"; }'
+	truncate -s "$1M" "$RT/host.img"
+	must "host: mkfs.ext4 of $1 MiB" mkfs.ext4 -q -F "$RT/host.img" || return 1
+	must "host: mount -o loop" mount -o loop "$RT/host.img" "$H"
+}
 # refuse NAME RC CMD...: CMD fails with exit RC ("any": any nonzero) and exactly one line on stderr.
 refuse() {
 	local name=$1 want=$2 rc lines

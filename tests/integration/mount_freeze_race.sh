@@ -9,29 +9,23 @@
 source "$(dirname "$0")/../lib.sh"
 source "$ROOT/tests/mount_ops_lib.sh"
 
-H=$RT/host
+host_fs 200 || finish
+at_exit '[ -z "${STRACE:-}" ] || kill "$STRACE"'
 DD=$H/img/DiskDescriptor.xml
 MNTS=("$H/mnt")
-mkdir -p host
-race_cleanup() {
-	[ -n "${STRACE:-}" ] && kill "$STRACE" 2>/dev/null
-	fsfreeze -u "$H" 2>/dev/null
-	sweep
-	mountpoint -q "$H" && { umount "$H" || umount -l "$H"; }
-}
-at_exit race_cleanup
-truncate -s 200M host.img
-must "host: mkfs.ext4 of 200 MiB" mkfs.ext4 -q -F host.img || finish
-must "host: mount -o loop" mount -o loop host.img "$H" || finish
 mkdir -p "$H/img" "$H/mnt"
 must "init -s 512M (GPT + ext4)" pl init -s 512M "$H/img/root.hds" || finish
 IDS+=("$(run_id "$DD")")
 
-# trace_open PID FILE: strace PID, delaying each open of the mount point by 2 s (into $STRACE)
-trace_open() {
-	strace -f -p "$1" -P "$H/mnt" -e trace=openat -e inject=openat:delay_enter=2000000 -o "$2" 2>/dev/null &
-	STRACE=$!
-	sleep 1
+# strace options that delay each open of the mount point by 2 s
+DELAY_OPEN=(-f -P "$H/mnt" -e trace=openat -e inject=openat:delay_enter=2000000)
+# meanwhile PID SECS: the mount point is unmounted SECS after command PID started (while its open is
+# delayed); RC is the command's exit status
+meanwhile() {
+	sleep "$2"
+	umount "$H/mnt"
+	wait "$1"
+	RC=$?
 }
 # host_writable: a write to the filesystem below completes (a writer of a frozen filesystem waits
 # where no signal reaches it: after 5 s it is thawed, and the answer is no)
@@ -49,31 +43,24 @@ host_writable() {
 
 mount_set "mount -m" "$DD" -m "$H/mnt" || finish
 inst "$DD"
-trace_open "$I_PID" "$T/strace.snap"
+strace "${DELAY_OPEN[@]}" -p "$I_PID" -o "$T/strace.snap" 2>/dev/null &
+STRACE=$!
+sleep 1
 timeout 30 "$PLOOP" snapshot "$DD" >"$T/.out" 2>&1 &
-snap=$!
-sleep 0.7
-umount "$H/mnt"
-wait "$snap"
-rc=$?
+meanwhile $! 0.7
 kill "$STRACE" 2>/dev/null; wait "$STRACE" 2>/dev/null; STRACE=
 check "the server opened the mount point while it was being unmounted (strace saw it)" grep -q "$H/mnt" "$T/strace.snap"
-check "snapshot, its mount point unmounted meanwhile: done (exit $rc: $(head -c 200 "$T/.out"))" test "$rc" = 0
+check "snapshot, its mount point unmounted meanwhile: done (exit $RC: $(head -c 200 "$T/.out"))" test "$RC" = 0
 check "... and the filesystem below was not frozen" host_writable
 fsfreeze -u "$H" 2>/dev/null
 umount_set "umount" "$DD"
 must "snapshot-merge (compact gives nothing back over snapshots)" pl snapshot-merge "$DD"
 
 mount_set "mount -m again" "$DD" -m "$H/mnt" || finish
-strace -f -P "$H/mnt" -e trace=openat -e inject=openat:delay_enter=2000000 -o "$T/strace.compact" \
-	timeout 30 "$PLOOP" compact "$DD" >"$T/.out" 2>&1 &
-comp=$!
-sleep 1.2
-umount "$H/mnt"
-wait "$comp"
-rc=$?
+strace "${DELAY_OPEN[@]}" -o "$T/strace.compact" timeout 30 "$PLOOP" compact "$DD" >"$T/.out" 2>&1 &
+meanwhile $! 1.2
 check "compact opened the mount point while it was being unmounted (strace saw it)" grep -q "$H/mnt" "$T/strace.compact"
-check "compact, its mount point unmounted meanwhile: refused (exit $rc: $(head -c 200 "$T/.out"))" test "$rc" = 46
+check "compact, its mount point unmounted meanwhile: refused (exit $RC: $(head -c 200 "$T/.out"))" test "$RC" = 46
 check "... saying so" grep -q "was unmounted meanwhile: not trimmed" "$T/.out"
 umount_set "umount" "$DD"
 checked "the deltas are clean" "$DD"

@@ -7,19 +7,10 @@
 source "$(dirname "$0")/../lib.sh"
 source "$ROOT/tests/mount_ops_lib.sh"
 
-H=$RT/host
-DD=$H/DiskDescriptor.xml
 MNTS=("$RT/mnt")
-mkdir -p host mnt
-# The set goes first (sweep), then the host filesystem it lives on.
-full_cleanup() {
-	sweep
-	mountpoint -q "$H" && { umount "$H" || umount -l "$H"; }
-}
-at_exit full_cleanup
-truncate -s 300M host.img
-must "host: mkfs.ext4 of 300 MiB" mkfs.ext4 -q -F host.img || finish
-must "host: mount -o loop" mount -o loop host.img "$H" || finish
+mkdir -p mnt
+host_fs 300 || finish
+DD=$H/DiskDescriptor.xml
 must "init -s 1G (GPT + ext4)" pl init -s 1G "$H/root.hds" || finish
 IDS+=("$(run_id "$DD")")
 mount_set "mount -m mnt" "$DD" -m mnt || finish

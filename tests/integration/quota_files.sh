@@ -11,12 +11,13 @@ export VZQ_DIR=$T/var VZQ_RUN_DIR=$T/run
 mkdir -p "$VZQ_DIR" "$T/tree/d"
 echo data >"$T/tree/d/f"
 q() { "$VZQ" "$@"; }
-# with_flags SRC DST FLAGS: DST is quota file SRC with the flags word of its header set to FLAGS
-# ("|BITS": BITS or'ed in) and the checksum made valid again.
-with_flags() {
+# with_field SRC DST OFFSET FORMAT VALUE: DST is quota file SRC with the field at OFFSET (struct
+# FORMAT: '<I', '<Q') set to VALUE ("|BITS": BITS or'ed in) and the checksum made valid again.
+with_field() {
 	python3 - "$@" <<'PY'
 import struct, sys
-src, dst, flags = sys.argv[1:4]
+src, dst, off, fmt, val = sys.argv[1:6]
+off = int(off)
 b = bytearray(open(src, 'rb').read())
 def crc32c(data):
     crc = 0xffffffff
@@ -25,31 +26,14 @@ def crc32c(data):
         for _ in range(8):
             crc = (crc >> 1) ^ 0x82f63b78 if crc & 1 else crc >> 1
     return crc ^ 0xffffffff
-old = struct.unpack_from('<I', b, 16)[0]
-struct.pack_into('<I', b, 16, old | int(flags[1:], 0) if flags.startswith('|') else int(flags, 0))
+old = struct.unpack_from(fmt, b, off)[0]
+struct.pack_into(fmt, b, off, old | int(val[1:], 0) if val.startswith('|') else int(val, 0))
 struct.pack_into('<I', b, len(b) - 8, crc32c(bytes(b[:-8])))
 open(dst, 'wb').write(b)
 PY
 }
-# with_u64 SRC DST OFFSET VALUE: DST is quota file SRC with the 64-bit field at OFFSET set to VALUE
-# and the checksum made valid again.
-with_u64() {
-	python3 - "$@" <<'PY'
-import struct, sys
-src, dst, off, val = sys.argv[1:5]
-b = bytearray(open(src, 'rb').read())
-def crc32c(data):
-    crc = 0xffffffff
-    for x in data:
-        crc ^= x
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82f63b78 if crc & 1 else crc >> 1
-    return crc ^ 0xffffffff
-struct.pack_into('<Q', b, int(off), int(val))
-struct.pack_into('<I', b, len(b) - 8, crc32c(bytes(b[:-8])))
-open(dst, 'wb').write(b)
-PY
-}
+# with_flags SRC DST FLAGS: the flags word of the header
+with_flags() { with_field "$1" "$2" 16 '<I' "$3"; }
 F=$VZQ_DIR/quota.7
 q init 7 -p "$T/tree" -b 100 -B 200 -i 10 -I 20 -e 60 -n 60 -s 1 -u 100 >/dev/null 2>&1
 cp "$F" "$T/good"
@@ -90,7 +74,7 @@ head -c 4096 /dev/urandom >"$T/bad"; cp "$T/bad" "$F"; bad "random"
 with_flags "$T/good" "$T/bad" 0x80000	# an unknown flag
 cp "$T/bad" "$F"; bad "unknown-flag-valid-crc"
 for off in 72 80; do	# inode soft, hard limit: 32-bit counts
-	with_u64 "$T/good" "$T/bad" $off $((1 << 40))
+	with_field "$T/good" "$T/bad" $off '<Q' $((1 << 40))
 	cp "$T/bad" "$F"; bad "inode-limit-2^40-at-$off-valid-crc"
 done
 expect_rc "drop -f removes a corrupt file" 0 q drop 7 -f
